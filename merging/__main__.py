@@ -1,0 +1,63 @@
+"""CLI: python -m merging CONFIG.yml OUTPUT_DIR [--shard-size 2GB] [--overwrite]"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import threading
+
+from merging.config import load_config
+from merging.errors import MergeError
+from merging.merge import DEFAULT_SHARD_BYTES, Progress, run_merge
+
+UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+def parse_size(text: str) -> int:
+    match = re.fullmatch(r"\s*([\d.]+)\s*([A-Za-z]*)\s*", text)
+    if not match or match.group(2).upper() not in UNITS or float(match.group(1)) <= 0:
+        raise MergeError("--shard-size", f"'{text}' is not a size", "write e.g. 2GB, 500MB or 1GiB")
+    return int(float(match.group(1)) * UNITS[match.group(2).upper()])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m merging", description="SLERP-merge two models from a mergekit YAML config.")
+    parser.add_argument("config", help="mergekit YAML (merge_method: slerp)")
+    parser.add_argument("output_dir", help="folder to create with the merged model")
+    parser.add_argument("--shard-size", default=f"{DEFAULT_SHARD_BYTES // 10**9}GB", help="max bytes per safetensors shard (default 2GB)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    args = parser.parse_args(argv)
+
+    from tqdm import tqdm
+
+    cancel = threading.Event()
+    bar = tqdm(total=0, unit="B", unit_scale=True, desc="merging", disable=None)
+
+    def on_progress(p: Progress) -> None:
+        bar.total = p.bytes_total
+        bar.set_postfix_str(f"{p.tensors_done}/{p.tensors_total} tensors", refresh=False)
+        bar.update(p.bytes_written - bar.n)
+
+    try:
+        result = run_merge(load_config(args.config), args.output_dir, shard_bytes=parse_size(args.shard_size),
+                           overwrite=args.overwrite, on_progress=on_progress, cancel=cancel)
+    except MergeError as exc:
+        bar.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        bar.close()
+        print("error: merge: interrupted — nothing was written; run it again", file=sys.stderr)
+        return 130
+    bar.close()
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    blended = sum(1 for r in result.tensors if 0 < r.t < 1)
+    print(f"merged {len(result.tensors)} tensors ({blended} blended, {result.num_layers} layers) "
+          f"into {result.output_dir} — {result.bytes_written / 1e6:.1f} MB in {result.seconds:.2f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

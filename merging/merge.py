@@ -1,0 +1,274 @@
+"""Run a planned merge: stream tensors chunk by chunk into shards inside a temporary
+folder next to the output, then rename it into place. A cancel, an error or a killed
+process never leaves a partial model at the output path."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from merging.chat_templates import resolve_template
+from merging.checkpoint import Checkpoint, open_checkpoint
+from merging.config import MergeConfig
+from merging.errors import MergeCancelled, MergeError
+from merging.model_card import model_card
+from merging.planning import MergePlan, TensorPlan, plan_merge
+from merging.safetensors_io import PlannedTensor, StreamingWriter, chunk_ranges, read_elements
+from merging.slerp import PairStats, coefficients, combine
+from merging.sources import resolve_model
+
+DEFAULT_SHARD_BYTES = 2 * 10**9
+# 4M elements: 16 MB per float32 buffer. Large enough that per-chunk Python overhead is
+# noise, small enough that peak RSS stays flat whatever the model size.
+CHUNK_ELEMENTS = 4 * 1024 * 1024
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json",
+    "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json", "generation_config.json",
+)
+
+
+@dataclass(frozen=True)
+class Progress:
+    tensors_done: int
+    tensors_total: int
+    bytes_written: int
+    bytes_total: int
+    tensor: str
+
+
+@dataclass(frozen=True)
+class TensorReport:
+    name: str
+    layer: int | None
+    t: float
+    theta_degrees: float | None  # None for non-float tensors (copied from base_model)
+    lerp: bool
+
+
+@dataclass
+class MergeResult:
+    output_dir: Path
+    config: MergeConfig
+    tensors: list[TensorReport]
+    num_layers: int
+    bytes_written: int
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+    vocab_size: int | None = None
+
+
+def load_parents(config: MergeConfig) -> tuple[Checkpoint, Checkpoint]:
+    base = open_checkpoint(config.base_model, resolve_model(config.base_model))
+    if config.other_model == config.base_model:
+        return base, base
+    return base, open_checkpoint(config.other_model, resolve_model(config.other_model))
+
+
+def run_merge(
+    config: MergeConfig,
+    output_dir: str | Path,
+    *,
+    shard_bytes: int = DEFAULT_SHARD_BYTES,
+    overwrite: bool = False,
+    on_progress: Callable[[Progress], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> MergeResult:
+    started = time.perf_counter()
+    output = Path(output_dir)
+    if output.exists() and not overwrite:
+        raise MergeError("output_dir", f"'{output}' already exists", "pass --overwrite or choose another output name")
+    base, other = load_parents(config)
+    plan = plan_merge(config, base, other)
+    tokenizer_dir = _tokenizer_dir(config, base, other)
+    template = resolve_template(config.chat_template) if config.chat_template else None
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(output)
+    work = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-{os.getpid()}-", dir=output.parent))
+    try:
+        reports, written = _write_shards(plan, work, shard_bytes, on_progress, cancel)
+        _copy_tokenizer(tokenizer_dir, work, template)
+        _write_config(plan, work)
+        (work / "mergekit_config.yml").write_text(config.to_yaml())
+        (work / "README.md").write_text(model_card(config, output.name, plan.warnings))
+        if cancel is not None and cancel.is_set():
+            raise MergeCancelled()
+        _move_into_place(work, output)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return MergeResult(output, config, reports, plan.num_layers, written, time.perf_counter() - started,
+                       list(plan.warnings), plan.vocab_size)
+
+
+def _write_shards(plan: MergePlan, folder: Path, shard_bytes: int, on_progress: Callable[[Progress], None] | None,
+                  cancel: threading.Event | None) -> tuple[list[TensorReport], int]:
+    shards = _assign_shards(plan.tensors, shard_bytes)
+    names = ["model.safetensors"] if len(shards) == 1 else [
+        f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    reports: list[TensorReport] = []
+    written = 0
+    total = plan.output_bytes
+    for shard, shard_name in zip(shards, names, strict=True):
+        writer = StreamingWriter(folder / shard_name, [PlannedTensor(t.name, t.out_dtype, t.shape) for t in shard])
+        try:
+            for tensor in shard:
+                if cancel is not None and cancel.is_set():
+                    raise MergeCancelled()
+                report, nbytes = _merge_tensor(tensor, writer)
+                reports.append(report)
+                written += nbytes
+                if on_progress is not None:
+                    on_progress(Progress(len(reports), len(plan.tensors), written, total, tensor.name))
+        except BaseException:
+            writer.abort()
+            raise
+        writer.close()
+    if len(shards) > 1:
+        weight_map = {t.name: n for shard, n in zip(shards, names, strict=True) for t in shard}
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    return reports, written
+
+
+def _assign_shards(tensors: list[TensorPlan], shard_bytes: int) -> list[list[TensorPlan]]:
+    shards: list[list[TensorPlan]] = [[]]
+    size = 0
+    for t in tensors:
+        nbytes = t.numel * t.out_dtype.itemsize
+        if shards[-1] and size + nbytes > shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(t)
+        size += nbytes
+    return shards
+
+
+def _merge_tensor(plan: TensorPlan, writer: StreamingWriter) -> tuple[TensorReport, int]:
+    """One output tensor, streamed in chunks. Blending needs two passes (the angle is a
+    global quantity); t = 0 / 1 and a model merged with itself need one."""
+
+    def cast(x: torch.Tensor) -> torch.Tensor:
+        # mergekit casts parents to `dtype` on load and the result back to it; then out_dtype.
+        return x.to(plan.compute_dtype).to(plan.out_dtype)
+
+    def read(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        a = read_elements(plan.base, start, stop).to(plan.compute_dtype)
+        b = read_elements(plan.other, start, stop).to(plan.compute_dtype)
+        return a, b
+
+    ranges = list(chunk_ranges(plan.numel, CHUNK_ELEMENTS))
+    written = 0
+    if not plan.compute_dtype.is_floating_point or plan.same_bytes:
+        for start, stop in ranges:
+            written += writer.write(cast(read_elements(plan.base, start, stop)))
+        theta = 0.0 if plan.compute_dtype.is_floating_point else None
+        return TensorReport(plan.name, plan.layer, plan.t, theta, lerp=theta is not None), written
+
+    stats = PairStats()
+    if not plan.blends:  # t is 0 or 1: the output is one parent; the angle comes for free
+        for start, stop in ranges:
+            a, b = read(start, stop)
+            stats.add(a, b)
+            written += writer.write(cast(b if plan.t == 1.0 else a))
+        c = coefficients(stats, plan.t)
+        return TensorReport(plan.name, plan.layer, plan.t, c.theta_degrees, c.lerp), written
+
+    for start, stop in ranges:
+        stats.add(*read(start, stop))
+    c = coefficients(stats, plan.t)
+    for start, stop in ranges:
+        written += writer.write(cast(combine(c, *read(start, stop))))
+    return TensorReport(plan.name, plan.layer, plan.t, c.theta_degrees, c.lerp), written
+
+
+def _tokenizer_dir(config: MergeConfig, base: Checkpoint, other: Checkpoint) -> Path:
+    source = config.tokenizer_source
+    if source in (None, "base", config.base_model):
+        return base.path
+    if source == config.other_model:
+        return other.path
+    if source == "union":
+        # A union of two identical vocabularies is the base vocabulary; building a real
+        # union would also need the embedding rows remapped, which we do not do.
+        if _read_bytes(base.path / "tokenizer.json") == _read_bytes(other.path / "tokenizer.json"):
+            return base.path
+        raise MergeError("tokenizer_source", "'union' of two different vocabularies is not supported",
+                         "use `tokenizer_source: base` or name one of the two models")
+    raise MergeError("tokenizer_source", f"'{source}' is not base, union or one of the two models",
+                     "use base, or the name of one of the models")
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    return path.read_bytes() if path.is_file() else None
+
+
+def _copy_tokenizer(source: Path, folder: Path, template: str | None) -> None:
+    for name in TOKENIZER_FILES:
+        if (source / name).is_file():
+            shutil.copyfile(source / name, folder / name)
+    if template is not None:
+        (folder / "chat_template.jinja").write_text(template)
+        (folder / "chat_template.json").unlink(missing_ok=True)
+        tokenizer_config = folder / "tokenizer_config.json"
+        if tokenizer_config.is_file():  # an inline template there would compete with ours
+            data = json.loads(tokenizer_config.read_text())
+            if data.pop("chat_template", None) is not None:
+                tokenizer_config.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _write_config(plan: MergePlan, folder: Path) -> None:
+    config = dict(plan.base.config)
+    config.pop("quantization_config", None)
+    layers_key = plan.base.architecture.num_layers_key
+    base_layers = plan.base.num_layers
+    # Per-layer lists (Gemma2/Qwen2 `layer_types`, …) follow the layers that were kept.
+    for key, value in list(config.items()):
+        if isinstance(value, list) and len(value) == base_layers and base_layers != 0:
+            config[key] = [value[i] for i in plan.base_layer_of_output]
+    config[layers_key] = plan.num_layers
+    if plan.vocab_size is not None:
+        config["vocab_size"] = plan.vocab_size
+    float_dtypes = {t.out_dtype for t in plan.tensors if t.out_dtype.is_floating_point}
+    if float_dtypes:
+        config["dtype"] = str(max(float_dtypes, key=lambda d: d.itemsize)).removeprefix("torch.")
+        config.pop("torch_dtype", None)
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+def _move_into_place(work: Path, output: Path) -> None:
+    if not output.exists():
+        work.rename(output)
+        return
+    # Overwrite: park the old model aside first, so at every instant the output path
+    # holds either the complete old model or the complete new one.
+    parked = output.with_name(f".{output.name}.old-{os.getpid()}")
+    output.rename(parked)
+    work.rename(output)
+    shutil.rmtree(parked, ignore_errors=True)
+
+
+def _remove_stale_partials(output: Path) -> None:
+    """Temporary folders left by a merge process that was killed (its pid is gone)."""
+    for leftover in output.parent.glob(f".{output.name}.partial-*"):
+        pid = leftover.name.split(".partial-")[1].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,135 @@
+"""Chunked reads and streaming writes of the safetensors format.
+
+Why not `safe_open`: it memory-maps the file, and every page touched stays in the
+process RSS while the file is open (measured: 512 MB RSS after reading one 269 MB
+SmolLM2 file). Plain positioned reads keep RSS at the size of the chunk in hand. The
+format is tiny: u64 little-endian header length, a JSON header {name: {dtype, shape,
+data_offsets}}, then the raw bytes — so the writer can emit the header first (all
+shapes are known from the plan) and then stream tensors into place one chunk at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from merging.errors import MergeError
+
+TORCH_DTYPES = {
+    "BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64,
+    "I8": torch.int8, "U8": torch.uint8, "I16": torch.int16, "I32": torch.int32, "I64": torch.int64,
+    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+}
+DTYPE_NAMES = {v: k for k, v in TORCH_DTYPES.items()}
+HEADER_LIMIT = 100 * 1024 * 1024  # the safetensors spec caps headers at 100 MB
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    file: Path
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    start: int  # absolute byte offset of the data in `file`
+    nbytes: int
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+def read_header(path: Path) -> dict[str, TensorEntry]:
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        raw = fh.read(8)
+        if len(raw) < 8:
+            raise MergeError(str(path), "not a safetensors file (too short)", "re-download or re-save the model")
+        (header_len,) = struct.unpack("<Q", raw)
+        if header_len > HEADER_LIMIT or 8 + header_len > size:
+            raise MergeError(str(path), "corrupted safetensors header", "re-download or re-save the model")
+        try:
+            header = json.loads(fh.read(header_len))
+        except ValueError:
+            raise MergeError(str(path), "corrupted safetensors header", "re-download or re-save the model") from None
+    data_start = 8 + header_len
+    entries = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = info["data_offsets"]
+        dtype = TORCH_DTYPES.get(info["dtype"])
+        if dtype is None:
+            raise MergeError(str(path), f"tensor {name} has unsupported dtype {info['dtype']}", "convert the model to bf16/fp16/fp32")
+        if data_start + end > size:
+            raise MergeError(str(path), f"file is truncated (tensor {name} ends past the end)", "re-download the model")
+        entries[name] = TensorEntry(path, dtype, tuple(info["shape"]), data_start + begin, end - begin)
+    return entries
+
+
+def read_elements(entry: TensorEntry, start: int, stop: int) -> torch.Tensor:
+    """Elements [start, stop) of the flattened tensor, as a new 1-D tensor."""
+    item = entry.dtype.itemsize
+    buffer = bytearray((stop - start) * item)
+    with open(entry.file, "rb") as fh:
+        fh.seek(entry.start + start * item)
+        if fh.readinto(buffer) != len(buffer):
+            raise MergeError(str(entry.file), "file ended early", "re-download the model")
+    if not buffer:
+        return torch.empty(0, dtype=entry.dtype)
+    return torch.frombuffer(buffer, dtype=entry.dtype)
+
+
+def read_tensor(entry: TensorEntry) -> torch.Tensor:
+    return read_elements(entry, 0, entry.numel).reshape(entry.shape)
+
+
+def chunk_ranges(numel: int, chunk: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, numel, chunk):
+        yield start, min(numel, start + chunk)
+
+
+@dataclass(frozen=True)
+class PlannedTensor:
+    name: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+class StreamingWriter:
+    """Writes one safetensors file whose header is fixed up front; tensors must then be
+    written in the declared order, in as many chunks as the caller likes."""
+
+    def __init__(self, path: Path, tensors: list[PlannedTensor], metadata: dict[str, str] | None = None):
+        header: dict[str, object] = {"__metadata__": metadata or {"format": "pt"}}
+        offset = 0
+        for t in tensors:
+            header[t.name] = {"dtype": DTYPE_NAMES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + t.nbytes]}
+            offset += t.nbytes
+        encoded = json.dumps(header, separators=(",", ":")).encode()
+        encoded += b" " * (-len(encoded) % 8)  # keep the data 8-byte aligned, as safetensors does
+        self.path = path
+        self.expected_size = 8 + len(encoded) + offset
+        self._fh = open(path, "wb")  # noqa: SIM115 -- owned by the writer, closed by close()/abort()
+        self._fh.write(struct.pack("<Q", len(encoded)) + encoded)
+
+    def write(self, chunk: torch.Tensor) -> int:
+        data = chunk.contiguous().reshape(-1).view(torch.uint8).numpy()
+        self._fh.write(memoryview(data))
+        return data.nbytes
+
+    def abort(self) -> None:
+        self._fh.close()
+
+    def close(self) -> None:
+        self._fh.close()
+        if self.path.stat().st_size != self.expected_size:
+            raise MergeError(str(self.path), "written size does not match the header", "report this as a bug")

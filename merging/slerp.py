@@ -1,0 +1,85 @@
+"""SLERP with mergekit 0.1.5 semantics, split so that huge tensors can be streamed.
+
+mergekit flattens both tensors, normalizes copies (only where the L2 norm > eps), takes
+dot = <n0, n1>, falls back to lerp when |dot| > 0.9995, else mixes the *unnormalized*
+tensors with s0 = sin(θ0 - θt)/sin θ0, s1 = sin θt / sin θ0, θt = t·θ0.
+
+The only global quantities are three sums (|v0|², |v1|², <v0, v1>), so the work is:
+`PairStats` accumulated over chunks -> `coefficients` (two scalars) -> `combine` per
+chunk. Memory is then bounded by the chunk size, not the tensor size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+DOT_THRESHOLD = 0.9995
+EPS = 1e-8
+
+
+@dataclass
+class PairStats:
+    """Running sums over float32 values; accumulated in float64 so a 100M-element
+    embedding does not lose precision in the sum."""
+
+    sq0: float = 0.0
+    sq1: float = 0.0
+    dot: float = 0.0
+
+    def add(self, v0: torch.Tensor, v1: torch.Tensor) -> None:
+        a, b = v0.reshape(-1).float(), v1.reshape(-1).float()
+        sums = torch.stack([torch.dot(a, a), torch.dot(b, b), torch.dot(a, b)]).double()
+        sq0, sq1, dot = sums.tolist()
+        self.sq0 += sq0
+        self.sq1 += sq1
+        self.dot += dot
+
+
+@dataclass(frozen=True)
+class Coefficients:
+    s0: float
+    s1: float
+    theta_degrees: float  # angle between the parents: where t matters
+    lerp: bool  # True when the parents are near-parallel (|cos| > 0.9995)
+
+
+def coefficients(stats: PairStats, t: float) -> Coefficients:
+    n0, n1 = math.sqrt(stats.sq0), math.sqrt(stats.sq1)
+    # mergekit normalizes each copy only when its norm exceeds eps.
+    cos = stats.dot / (n0 if n0 > EPS else 1.0) / (n1 if n1 > EPS else 1.0)
+    theta_degrees = math.degrees(math.acos(max(-1.0, min(1.0, cos))))
+    if abs(cos) > DOT_THRESHOLD:
+        return Coefficients(1.0 - t, t, theta_degrees, lerp=True)
+    theta0 = math.acos(cos)
+    sin_theta0 = math.sin(theta0)
+    theta_t = theta0 * t
+    return Coefficients(math.sin(theta0 - theta_t) / sin_theta0, math.sin(theta_t) / sin_theta0, theta_degrees, lerp=False)
+
+
+def combine(c: Coefficients, v0: torch.Tensor, v1: torch.Tensor) -> torch.Tensor:
+    """s0·v0 + s1·v1 in float32. Exact parents are returned bit-exact: t=0 gives v0,
+    t=1 gives v1, and identical chunks give themselves (lerp of x with x is x)."""
+    a, b = v0.float(), v1.float()
+    if c.s1 == 0.0 and c.s0 == 1.0:
+        return a
+    if c.s0 == 0.0 and c.s1 == 1.0:
+        return b
+    if c.lerp and torch.equal(a, b):
+        return a
+    return torch.add(a * c.s0, b, alpha=c.s1)
+
+
+def slerp(t: float, v0: torch.Tensor, v1: torch.Tensor) -> torch.Tensor:
+    """Whole-tensor SLERP (float32 result); the streaming merge uses the pieces above."""
+    stats = PairStats()
+    stats.add(v0, v1)
+    return combine(coefficients(stats, t), v0, v1)
+
+
+def angle_degrees(v0: torch.Tensor, v1: torch.Tensor) -> float:
+    stats = PairStats()
+    stats.add(v0, v1)
+    return coefficients(stats, 0.0).theta_degrees

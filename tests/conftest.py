@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from tiny_models import build_tiny_model  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """GGUF conversions go to a per-run cache, so every run exercises the conversion."""
+    cache = tmp_path_factory.mktemp("slerp-arena-cache")
+    os.environ["SLERP_ARENA_CACHE"] = str(cache)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory):
+    """tiny_models(arch, seed, **kwargs) -> folder; built once per distinct request."""
+    root = tmp_path_factory.mktemp("tiny-models")
+    built: dict[tuple, Path] = {}
+
+    def get(arch: str, seed: int, **kwargs) -> Path:
+        key = (arch, seed, tuple(sorted(kwargs.items())))
+        if key not in built:
+            name = f"{arch}-{seed}-" + "-".join(f"{k}{v}" for k, v in sorted(kwargs.items()))
+            built[key] = build_tiny_model(root / name, arch, seed, **kwargs)
+        return built[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The bundled SmolLM2 GGUF converted to safetensors (once per run)."""
+    from merging.sources import resolve_model
+
+    return resolve_model("bundled:SmolLM2-135M-Instruct")

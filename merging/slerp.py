@@ -69,7 +69,8 @@ def combine(c: Coefficients, v0: torch.Tensor, v1: torch.Tensor) -> torch.Tensor
         return b
     if c.lerp and torch.equal(a, b):
         return a
-    return torch.add(a * c.s0, b, alpha=c.s1)
+    # Two products then a sum, as mergekit does (no fused multiply-add): exact opposites cancel to 0.
+    return (a * c.s0).add_(b * c.s1)
 
 
 def slerp(t: float, v0: torch.Tensor, v1: torch.Tensor) -> torch.Tensor:

@@ -45,7 +45,6 @@ def bf16_ulps(ours: torch.Tensor, reference: torch.Tensor, parents_scale: float)
     ours, reference = ours.float(), reference.float()
     if ours.numel() == 0:
         return 0.0
-    floor = torch.tensor(2.0**-20 * max(parents_scale, 1e-30))
-    magnitude = torch.maximum(torch.maximum(ours.abs(), reference.abs()), floor)
-    ulp = 2.0 ** (torch.floor(torch.log2(magnitude)) - 7)
+    magnitude = torch.maximum(ours.abs(), reference.abs()).clamp_min(1e-38)
+    ulp = torch.clamp_min(2.0 ** (torch.floor(torch.log2(magnitude)) - 7), 2.0**-20 * parents_scale)
     return float(((ours - reference).abs() / ulp).max())

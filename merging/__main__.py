@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         bar.update(p.bytes_written - bar.n)
 
     try:
-        result = run_merge(load_config(args.config), args.output_dir, shard_bytes=parse_size(args.shard_size),
+        shard_bytes = parse_size(args.shard_size)  # cheap checks first
+        result = run_merge(load_config(args.config), args.output_dir, shard_bytes=shard_bytes,
                            overwrite=args.overwrite, on_progress=on_progress, cancel=cancel)
     except MergeError as exc:
         bar.close()

@@ -1,0 +1,105 @@
+"""The merge CLI as a user runs it (a subprocess), Hub ids through an offline cache,
+and the bundled SmolLM2 GGUF as a parent."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from test_merge import load_weights, slices_config
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "merging", *args], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=300)
+
+
+def test_cli_merges_with_progress_and_exit_zero(tiny_models, tmp_path):
+    config = tmp_path / "merge.yml"
+    config.write_text(slices_config(tiny_models("llama", 1), tiny_models("llama", 2)))
+    done = run_cli(str(config), str(tmp_path / "out"), "--shard-size", "40KB")
+    assert done.returncode == 0, done.stderr
+    assert "merged" in done.stdout and (tmp_path / "out" / "model.safetensors.index.json").is_file()
+    again = run_cli(str(config), str(tmp_path / "out"))
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    assert run_cli(str(config), str(tmp_path / "out"), "--overwrite").returncode == 0
+
+
+def test_cli_bad_input_is_one_line_without_traceback_and_writes_nothing(tiny_models, tmp_path):
+    config = tmp_path / "bad.yml"
+    config.write_text(slices_config(tiny_models("llama", 1), tiny_models("llama", 2)).replace("slerp", "ties"))
+    done = run_cli(str(config), str(tmp_path / "out"))
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines == ["error: merge_method: 'ties' is not supported — set `merge_method: slerp` (the supported method)"]
+    assert not (tmp_path / "out").exists()
+    bad_size = run_cli(str(config), str(tmp_path / "out"), "--shard-size", "lots")
+    assert bad_size.returncode == 2 and "--shard-size" in bad_size.stderr and "Traceback" not in bad_size.stderr
+
+
+def prefill_hub_cache(cache: Path, repo_id: str, folder: Path) -> None:
+    """The layout huggingface_hub writes: refs/main -> snapshots/<commit>/files."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(folder, repo / "snapshots" / commit)
+
+
+def test_hub_ids_resolve_through_an_offline_cache(tiny_models, tmp_path):
+    cache = tmp_path / "hf-cache"
+    prefill_hub_cache(cache, "tiny-org/base-model", tiny_models("qwen2", 1))
+    prefill_hub_cache(cache, "tiny-org/instruct-model", tiny_models("qwen2", 2))
+    config = tmp_path / "hub.yml"
+    config.write_text(slices_config("tiny-org/base-model", "tiny-org/instruct-model"))
+    env = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    done = run_cli(str(config), str(tmp_path / "out"), env=env)
+    assert done.returncode == 0, done.stderr
+    merged = load_weights(tmp_path / "out")
+    assert not torch.equal(merged["model.norm.weight"], load_weights(tiny_models("qwen2", 1))["model.norm.weight"])
+    missing = tmp_path / "missing.yml"
+    missing.write_text(slices_config("tiny-org/base-model", "tiny-org/not-cached"))
+    failed = run_cli(str(missing), str(tmp_path / "out2"), env=env)
+    assert failed.returncode == 2 and "not in the local Hugging Face cache" in failed.stderr
+    assert not (tmp_path / "out2").exists()
+
+
+def test_bundled_smollm2_merged_with_itself_answers_paris(smollm2_dir, tmp_path):
+    config = tmp_path / "smol.yml"
+    config.write_text("""
+slices:
+  - sources:
+      - model: bundled:SmolLM2-135M-Instruct
+        layer_range: [0, 30]
+      - model: bundled:SmolLM2-135M-Instruct
+        layer_range: [0, 30]
+merge_method: slerp
+base_model: bundled:SmolLM2-135M-Instruct
+parameters:
+  t: [0, 0.5, 0.3, 0.7, 1]
+dtype: bfloat16
+""")
+    done = run_cli(str(config), str(tmp_path / "smol-self"))
+    assert done.returncode == 0, done.stderr
+    merged = load_file(tmp_path / "smol-self" / "model.safetensors")
+    assert "lm_head.weight" not in merged  # SmolLM2 ties its embeddings
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "smol-self")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "smol-self", dtype=torch.bfloat16)
+    inputs = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                           add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    output = model.generate(**inputs, max_new_tokens=16, do_sample=False)
+    answer = tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert "Paris" in answer
+
+
+def test_gguf_conversion_is_cached(smollm2_dir):
+    from merging.sources import resolve_model
+
+    assert resolve_model("bundled:SmolLM2-135M-Instruct") == smollm2_dir
+    assert (smollm2_dir / "config.json").is_file() and "quantization_config" not in (smollm2_dir / "config.json").read_text()

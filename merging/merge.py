@@ -4,6 +4,7 @@ process never leaves a partial model at the output path."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -27,9 +28,10 @@ from merging.slerp import PairStats, coefficients, combine
 from merging.sources import resolve_model
 
 DEFAULT_SHARD_BYTES = 2 * 10**9
-# 4M elements: 16 MB per float32 buffer. Large enough that per-chunk Python overhead is
-# noise, small enough that peak RSS stays flat whatever the model size.
-CHUNK_ELEMENTS = 4 * 1024 * 1024
+# 1M elements: 4 MB per float32 buffer. Large enough that per-chunk Python overhead is
+# noise (and that most layer tensors of small models are one chunk), small enough that
+# peak RSS stays flat whatever the model size.
+CHUNK_ELEMENTS = 1024 * 1024
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json",
     "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json", "generation_config.json",
@@ -103,6 +105,11 @@ def run_merge(
         if cancel is not None and cancel.is_set():
             raise MergeCancelled()
         _move_into_place(work, output)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise MergeError("output_dir", f"the disk under '{output.parent}' is full (the merge needs "
+                             f"{plan.output_bytes / 1e9:.2f} GB)", "free disk space or choose another output folder") from None
+        raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return MergeResult(output, config, reports, plan.num_layers, written, time.perf_counter() - started,
@@ -161,8 +168,9 @@ def _merge_tensor(plan: TensorPlan, writer: StreamingWriter) -> tuple[TensorRepo
         return x.to(plan.compute_dtype).to(plan.out_dtype)
 
     def read(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
-        a = read_elements(plan.base, start, stop).to(plan.compute_dtype)
-        b = read_elements(plan.other, start, stop).to(plan.compute_dtype)
+        # Cast to `dtype` (mergekit's load-time cast), then to float32 once for all the math.
+        a = read_elements(plan.base, start, stop).to(plan.compute_dtype).float()
+        b = read_elements(plan.other, start, stop).to(plan.compute_dtype).float()
         return a, b
 
     ranges = list(chunk_ranges(plan.numel, CHUNK_ELEMENTS))
@@ -182,6 +190,12 @@ def _merge_tensor(plan: TensorPlan, writer: StreamingWriter) -> tuple[TensorRepo
         c = coefficients(stats, plan.t)
         return TensorReport(plan.name, plan.layer, plan.t, c.theta_degrees, c.lerp), written
 
+    if len(ranges) == 1:  # the common case: one read serves both passes
+        a, b = read(0, plan.numel)
+        stats.add(a, b)
+        c = coefficients(stats, plan.t)
+        written += writer.write(cast(combine(c, a, b)))
+        return TensorReport(plan.name, plan.layer, plan.t, c.theta_degrees, c.lerp), written
     for start, stop in ranges:
         stats.add(*read(start, stop))
     c = coefficients(stats, plan.t)

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import math
+import queue
 import struct
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,7 +108,11 @@ class PlannedTensor:
 
 class StreamingWriter:
     """Writes one safetensors file whose header is fixed up front; tensors must then be
-    written in the declared order, in as many chunks as the caller likes."""
+    written in the declared order, in as many chunks as the caller likes.
+
+    The bytes go to disk from a background thread (file writes release the GIL), so the
+    next tensor is computed while the kernel absorbs this one; a short queue bounds the
+    memory held by chunks in flight."""
 
     def __init__(self, path: Path, tensors: list[PlannedTensor], metadata: dict[str, str] | None = None):
         header: dict[str, object] = {"__metadata__": metadata or {"format": "pt"}}
@@ -120,16 +126,37 @@ class StreamingWriter:
         self.expected_size = 8 + len(encoded) + offset
         self._fh = open(path, "wb")  # noqa: SIM115 -- owned by the writer, closed by close()/abort()
         self._fh.write(struct.pack("<Q", len(encoded)) + encoded)
+        self._queue: queue.Queue[torch.Tensor | None] = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name=f"write {path.name}", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._fh.write(memoryview(chunk.numpy()))
+                except BaseException as exc:  # reported by the next write() or close()
+                    self._error = exc
 
     def write(self, chunk: torch.Tensor) -> int:
-        data = chunk.contiguous().reshape(-1).view(torch.uint8).numpy()
-        self._fh.write(memoryview(data))
-        return data.nbytes
+        if self._error is not None:
+            raise self._error
+        data = chunk.contiguous().reshape(-1).view(torch.uint8)
+        self._queue.put(data)
+        return data.numel()
+
+    def _finish(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        self._fh.close()
 
     def abort(self) -> None:
-        self._fh.close()
+        self._finish()
 
     def close(self) -> None:
-        self._fh.close()
+        self._finish()
+        if self._error is not None:
+            raise self._error
         if self.path.stat().st_size != self.expected_size:
             raise MergeError(str(self.path), "written size does not match the header", "report this as a bug")

@@ -1,0 +1,186 @@
+"""Merge speed and memory, measured side by side in one run.
+
+1. SmolLM2-135M pair: parent A is the bundled GGUF (converted once, cached), parent B
+   is A plus a seeded perturbation. The merge runs as `python -m merging` in a child
+   process, so wall time and peak RSS are whole-process figures (imports included),
+   compared with the IO floor: reading both parents and writing one output's bytes.
+2. Synthetic pairs of about 0.35 GB and 1 GB each: peak RSS must not grow with size.
+
+Run: `make bench` (or `python benchmarks/merge_bench.py`). Prints a table; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from merging.sources import cache_root, resolve_model  # noqa: E402
+
+SMOL_CONFIG = """
+slices:
+  - sources:
+      - model: {a}
+        layer_range: [0, 30]
+      - model: {b}
+        layer_range: [0, 30]
+merge_method: slerp
+base_model: {a}
+parameters:
+  t:
+    - filter: self_attn
+      value: [0, 0.5, 0.3, 0.7, 1]
+    - filter: mlp
+      value: [1, 0.5, 0.7, 0.3, 0]
+    - value: 0.5
+dtype: bfloat16
+"""
+
+
+def perturbed_copy(source: Path, target: Path, seed: int = 0, scale: float = 0.05) -> Path:
+    """Parent B: every float tensor of A plus seeded noise of `scale` × its std."""
+    if (target / "config.json").is_file():
+        return target
+    from safetensors.torch import load_file
+
+    work = Path(tempfile.mkdtemp(dir=target.parent))
+    generator = torch.Generator().manual_seed(seed)
+    for file in source.glob("*.safetensors"):
+        tensors = load_file(file)
+        for name, t in tensors.items():
+            noise = torch.randn(t.shape, generator=generator) * float(t.float().std()) * scale
+            tensors[name] = (t.float() + noise).to(t.dtype)
+        save_file(tensors, work / file.name, metadata={"format": "pt"})
+    for other in source.iterdir():
+        if other.suffix != ".safetensors":
+            shutil.copy(other, work / other.name)
+    work.rename(target)
+    return target
+
+
+def synthetic_model(folder: Path, layers: int, hidden: int = 2048, intermediate: int = 5632, vocab: int = 32000, seed: int = 0) -> Path:
+    """A Llama-shaped checkpoint with one shard per layer (as real 7B checkpoints are
+    sharded), random bf16 weights."""
+    if (folder / "config.json").is_file():
+        return folder
+    work = Path(tempfile.mkdtemp(dir=folder.parent))
+    g = torch.Generator().manual_seed(seed)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return (torch.randn(*shape, generator=g) * 0.02).bfloat16()
+
+    weight_map = {}
+    shards = [{"model.embed_tokens.weight": rand(vocab, hidden)}]
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        shards.append({p + "self_attn.q_proj.weight": rand(hidden, hidden), p + "self_attn.k_proj.weight": rand(hidden, hidden),
+                       p + "self_attn.v_proj.weight": rand(hidden, hidden), p + "self_attn.o_proj.weight": rand(hidden, hidden),
+                       p + "mlp.gate_proj.weight": rand(intermediate, hidden), p + "mlp.up_proj.weight": rand(intermediate, hidden),
+                       p + "mlp.down_proj.weight": rand(hidden, intermediate), p + "input_layernorm.weight": rand(hidden),
+                       p + "post_attention_layernorm.weight": rand(hidden)})
+    shards.append({"model.norm.weight": rand(hidden), "lm_head.weight": rand(vocab, hidden)})
+    for n, shard in enumerate(shards):
+        name = f"model-{n + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, work / name, metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(shard, name))
+    (work / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": hidden, "intermediate_size": intermediate,
+              "num_hidden_layers": layers, "num_attention_heads": 16, "num_key_value_heads": 16, "vocab_size": vocab, "dtype": "bfloat16"}
+    (work / "config.json").write_text(json.dumps(config))
+    work.rename(folder)
+    return folder
+
+
+# Peak RSS must come from the child itself: a forked child's ru_maxrss starts at the
+# parent's, so wait4() would report this benchmark's own memory. VmHWM is per address
+# space and starts afresh at exec; the child prints it on exit.
+PEAK_RSS_REPORTER = (
+    "import atexit, re, runpy, sys\n"
+    "atexit.register(lambda: sys.stderr.write('VmHWM ' + re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1] + '\\n'))\n"
+    "sys.argv = sys.argv[1:]\n"
+    "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True) if sys.argv[0] != '-c' else exec(sys.argv[1])\n"
+)
+
+
+def run_measured(args: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of `python <args>` in a child process."""
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", PEAK_RSS_REPORTER, *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+    wall = time.perf_counter() - start
+    peaks = re.findall(r"^VmHWM (\d+)$", done.stderr, re.MULTILINE)
+    if done.returncode != 0 or not peaks:
+        raise SystemExit(f"{' '.join(args)} failed:\n{done.stderr}")
+    return wall, int(peaks[-1]) / 1024
+
+
+def io_floor(parents: list[Path], output_bytes: int, out: Path) -> float:
+    """Read every parent byte and write as many bytes as the merge writes."""
+    start = time.perf_counter()
+    buffer = bytearray(16 * 1024 * 1024)
+    view = memoryview(buffer)
+    written = 0
+    with open(out, "wb") as sink:
+        for parent in parents:
+            for file in sorted(parent.glob("*.safetensors")):
+                with open(file, "rb") as fh:
+                    while n := fh.readinto(buffer):
+                        if parent is parents[0] and written < output_bytes:
+                            sink.write(view[: min(n, output_bytes - written)])
+                            written += min(n, output_bytes - written)
+    out.unlink()
+    return time.perf_counter() - start
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.glob("*.safetensors"))
+
+
+def bench_pair(label: str, a: Path, b: Path, config_text: str, work: Path) -> None:
+    config = work / (label.replace(" ", "-") + ".yml")
+    config.write_text(config_text.format(a=a, b=b))
+    out = work / (label.replace(" ", "-") + "-merged")
+    cmd = ["merging", str(config), str(out), "--overwrite"]
+    run_measured(cmd)  # warm the page cache, as the IO floor below also reads from it
+    # Interleaved, best of three each: disk writeback from one run slows the next.
+    walls, rss_peaks, floors = [], [], []
+    for _ in range(3):
+        wall, rss = run_measured(cmd)
+        walls.append(wall)
+        rss_peaks.append(rss)
+        floors.append(io_floor([a, b], folder_bytes(out), work / "floor.bin"))
+    wall, rss, floor = min(walls), max(rss_peaks), min(floors)
+    imports, imports_rss = run_measured(["-c", "import merging.merge, tqdm"])
+    print(f"{label:<22} parents {folder_bytes(a) / 1e6:7.0f} MB  merge wall {wall:5.2f} s  peak RSS {rss:6.0f} MB  "
+          f"| IO floor {floor:5.2f} s  merge/floor {wall / floor:5.1f}x  (imports alone: {imports:.2f} s, {imports_rss:.0f} MB RSS)")
+
+
+def main() -> None:
+    work = cache_root() / "bench"
+    work.mkdir(parents=True, exist_ok=True)
+    smol_a = resolve_model("bundled:SmolLM2-135M-Instruct")
+    smol_b = perturbed_copy(smol_a, work / "smollm2-perturbed")
+    print(f"torch {torch.__version__}, {os.cpu_count()} cores; mergekit-yaml 0.1.5 on the SmolLM2 pair here: 6.9 s, 1.2 GB (NOTES)")
+    bench_pair("SmolLM2-135M pair", smol_a, smol_b, SMOL_CONFIG, work)
+    generic = SMOL_CONFIG.replace("layer_range: [0, 30]", "layer_range: [0, {n}]")
+    for layers in (2, 7):
+        a = synthetic_model(work / f"synthetic-{layers}-a", layers, seed=1)
+        b = synthetic_model(work / f"synthetic-{layers}-b", layers, seed=2)
+        bench_pair(f"synthetic {layers} layers", a, b, generic.replace("{n}", str(layers)), work)
+        shutil.rmtree(work / f"synthetic-{layers}-layers-merged", ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

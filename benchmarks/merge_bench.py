@@ -114,10 +114,10 @@ PEAK_RSS_REPORTER = (
 )
 
 
-def run_measured(args: list[str]) -> tuple[float, float]:
+def run_measured(args: list[str], python: str = sys.executable) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of `python <args>` in a child process."""
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", PEAK_RSS_REPORTER, *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+    done = subprocess.run([python, "-c", PEAK_RSS_REPORTER, *args], cwd=ROOT, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - start
     peaks = re.findall(r"^VmHWM (\d+)$", done.stderr, re.MULTILINE)
@@ -148,7 +148,7 @@ def folder_bytes(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.glob("*.safetensors"))
 
 
-def bench_pair(label: str, a: Path, b: Path, config_text: str, work: Path) -> None:
+def bench_pair(label: str, a: Path, b: Path, config_text: str, work: Path) -> float:
     config = work / (label.replace(" ", "-") + ".yml")
     config.write_text(config_text.format(a=a, b=b))
     out = work / (label.replace(" ", "-") + "-merged")
@@ -165,6 +165,30 @@ def bench_pair(label: str, a: Path, b: Path, config_text: str, work: Path) -> No
     imports, imports_rss = run_measured(["-c", "import merging.merge, tqdm"])
     print(f"{label:<22} parents {folder_bytes(a) / 1e6:7.0f} MB  merge wall {wall:5.2f} s  peak RSS {rss:6.0f} MB  "
           f"| IO floor {floor:5.2f} s  merge/floor {wall / floor:5.1f}x  (imports alone: {imports:.2f} s, {imports_rss:.0f} MB RSS)")
+    return wall
+
+
+def bench_mergekit(python: str, a: Path, b: Path, work: Path) -> float:
+    """The same SmolLM2 merge with mergekit-yaml, in the same run, and how far apart the
+    two outputs are (in bf16 units of the last place)."""
+    from safetensors.torch import load_file
+
+    config = work / "mergekit.yml"
+    config.write_text(SMOL_CONFIG.format(a=a, b=b))
+    out = work / "mergekit-merged"
+    run = f"import sys; sys.argv = ['mergekit-yaml', {str(config)!r}, {str(out)!r}]; from mergekit.scripts.run_yaml import main; main()"
+    walls, peaks = [], []
+    for _ in range(2):
+        shutil.rmtree(out, ignore_errors=True)
+        wall, rss = run_measured(["-c", run], python=python)
+        walls.append(wall)
+        peaks.append(rss)
+    ours, theirs = load_file(work / "SmolLM2-135M-pair-merged" / "model.safetensors"), load_file(out / "model.safetensors")
+    worst = max((ours[k].float() - theirs[k].float()).abs().max() / theirs[k].float().abs().max() for k in theirs)
+    same = sum(int((ours[k] == theirs[k]).sum()) for k in theirs) / sum(t.numel() for t in theirs.values())
+    print(f"{'mergekit-yaml 0.1.5':<22} parents {folder_bytes(a) / 1e6:7.0f} MB  merge wall {min(walls):5.2f} s  peak RSS "
+          f"{max(peaks):6.0f} MB  | outputs bit-identical: {same:.2%} of elements, largest difference {worst:.1e} of a tensor's max")
+    return min(walls)
 
 
 def main() -> None:
@@ -173,7 +197,11 @@ def main() -> None:
     smol_a = resolve_model("bundled:SmolLM2-135M-Instruct")
     smol_b = perturbed_copy(smol_a, work / "smollm2-perturbed")
     print(f"torch {torch.__version__}, {os.cpu_count()} cores; mergekit-yaml 0.1.5 on the SmolLM2 pair here: 6.9 s, 1.2 GB (NOTES)")
-    bench_pair("SmolLM2-135M pair", smol_a, smol_b, SMOL_CONFIG, work)
+    ours = bench_pair("SmolLM2-135M pair", smol_a, smol_b, SMOL_CONFIG, work)
+    # Optional: MERGEKIT_PYTHON=/path/to/python-with-mergekit-0.1.5 compares in the same run.
+    if os.environ.get("MERGEKIT_PYTHON"):
+        theirs = bench_mergekit(os.environ["MERGEKIT_PYTHON"], smol_a, smol_b, work)
+        print(f"{'':<22} mergekit / slerp-arena wall time: {theirs / ours:.1f}x")
     generic = SMOL_CONFIG.replace("layer_range: [0, 30]", "layer_range: [0, {n}]")
     for layers in (2, 7):
         a = synthetic_model(work / f"synthetic-{layers}-a", layers, seed=1)

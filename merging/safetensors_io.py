@@ -76,14 +76,12 @@ def read_header(path: Path) -> dict[str, TensorEntry]:
 def read_elements(entry: TensorEntry, start: int, stop: int) -> torch.Tensor:
     """Elements [start, stop) of the flattened tensor, as a new 1-D tensor."""
     item = entry.dtype.itemsize
-    buffer = bytearray((stop - start) * item)
-    with open(entry.file, "rb") as fh:
+    buffer = torch.empty((stop - start) * item, dtype=torch.uint8)  # uninitialized: no zero-fill
+    with open(entry.file, "rb", buffering=0) as fh:
         fh.seek(entry.start + start * item)
-        if fh.readinto(buffer) != len(buffer):
+        if fh.readinto(buffer.numpy()) != buffer.numel():
             raise MergeError(str(entry.file), "file ended early", "re-download the model")
-    if not buffer:
-        return torch.empty(0, dtype=entry.dtype)
-    return torch.frombuffer(buffer, dtype=entry.dtype)
+    return buffer.view(entry.dtype)
 
 
 def read_tensor(entry: TensorEntry) -> torch.Tensor:

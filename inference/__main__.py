@@ -1,0 +1,93 @@
+"""CLI.
+
+python -m inference chat MODEL [MODEL …] --precision auto|fp8|int8|bf16 --prompt "…"
+python -m inference bench [MODEL] [--tokens 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+
+from inference.errors import InferenceError
+from inference.generation import GenerationSettings, generate_reply, run_side_by_side
+from inference.loading import PRECISIONS, LoadedModel, load_model
+from inference.sources import DEFAULT_MODEL
+
+BENCH_PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m inference")
+    commands = parser.add_subparsers(dest="command", required=True)
+    chat = commands.add_parser("chat", help="send one prompt to one or more models, side by side")
+    chat.add_argument("models", nargs="+", help=f"local folders, Hub ids, .gguf files or {DEFAULT_MODEL}")
+    chat.add_argument("--precision", default="auto", choices=PRECISIONS)
+    chat.add_argument("--prompt", required=True)
+    chat.add_argument("--system", default="", help="system prompt")
+    chat.add_argument("--max-new-tokens", type=int, default=128)
+    chat.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    chat.add_argument("--seed", type=int, default=0)
+    bench = commands.add_parser("bench", help="tokens/s and weight memory per precision, and side-by-side throughput")
+    bench.add_argument("model", nargs="?", default=DEFAULT_MODEL)
+    bench.add_argument("--tokens", type=int, default=128)
+    args = parser.parse_args(argv)
+    try:
+        return run_chat(args) if args.command == "chat" else run_bench(args.model, args.tokens)
+    except InferenceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run_chat(args: argparse.Namespace) -> int:
+    models = [load_model(ref, args.precision) for ref in args.models]
+    for m in models:
+        print(f"[{m.name}] {m.report.summary()}", file=sys.stderr)
+    settings = GenerationSettings(temperature=args.temperature, max_new_tokens=args.max_new_tokens, seed=args.seed)
+    history = [{"role": "user", "content": args.prompt}]
+    final = run_side_by_side(models, [history] * len(models), settings, system_prompt=args.system)
+    failed = False
+    for reply in final:
+        print(f"=== {reply.model}")
+        print(reply.text if not reply.error else f"error: {reply.error}")
+        if reply.notice:
+            print(f"(note: {reply.notice})")
+        s = reply.stats
+        print(f"--- {s.new_tokens} tokens, first token {s.first_token_s or 0:.2f} s, {s.tokens_per_s:.1f} tok/s")
+        failed |= bool(reply.error)
+    return 1 if failed else 0
+
+
+def run_bench(ref: str, tokens: int) -> int:
+    """Each precision in turn, then all three side by side vs one after another."""
+    settings = GenerationSettings(temperature=0.0, max_new_tokens=tokens, min_new_tokens=tokens)
+    history = [{"role": "user", "content": BENCH_PROMPT}]
+    models: list[LoadedModel] = []
+    speeds: dict[str, float] = {}
+    for precision in ("bf16", "int8", "fp8"):
+        loaded = load_model(ref, precision)
+        generate_reply(loaded, history, GenerationSettings(temperature=0.0, max_new_tokens=8), threading.Event())  # warm-up
+        reply = generate_reply(loaded, history, settings, threading.Event())
+        speeds[precision] = reply.stats.tokens_per_s
+        r = loaded.report
+        print(f"precision={precision} backend={r.backend.replace(' ', '_')} tok_s={reply.stats.tokens_per_s:.1f} "
+              f"weight_mb={r.weight_bytes / 1e6:.0f} linear_mb={r.linear_bytes / 1e6:.0f} "
+              f"linear_vs_bf16={r.linear_bytes / r.linear_bf16_bytes:.2f} vs_bf16={reply.stats.tokens_per_s / speeds['bf16']:.2f}",
+              flush=True)
+        models.append(loaded)
+
+    started = time.perf_counter()
+    sequential_tokens = sum(generate_reply(m, history, settings, threading.Event()).stats.new_tokens for m in models)
+    sequential = sequential_tokens / (time.perf_counter() - started)
+    started = time.perf_counter()
+    final = run_side_by_side(models, [history] * len(models), settings)
+    concurrent = sum(r.stats.new_tokens for r in final) / (time.perf_counter() - started)
+    print(f"side_by_side models={len(models)} sequential_total_tok_s={sequential:.1f} "
+          f"concurrent_total_tok_s={concurrent:.1f} ratio={concurrent / sequential:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""Stream replies from one to four models at once, each in its own thread.
+
+Every model gets the same sampling settings and seed. Sampling is done by our own
+logits processor with a per-reply torch.Generator, because transformers samples from
+the global RNG, which concurrent threads would share (and so never reproduce). Stop
+sets an Event that a StoppingCriteria checks at every token, so the generation threads
+really end; Gradio cancelling the consumer alone would leave them running.
+"""
+
+from __future__ import annotations
+
+import collections
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+from transformers.generation.streamers import BaseStreamer
+
+from inference.chat import Message, build_prompt
+from inference.errors import InferenceError
+from inference.loading import LoadedModel
+
+MAX_MODELS = 4
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    temperature: float = 0.7  # 0 means greedy
+    top_p: float = 1.0
+    top_k: int = 0  # 0 means off
+    max_new_tokens: int = 256
+    repetition_penalty: float = 1.0
+    seed: int = 0
+    min_new_tokens: int = 0  # benchmarks set it to max_new_tokens so every reply has the same length
+
+
+@dataclass
+class ReplyStats:
+    new_tokens: int = 0
+    first_token_s: float | None = None  # time to first token
+    seconds: float = 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        decode = self.seconds - (self.first_token_s or 0.0)
+        return (self.new_tokens - 1) / decode if self.new_tokens > 1 and decode > 0 else 0.0
+
+
+@dataclass
+class Reply:
+    model: str
+    text: str = ""
+    done: bool = False
+    stopped: bool = False
+    error: str = ""
+    notice: str = ""
+    stats: ReplyStats = field(default_factory=ReplyStats)
+
+
+class SeededSampler(LogitsProcessor):
+    """temperature / top-k / top-p sampling with a private generator; the chosen token is
+    returned as the only finite score, so generate's greedy step picks it."""
+
+    def __init__(self, settings: GenerationSettings):
+        self.settings = settings
+        self.generator = torch.Generator().manual_seed(settings.seed)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        s = self.settings
+        logits = scores.float() / s.temperature
+        if s.top_k > 0:
+            kth = torch.topk(logits, min(s.top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if s.top_p < 1.0:
+            sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+            cumulative = sorted_logits.softmax(-1).cumsum(-1)
+            remove = cumulative - sorted_logits.softmax(-1) > s.top_p  # keep the token that crosses top_p
+            logits = logits.masked_fill(remove.scatter(-1, order, remove), float("-inf"))
+        chosen = torch.multinomial(logits.softmax(-1).cpu(), 1, generator=self.generator).to(scores.device)
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter(-1, chosen, 0.0)
+
+
+class EventStop(StoppingCriteria):
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class _ReplyStreamer(BaseStreamer):
+    """Receives token ids from generate; decodes the growing reply and reports text deltas."""
+
+    def __init__(self, tokenizer, on_text, started: float, stats: ReplyStats):
+        self.tokenizer, self.on_text, self.started, self.stats = tokenizer, on_text, started, stats
+        self.tokens: list[int] = []
+        self.text = ""
+        self.prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:  # generate first hands over the prompt
+            self.prompt_seen = True
+            return
+        self.tokens.extend(value.reshape(-1).tolist())
+        self.stats.new_tokens = len(self.tokens)
+        if self.stats.first_token_s is None:
+            self.stats.first_token_s = time.perf_counter() - self.started
+        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        if not text.endswith("\ufffd"):  # hold back half a multi-byte character
+            self._emit(text)
+
+    def end(self) -> None:
+        self._emit(self.tokenizer.decode(self.tokens, skip_special_tokens=True))
+
+    def _emit(self, text: str) -> None:
+        if text != self.text:
+            self.text = text
+            self.on_text(text)
+
+
+def generate_reply(loaded: LoadedModel, history: list[Message], settings: GenerationSettings, stop: threading.Event,
+                   system_prompt: str = "", on_text=lambda text: None, reply: Reply | None = None) -> Reply:
+    """One reply, streamed to `on_text(full_text_so_far)` and filled into `reply` as it
+    grows (text and stats); errors are returned in the reply, not raised."""
+    reply = reply or Reply(loaded.name)
+
+    def show(text: str) -> None:
+        reply.text = text
+        on_text(text)
+
+    started = time.perf_counter()
+    try:
+        prompt = build_prompt(loaded.tokenizer, history, system_prompt, loaded.context_length, settings.max_new_tokens)
+        reply.notice = prompt.notice
+        model = loaded.model
+        device = next(model.parameters()).device
+        input_ids = torch.tensor([prompt.input_ids], device=device)
+        streamer = _ReplyStreamer(loaded.tokenizer, show, started, reply.stats)
+        processors = LogitsProcessorList([SeededSampler(settings)] if settings.temperature > 0 else [])
+        with torch.inference_mode():
+            model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), do_sample=False,
+                           max_new_tokens=settings.max_new_tokens, min_new_tokens=settings.min_new_tokens or None,
+                           repetition_penalty=settings.repetition_penalty, eos_token_id=_eos_ids(loaded),
+                           pad_token_id=loaded.tokenizer.pad_token_id or _eos_ids(loaded)[0], logits_processor=processors,
+                           stopping_criteria=StoppingCriteriaList([EventStop(stop)]), streamer=streamer,
+                           temperature=None, top_p=None, top_k=None)
+        reply.text = streamer.text
+        reply.stopped = stop.is_set()
+    except InferenceError as exc:
+        reply.error = str(exc)
+    except Exception as exc:  # noqa: BLE001 -- shown in this model's pane; the other panes go on
+        reply.error = f"{loaded.name}: generation failed ({exc.__class__.__name__}: {exc})"
+    reply.stats.seconds = time.perf_counter() - started
+    reply.done = True
+    return reply
+
+
+def _eos_ids(loaded: LoadedModel) -> list[int]:
+    ids = []
+    configured = getattr(loaded.model.generation_config, "eos_token_id", None)
+    ids.extend(configured if isinstance(configured, list) else [configured] if configured is not None else [])
+    if loaded.tokenizer.eos_token_id is not None:
+        ids.append(loaded.tokenizer.eos_token_id)
+    return list(dict.fromkeys(ids)) or [0]
+
+
+def stream_side_by_side(models: list[LoadedModel], histories: list[list[Message]], settings: GenerationSettings,
+                        stop: threading.Event | None = None, system_prompt: str = "") -> Iterator[list[Reply]]:
+    """Yield snapshots (one Reply per model, in order) as any model produces text; the
+    last snapshot has every reply done. `histories[i]` is model i's own conversation."""
+    if not 1 <= len(models) <= MAX_MODELS:
+        raise InferenceError("models", f"{len(models)} models selected", f"choose 1 to {MAX_MODELS}")
+    if len(histories) != len(models):
+        raise InferenceError("histories", "one conversation per model is needed", "pass a history for each model")
+    stop = stop or threading.Event()
+    replies = [Reply(m.name) for m in models]
+    updates: queue.Queue[int | None] = queue.Queue()
+
+    def worker(index: int) -> None:
+        generate_reply(models[index], histories[index], settings, stop, system_prompt,
+                       on_text=lambda _: updates.put(index), reply=replies[index])
+        updates.put(None)
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True, name=f"generate {m.name}") for i, m in enumerate(models)]
+    for thread in threads:
+        thread.start()
+    running = len(threads)
+    try:
+        while running:
+            if updates.get() is None:
+                running -= 1
+            # Copies: the worker threads keep writing into the live objects.
+            yield [replace(r, stats=replace(r.stats)) for r in replies]
+    finally:
+        if running:  # the consumer went away (a Gradio cancel): end the threads too
+            stop.set()
+        for thread in threads:
+            thread.join()
+
+
+def run_side_by_side(models: list[LoadedModel], histories: list[list[Message]], settings: GenerationSettings,
+                     stop: threading.Event | None = None, system_prompt: str = "") -> list[Reply]:
+    """The final snapshot of stream_side_by_side (for callers that do not stream)."""
+    return collections.deque(stream_side_by_side(models, histories, settings, stop, system_prompt), maxlen=1)[0]

@@ -1,0 +1,177 @@
+"""Load a model in a precision, and keep loaded models in a cache with a memory budget.
+
+Precisions: fp8, int8, bf16, fp32, and auto (fp8 where the GPU has native FP8, else
+int8). Quantized models are loaded in bf16 and their linear layers converted in place
+(quantize.py), except int8 on CUDA, which goes through bitsandbytes at load time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import psutil
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
+
+from inference.errors import InferenceError
+from inference.quantize import linear_weight_bytes, native_fp8_available, quantize_linears
+from inference.sources import locate
+
+PRECISIONS = ("auto", "fp8", "int8", "bf16", "fp32")
+KEEP_FREE_FRACTION = 0.20  # the memory guard keeps this share of RAM / VRAM free
+
+hf_logging.set_verbosity_error()  # GGUF and generation advice is noise in a chat app
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    source: str
+    precision: str  # what was actually used (auto resolved)
+    backend: str
+    device: str
+    weight_bytes: int  # all parameters and buffers as stored
+    linear_bytes: int  # linear-layer weights (+ scales) as stored, lm_head excluded
+    linear_bf16_bytes: int  # the same weights in bf16, for comparison
+    load_seconds: float
+    note: str
+
+    def summary(self) -> str:
+        return (f"{self.precision} via {self.backend} on {self.device}; weights {self.weight_bytes / 1e6:.0f} MB "
+                f"(linear {self.linear_bytes / 1e6:.0f} MB vs {self.linear_bf16_bytes / 1e6:.0f} MB in bf16); "
+                f"loaded in {self.load_seconds:.1f} s. {self.note}")
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    report: LoadReport
+
+    @property
+    def name(self) -> str:
+        return self.report.source
+
+    @property
+    def context_length(self) -> int:
+        return int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
+
+
+def detect_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision not in PRECISIONS:
+        raise InferenceError("precision", f"'{precision}' is not supported", f"use one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "fp8" if native_fp8_available(device) else "int8"
+    return precision
+
+
+def estimate_load_bytes(ref: str) -> int:
+    """Bytes the weights take while loading (bf16, before any quantization), from the
+    config alone: the model is built on the meta device, which allocates nothing."""
+    location = locate(ref)
+    try:
+        config = AutoConfig.from_pretrained(location.path, **location.kwargs)
+    except OSError as exc:
+        raise InferenceError("model", f"cannot read the config of '{ref}' ({exc.__class__.__name__})",
+                             "check the name, or connect to the Hub") from None
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config)
+    return sum(p.numel() for p in skeleton.parameters()) * 2
+
+
+def free_memory(device: torch.device) -> tuple[int, int]:
+    """(available, total) bytes on the device."""
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        return free, total
+    memory = psutil.virtual_memory()
+    return memory.available, memory.total
+
+
+def load_model(ref: str, precision: str = "auto", device: torch.device | None = None,
+               memory_budget: int | None = None) -> LoadedModel:
+    """Load `ref` in `precision`. `memory_budget` overrides the guard's byte allowance."""
+    device = device or detect_device()
+    resolved = resolve_precision(precision, device)
+    needed = estimate_load_bytes(ref)
+    available, total = free_memory(device)
+    allowance = memory_budget if memory_budget is not None else int(available - KEEP_FREE_FRACTION * total)
+    if needed > allowance:
+        raise InferenceError("model", f"'{ref}' needs about {needed / 1e9:.2f} GB to load but only "
+                             f"{max(allowance, 0) / 1e9:.2f} GB may be used (20% of memory is kept free)",
+                             "close other models, or pick a smaller model")
+
+    started = time.perf_counter()
+    location = locate(ref)
+    kwargs = dict(location.kwargs)
+    compute_dtype = torch.float32 if resolved == "fp32" else torch.bfloat16
+    bitsandbytes = resolved == "int8" and device.type == "cuda"
+    if bitsandbytes:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location.path, **location.kwargs)
+        model = AutoModelForCausalLM.from_pretrained(location.path, dtype=compute_dtype,
+                                                     device_map=str(device) if bitsandbytes else None, **kwargs)
+    except OSError as exc:
+        raise InferenceError("model", f"cannot load '{ref}' ({exc})", "check the path or Hub id") from None
+    if not bitsandbytes:
+        model.to(device)
+    model.eval()
+
+    if resolved in ("int8", "fp8") and not bitsandbytes:
+        backends = quantize_linears(model, resolved, device)
+    elif bitsandbytes:
+        backends = ["bitsandbytes LLM.int8 (CUDA)"]
+    else:
+        backends = [f"torch {resolved} (no quantization)"]
+    weight_bytes = sum(t.nbytes for t in model.parameters()) + sum(t.nbytes for t in model.buffers())
+    linear, linear_bf16 = linear_weight_bytes(model)
+    note = ("Embeddings and lm_head stay in bf16." if resolved in ("int8", "fp8") else "")
+    report = LoadReport(ref, resolved, ", ".join(backends), str(device), weight_bytes, linear, linear_bf16,
+                        time.perf_counter() - started, note)
+    return LoadedModel(model, tokenizer, report)
+
+
+class ModelCache:
+    """Each distinct (source, precision) is loaded once; `replace` frees the old one."""
+
+    def __init__(self, device: torch.device | None = None, memory_budget: int | None = None):
+        self.device = device or detect_device()
+        self.memory_budget = memory_budget
+        self._models: dict[tuple[str, str], LoadedModel] = {}
+        self._lock = threading.Lock()
+
+    def get(self, ref: str, precision: str = "auto") -> LoadedModel:
+        key = (ref, resolve_precision(precision, self.device))
+        with self._lock:
+            if key not in self._models:
+                self._models[key] = load_model(ref, key[1], self.device, self.memory_budget)
+            return self._models[key]
+
+    def replace(self, old: LoadedModel | None, ref: str, precision: str = "auto") -> LoadedModel:
+        if old is not None:
+            self.unload(old)
+        return self.get(ref, precision)
+
+    def unload(self, loaded: LoadedModel) -> None:
+        with self._lock:
+            for key, value in list(self._models.items()):
+                if value is loaded:
+                    del self._models[key]
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._models.clear()
+
+    def loaded(self) -> list[LoadedModel]:
+        return list(self._models.values())

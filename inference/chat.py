@@ -6,6 +6,7 @@
   (Gemma's raise an exception) get it folded into the first user turn instead.
 - When the prompt plus the reply budget exceed the model's context, the oldest turns
   are dropped (and a notice says so); a single message too long on its own is an error.
+  The reply is then limited to what is left of the context.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ def build_prompt(tokenizer: PreTrainedTokenizerBase, history: list[Message], sys
     if template is None:
         template = FALLBACK_TEMPLATE
         notices.append("no chat template: plain User/Assistant format used")
-    budget = context_length - max_new_tokens
+    # Keep room for the reply, but never more than half the context: a small-context
+    # model with a large max_new_tokens still answers (with a shorter reply).
+    budget = context_length - min(max_new_tokens, context_length // 2)
     dropped = 0
     turns = list(history)
     while True:
@@ -53,7 +56,7 @@ def build_prompt(tokenizer: PreTrainedTokenizerBase, history: list[Message], sys
             break
         if len(turns) <= 1:
             raise InferenceError("prompt", f"the message is {len(ids)} tokens; this model reads {context_length} "
-                                 f"including {max_new_tokens} for the reply", "shorten the message or lower max new tokens")
+                                 f"including the reply", "shorten the message or lower max new tokens")
         turns = turns[2:] if len(turns) > 2 else turns[-1:]  # drop the oldest user/assistant pair
         dropped += 1
     if dropped:

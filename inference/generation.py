@@ -142,9 +142,12 @@ def generate_reply(loaded: LoadedModel, history: list[Message], settings: Genera
         input_ids = torch.tensor([prompt.input_ids], device=device)
         streamer = _ReplyStreamer(loaded.tokenizer, show, started, reply.stats)
         processors = LogitsProcessorList([SeededSampler(settings)] if settings.temperature > 0 else [])
+        max_new_tokens = min(settings.max_new_tokens, loaded.context_length - len(prompt.input_ids))
+        if max_new_tokens < settings.max_new_tokens:
+            reply.notice = "; ".join(filter(None, [reply.notice, f"reply limited to {max_new_tokens} tokens by the context"]))
         with torch.inference_mode():
             model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), do_sample=False,
-                           max_new_tokens=settings.max_new_tokens, min_new_tokens=settings.min_new_tokens or None,
+                           max_new_tokens=max_new_tokens, min_new_tokens=min(settings.min_new_tokens, max_new_tokens) or None,
                            repetition_penalty=settings.repetition_penalty, eos_token_id=_eos_ids(loaded),
                            pad_token_id=loaded.tokenizer.pad_token_id or _eos_ids(loaded)[0], logits_processor=processors,
                            stopping_criteria=StoppingCriteriaList([EventStop(stop)]), streamer=streamer,

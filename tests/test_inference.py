@@ -1,0 +1,210 @@
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_models import CHATML, build_tiny_model
+
+from inference import (
+    FALLBACK_TEMPLATE,
+    GenerationSettings,
+    InferenceError,
+    ModelCache,
+    build_prompt,
+    generate_reply,
+    load_model,
+    run_side_by_side,
+    stream_side_by_side,
+)
+from inference.fp8_cpu import decode_fp8, fp8_linear_cpu
+
+ROOT = Path(__file__).resolve().parent.parent
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+GEMMA_LIKE = (  # rejects the system role, as Gemma's template does
+    "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+    "{{ '<start_of_turn>' + m['role'] + '\\n' + m['content'] + '<end_of_turn>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    """SmolLM2 from the bundled GGUF, once per precision for the whole module."""
+    loaded = {}
+
+    def get(precision: str):
+        if precision not in loaded:
+            loaded[precision] = load_model("bundled:SmolLM2-135M-Instruct", precision)
+        return loaded[precision]
+
+    return get
+
+
+def greedy(max_new_tokens: int = 16, **kwargs) -> GenerationSettings:
+    return GenerationSettings(temperature=0.0, max_new_tokens=max_new_tokens, **kwargs)
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp8"])
+def test_smollm2_answers_paris_quantized(smollm2, precision):
+    loaded = smollm2(precision)
+    assert loaded.report.precision == precision
+    reply = generate_reply(loaded, QUESTION, greedy(), threading.Event())
+    assert not reply.error and "Paris" in reply.text
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp8"])
+def test_quantized_linear_weights_take_about_half_the_bf16_memory(smollm2, precision):
+    report = smollm2(precision).report
+    assert report.linear_bytes <= 0.55 * report.linear_bf16_bytes
+    assert "lm_head stay in bf16" in report.note
+
+
+@pytest.mark.parametrize("precision, tolerance", [("int8", 0.05), ("fp8", 0.08)])
+def test_quantized_logits_stay_close_to_bf16(tiny_models, precision, tolerance):
+    """Relative L2 error of the logits against bf16: int8 < 5%, fp8 (3 mantissa bits) < 8%."""
+    folder = tiny_models("llama", 7)
+    ids = torch.tensor([[1, 5, 9, 42, 77, 100, 3]])
+    with torch.inference_mode():
+        reference = load_model(str(folder), "bf16").model(ids).logits.float()
+        quantized = load_model(str(folder), precision).model(ids).logits.float()
+    error = float((quantized - reference).norm() / reference.norm())
+    assert error < tolerance
+    assert error > 0  # the weights really were quantized
+
+
+def test_fp8_cpu_kernel_decodes_every_code_exactly():
+    codes = torch.arange(256, dtype=torch.uint8)
+    codes = codes[~torch.isnan(codes.view(torch.float8_e4m3fn).float())]  # 0x7F / 0xFF are NaN
+    weight = codes.view(torch.float8_e4m3fn).reshape(-1, 1)
+    y = fp8_linear_cpu(torch.ones(1, 1), weight, torch.ones(weight.shape[0]))
+    assert torch.equal(y.reshape(-1), weight.float().reshape(-1))
+    assert torch.equal(decode_fp8(weight, torch.float32), weight.float())
+
+
+def test_different_chat_templates_give_different_prompts(tmp_path):
+    chatml = build_tiny_model(tmp_path / "chatml", "llama", 1, chat_template=CHATML)
+    gemma = build_tiny_model(tmp_path / "gemma", "llama", 2, chat_template=GEMMA_LIKE)
+    a, b = load_model(str(chatml), "bf16"), load_model(str(gemma), "bf16")
+    prompt_a, prompt_b = build_prompt(a.tokenizer, QUESTION), build_prompt(b.tokenizer, QUESTION)
+    assert prompt_a.text.endswith("<|im_start|>assistant\n") and "<|im_start|>user" in prompt_a.text
+    assert prompt_b.text.endswith("<start_of_turn>model\n")
+    # Gemma-like templates reject the system role: it is folded into the first user turn.
+    folded = build_prompt(b.tokenizer, QUESTION, system_prompt="Answer in French.")
+    assert "<start_of_turn>user\nAnswer in French.\n\nWhat is the capital" in folded.text
+    native = build_prompt(a.tokenizer, QUESTION, system_prompt="Answer in French.")
+    assert "<|im_start|>system\nAnswer in French.<|im_end|>" in native.text
+
+
+def test_model_without_template_uses_the_documented_fallback(tmp_path):
+    plain = load_model(str(build_tiny_model(tmp_path / "plain", "llama", 1, chat_template=None)), "bf16")
+    prompt = build_prompt(plain.tokenizer, QUESTION)
+    assert prompt.text == "User: What is the capital of France?\nAssistant:" and "no chat template" in prompt.notice
+    assert "Assistant:" in FALLBACK_TEMPLATE
+
+
+def test_history_is_trimmed_from_the_oldest_turn_with_a_notice(tiny_models):
+    loaded = load_model(str(tiny_models("llama", 1)), "bf16")
+    long_turn = "hello how are you " * 20
+    history = [{"role": "user", "content": long_turn}, {"role": "assistant", "content": long_turn},
+               {"role": "user", "content": "second"}, {"role": "assistant", "content": "ok"},
+               {"role": "user", "content": "What is the capital of France?"}]
+    full = build_prompt(loaded.tokenizer, history, context_length=4096, max_new_tokens=16)
+    trimmed = build_prompt(loaded.tokenizer, history, context_length=len(full.input_ids) + 16 - 1, max_new_tokens=16)
+    assert long_turn not in trimmed.text and "second" in trimmed.text and "dropped the 1 oldest" in trimmed.notice
+    with pytest.raises(InferenceError, match="shorten the message"):
+        build_prompt(loaded.tokenizer, [{"role": "user", "content": long_turn * 5}], context_length=64, max_new_tokens=16)
+    with pytest.raises(InferenceError, match="empty message"):
+        build_prompt(loaded.tokenizer, [{"role": "user", "content": "  "}])
+
+
+def test_stop_ends_generation_mid_reply(tiny_models):
+    models = [load_model(str(tiny_models("llama", 1)), "bf16"), load_model(str(tiny_models("llama", 2)), "int8")]
+    stop = threading.Event()
+    settings = GenerationSettings(temperature=0.0, max_new_tokens=200, min_new_tokens=200)
+    final = None
+    for final in stream_side_by_side(models, [QUESTION] * 2, settings, stop):
+        if any(r.stats.new_tokens >= 3 for r in final):
+            stop.set()
+    assert all(r.done and r.stopped and r.stats.new_tokens < 200 for r in final)
+    assert not [t for t in threading.enumerate() if t.name.startswith("generate ")]
+
+
+def test_abandoning_the_stream_stops_the_threads(tiny_models):
+    model = load_model(str(tiny_models("llama", 1)), "bf16")
+    stream = stream_side_by_side([model], [QUESTION], GenerationSettings(temperature=0.0, max_new_tokens=200, min_new_tokens=200))
+    next(stream)
+    stream.close()  # what Gradio does when the user cancels
+    assert not [t for t in threading.enumerate() if t.name.startswith("generate ")]
+
+
+def test_streaming_interleaves_updates_from_all_models(tiny_models):
+    models = [load_model(str(tiny_models("llama", seed)), "bf16") for seed in (1, 2, 3)]
+    settings = GenerationSettings(temperature=0.0, max_new_tokens=40, min_new_tokens=40)
+    changed_order, previous = [], ["", "", ""]
+    for snapshot in stream_side_by_side(models, [QUESTION] * 3, settings):
+        for i, reply in enumerate(snapshot):
+            if reply.text != previous[i]:
+                changed_order.append(i)
+                previous[i] = reply.text
+    first_update = {i: changed_order.index(i) for i in range(3)}
+    last_update = {i: len(changed_order) - 1 - changed_order[::-1].index(i) for i in range(3)}
+    # Every model had produced text before any model finished: they ran at the same time.
+    assert max(first_update.values()) < min(last_update.values())
+    assert all(r.stats.new_tokens == 40 and r.stats.first_token_s is not None for r in snapshot)
+
+
+def test_same_seed_same_sample_and_settings_are_shared(tiny_models):
+    model = load_model(str(tiny_models("llama", 1)), "bf16")
+    settings = GenerationSettings(temperature=1.0, top_p=0.9, top_k=50, max_new_tokens=12, min_new_tokens=12, seed=7)
+    a, b = run_side_by_side([model, model], [QUESTION, QUESTION], settings)
+    assert a.text == b.text  # two threads, one seed: the same tokens
+    other = generate_reply(model, QUESTION, GenerationSettings(temperature=1.0, max_new_tokens=12, min_new_tokens=12, seed=8),
+                           threading.Event())
+    assert other.text != a.text
+
+
+def test_a_failing_model_shows_its_error_while_the_others_finish(tiny_models):
+    good, bad = load_model(str(tiny_models("llama", 1)), "bf16"), load_model(str(tiny_models("llama", 2)), "bf16")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    bad.model.generate = broken
+    ok, failed = run_side_by_side([good, bad], [QUESTION] * 2, greedy(8, min_new_tokens=8))
+    assert ok.text and not ok.error
+    assert "out of memory" in failed.error and failed.done
+
+
+def test_memory_guard_refuses_an_oversize_load(tiny_models):
+    with pytest.raises(InferenceError, match="needs about .* GB to load"):
+        load_model(str(tiny_models("llama", 1)), "bf16", memory_budget=1000)
+    with pytest.raises(InferenceError, match="needs about"):
+        ModelCache(memory_budget=1000).get(str(tiny_models("llama", 1)), "int8")
+
+
+def test_model_cache_loads_each_source_and_precision_once(tiny_models):
+    cache = ModelCache()
+    ref = str(tiny_models("llama", 1))
+    first = cache.get(ref, "int8")
+    assert cache.get(ref, "int8") is first
+    bf16 = cache.replace(first, ref, "bf16")
+    assert bf16.report.precision == "bf16" and cache.loaded() == [bf16]
+
+
+def test_bad_precision_and_missing_model_are_clear_errors(tmp_path):
+    with pytest.raises(InferenceError, match="precision"):
+        load_model("bundled:SmolLM2-135M-Instruct", "int4")
+    with pytest.raises(InferenceError, match="not a folder, a .gguf file or a Hub id"):
+        load_model(str(tmp_path / "nothing-here"), "bf16")
+
+
+def test_cli_chat_prints_each_reply_with_stats(tiny_models):
+    done = subprocess.run([sys.executable, "-m", "inference", "chat", str(tiny_models("llama", 1)), str(tiny_models("qwen2", 2)),
+                           "--precision", "int8", "--prompt", "hello", "--max-new-tokens", "5"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=os.environ.copy())
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("=== ") == 2 and done.stdout.count("tok/s") == 2
+    assert "int8 via torch._weight_int8pack_mm" in done.stderr

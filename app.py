@@ -1,17 +1,326 @@
-"""Slerp Arena — the Gradio UI. It only wires the two tabs to `merging` and `inference`."""
+"""Slerp Arena — the Gradio UI. It only wires the Merge and Chat tabs to `merging` and
+`inference`; every handler is a plain (generator) function that tests call directly."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from pathlib import Path
 
 import gradio as gr
+import pandas as pd
 
+from inference import GenerationSettings, InferenceError, ModelCache
+from inference.arena import ArenaSession, clear, regenerate, send
+from merging import MergeError, Progress, parse_config, run_merge
+from merging.form import PRESETS, MergeForm, config_from_form, form_from_yaml, t_curves
+from merging.hub import push_folder
+from merging.inspect import compatibility_problems, inspect_model
+from merging.sources import BUNDLED_PREFIX, resolve_model
+
+OUTPUTS = Path(os.environ.get("SLERP_ARENA_OUTPUTS", Path(__file__).resolve().parent / "outputs"))
+BUNDLED = f"{BUNDLED_PREFIX}SmolLM2-135M-Instruct"
+ON_SPACE = bool(os.environ.get("SPACE_ID"))
+# Offline: the bundled SmolLM2 with itself. On a Space: the Qwen2.5 seed pair, Instruct as base, V-curve.
+DEFAULT_A, DEFAULT_B = ("Qwen/Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B") if ON_SPACE else (BUNDLED, BUNDLED)
+DEFAULT_PRESET = "V-shape" if ON_SPACE else "constant 0.5"
+DTYPES = ["bfloat16", "float16", "float32"]
+CHAT_PRECISIONS = ["auto", "fp8", "int8", "bf16"]
+
+models = ModelCache()  # shared by all visitors: each (model, precision) is loaded once
+
+
+class SessionState:
+    """Per visitor (gr.State): their chat panes and the events their Stop / Cancel set.
+    A plain class, not a dataclass: Gradio serializes dataclass states, and Events don't."""
+
+    def __init__(self) -> None:
+        self.arena = ArenaSession()
+        self.cancel_merge = threading.Event()
+        self.stop_chat = threading.Event()
+
+    def __deepcopy__(self, memo: dict) -> SessionState:  # gr.State copies its default per session
+        return SessionState()
+
+
+# ---------------------------------------------------------------- merge tab handlers
+
+def known_models() -> list[str]:
+    merged = sorted(str(p) for p in OUTPUTS.glob("*") if (p / "config.json").is_file()) if OUTPUTS.is_dir() else []
+    return [BUNDLED, *merged]
+
+
+def describe_parents(a: str, b: str) -> str:
+    lines, infos = [], []
+    for label, ref in (("Parent A (base)", a), ("Parent B", b)):
+        if not ref:
+            lines.append(f"{label}: not chosen")
+            continue
+        try:
+            info = inspect_model(ref)
+            infos.append(info)
+            lines.append(f"{label}: {info.describe()}")
+        except MergeError as exc:
+            lines.append(f"{label}: ⚠️ {exc}")
+    if len(infos) == 2:
+        problems = compatibility_problems(*infos)
+        lines += [f"⚠️ {p}" for p in problems] or ["✅ compatible"]
+    return "\n\n".join(lines)
+
+
+def apply_preset(name: str) -> tuple[str, str, str]:
+    return PRESETS[name]
+
+
+def form_to_yaml(a: str, b: str, attn: str, mlp: str, default: str, start: float, end: float, dtype: str) -> tuple[str, pd.DataFrame, str]:
+    """Form -> YAML text, t-curve plot, and a message (empty, or the one-line error)."""
+    try:
+        config = config_from_form(MergeForm(a, b, attn, mlp, default, int(start or 0), int(end or 0), dtype))
+    except MergeError as exc:
+        return gr.skip(), gr.skip(), f"⚠️ {exc}"
+    return config.to_yaml(), curve_frame(config, _layer_count(a, start, end)), ""
+
+
+def yaml_to_form(text: str):
+    """Pasted YAML -> every form field, the plot and a message."""
+    try:
+        form = form_from_yaml(text)
+        config = parse_config(text)
+    except MergeError as exc:
+        return *[gr.skip()] * 9, f"⚠️ {exc}"
+    return (form.base_model, form.other_model, form.self_attn, form.mlp, form.default, form.layer_start, form.layer_end,
+            form.dtype, curve_frame(config, _layer_count(form.base_model, form.layer_start, form.layer_end)), "")
+
+
+def _layer_count(ref: str, start: float, end: float) -> int:
+    if end:
+        return int(end) - int(start or 0)
+    try:
+        return inspect_model(ref).num_layers or 24
+    except MergeError:
+        return 24
+
+
+def curve_frame(config, num_layers: int) -> pd.DataFrame:
+    rows = [{"layer": i, "t": t, "curve": label} for label, curve in t_curves(config, num_layers).items() for i, t in enumerate(curve)]
+    return pd.DataFrame(rows)
+
+
+def merge(yaml_text: str, output_name: str, state: SessionState | None, progress=gr.Progress()):  # noqa: B008 -- Gradio injects it
+    """Run the merge in the YAML. Returns (summary markdown, model card, state, output path)."""
+    state = state or SessionState()
+    state.cancel_merge.clear()
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", output_name.strip()).strip(".-")
+    if not name:
+        raise gr.Error("output name: empty — type a name for the merged model")
+
+    def on_progress(p: Progress) -> None:
+        progress(p.tensors_done / p.tensors_total,
+                 desc=f"{p.tensors_done}/{p.tensors_total} tensors · {p.bytes_written / 1e6:.0f} MB written")
+
+    try:
+        result = run_merge(parse_config(yaml_text), OUTPUTS / name, overwrite=True, on_progress=on_progress,
+                           cancel=state.cancel_merge)
+    except MergeError as exc:
+        raise gr.Error(str(exc)) from None
+    blended = sum(1 for r in result.tensors if 0 < r.t < 1)
+    summary = "\n".join([
+        f"### ✅ Merged into `{result.output_dir}`",
+        f"- {len(result.tensors)} tensors ({blended} blended), {result.num_layers} layers",
+        f"- {result.bytes_written / 1e6:.0f} MB written in {result.seconds:.1f} s",
+        *[f"- ⚠️ {w}" for w in result.warnings],
+    ])
+    return summary, (result.output_dir / "README.md").read_text(), state, str(result.output_dir)
+
+
+def cancel_merge(state: SessionState | None) -> str:
+    if state is not None:
+        state.cancel_merge.set()
+    return "Cancelling… nothing is written to the output until the merge completes."
+
+
+def push_to_hub(output_path: str, repo_id: str, token: str) -> str:
+    if not output_path:
+        return "⚠️ merge something first"
+    try:
+        return f"✅ pushed to {push_folder(Path(output_path), repo_id, token)}"
+    except MergeError as exc:
+        return f"⚠️ {exc}"
+
+
+# ---------------------------------------------------------------- chat tab handlers
+
+def chat_source(ref: str) -> str:
+    """The bundled GGUF loads from merging's converted safetensors cache (seconds, not a
+    GGUF dequantization at every load)."""
+    ref = ref.strip()
+    if ref.startswith(BUNDLED_PREFIX) or ref.endswith(".gguf"):
+        return str(resolve_model(ref))
+    return ref
+
+
+def _settings(temperature: float, top_p: float, max_new_tokens: float, seed: float) -> GenerationSettings:
+    return GenerationSettings(temperature=float(temperature), top_p=float(top_p), max_new_tokens=int(max_new_tokens), seed=int(seed))
+
+
+def _configure(state: SessionState, refs: list[str], merged_precision: str, parent_precision: str, enabled: list[bool]) -> None:
+    try:
+        sources = [chat_source(r) if r else "" for r in refs]
+    except MergeError as exc:
+        raise gr.Error(str(exc)) from None
+    state.arena.configure(sources, [merged_precision, parent_precision, parent_precision], enabled)
+
+
+def _view(state: SessionState) -> tuple:
+    panes = state.arena.panes
+    return (*[p.history for p in panes], *[p.status for p in panes], state)
+
+
+def chat(message: str, system_prompt: str, temperature: float, top_p: float, max_new_tokens: float, seed: float,
+         merged_ref: str, parent_a_ref: str, parent_b_ref: str, merged_on: bool, parent_a_on: bool, parent_b_on: bool,
+         merged_precision: str, parent_precision: str, state: SessionState | None):
+    """Send one message to every switched-on pane; yields (3 chats, 3 stats, state)."""
+    state = state or SessionState()
+    _configure(state, [merged_ref, parent_a_ref, parent_b_ref], merged_precision, parent_precision, [merged_on, parent_a_on, parent_b_on])
+    state.stop_chat.clear()
+    try:
+        for _ in send(state.arena, models, message, _settings(temperature, top_p, max_new_tokens, seed), system_prompt, state.stop_chat):
+            yield _view(state)
+    except InferenceError as exc:
+        raise gr.Error(str(exc)) from None
+
+
+def regenerate_last(system_prompt: str, temperature: float, top_p: float, max_new_tokens: float, seed: float,
+                    state: SessionState | None):
+    state = state or SessionState()
+    state.stop_chat.clear()
+    try:
+        for _ in regenerate(state.arena, models, _settings(temperature, top_p, max_new_tokens, seed), system_prompt, state.stop_chat):
+            yield _view(state)
+    except InferenceError as exc:
+        raise gr.Error(str(exc)) from None
+
+
+def stop_chat(state: SessionState | None) -> None:
+    if state is not None:
+        state.stop_chat.set()
+
+
+def clear_chat(state: SessionState | None) -> tuple:
+    state = state or SessionState()
+    clear(state.arena)
+    return _view(state)
+
+
+def chat_with_merge(output_path: str, parent_a: str, parent_b: str):
+    if not output_path:
+        raise gr.Error("merge: nothing merged yet — run a merge first")
+    return output_path, parent_a, parent_b, gr.Tabs(selected="chat")
+
+
+# ---------------------------------------------------------------- layout
 
 def build_app() -> gr.Blocks:
     with gr.Blocks(title="Slerp Arena") as demo:
-        gr.Markdown("# Slerp Arena\nSLERP-merge two language models, then chat with the merge beside its parents.")
-        with gr.Tab("Merge"):
-            gr.Markdown("The merge form comes here. Today: `python -m merging CONFIG.yml OUTPUT_DIR`.")
-        with gr.Tab("Chat"):
-            gr.Markdown("Side-by-side chat with the merged model and both parents comes here.")
+        state = gr.State(SessionState())
+        gr.Markdown("# 🧪 Slerp Arena\nSLERP-merge two language models (mergekit-compatible), then chat with the merge beside its parents.")
+        with gr.Tabs() as tabs:
+            with gr.Tab("Merge", id="merge"):
+                with gr.Row():
+                    parent_a = gr.Dropdown(known_models(), value=DEFAULT_A, label="Parent A (base_model, t = 0)", allow_custom_value=True)
+                    parent_b = gr.Dropdown(known_models(), value=DEFAULT_B, label="Parent B (t = 1)", allow_custom_value=True)
+                parents_info = gr.Markdown()
+                with gr.Row():
+                    with gr.Column(scale=3):
+                        preset = gr.Radio(list(PRESETS), value=DEFAULT_PRESET, label="Preset")
+                        attn = gr.Textbox(PRESETS[DEFAULT_PRESET][0], label="t gradient for self_attn")
+                        mlp = gr.Textbox(PRESETS[DEFAULT_PRESET][1], label="t gradient for mlp")
+                        default = gr.Textbox(PRESETS[DEFAULT_PRESET][2], label="t gradient for everything else")
+                        with gr.Row():
+                            layer_start = gr.Number(0, label="first layer", precision=0, minimum=0)
+                            layer_end = gr.Number(0, label="end layer (0 = all)", precision=0, minimum=0)
+                            dtype = gr.Dropdown(DTYPES, value="bfloat16", label="dtype")
+                        output_name = gr.Textbox("my-merge", label="Output name (under outputs/)")
+                    with gr.Column(scale=2):
+                        plot = gr.LinePlot(x="layer", y="t", color="curve", y_lim=[0, 1], label="t per layer", height=260)
+                form_message = gr.Markdown()
+                yaml_box = gr.Code(language="yaml", label="mergekit YAML (edit or paste: the form follows)", lines=14)
+                with gr.Row():
+                    run = gr.Button("Merge", variant="primary")
+                    cancel = gr.Button("Cancel")
+                result = gr.Markdown()
+                output_path = gr.Textbox(label="Output folder", interactive=False)
+                to_chat = gr.Button("Chat with this merge")
+                with gr.Accordion("Model card", open=False):
+                    card = gr.Markdown()
+                with gr.Accordion("Push to the Hub", open=False):
+                    hub_repo = gr.Textbox(label="Repo (user/name)")
+                    hub_token = gr.Textbox(label="Token (write)", type="password")
+                    push = gr.Button("Push")
+                    push_message = gr.Markdown()
+
+            with gr.Tab("Chat", id="chat"):
+                with gr.Row():
+                    merged_ref = gr.Textbox("", label="Merged model (folder)", placeholder="run a merge, or type a folder / Hub id")
+                    chat_a = gr.Textbox(DEFAULT_A, label="Parent A")
+                    chat_b = gr.Textbox(DEFAULT_B, label="Parent B")
+                with gr.Row():
+                    merged_precision = gr.Dropdown(CHAT_PRECISIONS, value="auto", label="Merged precision (auto: FP8 if native, else int8)")
+                    parent_precision = gr.Dropdown(CHAT_PRECISIONS, value="bf16", label="Parents' precision")
+                system_prompt = gr.Textbox("", label="System prompt", placeholder="optional")
+                panes = []
+                with gr.Row():
+                    for label in ("Merged", "Parent A", "Parent B"):
+                        with gr.Column():
+                            on = gr.Checkbox(True, label=f"{label} on")
+                            bot = gr.Chatbot(label=label, height=380)
+                            stats = gr.Markdown()
+                            panes.append((on, bot, stats))
+                message = gr.Textbox(label="Message", placeholder="Ask all models at once…")
+                with gr.Row():
+                    send_button = gr.Button("Send", variant="primary")
+                    stop_button = gr.Button("Stop")
+                    regen_button = gr.Button("Regenerate")
+                    clear_button = gr.Button("Clear")
+                with gr.Accordion("Sampling (shared by all panes)", open=False):
+                    temperature = gr.Slider(0, 2, 0.7, step=0.05, label="temperature (0 = greedy)")
+                    top_p = gr.Slider(0.05, 1, 1.0, step=0.05, label="top_p")
+                    max_new_tokens = gr.Slider(16, 1024, 256, step=16, label="max new tokens")
+                    seed = gr.Number(0, label="seed", precision=0)
+
+        # Merge tab wiring.
+        form_inputs = [parent_a, parent_b, attn, mlp, default, layer_start, layer_end, dtype]
+        for component in (parent_a, parent_b):
+            component.change(describe_parents, [parent_a, parent_b], parents_info)
+        preset.input(apply_preset, preset, [attn, mlp, default]).then(form_to_yaml, form_inputs, [yaml_box, plot, form_message])
+        for component in form_inputs:
+            component.input(form_to_yaml, form_inputs, [yaml_box, plot, form_message])
+        yaml_box.input(yaml_to_form, yaml_box, [*form_inputs, plot, form_message])
+        demo.load(form_to_yaml, form_inputs, [yaml_box, plot, form_message]).then(describe_parents, [parent_a, parent_b], parents_info)
+        merge_event = run.click(merge, [yaml_box, output_name, state], [result, card, state, output_path], api_name="merge",
+                                concurrency_id="device", concurrency_limit=1)
+        merge_event.then(lambda: (gr.Dropdown(choices=known_models()), gr.Dropdown(choices=known_models())), None, [parent_a, parent_b])
+        cancel.click(cancel_merge, state, result, concurrency_limit=None, api_name=False)
+        push.click(push_to_hub, [output_path, hub_repo, hub_token], push_message, api_name=False)
+        to_chat.click(chat_with_merge, [output_path, parent_a, parent_b], [merged_ref, chat_a, chat_b, tabs], api_name=False)
+
+        # Chat tab wiring.
+        bots, stats_boxes = [p[1] for p in panes], [p[2] for p in panes]
+        sampling = [temperature, top_p, max_new_tokens, seed]
+        chat_inputs = [message, system_prompt, *sampling, merged_ref, chat_a, chat_b, *[p[0] for p in panes],
+                       merged_precision, parent_precision, state]
+        chat_outputs = [*bots, *stats_boxes, state]
+        send_event = send_button.click(chat, chat_inputs, chat_outputs, api_name="chat", concurrency_id="device", concurrency_limit=1)
+        submit_event = message.submit(chat, chat_inputs, chat_outputs, api_name=False, concurrency_id="device", concurrency_limit=1)
+        for event in (send_event, submit_event):
+            event.then(lambda: "", None, message)
+        regen_button.click(regenerate_last, [system_prompt, *sampling, state], chat_outputs, api_name="regenerate",
+                           concurrency_id="device", concurrency_limit=1)
+        stop_button.click(stop_chat, state, None, concurrency_limit=None, api_name=False)
+        clear_button.click(clear_chat, state, chat_outputs, api_name=False)
     return demo
 
 
 if __name__ == "__main__":
-    build_app().launch()
+    build_app().queue(default_concurrency_limit=1).launch(show_error=True)

@@ -78,7 +78,28 @@ class MergeConfig:
         return out
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+        return yaml.dump(self.to_dict(), Dumper=_ConfigDumper, sort_keys=False, indent=2)
+
+
+class _ConfigDumper(yaml.SafeDumper):
+    """The layout of mergekit / LazyMergekit examples: block mappings and lists of
+    mappings, flow lists of numbers (`value: [0, 0.5, 1]`), integral floats as ints."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        super().increase_indent(flow, False)
+
+
+def _represent_list(dumper: yaml.SafeDumper, data: list) -> yaml.Node:
+    flow = all(isinstance(v, (int, float)) for v in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+def _represent_float(dumper: yaml.SafeDumper, data: float) -> yaml.Node:
+    return dumper.represent_int(int(data)) if data.is_integer() else yaml.SafeDumper.represent_float(dumper, data)
+
+
+_ConfigDumper.add_representer(list, _represent_list)
+_ConfigDumper.add_representer(float, _represent_float)
 
 
 def load_config(path: str | Path) -> MergeConfig:
@@ -208,9 +229,9 @@ def _parse_t(raw: Any, where: str, required: bool) -> tuple[TRule, ...] | None:
             raise MergeError(where, "missing", "set `parameters: {t: 0.5}` (0 keeps base_model, 1 takes the other)")
         return None
     if _is_number(raw):
-        return (TRule(_gradient([raw], where)),)
+        return (TRule(validate_gradient([raw], where)),)
     if isinstance(raw, list) and raw and all(_is_number(v) for v in raw):
-        return (TRule(_gradient(raw, where)),)
+        return (TRule(validate_gradient(raw, where)),)
     if isinstance(raw, list) and raw and all(isinstance(v, dict) for v in raw):
         rules = []
         for i, entry in enumerate(raw):
@@ -221,13 +242,13 @@ def _parse_t(raw: Any, where: str, required: bool) -> tuple[TRule, ...] | None:
             filt = entry.get("filter")
             if filt is not None and (not isinstance(filt, str) or not filt):
                 raise MergeError(f"{where}[{i}].filter", f"{filt!r} is not a name fragment", "use e.g. self_attn or mlp")
-            rules.append(TRule(_gradient(values, f"{where}[{i}].value"), filt))
+            rules.append(TRule(validate_gradient(values, f"{where}[{i}].value"), filt))
         return tuple(rules)
     raise MergeError(where, f"{raw!r} is not a number, a gradient list or a list of {{filter, value}}",
                      "write e.g. `t: 0.5` or `t: [0, 0.5, 1]`")
 
 
-def _gradient(values: list, where: str) -> tuple[float, ...]:
+def validate_gradient(values: list, where: str) -> tuple[float, ...]:
     if not values:
         raise MergeError(where, "empty gradient", "give at least one number between 0 and 1")
     out = []

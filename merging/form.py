@@ -1,0 +1,87 @@
+"""The merge form of the app as data: presets, form values <-> MergeConfig, t curves.
+
+Kept here (not in app.py) so that the YAML <-> form round trip is tested without a UI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from merging.config import MergeConfig, Slice, Source, TRule, parse_config, validate_gradient
+from merging.errors import MergeError
+from merging.planning import t_curve
+
+FILTERS = ("self_attn", "mlp")  # the per-filter curves the form edits; the third is the default
+PRESETS: dict[str, tuple[str, str, str]] = {  # (self_attn, mlp, default)
+    "constant 0.5": ("0.5", "0.5", "0.5"),
+    "V-shape": ("0, 0.5, 1, 0.5, 0", "0, 0.5, 1, 0.5, 0", "0, 0.5, 1, 0.5, 0"),
+    "LazyMergekit": ("0, 0.5, 0.3, 0.7, 1", "1, 0.5, 0.7, 0.3, 0", "0.5"),
+}
+
+
+@dataclass(frozen=True)
+class MergeForm:
+    base_model: str
+    other_model: str
+    self_attn: str = "0.5"
+    mlp: str = "0.5"
+    default: str = "0.5"
+    layer_start: int = 0
+    layer_end: int = 0  # 0: all layers (the `models:` form)
+    dtype: str = "bfloat16"
+
+
+def parse_gradient(text: str, field: str) -> tuple[float, ...]:
+    parts = [p for p in text.replace("[", " ").replace("]", " ").replace(",", " ").split() if p]
+    values = []
+    for p in parts:
+        try:
+            values.append(float(p))
+        except ValueError:
+            raise MergeError(field, f"'{p}' is not a number", "write numbers between 0 and 1, e.g. 0, 0.5, 1") from None
+    return validate_gradient(values, field)
+
+
+def format_gradient(values: tuple[float, ...]) -> str:
+    return ", ".join(f"{v:g}" for v in values)
+
+
+def config_from_form(form: MergeForm) -> MergeConfig:
+    if not form.base_model.strip() or not form.other_model.strip():
+        raise MergeError("parents", "choose both parent A and parent B", "pick from the list or type a Hub id / path")
+    rules = (
+        TRule(parse_gradient(form.self_attn, "t (self_attn)"), "self_attn"),
+        TRule(parse_gradient(form.mlp, "t (mlp)"), "mlp"),
+        TRule(parse_gradient(form.default, "t (default)")),
+    )
+    slices = None
+    if form.layer_end:
+        if not 0 <= form.layer_start < form.layer_end:
+            raise MergeError("layer range", f"[{form.layer_start}, {form.layer_end}] is empty", "use start < end, or end 0 for all layers")
+        span = (int(form.layer_start), int(form.layer_end))
+        slices = (Slice(Source(form.base_model, span), Source(form.other_model, span)),)
+    return MergeConfig(form.base_model.strip(), form.other_model.strip(), rules, slices, dtype=form.dtype)
+
+
+def form_from_yaml(text: str) -> MergeForm:
+    """Fill the form from a pasted config. Rules with other filters are not representable
+    in the form and are refused rather than silently dropped."""
+    config = parse_config(text)
+    by_filter: dict[str | None, tuple[float, ...]] = {}
+    for rule in config.t_rules:
+        if rule.filter not in (*FILTERS, None):
+            raise MergeError("parameters.t", f"filter '{rule.filter}' has no field in the form",
+                             "merge it from the CLI (python -m merging) or use self_attn / mlp / default")
+        by_filter.setdefault(rule.filter, rule.value)
+    default = by_filter.get(None, (0.5,))
+    span = config.slices[0].base.layer_range if config.slices and len(config.slices) == 1 else None
+    return MergeForm(config.base_model, config.other_model, format_gradient(by_filter.get("self_attn", default)),
+                     format_gradient(by_filter.get("mlp", default)), format_gradient(default),
+                     span[0] if span else 0, span[1] if span else 0, config.dtype or "bfloat16")
+
+
+def t_curves(config: MergeConfig, num_layers: int) -> dict[str, list[float]]:
+    """t per layer for each curve the form shows (the first filter that matches wins)."""
+    names = {"self_attn": "model.layers.0.self_attn.q_proj.weight", "mlp": "model.layers.0.mlp.up_proj.weight",
+             "default": "model.layers.0.input_layernorm.weight"}
+    return {label: t_curve(config.t_rules, name, num_layers) for label, name in names.items()}

@@ -27,6 +27,7 @@ DEFAULT_A, DEFAULT_B = ("Qwen/Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B") if ON
 DEFAULT_PRESET = "V-shape" if ON_SPACE else "constant 0.5"
 DTYPES = ["bfloat16", "float16", "float32"]
 CHAT_PRECISIONS = ["auto", "fp8", "int8", "bf16"]
+PRIVATE = "private"  # events that are UI plumbing, not part of the API
 
 models = ModelCache()  # shared by all visitors: each (model, precision) is loaded once
 
@@ -286,24 +287,27 @@ def build_app() -> gr.Blocks:
                 with gr.Accordion("Sampling (shared by all panes)", open=False):
                     temperature = gr.Slider(0, 2, 0.7, step=0.05, label="temperature (0 = greedy)")
                     top_p = gr.Slider(0.05, 1, 1.0, step=0.05, label="top_p")
-                    max_new_tokens = gr.Slider(16, 1024, 256, step=16, label="max new tokens")
+                    max_new_tokens = gr.Slider(1, 1024, 256, step=1, label="max new tokens")
                     seed = gr.Number(0, label="seed", precision=0)
 
         # Merge tab wiring.
         form_inputs = [parent_a, parent_b, attn, mlp, default, layer_start, layer_end, dtype]
         for component in (parent_a, parent_b):
-            component.change(describe_parents, [parent_a, parent_b], parents_info)
-        preset.input(apply_preset, preset, [attn, mlp, default]).then(form_to_yaml, form_inputs, [yaml_box, plot, form_message])
+            component.change(describe_parents, [parent_a, parent_b], parents_info, api_visibility=PRIVATE)
+        preset.input(apply_preset, preset, [attn, mlp, default], api_visibility=PRIVATE).then(
+            form_to_yaml, form_inputs, [yaml_box, plot, form_message], api_visibility=PRIVATE)
         for component in form_inputs:
-            component.input(form_to_yaml, form_inputs, [yaml_box, plot, form_message])
-        yaml_box.input(yaml_to_form, yaml_box, [*form_inputs, plot, form_message])
-        demo.load(form_to_yaml, form_inputs, [yaml_box, plot, form_message]).then(describe_parents, [parent_a, parent_b], parents_info)
+            component.input(form_to_yaml, form_inputs, [yaml_box, plot, form_message], api_visibility=PRIVATE)
+        yaml_box.input(yaml_to_form, yaml_box, [*form_inputs, plot, form_message], api_visibility=PRIVATE)
+        demo.load(form_to_yaml, form_inputs, [yaml_box, plot, form_message], api_visibility=PRIVATE).then(
+            describe_parents, [parent_a, parent_b], parents_info, api_visibility=PRIVATE)
         merge_event = run.click(merge, [yaml_box, output_name, state], [result, card, state, output_path], api_name="merge",
                                 concurrency_id="device", concurrency_limit=1)
-        merge_event.then(lambda: (gr.Dropdown(choices=known_models()), gr.Dropdown(choices=known_models())), None, [parent_a, parent_b])
-        cancel.click(cancel_merge, state, result, concurrency_limit=None, api_name=False)
-        push.click(push_to_hub, [output_path, hub_repo, hub_token], push_message, api_name=False)
-        to_chat.click(chat_with_merge, [output_path, parent_a, parent_b], [merged_ref, chat_a, chat_b, tabs], api_name=False)
+        merge_event.then(lambda: (gr.Dropdown(choices=known_models()), gr.Dropdown(choices=known_models())), None, [parent_a, parent_b],
+                         api_visibility=PRIVATE)
+        cancel.click(cancel_merge, state, result, concurrency_limit=None, api_visibility=PRIVATE)
+        push.click(push_to_hub, [output_path, hub_repo, hub_token], push_message, api_visibility=PRIVATE)
+        to_chat.click(chat_with_merge, [output_path, parent_a, parent_b], [merged_ref, chat_a, chat_b, tabs], api_visibility=PRIVATE)
 
         # Chat tab wiring.
         bots, stats_boxes = [p[1] for p in panes], [p[2] for p in panes]
@@ -312,13 +316,13 @@ def build_app() -> gr.Blocks:
                        merged_precision, parent_precision, state]
         chat_outputs = [*bots, *stats_boxes, state]
         send_event = send_button.click(chat, chat_inputs, chat_outputs, api_name="chat", concurrency_id="device", concurrency_limit=1)
-        submit_event = message.submit(chat, chat_inputs, chat_outputs, api_name=False, concurrency_id="device", concurrency_limit=1)
+        submit_event = message.submit(chat, chat_inputs, chat_outputs, api_visibility=PRIVATE, concurrency_id="device", concurrency_limit=1)
         for event in (send_event, submit_event):
-            event.then(lambda: "", None, message)
+            event.then(lambda: "", None, message, api_visibility=PRIVATE)
         regen_button.click(regenerate_last, [system_prompt, *sampling, state], chat_outputs, api_name="regenerate",
                            concurrency_id="device", concurrency_limit=1)
-        stop_button.click(stop_chat, state, None, concurrency_limit=None, api_name=False)
-        clear_button.click(clear_chat, state, chat_outputs, api_name=False)
+        stop_button.click(stop_chat, state, None, concurrency_limit=None, api_visibility=PRIVATE)
+        clear_button.click(clear_chat, state, chat_outputs, api_visibility=PRIVATE)
     return demo
 
 

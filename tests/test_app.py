@@ -1,0 +1,135 @@
+"""The app's handlers as plain functions, then the launched app through gradio_client."""
+
+import pytest
+from gradio_client import Client
+
+import app
+from inference import ModelCache
+from merging.form import PRESETS
+
+
+@pytest.fixture(autouse=True)
+def fresh_app(tmp_path, monkeypatch):
+    monkeypatch.setattr(app, "OUTPUTS", tmp_path / "outputs")
+    monkeypatch.setattr(app, "models", ModelCache())
+
+
+def tiny_yaml(a, b, t="0.5") -> str:
+    return f"models:\n  - model: {a}\n  - model: {b}\nmerge_method: slerp\nbase_model: {a}\nparameters:\n  t: {t}\ndtype: bfloat16\n"
+
+
+def text_of(message: dict) -> str:
+    """Chatbot content as it comes back from Gradio: a string or a list of text blocks."""
+    content = message["content"]
+    if isinstance(content, str):
+        return content
+    return "".join(block.get("text", "") for block in content if isinstance(block, dict))
+
+
+def test_form_and_yaml_stay_in_sync_both_ways(tiny_models):
+    a, b = str(tiny_models("llama", 1)), str(tiny_models("llama", 2))
+    yaml_text, frame, message = app.form_to_yaml(a, b, *PRESETS["LazyMergekit"], 0, 0, "bfloat16")
+    assert message == "" and "value: [0, 0.5, 0.3, 0.7, 1]" in yaml_text
+    assert set(frame["curve"]) == {"self_attn", "mlp", "default"} and len(frame) == 3 * 4  # 4 layers per curve
+    pasted = yaml_text.replace("value: 0.5", "value: 0.25").replace("bfloat16", "float16")
+    filled = app.yaml_to_form(pasted)
+    assert filled[:8] == (a, b, "0, 0.5, 0.3, 0.7, 1", "1, 0.5, 0.7, 0.3, 0", "0.25", 0, 0, "float16")
+    assert filled[-1] == ""
+
+
+def test_bad_form_and_bad_yaml_show_one_line_errors(tiny_models):
+    a = str(tiny_models("llama", 1))
+    *_, message = app.form_to_yaml(a, a, "0, oops", "0.5", "0.5", 0, 0, "bfloat16")
+    assert message.startswith("⚠️ t (self_attn): 'oops' is not a number")
+    assert app.yaml_to_form("merge_method: ties\n")[-1].startswith("⚠️ merge_method")
+
+
+def test_parents_panel_shows_architecture_and_incompatibility(tiny_models):
+    text = app.describe_parents(str(tiny_models("llama", 1)), str(tiny_models("qwen2", 2)))
+    assert "LlamaForCausalLM, 4 layers" in text and "Qwen2ForCausalLM" in text
+    assert "model_type differs" in text
+    assert "✅ compatible" in app.describe_parents(str(tiny_models("llama", 1)), str(tiny_models("llama", 2)))
+
+
+def test_merge_then_chat_with_merged_and_parents(tiny_models):
+    a, b = str(tiny_models("llama", 1)), str(tiny_models("llama", 2))
+    state = app.SessionState()
+    summary, card, state, output = app.merge(tiny_yaml(a, b), "my merge!", state, progress=lambda *args, **kwargs: None)
+    assert output.endswith("my-merge") and "Merged into" in summary and "slerp" in card
+    assert output in app.known_models()
+    merged_ref, chat_a, chat_b, _ = app.chat_with_merge(output, a, b)
+    updates = list(app.chat("hello", "", 0.0, 1.0, 8, 0, merged_ref, chat_a, chat_b, True, True, True, "int8", "bf16", state))
+    merged_chat, a_chat, b_chat, merged_stats, a_stats, b_stats, _ = updates[-1]
+    for history in (merged_chat, a_chat, b_chat):
+        assert [m["role"] for m in history] == ["user", "assistant"] and history[1]["content"]
+    assert "int8" in merged_stats and "bf16" in a_stats and "tok/s" in b_stats
+    # A pane switched off keeps quiet; regenerate answers the last message again.
+    updates = list(app.chat("again", "", 0.0, 1.0, 8, 0, merged_ref, chat_a, chat_b, True, False, True, "int8", "bf16", state))
+    assert len(updates[-1][1]) == 2 and len(updates[-1][0]) == 4
+    regenerated = list(app.regenerate_last("", 0.0, 1.0, 8, 0, state))[-1]
+    assert len(regenerated[0]) == 4 and regenerated[0][-1]["role"] == "assistant"
+    cleared = app.clear_chat(state)
+    assert cleared[:3] == ([], [], [])
+
+
+def test_merge_errors_are_shown_not_crashes(tiny_models):
+    import gradio as gr
+
+    a = str(tiny_models("llama", 1))
+    with pytest.raises(gr.Error, match="merge_method"):
+        app.merge(tiny_yaml(a, a).replace("slerp", "ties"), "x", None, progress=lambda *a, **k: None)
+    with pytest.raises(gr.Error, match="output name"):
+        app.merge(tiny_yaml(a, a), "  ", None, progress=lambda *a, **k: None)
+
+
+def test_cancel_stops_a_merge_and_leaves_nothing(tiny_models):
+    import gradio as gr
+
+    state = app.SessionState()
+    a, b = str(tiny_models("llama", 1)), str(tiny_models("llama", 2))
+
+    def cancel_on_first_tensor(fraction, desc=""):
+        app.cancel_merge(state)
+
+    with pytest.raises(gr.Error, match="cancelled"):
+        app.merge(tiny_yaml(a, b), "cancelled", state, progress=cancel_on_first_tensor)
+    assert not app.OUTPUTS.exists() or not any(app.OUTPUTS.iterdir())
+
+
+def test_model_errors_appear_in_their_pane(tiny_models, tmp_path):
+    a = str(tiny_models("llama", 1))
+    final = list(app.chat("hello", "", 0.0, 1.0, 8, 0, str(tmp_path / "missing"), a, "", True, True, False, "bf16", "bf16", None))[-1]
+    merged_chat, a_chat, _, merged_stats, a_stats, _, _ = final
+    assert merged_chat == [] and "not a folder" in merged_stats
+    assert a_chat[-1]["content"] and "tok/s" in a_stats
+
+
+def test_offline_push_gives_a_clear_message(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert "offline" in app.push_to_hub(str(tmp_path), "me/merge", "token")
+    assert "user/name" in app.push_to_hub(str(tmp_path), "not a repo", "token")
+
+
+@pytest.fixture
+def launched():
+    demo = app.build_app().queue(default_concurrency_limit=1)
+    _, url, _ = demo.launch(prevent_thread_lock=True, show_error=True, quiet=True)
+    yield url
+    demo.close()
+
+
+def test_gradio_client_merges_then_streams_a_chat(tiny_models, launched):
+    a, b = str(tiny_models("qwen2", 1)), str(tiny_models("qwen2", 2))
+    client = Client(launched, verbose=False)
+    summary, card, output = client.predict(tiny_yaml(a, b, "[0, 0.5, 1]"), "client-merge", api_name="/merge")
+    assert "Merged into" in summary and output.endswith("client-merge")
+    job = client.submit("hello", "", 0.0, 1.0, 12, 0, output, a, b, True, True, True, "fp8", "bf16", api_name="/chat")
+    updates = list(job)
+    assert len(updates) > 2  # streamed, not one final answer
+    final = job.outputs()[-1]
+    chats, stats = final[:3], final[3:6]
+    for history in chats:  # random tiny models may answer in whitespace: count tokens, not letters
+        assert [m["role"] for m in history] == ["user", "assistant"] and text_of(history[0]) == "hello"
+    assert "fp8" in stats[0] and all("12 tokens" in s and "tok/s" in s for s in stats)

@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
 
-.PHONY: install app test lint bench
+.PHONY: install app test lint bench browser
 
 $(STAMP): requirements.txt
 	python3 -m venv $(VENV)
@@ -22,7 +22,11 @@ app: install
 lint: install
 	$(PY) -m ruff check .
 
-test: install lint
+# The browser test drives Debian's Chromium (Playwright's own browser download is not used).
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+test: install lint browser
 	$(PY) -m pytest -q
 
 bench: install

@@ -17,9 +17,11 @@ from merging import MergeError, Progress, parse_config, run_merge
 from merging.form import PRESETS, MergeForm, config_from_form, form_from_yaml, t_curves
 from merging.hub import push_folder
 from merging.inspect import compatibility_problems, inspect_model
+from merging.policy import AccessPolicy, policy_from_env
 from merging.sources import BUNDLED_PREFIX, resolve_model
 
 OUTPUTS = Path(os.environ.get("SLERP_ARENA_OUTPUTS", Path(__file__).resolve().parent / "outputs"))
+MODELS_ROOT = Path(os.environ.get("SLERP_ARENA_MODELS", Path(__file__).resolve().parent / "models"))
 BUNDLED = f"{BUNDLED_PREFIX}SmolLM2-135M-Instruct"
 ON_SPACE = bool(os.environ.get("SPACE_ID"))
 # Offline: the bundled SmolLM2 with itself. On a Space: the Qwen2.5 seed pair, Instruct as base, V-curve.
@@ -30,6 +32,11 @@ CHAT_PRECISIONS = ["auto", "fp8", "int8", "bf16"]
 PRIVATE = "private"  # events that are UI plumbing, not part of the API
 
 models = ModelCache()  # shared by all visitors: each (model, precision) is loaded once
+
+
+def access_policy() -> AccessPolicy | None:
+    """Public mode (on a Space, or SLERP_ARENA_PUBLIC=1): local paths only under the roots."""
+    return policy_from_env((MODELS_ROOT,), OUTPUTS)
 
 
 class SessionState:
@@ -59,6 +66,8 @@ def describe_parents(a: str, b: str) -> str:
             lines.append(f"{label}: not chosen")
             continue
         try:
+            if (policy := access_policy()) is not None:
+                policy.check_model(ref)
             info = inspect_model(ref)
             infos.append(info)
             lines.append(f"{label}: {info.describe()}")
@@ -122,7 +131,7 @@ def merge(yaml_text: str, output_name: str, state: SessionState | None, progress
 
     try:
         result = run_merge(parse_config(yaml_text), OUTPUTS / name, overwrite=True, on_progress=on_progress,
-                           cancel=state.cancel_merge)
+                           cancel=state.cancel_merge, policy=access_policy())
     except MergeError as exc:
         raise gr.Error(str(exc)) from None
     blended = sum(1 for r in result.tensors if 0 < r.t < 1)
@@ -156,6 +165,8 @@ def chat_source(ref: str) -> str:
     """The bundled GGUF loads from merging's converted safetensors cache (seconds, not a
     GGUF dequantization at every load)."""
     ref = ref.strip()
+    if (policy := access_policy()) is not None:
+        policy.check_model(ref)
     if ref.startswith(BUNDLED_PREFIX) or ref.endswith(".gguf"):
         return str(resolve_model(ref))
     return ref
@@ -166,11 +177,20 @@ def _settings(temperature: float, top_p: float, max_new_tokens: float, seed: flo
 
 
 def _configure(state: SessionState, refs: list[str], merged_precision: str, parent_precision: str, enabled: list[bool]) -> None:
-    try:
-        sources = [chat_source(r) if r else "" for r in refs]
-    except MergeError as exc:
-        raise gr.Error(str(exc)) from None
+    """Point the panes at their models; a refused or missing source leaves its pane idle
+    with the reason shown under it, while the other panes answer."""
+    sources, problems = [], []
+    for ref in refs:
+        try:
+            sources.append(chat_source(ref) if ref.strip() else "")
+            problems.append("")
+        except MergeError as exc:
+            sources.append("")
+            problems.append(f"⚠️ {exc}")
     state.arena.configure(sources, [merged_precision, parent_precision, parent_precision], enabled)
+    for pane, problem in zip(state.arena.panes, problems, strict=True):
+        if problem:
+            pane.status = problem
 
 
 def _view(state: SessionState) -> tuple:

@@ -95,8 +95,9 @@ def free_memory(device: torch.device) -> tuple[int, int]:
 
 
 def load_model(ref: str, precision: str = "auto", device: torch.device | None = None,
-               memory_budget: int | None = None) -> LoadedModel:
-    """Load `ref` in `precision`. `memory_budget` overrides the guard's byte allowance."""
+               memory_budget: int | None = None, allow_pickle: bool = False) -> LoadedModel:
+    """Load `ref` in `precision`. `memory_budget` overrides the guard's byte allowance.
+    Pickle checkpoints (.bin) run code when loaded: refused unless `allow_pickle`."""
     device = device or detect_device()
     resolved = resolve_precision(precision, device)
     needed = estimate_load_bytes(ref)
@@ -109,7 +110,9 @@ def load_model(ref: str, precision: str = "auto", device: torch.device | None = 
 
     started = time.perf_counter()
     location = locate(ref)
-    kwargs = dict(location.kwargs)
+    kwargs = dict(location.kwargs, trust_remote_code=False)
+    if "gguf_file" not in kwargs and not allow_pickle:
+        kwargs["use_safetensors"] = True
     compute_dtype = torch.float32 if resolved == "fp32" else torch.bfloat16
     bitsandbytes = resolved == "int8" and device.type == "cuda"
     if bitsandbytes:
@@ -117,11 +120,13 @@ def load_model(ref: str, precision: str = "auto", device: torch.device | None = 
 
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(location.path, **location.kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(location.path, trust_remote_code=False, **location.kwargs)
         model = AutoModelForCausalLM.from_pretrained(location.path, dtype=compute_dtype,
                                                      device_map=str(device) if bitsandbytes else None, **kwargs)
     except OSError as exc:
-        raise InferenceError("model", f"cannot load '{ref}' ({exc})", "check the path or Hub id") from None
+        problem = str(exc).splitlines()[0][:200]
+        raise InferenceError("model", f"cannot load '{ref}' ({problem})",
+                             "check the path or Hub id; only safetensors weights are loaded") from None
     if not bitsandbytes:
         model.to(device)
     model.eval()

@@ -23,6 +23,7 @@ from merging.config import MergeConfig
 from merging.errors import MergeCancelled, MergeError
 from merging.model_card import model_card
 from merging.planning import MergePlan, TensorPlan, plan_merge
+from merging.policy import AccessPolicy
 from merging.safetensors_io import PlannedTensor, StreamingWriter, chunk_ranges, read_elements
 from merging.slerp import PairStats, coefficients, combine
 from merging.sources import resolve_model
@@ -83,13 +84,22 @@ def run_merge(
     overwrite: bool = False,
     on_progress: Callable[[Progress], None] | None = None,
     cancel: threading.Event | None = None,
+    policy: AccessPolicy | None = None,
 ) -> MergeResult:
+    """Merge `config` into `output_dir`. `policy` (public mode) restricts which local
+    paths may be read or written and how big a merge may be."""
     started = time.perf_counter()
     output = Path(output_dir)
+    if policy is not None:
+        policy.check_output(output)
+        for ref in config.models:
+            policy.check_model(ref)
     if output.exists() and not overwrite:
         raise MergeError("output_dir", f"'{output}' already exists", "pass --overwrite or choose another output name")
     base, other = load_parents(config)
     plan = plan_merge(config, base, other)
+    if policy is not None:
+        policy.check_sizes(base.nbytes + (other.nbytes if other is not base else 0), plan.output_bytes)
     tokenizer_dir = _tokenizer_dir(config, base, other)
     template = resolve_template(config.chat_template) if config.chat_template else None
 

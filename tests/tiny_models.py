@@ -57,11 +57,11 @@ def tiny_config(arch: str, vocab_size: int, num_layers: int = 4, hidden: int = 3
 
 
 def build_tiny_model(folder: Path, arch: str, seed: int, *, num_layers: int = 4, vocab_size: int | None = None,
-                     chat_template: str | None = CHATML, dtype: torch.dtype = torch.bfloat16) -> Path:
+                     chat_template: str | None = CHATML, dtype: torch.dtype = torch.bfloat16, hidden: int = 32) -> Path:
     tokenizer = tiny_tokenizer(chat_template=chat_template)
     vocab = vocab_size or len(tokenizer)
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_config(arch, vocab, num_layers), dtype=dtype)
+    model = AutoModelForCausalLM.from_config(tiny_config(arch, vocab, num_layers, hidden), dtype=dtype)
     with torch.no_grad():  # random init leaves norms at exactly 1.0; perturb them so merges see real angles
         for name, p in model.named_parameters():
             if "norm" in name:

@@ -1,0 +1,75 @@
+"""Public mode: what strangers on a shared Space may point the app at.
+
+On by default when running on a Space (`SPACE_ID` set); `SLERP_ARENA_PUBLIC=1` / `=0`
+forces it on / off. In public mode:
+- a local path (model or output) must resolve — symlinks followed, `..` collapsed —
+  inside an allow-listed root (the models root and the outputs root); Hub ids and the
+  bundled model are always allowed;
+- the two parents together may not exceed a size limit, and merges may not push the
+  outputs folder past a disk quota.
+Pickle checkpoints are never loaded by the merge (safetensors only) and
+`trust_remote_code` is never set, in either mode.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from merging.errors import MergeError
+from merging.sources import BUNDLED_PREFIX, HUB_ID
+
+GB = 10**9
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    model_roots: tuple[Path, ...]
+    output_root: Path
+    max_parents_bytes: int = 20 * GB
+    output_quota_bytes: int = 50 * GB
+
+    def check_model(self, ref: str) -> None:
+        ref = ref.strip()
+        if ref.startswith(BUNDLED_PREFIX):
+            return
+        path = Path(ref).expanduser()
+        if not path.exists() and HUB_ID.match(ref) and ".." not in ref:
+            return  # a Hub id (resolve_model prefers a local folder of that name, so only when none exists)
+        self._inside(path, (*self.model_roots, self.output_root), "model", ref)
+
+    def check_output(self, output: Path) -> None:
+        self._inside(output, (self.output_root,), "output", str(output))
+
+    def check_sizes(self, parents_bytes: int, output_bytes: int) -> None:
+        if parents_bytes > self.max_parents_bytes:
+            raise MergeError("models", f"the parents take {parents_bytes / GB:.1f} GB; this Space merges at most "
+                             f"{self.max_parents_bytes / GB:.0f} GB", "pick smaller models or run the merge locally")
+        used = sum(f.stat().st_size for f in self.output_root.rglob("*") if f.is_file()) if self.output_root.is_dir() else 0
+        if used + output_bytes > self.output_quota_bytes:
+            raise MergeError("output", f"the outputs folder would grow to {(used + output_bytes) / GB:.1f} GB, over its "
+                             f"{self.output_quota_bytes / GB:.0f} GB quota", "delete earlier merges first")
+
+    @staticmethod
+    def _inside(path: Path, roots: tuple[Path, ...], field: str, shown: str) -> None:
+        real = path.expanduser().resolve()
+        if not any(real.is_relative_to(root.expanduser().resolve()) for root in roots):
+            allowed = ", ".join(str(r) for r in roots)
+            raise MergeError(field, f"'{shown}' is outside the folders this app may use", f"use a Hub id or a path under {allowed}")
+
+
+def public_mode() -> bool:
+    forced = os.environ.get("SLERP_ARENA_PUBLIC")
+    if forced is not None:
+        return forced.strip().lower() in ("1", "true", "yes", "on")
+    return bool(os.environ.get("SPACE_ID"))
+
+
+def policy_from_env(model_roots: tuple[Path, ...], output_root: Path) -> AccessPolicy | None:
+    """The public-mode policy, or None where the app runs for its owner only."""
+    if not public_mode():
+        return None
+    return AccessPolicy(model_roots, output_root,
+                        max_parents_bytes=int(float(os.environ.get("SLERP_ARENA_MAX_PARENTS_GB", 20)) * GB),
+                        output_quota_bytes=int(float(os.environ.get("SLERP_ARENA_OUTPUT_QUOTA_GB", 50)) * GB))

@@ -1,0 +1,224 @@
+"""Bad input, faults, public mode and concurrency: every case ends in a one-line error
+naming the field and the fix, nothing half-written, and the app still serving."""
+
+import errno
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gradio as gr
+import pytest
+import torch
+from gradio_client import Client
+from test_app import text_of, tiny_yaml
+from test_merge import slices_config
+
+import app
+from inference import InferenceError, ModelCache, load_model
+from merging import MergeError, parse_config, run_merge
+from merging.policy import AccessPolicy
+from merging.safetensors_io import StreamingWriter
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def roots(tmp_path):
+    models, outputs = tmp_path / "models", tmp_path / "outputs"
+    models.mkdir()
+    outputs.mkdir()
+    return models, outputs
+
+
+@pytest.mark.parametrize("ref", ["../../etc/passwd", "/etc", "/etc/passwd", "~/.ssh", "models/../../secret"])
+def test_public_mode_refuses_paths_outside_the_roots(roots, ref):
+    policy = AccessPolicy((roots[0],), roots[1])
+    with pytest.raises(MergeError, match="outside the folders this app may use"):
+        policy.check_model(ref)
+    with pytest.raises(MergeError, match="outside the folders"):
+        policy.check_output(Path(ref))
+
+
+def test_public_mode_allows_roots_hub_ids_and_the_bundled_model(roots, tiny_models):
+    policy = AccessPolicy((roots[0],), roots[1])
+    inside = Path(shutil.copytree(tiny_models("llama", 1), roots[0] / "llama"))
+    for ref in (str(inside), "Qwen/Qwen2.5-0.5B", "bundled:SmolLM2-135M-Instruct"):
+        policy.check_model(ref)
+    policy.check_output(roots[1] / "my-merge")
+
+
+def test_public_mode_refuses_a_symlink_that_leads_out(roots, tiny_models):
+    link = roots[0] / "escape"
+    link.symlink_to(tiny_models("llama", 1))  # outside both roots
+    with pytest.raises(MergeError, match="outside the folders"):
+        AccessPolicy((roots[0],), roots[1]).check_model(str(link))
+
+
+def test_public_app_refuses_outside_paths_in_every_field(roots, monkeypatch, tiny_models):
+    monkeypatch.setenv("SLERP_ARENA_PUBLIC", "1")
+    monkeypatch.setattr(app, "MODELS_ROOT", roots[0])
+    monkeypatch.setattr(app, "OUTPUTS", roots[1])
+    monkeypatch.setattr(app, "models", ModelCache())
+    outside = str(tiny_models("llama", 1))
+    with pytest.raises(gr.Error, match="outside the folders"):
+        app.merge(tiny_yaml(outside, outside), "x", None, progress=lambda *a, **k: None)
+    with pytest.raises(gr.Error, match="outside the folders"):
+        app.merge(tiny_yaml("../../etc/passwd", outside), "x", None, progress=lambda *a, **k: None)
+    assert "outside the folders" in app.describe_parents("../../etc/passwd", "")
+    state = app.SessionState()
+    with pytest.raises(gr.Error, match="no model is switched on"):
+        list(app.chat("hi", "", 0.0, 1.0, 4, 0, "../../etc/passwd", "", "", True, False, False, "bf16", "bf16", state))
+    assert "outside the folders" in state.arena.panes[0].status
+    # Output names cannot climb out of outputs/ either: they are sanitized to one folder name.
+    inside = str(shutil.copytree(tiny_models("llama", 2), roots[0] / "llama"))
+    *_, output = app.merge(tiny_yaml(inside, inside), "../../etc/evil", None, progress=lambda *a, **k: None)
+    assert Path(output).parent == roots[1] and Path(output).name == "etc-evil"
+
+
+def test_public_mode_size_limit_and_output_quota(roots, tiny_models):
+    a = Path(shutil.copytree(tiny_models("llama", 1), roots[0] / "a"))
+    config = parse_config(tiny_yaml(a, a))
+    with pytest.raises(MergeError, match="merges at most"):
+        run_merge(config, roots[1] / "big", policy=AccessPolicy((roots[0],), roots[1], max_parents_bytes=1000))
+    with pytest.raises(MergeError, match="quota"):
+        run_merge(config, roots[1] / "big", policy=AccessPolicy((roots[0],), roots[1], output_quota_bytes=1000))
+    assert list(roots[1].iterdir()) == []
+
+
+def test_pickle_checkpoints_are_refused_by_merge_and_chat(tiny_models, tmp_path):
+    folder = Path(shutil.copytree(tiny_models("llama", 1), tmp_path / "pickled"))
+    from safetensors.torch import load_file
+
+    torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(MergeError, match="pickle checkpoints are not loaded"):
+        run_merge(parse_config(tiny_yaml(folder, tiny_models("llama", 2))), tmp_path / "out")
+    with pytest.raises(InferenceError, match="only safetensors weights are loaded"):
+        load_model(str(folder), "bf16")
+    assert load_model(str(folder), "bf16", allow_pickle=True).report.precision == "bf16"  # explicitly trusted
+
+
+def test_different_hidden_sizes_are_refused(tiny_models, tmp_path):
+    from tiny_models import build_tiny_model
+
+    wide = build_tiny_model(tmp_path / "wide", "llama", 3, hidden=64)
+    with pytest.raises(MergeError, match="hidden_size differs"):
+        run_merge(parse_config(tiny_yaml(tiny_models("llama", 1), wide)), tmp_path / "out")
+
+
+def test_corrupted_safetensors_header_is_a_clear_error(tiny_models, tmp_path):
+    broken = Path(shutil.copytree(tiny_models("llama", 2), tmp_path / "broken"))
+    data = bytearray((broken / "model.safetensors").read_bytes())
+    data[8:20] = b"not json at!"
+    (broken / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(MergeError, match="corrupted safetensors header"):
+        run_merge(parse_config(tiny_yaml(tiny_models("llama", 1), broken)), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_disk_full_mid_merge_leaves_nothing(tiny_models, tmp_path, monkeypatch):
+    """The disk fills up after 20 kB: the error names the folder and the fix."""
+
+    class FillingDisk:
+        def __init__(self, handle):
+            self.handle, self.written = handle, 0
+
+        def write(self, data):
+            self.written += len(data)
+            if self.written > 20_000:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.handle.write(data)
+
+        def close(self):
+            self.handle.close()
+
+    original = StreamingWriter.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        self._fh = FillingDisk(self._fh)
+
+    monkeypatch.setattr(StreamingWriter, "__init__", init)
+    with pytest.raises(MergeError, match="disk under .* is full .* free disk space"):
+        run_merge(parse_config(slices_config(tiny_models("llama", 1), tiny_models("llama", 2))), tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_killed_merge_leaves_no_model_and_a_rerun_succeeds(tmp_path):
+    from tiny_models import build_tiny_model
+
+    a = build_tiny_model(tmp_path / "a", "llama", 1, hidden=512, num_layers=8)
+    b = build_tiny_model(tmp_path / "b", "llama", 2, hidden=512, num_layers=8)
+    config = tmp_path / "merge.yml"
+    config.write_text(tiny_yaml(a, b))
+    out = tmp_path / "outputs" / "merged"
+    command = [sys.executable, "-m", "merging", str(config), str(out)]
+    child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        shards = list((tmp_path / "outputs").glob(".merged.partial-*/*.safetensors"))
+        if shards and shards[0].stat().st_size > 0:
+            break
+        time.sleep(0.002)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert shards, "the merge finished before it could be killed"
+    assert not out.exists()
+    rerun = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert (out / "model.safetensors").is_file()
+    assert sorted(p.name for p in (tmp_path / "outputs").iterdir()) == ["merged"]  # the dead run's folder is gone
+
+
+@pytest.fixture
+def served(tmp_path, monkeypatch):
+    monkeypatch.setattr(app, "OUTPUTS", tmp_path / "outputs")
+    monkeypatch.setattr(app, "models", ModelCache())
+    demo = app.build_app().queue(default_concurrency_limit=1)
+    _, url, _ = demo.launch(prevent_thread_lock=True, show_error=True, quiet=True)
+    yield url
+    demo.close()
+
+
+def test_bad_input_through_the_api_leaves_the_app_serving(served, tiny_models):
+    client = Client(served, verbose=False)
+    with pytest.raises(Exception, match="merge_method"):
+        client.predict("merge_method: ties\nmodels: [{model: a}, {model: b}]\nbase_model: a\nparameters: {t: 0.5}",
+                       "bad", api_name="/merge")
+    with pytest.raises(Exception, match="empty message"):
+        client.predict("   ", "", 0.0, 1.0, 4, 0, "", str(tiny_models("llama", 1)), "", False, True, False, "bf16", "bf16",
+                       api_name="/chat")
+    a = str(tiny_models("llama", 1))
+    summary, _, _ = client.predict(tiny_yaml(a, a), "good", api_name="/merge")
+    assert "Merged into" in summary
+
+
+def test_four_chatting_clients_and_a_merge_do_not_mix(served, tiny_models):
+    a, b = str(tiny_models("llama", 1)), str(tiny_models("llama", 2))
+    clients = [Client(served, verbose=False) for _ in range(5)]
+    jobs = [c.submit(f"message from client {i}", "", 0.0, 1.0, 24, 0, "", a, b, False, True, True, "bf16", "bf16", api_name="/chat")
+            for i, c in enumerate(clients[:4])]
+    merge_job = clients[4].submit(tiny_yaml(a, b), "concurrent-merge", api_name="/merge")
+    ranks = set()
+    deadline = time.monotonic() + 300
+    while not all(j.done() for j in [*jobs, merge_job]) and time.monotonic() < deadline:
+        for job in [*jobs, merge_job]:
+            status = job.status()
+            if status.rank is not None:
+                ranks.add(status.rank)
+        time.sleep(0.05)
+    assert all(j.done() for j in [*jobs, merge_job]), "deadlock: jobs did not finish"
+    assert max(ranks, default=0) >= 1  # visitors see their place in the queue
+    for i, job in enumerate(jobs):
+        _, a_chat, b_chat, *_ = job.outputs()[-1]
+        for history in (a_chat, b_chat):
+            assert [text_of(m) for m in history if m["role"] == "user"] == [f"message from client {i}"]
+    assert "Merged into" in merge_job.outputs()[-1][0]
+    # Each client keeps its own history: a second message lands after its own first one only.
+    second = clients[0].submit("second from client 0", "", 0.0, 1.0, 4, 0, "", a, b, False, True, False, "bf16", "bf16",
+                               api_name="/chat")
+    _, a_chat, *_ = second.result()
+    assert [text_of(m) for m in a_chat if m["role"] == "user"] == ["message from client 0", "second from client 0"]

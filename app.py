@@ -117,7 +117,8 @@ def curve_frame(config, num_layers: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def merge(yaml_text: str, output_name: str, state: SessionState | None, progress=gr.Progress()):  # noqa: B008 -- Gradio injects it
+def merge(yaml_text: str, output_name: str, overwrite: bool, state: SessionState | None,
+          progress=gr.Progress()):  # noqa: B008 -- Gradio injects it
     """Run the merge in the YAML. Returns (summary markdown, model card, state, output path)."""
     state = state or SessionState()
     state.cancel_merge.clear()
@@ -130,7 +131,7 @@ def merge(yaml_text: str, output_name: str, state: SessionState | None, progress
                  desc=f"{p.tensors_done}/{p.tensors_total} tensors · {p.bytes_written / 1e6:.0f} MB written")
 
     try:
-        result = run_merge(parse_config(yaml_text), OUTPUTS / name, overwrite=True, on_progress=on_progress,
+        result = run_merge(parse_config(yaml_text), OUTPUTS / name, overwrite=overwrite, on_progress=on_progress,
                            cancel=state.cancel_merge, policy=access_policy())
     except MergeError as exc:
         raise gr.Error(str(exc)) from None
@@ -262,7 +263,9 @@ def build_app() -> gr.Blocks:
                             layer_start = gr.Number(0, label="first layer", precision=0, minimum=0)
                             layer_end = gr.Number(0, label="end layer (0 = all)", precision=0, minimum=0)
                             dtype = gr.Dropdown(DTYPES, value="bfloat16", label="dtype")
-                        output_name = gr.Textbox("my-merge", label="Output name (under outputs/)")
+                        with gr.Row():
+                            output_name = gr.Textbox("my-merge", label="Output name (under outputs/)", scale=3)
+                            overwrite = gr.Checkbox(False, label="overwrite", scale=1)
                     with gr.Column(scale=2):
                         plot = gr.LinePlot(x="layer", y="t", color="curve", y_lim=[0, 1], label="t per layer", height=260)
                 form_message = gr.Markdown()
@@ -321,7 +324,7 @@ def build_app() -> gr.Blocks:
         yaml_box.input(yaml_to_form, yaml_box, [*form_inputs, plot, form_message], api_visibility=PRIVATE)
         demo.load(form_to_yaml, form_inputs, [yaml_box, plot, form_message], api_visibility=PRIVATE).then(
             describe_parents, [parent_a, parent_b], parents_info, api_visibility=PRIVATE)
-        merge_event = run.click(merge, [yaml_box, output_name, state], [result, card, state, output_path], api_name="merge",
+        merge_event = run.click(merge, [yaml_box, output_name, overwrite, state], [result, card, state, output_path], api_name="merge",
                                 concurrency_id="device", concurrency_limit=1)
         merge_event.then(lambda: (gr.Dropdown(choices=known_models()), gr.Dropdown(choices=known_models())), None, [parent_a, parent_b],
                          api_visibility=PRIVATE)

@@ -95,7 +95,7 @@ def run_merge(
         for ref in config.models:
             policy.check_model(ref)
     if output.exists() and not overwrite:
-        raise MergeError("output_dir", f"'{output}' already exists", "pass --overwrite or choose another output name")
+        raise MergeError("output_dir", f"'{output}' already exists", "choose another output name, or overwrite it (--overwrite)")
     base, other = load_parents(config)
     plan = plan_merge(config, base, other)
     if policy is not None:

@@ -1,5 +1,6 @@
 """The app's handlers as plain functions, then the launched app through gradio_client."""
 
+import gradio as gr
 import pytest
 from gradio_client import Client
 
@@ -54,9 +55,12 @@ def test_parents_panel_shows_architecture_and_incompatibility(tiny_models):
 def test_merge_then_chat_with_merged_and_parents(tiny_models):
     a, b = str(tiny_models("llama", 1)), str(tiny_models("llama", 2))
     state = app.SessionState()
-    summary, card, state, output = app.merge(tiny_yaml(a, b), "my merge!", state, progress=lambda *args, **kwargs: None)
+    summary, card, state, output = app.merge(tiny_yaml(a, b), "my merge!", False, state, progress=lambda *args, **kwargs: None)
     assert output.endswith("my-merge") and "Merged into" in summary and "slerp" in card
     assert output in app.known_models()
+    with pytest.raises(gr.Error, match="already exists"):  # one visitor cannot silently replace a merge
+        app.merge(tiny_yaml(a, b), "my merge!", False, state, progress=lambda *args, **kwargs: None)
+    assert app.merge(tiny_yaml(a, b, "0.2"), "my merge!", True, state, progress=lambda *args, **kwargs: None)[3] == output
     merged_ref, chat_a, chat_b, _ = app.chat_with_merge(output, a, b)
     updates = list(app.chat("hello", "", 0.0, 1.0, 8, 0, merged_ref, chat_a, chat_b, True, True, True, "int8", "bf16", state))
     merged_chat, a_chat, b_chat, merged_stats, a_stats, b_stats, _ = updates[-1]
@@ -73,18 +77,14 @@ def test_merge_then_chat_with_merged_and_parents(tiny_models):
 
 
 def test_merge_errors_are_shown_not_crashes(tiny_models):
-    import gradio as gr
-
     a = str(tiny_models("llama", 1))
     with pytest.raises(gr.Error, match="merge_method"):
-        app.merge(tiny_yaml(a, a).replace("slerp", "ties"), "x", None, progress=lambda *a, **k: None)
+        app.merge(tiny_yaml(a, a).replace("slerp", "ties"), "x", False, None, progress=lambda *a, **k: None)
     with pytest.raises(gr.Error, match="output name"):
-        app.merge(tiny_yaml(a, a), "  ", None, progress=lambda *a, **k: None)
+        app.merge(tiny_yaml(a, a), "  ", False, None, progress=lambda *a, **k: None)
 
 
 def test_cancel_stops_a_merge_and_leaves_nothing(tiny_models):
-    import gradio as gr
-
     state = app.SessionState()
     a, b = str(tiny_models("llama", 1)), str(tiny_models("llama", 2))
 
@@ -92,7 +92,7 @@ def test_cancel_stops_a_merge_and_leaves_nothing(tiny_models):
         app.cancel_merge(state)
 
     with pytest.raises(gr.Error, match="cancelled"):
-        app.merge(tiny_yaml(a, b), "cancelled", state, progress=cancel_on_first_tensor)
+        app.merge(tiny_yaml(a, b), "cancelled", False, state, progress=cancel_on_first_tensor)
     assert not app.OUTPUTS.exists() or not any(app.OUTPUTS.iterdir())
 
 
@@ -123,7 +123,7 @@ def launched():
 def test_gradio_client_merges_then_streams_a_chat(tiny_models, launched):
     a, b = str(tiny_models("qwen2", 1)), str(tiny_models("qwen2", 2))
     client = Client(launched, verbose=False)
-    summary, card, output = client.predict(tiny_yaml(a, b, "[0, 0.5, 1]"), "client-merge", api_name="/merge")
+    summary, card, output = client.predict(tiny_yaml(a, b, "[0, 0.5, 1]"), "client-merge", False, api_name="/merge")
     assert "Merged into" in summary and output.endswith("client-merge")
     job = client.submit("hello", "", 0.0, 1.0, 12, 0, output, a, b, True, True, True, "fp8", "bf16", api_name="/chat")
     updates = list(job)

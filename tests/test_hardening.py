@@ -64,9 +64,9 @@ def test_public_app_refuses_outside_paths_in_every_field(roots, monkeypatch, tin
     monkeypatch.setattr(app, "models", ModelCache())
     outside = str(tiny_models("llama", 1))
     with pytest.raises(gr.Error, match="outside the folders"):
-        app.merge(tiny_yaml(outside, outside), "x", None, progress=lambda *a, **k: None)
+        app.merge(tiny_yaml(outside, outside), "x", False, None, progress=lambda *a, **k: None)
     with pytest.raises(gr.Error, match="outside the folders"):
-        app.merge(tiny_yaml("../../etc/passwd", outside), "x", None, progress=lambda *a, **k: None)
+        app.merge(tiny_yaml("../../etc/passwd", outside), "x", False, None, progress=lambda *a, **k: None)
     assert "outside the folders" in app.describe_parents("../../etc/passwd", "")
     state = app.SessionState()
     with pytest.raises(gr.Error, match="no model is switched on"):
@@ -74,7 +74,7 @@ def test_public_app_refuses_outside_paths_in_every_field(roots, monkeypatch, tin
     assert "outside the folders" in state.arena.panes[0].status
     # Output names cannot climb out of outputs/ either: they are sanitized to one folder name.
     inside = str(shutil.copytree(tiny_models("llama", 2), roots[0] / "llama"))
-    *_, output = app.merge(tiny_yaml(inside, inside), "../../etc/evil", None, progress=lambda *a, **k: None)
+    *_, output = app.merge(tiny_yaml(inside, inside), "../../etc/evil", False, None, progress=lambda *a, **k: None)
     assert Path(output).parent == roots[1] and Path(output).name == "etc-evil"
 
 
@@ -187,12 +187,12 @@ def test_bad_input_through_the_api_leaves_the_app_serving(served, tiny_models):
     client = Client(served, verbose=False)
     with pytest.raises(Exception, match="merge_method"):
         client.predict("merge_method: ties\nmodels: [{model: a}, {model: b}]\nbase_model: a\nparameters: {t: 0.5}",
-                       "bad", api_name="/merge")
+                       "bad", False, api_name="/merge")
     with pytest.raises(Exception, match="empty message"):
         client.predict("   ", "", 0.0, 1.0, 4, 0, "", str(tiny_models("llama", 1)), "", False, True, False, "bf16", "bf16",
                        api_name="/chat")
     a = str(tiny_models("llama", 1))
-    summary, _, _ = client.predict(tiny_yaml(a, a), "good", api_name="/merge")
+    summary, _, _ = client.predict(tiny_yaml(a, a), "good", False, api_name="/merge")
     assert "Merged into" in summary
 
 
@@ -201,7 +201,7 @@ def test_four_chatting_clients_and_a_merge_do_not_mix(served, tiny_models):
     clients = [Client(served, verbose=False) for _ in range(5)]
     jobs = [c.submit(f"message from client {i}", "", 0.0, 1.0, 24, 0, "", a, b, False, True, True, "bf16", "bf16", api_name="/chat")
             for i, c in enumerate(clients[:4])]
-    merge_job = clients[4].submit(tiny_yaml(a, b), "concurrent-merge", api_name="/merge")
+    merge_job = clients[4].submit(tiny_yaml(a, b), "concurrent-merge", False, api_name="/merge")
     ranks = set()
     deadline = time.monotonic() + 300
     while not all(j.done() for j in [*jobs, merge_job]) and time.monotonic() < deadline:

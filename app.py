@@ -14,6 +14,9 @@ import pandas as pd
 from inference import GenerationSettings, InferenceError, ModelCache
 from inference.arena import ArenaSession, clear, regenerate, send
 from merging import MergeError, Progress, parse_config, run_merge
+from merging.analyze import angles_of_merge, divergence, divergence_grid
+from merging.checkpoint import open_checkpoint
+from merging.dry_run import dry_run
 from merging.form import PRESETS, MergeForm, config_from_form, form_from_yaml, t_curves
 from merging.hub import push_folder
 from merging.inspect import compatibility_problems, inspect_model
@@ -119,7 +122,7 @@ def curve_frame(config, num_layers: int) -> pd.DataFrame:
 
 def merge(yaml_text: str, output_name: str, overwrite: bool, state: SessionState | None,
           progress=gr.Progress()):  # noqa: B008 -- Gradio injects it
-    """Run the merge in the YAML. Returns (summary markdown, model card, state, output path)."""
+    """Run the merge in the YAML. Returns (summary, model card, state, output path, θ heatmap)."""
     state = state or SessionState()
     state.cancel_merge.clear()
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", output_name.strip()).strip(".-")
@@ -142,7 +145,49 @@ def merge(yaml_text: str, output_name: str, overwrite: bool, state: SessionState
         f"- {result.bytes_written / 1e6:.0f} MB written in {result.seconds:.1f} s",
         *[f"- ⚠️ {w}" for w in result.warnings],
     ])
-    return summary, (result.output_dir / "README.md").read_text(), state, str(result.output_dir)
+    heatmap = heatmap_html(*divergence_grid(angles_of_merge(result.tensors)), title="θ between the parents in this merge (degrees)")
+    return summary, (result.output_dir / "README.md").read_text(), state, str(result.output_dir), heatmap
+
+
+def plan(yaml_text: str) -> str:
+    """Dry run: sizes, peak RAM, time estimate and warnings, without writing anything."""
+    try:
+        config = parse_config(yaml_text)
+        if (policy := access_policy()) is not None:
+            for ref in config.models:
+                policy.check_model(ref)
+        return "```\n" + dry_run(config).describe() + "\n```"
+    except MergeError as exc:
+        return f"⚠️ {exc}"
+
+
+def divergence_map(a: str, b: str, progress=gr.Progress()) -> str:  # noqa: B008 -- Gradio injects it
+    """Heatmap of the angle between the parents per layer and component."""
+    try:
+        if (policy := access_policy()) is not None:
+            policy.check_model(a)
+            policy.check_model(b)
+        first, second = open_checkpoint(a, resolve_model(a)), open_checkpoint(b, resolve_model(b))
+        angles = divergence(first, second, on_progress=lambda done, total: progress(done / total, desc=f"{done}/{total} tensors"))
+    except MergeError as exc:
+        return f"⚠️ {exc}"
+    return heatmap_html(*divergence_grid(angles), title=f"θ between {a} and {b} (degrees)")
+
+
+def heatmap_html(columns: list[str], rows: list[tuple[str, list[float | None]]], title: str) -> str:
+    """A table whose cells are shaded by θ: white at 0° (parents agree), deep red at 90°+."""
+    def cell(theta: float | None) -> str:
+        if theta is None:
+            return "<td></td>"
+        strength = min(theta / 90.0, 1.0)
+        color = f"rgb(255,{int(255 * (1 - strength))},{int(255 * (1 - strength))})"
+        return f'<td style="background:{color};text-align:right;padding:2px 6px">{theta:.1f}</td>'
+
+    head = "".join(f"<th style='padding:2px 6px'>{c}</th>" for c in columns)
+    body = "".join(f"<tr><th style='text-align:left;padding:2px 6px'>{name}</th>{''.join(cell(v) for v in values)}</tr>"
+                   for name, values in rows)
+    return (f"<div style='max-height:420px;overflow:auto'><b>{title}</b><table style='border-collapse:collapse;font-size:12px'>"
+            f"<tr><th></th>{head}</tr>{body}</table></div>")
 
 
 def cancel_merge(state: SessionState | None) -> str:
@@ -273,7 +318,11 @@ def build_app() -> gr.Blocks:
                 with gr.Row():
                     run = gr.Button("Merge", variant="primary")
                     cancel = gr.Button("Cancel")
+                    plan_button = gr.Button("Plan (dry run)")
+                    divergence_button = gr.Button("Divergence map")
+                plan_box = gr.Markdown()
                 result = gr.Markdown()
+                heatmap = gr.HTML()
                 output_path = gr.Textbox(label="Output folder", interactive=False)
                 to_chat = gr.Button("Chat with this merge")
                 with gr.Accordion("Model card", open=False):
@@ -324,7 +373,11 @@ def build_app() -> gr.Blocks:
         yaml_box.input(yaml_to_form, yaml_box, [*form_inputs, plot, form_message], api_visibility=PRIVATE)
         demo.load(form_to_yaml, form_inputs, [yaml_box, plot, form_message], api_visibility=PRIVATE).then(
             describe_parents, [parent_a, parent_b], parents_info, api_visibility=PRIVATE)
-        merge_event = run.click(merge, [yaml_box, output_name, overwrite, state], [result, card, state, output_path], api_name="merge",
+        plan_button.click(plan, yaml_box, plan_box, api_visibility=PRIVATE)
+        divergence_button.click(divergence_map, [parent_a, parent_b], heatmap, api_visibility=PRIVATE,
+                                concurrency_id="device", concurrency_limit=1)
+        merge_event = run.click(merge, [yaml_box, output_name, overwrite, state], [result, card, state, output_path, heatmap],
+                                api_name="merge",
                                 concurrency_id="device", concurrency_limit=1)
         merge_event.then(lambda: (gr.Dropdown(choices=known_models()), gr.Dropdown(choices=known_models())), None, [parent_a, parent_b],
                          api_visibility=PRIVATE)

@@ -22,12 +22,19 @@ def parse_size(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m merging", description="SLERP-merge two models from a mergekit YAML config.")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["analyze"]:
+        return analyze(argv[1:])
+    parser = argparse.ArgumentParser(prog="python -m merging", description="SLERP-merge two models from a mergekit YAML config. "
+                                     "`python -m merging analyze A B` prints the angle between two models per tensor.")
     parser.add_argument("config", help="mergekit YAML (merge_method: slerp)")
     parser.add_argument("output_dir", help="folder to create with the merged model")
     parser.add_argument("--shard-size", default=f"{DEFAULT_SHARD_BYTES // 10**9}GB", help="max bytes per safetensors shard (default 2GB)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    parser.add_argument("--dry-run", action="store_true", help="print size, peak RAM, disk and time estimates; write nothing")
     args = parser.parse_args(argv)
+    if args.dry_run:
+        return plan_only(args.config)
 
     from tqdm import tqdm
 
@@ -57,6 +64,40 @@ def main(argv: list[str] | None = None) -> int:
     blended = sum(1 for r in result.tensors if 0 < r.t < 1)
     print(f"merged {len(result.tensors)} tensors ({blended} blended, {result.num_layers} layers) "
           f"into {result.output_dir} — {result.bytes_written / 1e6:.1f} MB in {result.seconds:.2f} s")
+    return 0
+
+
+def plan_only(config_path: str) -> int:
+    from merging.dry_run import dry_run
+
+    try:
+        print(dry_run(load_config(config_path)).describe())
+    except MergeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def analyze(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m merging analyze", description="Angle θ between two models, per tensor.")
+    parser.add_argument("model_a")
+    parser.add_argument("model_b")
+    args = parser.parse_args(argv)
+    from merging.analyze import divergence
+    from merging.checkpoint import open_checkpoint
+    from merging.sources import resolve_model
+
+    try:
+        a = open_checkpoint(args.model_a, resolve_model(args.model_a))
+        b = open_checkpoint(args.model_b, resolve_model(args.model_b))
+        angles = divergence(a, b)
+    except MergeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    width = max(len(x.name) for x in angles)
+    print(f"{'tensor':<{width}}  layer  theta_deg")
+    for x in angles:
+        print(f"{x.name:<{width}}  {'-' if x.layer is None else x.layer:>5}  {x.theta_degrees:9.4f}")
     return 0
 
 

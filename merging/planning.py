@@ -96,7 +96,7 @@ class MergePlan:
 
 
 def plan_merge(config: MergeConfig, base: Checkpoint, other: Checkpoint) -> MergePlan:
-    _check_compatible(base, other)
+    check_compatible(base, other)
     if config.slices is None and base.num_layers != other.num_layers:
         raise MergeError("models", f"the parents have {base.num_layers} and {other.num_layers} layers",
                          "use `slices` with equal-length layer_range for both")
@@ -172,7 +172,7 @@ def _layer_range(source: Source, checkpoint: Checkpoint, where: str) -> tuple[in
     return start, end
 
 
-def _check_compatible(base: Checkpoint, other: Checkpoint) -> None:
+def check_compatible(base: Checkpoint, other: Checkpoint) -> None:
     for key in ("model_type", "hidden_size"):
         if base.config.get(key) != other.config.get(key):
             raise MergeError("models", f"{key} differs: {base.config.get(key)} (base_model) vs {other.config.get(key)} (other)",

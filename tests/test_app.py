@@ -55,7 +55,8 @@ def test_parents_panel_shows_architecture_and_incompatibility(tiny_models):
 def test_merge_then_chat_with_merged_and_parents(tiny_models):
     a, b = str(tiny_models("llama", 1)), str(tiny_models("llama", 2))
     state = app.SessionState()
-    summary, card, state, output = app.merge(tiny_yaml(a, b), "my merge!", False, state, progress=lambda *args, **kwargs: None)
+    summary, card, state, output, heatmap = app.merge(tiny_yaml(a, b), "my merge!", False, state, progress=lambda *a, **k: None)
+    assert "layer 3" in heatmap and "<table" in heatmap
     assert output.endswith("my-merge") and "Merged into" in summary and "slerp" in card
     assert output in app.known_models()
     with pytest.raises(gr.Error, match="already exists"):  # one visitor cannot silently replace a merge
@@ -123,7 +124,7 @@ def launched():
 def test_gradio_client_merges_then_streams_a_chat(tiny_models, launched):
     a, b = str(tiny_models("qwen2", 1)), str(tiny_models("qwen2", 2))
     client = Client(launched, verbose=False)
-    summary, card, output = client.predict(tiny_yaml(a, b, "[0, 0.5, 1]"), "client-merge", False, api_name="/merge")
+    summary, card, output, _ = client.predict(tiny_yaml(a, b, "[0, 0.5, 1]"), "client-merge", False, api_name="/merge")
     assert "Merged into" in summary and output.endswith("client-merge")
     job = client.submit("hello", "", 0.0, 1.0, 12, 0, output, a, b, True, True, True, "fp8", "bf16", api_name="/chat")
     updates = list(job)

@@ -74,7 +74,7 @@ def test_public_app_refuses_outside_paths_in_every_field(roots, monkeypatch, tin
     assert "outside the folders" in state.arena.panes[0].status
     # Output names cannot climb out of outputs/ either: they are sanitized to one folder name.
     inside = str(shutil.copytree(tiny_models("llama", 2), roots[0] / "llama"))
-    *_, output = app.merge(tiny_yaml(inside, inside), "../../etc/evil", False, None, progress=lambda *a, **k: None)
+    output = app.merge(tiny_yaml(inside, inside), "../../etc/evil", False, None, progress=lambda *a, **k: None)[3]
     assert Path(output).parent == roots[1] and Path(output).name == "etc-evil"
 
 
@@ -192,7 +192,7 @@ def test_bad_input_through_the_api_leaves_the_app_serving(served, tiny_models):
         client.predict("   ", "", 0.0, 1.0, 4, 0, "", str(tiny_models("llama", 1)), "", False, True, False, "bf16", "bf16",
                        api_name="/chat")
     a = str(tiny_models("llama", 1))
-    summary, _, _ = client.predict(tiny_yaml(a, a), "good", False, api_name="/merge")
+    summary, *_ = client.predict(tiny_yaml(a, a), "good", False, api_name="/merge")
     assert "Merged into" in summary
 
 

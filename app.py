@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 import threading
 from pathlib import Path
 
@@ -12,7 +13,8 @@ import gradio as gr
 import pandas as pd
 
 from inference import GenerationSettings, InferenceError, ModelCache
-from inference.arena import ArenaSession, clear, regenerate, send
+from inference.arena import PANE_LABELS, ArenaSession, clear, export_json, export_markdown, regenerate, send, vote
+from inference.votes import VoteStore, config_hash
 from merging import MergeError, Progress, parse_config, run_merge
 from merging.analyze import angles_of_merge, divergence, divergence_grid
 from merging.checkpoint import open_checkpoint
@@ -24,6 +26,7 @@ from merging.policy import AccessPolicy, policy_from_env
 from merging.sources import BUNDLED_PREFIX, resolve_model
 
 OUTPUTS = Path(os.environ.get("SLERP_ARENA_OUTPUTS", Path(__file__).resolve().parent / "outputs"))
+VOTES_PATH = Path(os.environ.get("SLERP_ARENA_VOTES", Path(__file__).resolve().parent / "data" / "votes.sqlite"))
 MODELS_ROOT = Path(os.environ.get("SLERP_ARENA_MODELS", Path(__file__).resolve().parent / "models"))
 BUNDLED = f"{BUNDLED_PREFIX}SmolLM2-135M-Instruct"
 ON_SPACE = bool(os.environ.get("SPACE_ID"))
@@ -233,15 +236,24 @@ def _configure(state: SessionState, refs: list[str], merged_precision: str, pare
         except MergeError as exc:
             sources.append("")
             problems.append(f"⚠️ {exc}")
-    state.arena.configure(sources, [merged_precision, parent_precision, parent_precision], enabled)
-    for pane, problem in zip(state.arena.panes, problems, strict=True):
+    labels = list(PANE_LABELS)
+    state.arena.configure(dict(zip(labels, sources, strict=True)),
+                          dict(zip(labels, [merged_precision, parent_precision, parent_precision], strict=True)),
+                          dict(zip(labels, enabled, strict=True)))
+    for label, problem in zip(labels, problems, strict=True):
         if problem:
-            pane.status = problem
+            state.arena.pane(label).status = problem
 
 
-def _view(state: SessionState) -> tuple:
-    panes = state.arena.panes
-    return (*[p.history for p in panes], *[p.status for p in panes], state)
+def _view(state: SessionState, relabel: bool = False) -> tuple:
+    """Three chat histories, three stats lines, the vote row, state. Pane titles change only
+    when blind mode shuffles or reveals (`relabel`); chat updates stay plain values, so
+    API clients get plain histories."""
+    arena = state.arena
+    bots = ([gr.Chatbot(value=p.history, label=label) for p, label in zip(arena.panes, arena.display_labels(), strict=True)]
+            if relabel else [p.history for p in arena.panes])
+    voting = arena.blind and not arena.revealed and arena.replies_in()
+    return (*bots, *[p.status for p in arena.panes], gr.Row(visible=voting), state)
 
 
 def chat(message: str, system_prompt: str, temperature: float, top_p: float, max_new_tokens: float, seed: float,
@@ -277,7 +289,49 @@ def stop_chat(state: SessionState | None) -> None:
 def clear_chat(state: SessionState | None) -> tuple:
     state = state or SessionState()
     clear(state.arena)
-    return _view(state)
+    return _view(state, relabel=True)
+
+
+def vote_store() -> VoteStore:
+    return VoteStore(VOTES_PATH)
+
+
+def set_blind(blind: bool, state: SessionState | None) -> tuple:
+    state = state or SessionState()
+    state.arena.set_blind(blind)
+    return _view(state, relabel=True)
+
+
+def submit_vote(best: str, worst: str, temperature: float, top_p: float, max_new_tokens: float, seed: float,
+                state: SessionState | None) -> tuple:
+    """Record the vote, reveal the names, and show the scoreboard of this merge config."""
+    state = state or SessionState()
+    merged = state.arena.pane("Merged").ref
+    digest = config_hash(merged)
+    try:
+        vote(state.arena, vote_store(), best or "", worst or "", _settings(temperature, top_p, max_new_tokens, seed), digest)
+    except InferenceError as exc:
+        raise gr.Error(str(exc)) from None
+    return (*_view(state, relabel=True), scoreboard_markdown(digest))
+
+
+def scoreboard_markdown(digest: str) -> str:
+    scores = vote_store().scoreboard(digest)
+    if not scores:
+        return "No votes for this merge yet."
+    rows = "\n".join(f"| {s.model} | {s.best} | {s.worst} | {s.net:+d} |" for s in scores)
+    header = "| model | best | worst | net |\n|---|---|---|---|"
+    return f"**Scoreboard for merge config `{digest}`** (ties: {scores[0].ties})\n\n{header}\n{rows}"
+
+
+def export_session(temperature: float, top_p: float, max_new_tokens: float, seed: float, state: SessionState | None) -> list[str]:
+    """The conversation of every pane, settings and votes, as Markdown and JSON files."""
+    state = state or SessionState()
+    settings = _settings(temperature, top_p, max_new_tokens, seed)
+    folder = Path(tempfile.mkdtemp(prefix="slerp-arena-export-"))
+    (folder / "comparison.md").write_text(export_markdown(state.arena, settings))
+    (folder / "comparison.json").write_text(export_json(state.arena, settings))
+    return [str(folder / "comparison.md"), str(folder / "comparison.json")]
 
 
 def chat_with_merge(output_path: str, parent_a: str, parent_b: str):
@@ -341,7 +395,9 @@ def build_app() -> gr.Blocks:
                 with gr.Row():
                     merged_precision = gr.Dropdown(CHAT_PRECISIONS, value="auto", label="Merged precision (auto: FP8 if native, else int8)")
                     parent_precision = gr.Dropdown(CHAT_PRECISIONS, value="bf16", label="Parents' precision")
-                system_prompt = gr.Textbox("", label="System prompt", placeholder="optional")
+                with gr.Row():
+                    system_prompt = gr.Textbox("", label="System prompt", placeholder="optional", scale=4)
+                    blind = gr.Checkbox(False, label="Blind mode: shuffle the panes, vote, then see the names", scale=2)
                 panes = []
                 with gr.Row():
                     for label in ("Merged", "Parent A", "Parent B"):
@@ -356,6 +412,14 @@ def build_app() -> gr.Blocks:
                     stop_button = gr.Button("Stop")
                     regen_button = gr.Button("Regenerate")
                     clear_button = gr.Button("Clear")
+                with gr.Row(visible=False) as vote_row:
+                    best = gr.Radio(["Model 1", "Model 2", "Model 3", "tie"], label="Best reply")
+                    worst = gr.Radio(["Model 1", "Model 2", "Model 3"], label="Worst reply (optional)")
+                    vote_button = gr.Button("Vote and reveal")
+                scoreboard = gr.Markdown()
+                with gr.Row():
+                    export_button = gr.Button("Export this comparison (Markdown + JSON)")
+                    export_files = gr.File(label="Exported", file_count="multiple")
                 with gr.Accordion("Sampling (shared by all panes)", open=False):
                     temperature = gr.Slider(0, 2, 0.7, step=0.05, label="temperature (0 = greedy)")
                     top_p = gr.Slider(0.05, 1, 1.0, step=0.05, label="top_p")
@@ -390,7 +454,7 @@ def build_app() -> gr.Blocks:
         sampling = [temperature, top_p, max_new_tokens, seed]
         chat_inputs = [message, system_prompt, *sampling, merged_ref, chat_a, chat_b, *[p[0] for p in panes],
                        merged_precision, parent_precision, state]
-        chat_outputs = [*bots, *stats_boxes, state]
+        chat_outputs = [*bots, *stats_boxes, vote_row, state]
         send_event = send_button.click(chat, chat_inputs, chat_outputs, api_name="chat", concurrency_id="device", concurrency_limit=1)
         submit_event = message.submit(chat, chat_inputs, chat_outputs, api_visibility=PRIVATE, concurrency_id="device", concurrency_limit=1)
         for event in (send_event, submit_event):
@@ -399,6 +463,9 @@ def build_app() -> gr.Blocks:
                            concurrency_id="device", concurrency_limit=1)
         stop_button.click(stop_chat, state, None, concurrency_limit=None, api_visibility=PRIVATE)
         clear_button.click(clear_chat, state, chat_outputs, api_visibility=PRIVATE)
+        blind.change(set_blind, [blind, state], chat_outputs, api_visibility=PRIVATE)
+        vote_button.click(submit_vote, [best, worst, *sampling, state], [*chat_outputs, scoreboard], api_visibility=PRIVATE)
+        export_button.click(export_session, [*sampling, state], export_files, api_visibility=PRIVATE)
     return demo
 
 

@@ -27,6 +27,13 @@ def text_of(message: dict) -> str:
     return "".join(block.get("text", "") for block in content if isinstance(block, dict))
 
 
+def unpack(view: tuple) -> tuple[list[list[dict]], list[str]]:
+    """(three histories with plain-text content, three stats lines) from a chat handler's output."""
+    bots = [bot.value if hasattr(bot, "value") else bot for bot in view[:3]]  # relabelled views carry gr.Chatbot updates
+    histories = [[{"role": m["role"], "content": text_of(m)} for m in bot] for bot in bots]
+    return histories, list(view[3:6])
+
+
 def test_form_and_yaml_stay_in_sync_both_ways(tiny_models):
     a, b = str(tiny_models("llama", 1)), str(tiny_models("llama", 2))
     yaml_text, frame, message = app.form_to_yaml(a, b, *PRESETS["LazyMergekit"], 0, 0, "bfloat16")
@@ -64,17 +71,18 @@ def test_merge_then_chat_with_merged_and_parents(tiny_models):
     assert app.merge(tiny_yaml(a, b, "0.2"), "my merge!", True, state, progress=lambda *args, **kwargs: None)[3] == output
     merged_ref, chat_a, chat_b, _ = app.chat_with_merge(output, a, b)
     updates = list(app.chat("hello", "", 0.0, 1.0, 8, 0, merged_ref, chat_a, chat_b, True, True, True, "int8", "bf16", state))
-    merged_chat, a_chat, b_chat, merged_stats, a_stats, b_stats, _ = updates[-1]
+    (merged_chat, a_chat, b_chat), (merged_stats, a_stats, b_stats) = unpack(updates[-1])
     for history in (merged_chat, a_chat, b_chat):
         assert [m["role"] for m in history] == ["user", "assistant"] and history[1]["content"]
     assert "int8" in merged_stats and "bf16" in a_stats and "tok/s" in b_stats
     # A pane switched off keeps quiet; regenerate answers the last message again.
     updates = list(app.chat("again", "", 0.0, 1.0, 8, 0, merged_ref, chat_a, chat_b, True, False, True, "int8", "bf16", state))
-    assert len(updates[-1][1]) == 2 and len(updates[-1][0]) == 4
-    regenerated = list(app.regenerate_last("", 0.0, 1.0, 8, 0, state))[-1]
-    assert len(regenerated[0]) == 4 and regenerated[0][-1]["role"] == "assistant"
-    cleared = app.clear_chat(state)
-    assert cleared[:3] == ([], [], [])
+    histories, _ = unpack(updates[-1])
+    assert len(histories[1]) == 2 and len(histories[0]) == 4
+    histories, _ = unpack(list(app.regenerate_last("", 0.0, 1.0, 8, 0, state))[-1])
+    assert len(histories[0]) == 4 and histories[0][-1]["role"] == "assistant"
+    histories, _ = unpack(app.clear_chat(state))
+    assert histories == [[], [], []]
 
 
 def test_merge_errors_are_shown_not_crashes(tiny_models):
@@ -100,7 +108,7 @@ def test_cancel_stops_a_merge_and_leaves_nothing(tiny_models):
 def test_model_errors_appear_in_their_pane(tiny_models, tmp_path):
     a = str(tiny_models("llama", 1))
     final = list(app.chat("hello", "", 0.0, 1.0, 8, 0, str(tmp_path / "missing"), a, "", True, True, False, "bf16", "bf16", None))[-1]
-    merged_chat, a_chat, _, merged_stats, a_stats, _, _ = final
+    (merged_chat, a_chat, _), (merged_stats, a_stats, _) = unpack(final)
     assert merged_chat == [] and "not a folder" in merged_stats
     assert a_chat[-1]["content"] and "tok/s" in a_stats
 

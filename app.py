@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -14,6 +16,7 @@ import pandas as pd
 
 from inference import GenerationSettings, InferenceError, ModelCache
 from inference.arena import PANE_LABELS, ArenaSession, clear, export_json, export_markdown, regenerate, send, vote
+from inference.loading import load_with_weights
 from inference.votes import VoteStore, config_hash
 from merging import MergeError, Progress, parse_config, run_merge
 from merging.analyze import angles_of_merge, divergence, divergence_grid
@@ -22,6 +25,7 @@ from merging.dry_run import dry_run
 from merging.form import PRESETS, MergeForm, config_from_form, form_from_yaml, t_curves
 from merging.hub import push_folder
 from merging.inspect import compatibility_problems, inspect_model
+from merging.merge import merge_in_memory
 from merging.policy import AccessPolicy, policy_from_env
 from merging.sources import BUNDLED_PREFIX, resolve_model
 
@@ -35,6 +39,7 @@ DEFAULT_A, DEFAULT_B = ("Qwen/Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B") if ON
 DEFAULT_PRESET = "V-shape" if ON_SPACE else "constant 0.5"
 DTYPES = ["bfloat16", "float16", "float32"]
 CHAT_PRECISIONS = ["auto", "fp8", "int8", "bf16"]
+PREVIEW_MAX_BYTES = 2 * 10**9  # in-memory t-previews: small models only
 PRIVATE = "private"  # events that are UI plumbing, not part of the API
 
 models = ModelCache()  # shared by all visitors: each (model, precision) is loaded once
@@ -51,6 +56,7 @@ class SessionState:
 
     def __init__(self) -> None:
         self.arena = ArenaSession()
+        self.preview = None  # this visitor's in-memory t-preview model, freed when replaced
         self.cancel_merge = threading.Event()
         self.stop_chat = threading.Event()
 
@@ -334,6 +340,34 @@ def export_session(temperature: float, top_p: float, max_new_tokens: float, seed
     return [str(folder / "comparison.md"), str(folder / "comparison.json")]
 
 
+def preview_t(attn: str, mlp: str, default: str, merged_ref: str, merged_precision: str, state: SessionState | None):
+    """Re-merge the Merged pane's model in memory at a new t curve and swap it in.
+    Returns (new Merged source, a message with the timings, state)."""
+    state = state or SessionState()
+    folder = Path(merged_ref.split("#t=")[0].strip())
+    config_file = folder / "mergekit_config.yml"
+    if not config_file.is_file():
+        raise gr.Error("t-preview: the Merged pane is not a merge made here — run a merge, then 'Chat with this merge'")
+    try:
+        if (policy := access_policy()) is not None:
+            policy.check_model(str(folder))
+        form = dataclasses.replace(form_from_yaml(config_file.read_text()), self_attn=attn, mlp=mlp, default=default)
+        started = time.perf_counter()
+        weights = merge_in_memory(config_from_form(form), PREVIEW_MAX_BYTES)
+        merged_s = time.perf_counter() - started
+        name = f"{folder}#t=self_attn[{attn}] mlp[{mlp}] default[{default}]"
+        loaded = load_with_weights(str(folder), weights, merged_precision, name)
+    except (MergeError, InferenceError) as exc:
+        raise gr.Error(str(exc)) from None
+    if state.preview is not None:
+        models.unload(state.preview)
+    models.add(name, loaded)
+    state.preview = loaded
+    total = time.perf_counter() - started
+    return name, f"Re-merged in memory in {merged_s:.2f} s, loaded as {loaded.report.precision} in {total - merged_s:.2f} s " \
+                 f"(swap: {total:.2f} s). Send a message to chat with it.", state
+
+
 def chat_with_merge(output_path: str, parent_a: str, parent_b: str):
     if not output_path:
         raise gr.Error("merge: nothing merged yet — run a merge first")
@@ -412,6 +446,13 @@ def build_app() -> gr.Blocks:
                     stop_button = gr.Button("Stop")
                     regen_button = gr.Button("Regenerate")
                     clear_button = gr.Button("Clear")
+                with gr.Accordion("Instant t-preview: re-merge the Merged pane in memory at a new t", open=False):
+                    with gr.Row():
+                        preview_attn = gr.Textbox("0, 0.5, 1, 0.5, 0", label="t for self_attn")
+                        preview_mlp = gr.Textbox("0.5", label="t for mlp")
+                        preview_default = gr.Textbox("0.5", label="t for the rest")
+                        preview_button = gr.Button("Preview")
+                    preview_message = gr.Markdown()
                 with gr.Row(visible=False) as vote_row:
                     best = gr.Radio(["Model 1", "Model 2", "Model 3", "tie"], label="Best reply")
                     worst = gr.Radio(["Model 1", "Model 2", "Model 3"], label="Worst reply (optional)")
@@ -466,6 +507,8 @@ def build_app() -> gr.Blocks:
         blind.change(set_blind, [blind, state], chat_outputs, api_visibility=PRIVATE)
         vote_button.click(submit_vote, [best, worst, *sampling, state], [*chat_outputs, scoreboard], api_visibility=PRIVATE)
         export_button.click(export_session, [*sampling, state], export_files, api_visibility=PRIVATE)
+        preview_button.click(preview_t, [preview_attn, preview_mlp, preview_default, merged_ref, merged_precision, state],
+                             [merged_ref, preview_message, state], api_visibility=PRIVATE, concurrency_id="device", concurrency_limit=1)
     return demo
 
 

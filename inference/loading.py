@@ -145,6 +145,37 @@ def load_model(ref: str, precision: str = "auto", device: torch.device | None = 
     return LoadedModel(model, tokenizer, report)
 
 
+def load_with_weights(folder: str, weights: dict[str, torch.Tensor], precision: str, name: str,
+                      device: torch.device | None = None) -> LoadedModel:
+    """A model of `folder`'s architecture and tokenizer with `weights` swapped in (an
+    in-memory merge), then quantized like any other load."""
+    device = device or detect_device()
+    resolved = resolve_precision(precision, device)
+    if resolved == "int8" and device.type == "cuda":
+        resolved = "fp8" if native_fp8_available(device) else "bf16"  # bitsandbytes quantizes only at load from disk
+    started = time.perf_counter()
+    from transformers.initialization import no_init_weights
+
+    config = AutoConfig.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    with no_init_weights():  # every weight is about to be replaced: skip the random init
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32 if resolved == "fp32" else torch.bfloat16)
+    result = model.load_state_dict(weights, strict=False)
+    tied = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
+    if set(result.missing_keys) - tied or result.unexpected_keys:
+        raise InferenceError("weights", f"do not fit {folder} (missing {result.missing_keys[:2]}, unexpected "
+                             f"{result.unexpected_keys[:2]})", "preview t curves of the merge this folder holds")
+    model.tie_weights()
+    model.to(device).eval()
+    backends = quantize_linears(model, resolved, device) if resolved in ("int8", "fp8") else [f"torch {resolved}"]
+    linear, linear_bf16 = linear_weight_bytes(model)
+    weight_bytes = sum(t.nbytes for t in model.parameters()) + sum(t.nbytes for t in model.buffers())
+    report = LoadReport(name, resolved, ", ".join(backends), str(device), weight_bytes, linear, linear_bf16,
+                        time.perf_counter() - started, "In-memory preview." if resolved not in ("int8", "fp8")
+                        else "In-memory preview. Embeddings and lm_head stay in bf16.")
+    return LoadedModel(model, tokenizer, report)
+
+
 class ModelCache:
     """Each distinct (source, precision) is loaded once; `replace` frees the old one."""
 
@@ -165,6 +196,11 @@ class ModelCache:
         if old is not None:
             self.unload(old)
         return self.get(ref, precision)
+
+    def add(self, ref: str, loaded: LoadedModel) -> None:
+        """Register a model built in memory (a t-preview) under `ref`."""
+        with self._lock:
+            self._models[(ref, loaded.report.precision)] = loaded
 
     def unload(self, loaded: LoadedModel) -> None:
         with self._lock:

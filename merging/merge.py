@@ -126,6 +126,33 @@ def run_merge(
                        list(plan.warnings), plan.vocab_size)
 
 
+class _CollectingWriter:
+    """Keeps the chunks of one tensor in memory instead of writing them."""
+
+    def __init__(self) -> None:
+        self.chunks: list[torch.Tensor] = []
+
+    def write(self, chunk: torch.Tensor) -> int:
+        self.chunks.append(chunk)
+        return chunk.numel() * chunk.element_size()
+
+
+def merge_in_memory(config: MergeConfig, max_output_bytes: int) -> dict[str, torch.Tensor]:
+    """The merged weights as a state dict, nothing written to disk: for re-merging a small
+    model at a new t and swapping it in. Larger outputs are refused (RAM, not disk)."""
+    base, other = load_parents(config)
+    plan = plan_merge(config, base, other)
+    if plan.output_bytes > max_output_bytes:
+        raise MergeError("t-preview", f"this merge is {plan.output_bytes / 1e9:.1f} GB; in-memory previews stop at "
+                         f"{max_output_bytes / 1e9:.1f} GB", "run the merge to disk from the Merge tab")
+    weights = {}
+    for tensor in plan.tensors:
+        collector = _CollectingWriter()
+        _merge_tensor(tensor, collector)
+        weights[tensor.name] = torch.cat(collector.chunks).reshape(tensor.shape)
+    return weights
+
+
 def _write_shards(plan: MergePlan, folder: Path, shard_bytes: int, on_progress: Callable[[Progress], None] | None,
                   cancel: threading.Event | None) -> tuple[list[TensorReport], int]:
     shards = _assign_shards(plan.tensors, shard_bytes)

@@ -16,7 +16,9 @@ import pandas as pd
 
 from inference import GenerationSettings, InferenceError, ModelCache
 from inference.arena import PANE_LABELS, ArenaSession, clear, export_json, export_markdown, regenerate, send, vote
+from inference.demo_parent import build_demo_parent
 from inference.loading import load_with_weights
+from inference.sources import cache_root as inference_cache_root
 from inference.votes import VoteStore, config_hash
 from merging import MergeError, Progress, parse_config, run_merge
 from merging.analyze import angles_of_merge, divergence, divergence_grid
@@ -67,8 +69,23 @@ class SessionState:
 # ---------------------------------------------------------------- merge tab handlers
 
 def known_models() -> list[str]:
-    merged = sorted(str(p) for p in OUTPUTS.glob("*") if (p / "config.json").is_file()) if OUTPUTS.is_dir() else []
-    return [BUNDLED, *merged]
+    def folders(root: Path) -> list[str]:
+        return sorted(str(p) for p in root.glob("*") if (p / "config.json").is_file()) if root.is_dir() else []
+
+    return [BUNDLED, *folders(inference_cache_root() / "demo-parent"), *folders(OUTPUTS)]
+
+
+def build_demo(progress=gr.Progress()):  # noqa: B008 -- Gradio injects it
+    """The offline demo's second parent (SmolLM2 with a distilled pirate persona): built
+    once (about two minutes on 2 cores), then cached. Sets it as parent B."""
+    def on_progress(stage: str, done: int, total: int) -> None:
+        progress(done / total, desc=f"{stage} {done}/{total}")
+
+    started = time.perf_counter()
+    folder = str(build_demo_parent(str(resolve_model(BUNDLED)), on_progress=on_progress))
+    choices = known_models()
+    message = f"Demo parent ready in {time.perf_counter() - started:.0f} s: `{folder}` (set as parent B)."
+    return gr.Dropdown(choices=choices), gr.Dropdown(choices=choices, value=folder), message
 
 
 def describe_parents(a: str, b: str) -> str:
@@ -385,7 +402,11 @@ def build_app() -> gr.Blocks:
                 with gr.Row():
                     parent_a = gr.Dropdown(known_models(), value=DEFAULT_A, label="Parent A (base_model, t = 0)", allow_custom_value=True)
                     parent_b = gr.Dropdown(known_models(), value=DEFAULT_B, label="Parent B (t = 1)", allow_custom_value=True)
-                parents_info = gr.Markdown()
+                with gr.Row():
+                    parents_info = gr.Markdown()
+                    demo_button = gr.Button("Build the offline demo parent (SmolLM2 + distilled pirate persona, ~2 min once)",
+                                            scale=0)
+                demo_message = gr.Markdown()
                 with gr.Row():
                     with gr.Column(scale=3):
                         preset = gr.Radio(list(PRESETS), value=DEFAULT_PRESET, label="Preset")
@@ -478,6 +499,9 @@ def build_app() -> gr.Blocks:
         yaml_box.input(yaml_to_form, yaml_box, [*form_inputs, plot, form_message], api_visibility=PRIVATE)
         demo.load(form_to_yaml, form_inputs, [yaml_box, plot, form_message], api_visibility=PRIVATE).then(
             describe_parents, [parent_a, parent_b], parents_info, api_visibility=PRIVATE)
+        demo_button.click(build_demo, None, [parent_a, parent_b, demo_message], api_visibility=PRIVATE,
+                          concurrency_id="device", concurrency_limit=1).then(
+            form_to_yaml, form_inputs, [yaml_box, plot, form_message], api_visibility=PRIVATE)
         plan_button.click(plan, yaml_box, plan_box, api_visibility=PRIVATE)
         divergence_button.click(divergence_map, [parent_a, parent_b], heatmap, api_visibility=PRIVATE,
                                 concurrency_id="device", concurrency_limit=1)

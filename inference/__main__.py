@@ -33,8 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     bench = commands.add_parser("bench", help="tokens/s and weight memory per precision, and side-by-side throughput")
     bench.add_argument("model", nargs="?", default=DEFAULT_MODEL)
     bench.add_argument("--tokens", type=int, default=128)
+    demo = commands.add_parser("demo-parent", help="build (or find cached) the offline demo parent: SmolLM2 with a distilled persona")
+    demo.add_argument("base", nargs="?", default=DEFAULT_MODEL)
     args = parser.parse_args(argv)
     try:
+        if args.command == "demo-parent":
+            return run_demo_parent(args.base)
         return run_chat(args) if args.command == "chat" else run_bench(args.model, args.tokens)
     except InferenceError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -86,6 +90,26 @@ def run_bench(ref: str, tokens: int) -> int:
     concurrent = sum(r.stats.new_tokens for r in final) / (time.perf_counter() - started)
     print(f"side_by_side models={len(models)} sequential_total_tok_s={sequential:.1f} "
           f"concurrent_total_tok_s={concurrent:.1f} ratio={concurrent / sequential:.2f}")
+    return 0
+
+
+def run_demo_parent(base: str) -> int:
+    from tqdm import tqdm
+
+    from inference.demo_parent import build_demo_parent
+
+    bars: dict[str, tqdm] = {}
+
+    def on_progress(stage: str, done: int, total: int) -> None:
+        if stage not in bars:
+            bars[stage] = tqdm(total=total, desc=stage)
+        bars[stage].update(done - bars[stage].n)
+
+    started = time.perf_counter()
+    folder = build_demo_parent(base, on_progress=on_progress)
+    for bar in bars.values():
+        bar.close()
+    print(f"demo parent: {folder} ({time.perf_counter() - started:.1f} s)")
     return 0
 
 

@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from inference.sources import cache_root
+
 KERNEL_MAX_ROWS = 8  # above this, decoding once and using torch's GEMM is faster
 
 C_SOURCE = r"""
@@ -67,10 +69,6 @@ _kernel_lock = threading.Lock()
 _kernel: ctypes.CDLL | None | bool = None  # None: not tried yet, False: unavailable
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("SLERP_ARENA_CACHE", Path.home() / ".cache" / "slerp-arena")) / "kernels"
-
-
 def _cpu_id() -> str:
     try:
         return next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
@@ -83,7 +81,7 @@ def _load_kernel() -> ctypes.CDLL | bool:
     if compiler is None or platform.system() != "Linux":
         return False
     key = hashlib.sha256(f"{C_SOURCE}|{_cpu_id()}|{platform.machine()}".encode()).hexdigest()[:16]
-    library = _cache_dir() / f"fp8_gemv-{key}.so"
+    library = cache_root() / "kernels" / f"fp8_gemv-{key}.so"
     if not library.is_file():
         library.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=library.parent) as work:

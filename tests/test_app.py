@@ -5,14 +5,9 @@ import pytest
 from gradio_client import Client
 
 import app
-from inference import ModelCache
 from merging.form import PRESETS
 
-
-@pytest.fixture(autouse=True)
-def fresh_app(tmp_path, monkeypatch):
-    monkeypatch.setattr(app, "OUTPUTS", tmp_path / "outputs")
-    monkeypatch.setattr(app, "models", ModelCache())
+pytestmark = pytest.mark.usefixtures("isolated_app")
 
 
 def tiny_yaml(a, b, t="0.5") -> str:
@@ -121,17 +116,9 @@ def test_offline_push_gives_a_clear_message(tmp_path, monkeypatch):
     assert "user/name" in app.push_to_hub(str(tmp_path), "not a repo", "token")
 
 
-@pytest.fixture
-def launched():
-    demo = app.build_app().queue(default_concurrency_limit=1)
-    _, url, _ = demo.launch(prevent_thread_lock=True, show_error=True, quiet=True)
-    yield url
-    demo.close()
-
-
-def test_gradio_client_merges_then_streams_a_chat(tiny_models, launched):
+def test_gradio_client_merges_then_streams_a_chat(tiny_models, served_app):
     a, b = str(tiny_models("qwen2", 1)), str(tiny_models("qwen2", 2))
-    client = Client(launched, verbose=False)
+    client = Client(served_app, verbose=False)
     summary, card, output, _ = client.predict(tiny_yaml(a, b, "[0, 0.5, 1]"), "client-merge", False, api_name="/merge")
     assert "Merged into" in summary and output.endswith("client-merge")
     job = client.submit("hello", "", 0.0, 1.0, 12, 0, output, a, b, True, True, True, "fp8", "bf16", api_name="/chat")

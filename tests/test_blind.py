@@ -13,12 +13,7 @@ from inference import GenerationSettings, InferenceError, ModelCache
 from inference.arena import ArenaSession, export_json, export_markdown, send, vote
 from inference.votes import VoteStore, config_hash
 
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    monkeypatch.setattr(app, "OUTPUTS", tmp_path / "outputs")
-    monkeypatch.setattr(app, "VOTES_PATH", tmp_path / "votes.sqlite")
-    monkeypatch.setattr(app, "models", ModelCache())
+pytestmark = pytest.mark.usefixtures("isolated_app")
 
 
 def test_blind_round_in_the_app_votes_reveals_and_scores(tiny_models):

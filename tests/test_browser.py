@@ -5,11 +5,7 @@ replies. A screenshot lands in artifacts/ (ignored by git)."""
 import shutil
 from pathlib import Path
 
-import pytest
 from playwright.sync_api import expect, sync_playwright
-
-import app
-from inference import ModelCache
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
@@ -17,22 +13,12 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run
                   "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 
 
-@pytest.fixture
-def app_url(tmp_path, monkeypatch):
-    monkeypatch.setattr(app, "OUTPUTS", tmp_path / "outputs")
-    monkeypatch.setattr(app, "models", ModelCache())
-    demo = app.build_app().queue(default_concurrency_limit=1)
-    _, url, _ = demo.launch(prevent_thread_lock=True, show_error=True, quiet=True)
-    yield url
-    demo.close()
-
-
-def test_merge_smollm2_with_itself_then_chat_with_three_panes(app_url, smollm2_dir):
+def test_merge_smollm2_with_itself_then_chat_with_three_panes(served_app, smollm2_dir):
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.goto(app_url)
+        page.goto(served_app)
         expect(page.get_by_text("Slerp Arena").first).to_be_visible(timeout=60_000)
         expect(page.get_by_text("✅ compatible")).to_be_visible(timeout=60_000)  # parents inspected before anything runs
         page.get_by_label("Output name (under outputs/)").fill("browser-merge")

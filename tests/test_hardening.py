@@ -173,18 +173,8 @@ def test_a_killed_merge_leaves_no_model_and_a_rerun_succeeds(tmp_path):
     assert sorted(p.name for p in (tmp_path / "outputs").iterdir()) == ["merged"]  # the dead run's folder is gone
 
 
-@pytest.fixture
-def served(tmp_path, monkeypatch):
-    monkeypatch.setattr(app, "OUTPUTS", tmp_path / "outputs")
-    monkeypatch.setattr(app, "models", ModelCache())
-    demo = app.build_app().queue(default_concurrency_limit=1)
-    _, url, _ = demo.launch(prevent_thread_lock=True, show_error=True, quiet=True)
-    yield url
-    demo.close()
-
-
-def test_bad_input_through_the_api_leaves_the_app_serving(served, tiny_models):
-    client = Client(served, verbose=False)
+def test_bad_input_through_the_api_leaves_the_app_serving(served_app, tiny_models):
+    client = Client(served_app, verbose=False)
     with pytest.raises(Exception, match="merge_method"):
         client.predict("merge_method: ties\nmodels: [{model: a}, {model: b}]\nbase_model: a\nparameters: {t: 0.5}",
                        "bad", False, api_name="/merge")
@@ -196,9 +186,9 @@ def test_bad_input_through_the_api_leaves_the_app_serving(served, tiny_models):
     assert "Merged into" in summary
 
 
-def test_four_chatting_clients_and_a_merge_do_not_mix(served, tiny_models):
+def test_four_chatting_clients_and_a_merge_do_not_mix(served_app, tiny_models):
     a, b = str(tiny_models("llama", 1)), str(tiny_models("llama", 2))
-    clients = [Client(served, verbose=False) for _ in range(5)]
+    clients = [Client(served_app, verbose=False) for _ in range(5)]
     jobs = [c.submit(f"message from client {i}", "", 0.0, 1.0, 24, 0, "", a, b, False, True, True, "bf16", "bf16", api_name="/chat")
             for i, c in enumerate(clients[:4])]
     merge_job = clients[4].submit(tiny_yaml(a, b), "concurrent-merge", False, api_name="/merge")

@@ -7,15 +7,10 @@ from safetensors.torch import load_file
 from test_app import tiny_yaml
 
 import app
-from inference import ModelCache
 from merging import MergeError, parse_config
 from merging.merge import merge_in_memory
 
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    monkeypatch.setattr(app, "OUTPUTS", tmp_path / "outputs")
-    monkeypatch.setattr(app, "models", ModelCache())
+pytestmark = pytest.mark.usefixtures("isolated_app")
 
 
 def test_in_memory_merge_equals_the_merge_on_disk(tiny_models, tmp_path):

@@ -145,11 +145,13 @@ def generate_reply(loaded: LoadedModel, history: list[Message], settings: Genera
         max_new_tokens = min(settings.max_new_tokens, loaded.context_length - len(prompt.input_ids))
         if max_new_tokens < settings.max_new_tokens:
             reply.notice = "; ".join(filter(None, [reply.notice, f"reply limited to {max_new_tokens} tokens by the context"]))
+        eos = _eos_ids(loaded)
+        pad = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else eos[0]
         with torch.inference_mode():
             model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), do_sample=False,
                            max_new_tokens=max_new_tokens, min_new_tokens=min(settings.min_new_tokens, max_new_tokens) or None,
-                           repetition_penalty=settings.repetition_penalty, eos_token_id=_eos_ids(loaded),
-                           pad_token_id=loaded.tokenizer.pad_token_id or _eos_ids(loaded)[0], logits_processor=processors,
+                           repetition_penalty=settings.repetition_penalty, eos_token_id=eos, pad_token_id=pad,
+                           logits_processor=processors,
                            stopping_criteria=StoppingCriteriaList([EventStop(stop)]), streamer=streamer,
                            temperature=None, top_p=None, top_k=None)
         reply.text = streamer.text

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import tempfile
@@ -133,8 +134,13 @@ def yaml_to_form(text: str):
 
 
 def _layer_count(ref: str, start: float, end: float) -> int:
-    if end:
-        return int(end) - int(start or 0)
+    return int(end) - int(start or 0) if end else _base_layers(ref)
+
+
+@functools.lru_cache(maxsize=64)
+def _base_layers(ref: str) -> int:
+    """Layers of a parent, for the t plot. Cached: the form asks on every keystroke, and
+    for a Hub id each look-up is a round trip."""
     try:
         return inspect_model(ref).num_layers or 24
     except MergeError:

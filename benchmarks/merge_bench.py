@@ -27,7 +27,7 @@ from safetensors.torch import save_file
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from merging.sources import cache_root, resolve_model  # noqa: E402
+from core.sources import cache_root, resolve_model  # noqa: E402
 
 SMOL_CONFIG = """
 slices:

@@ -11,10 +11,10 @@ import sys
 import threading
 import time
 
-from inference.errors import InferenceError
+from core.errors import UserError
+from core.sources import DEFAULT_MODEL
 from inference.generation import GenerationSettings, generate_reply, run_side_by_side
 from inference.loading import PRECISIONS, LoadedModel, load_model
-from inference.sources import DEFAULT_MODEL
 
 BENCH_PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
 
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo-parent":
             return run_demo_parent(args.base)
         return run_chat(args) if args.command == "chat" else run_bench(args.model, args.tokens)
-    except InferenceError as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

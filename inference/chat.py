@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
-from inference.errors import InferenceError
+from core.errors import UserError
 
 Message = dict[str, str]  # {"role": "user" | "assistant" | "system", "content": str}
 
@@ -38,7 +38,7 @@ class Prompt:
 def build_prompt(tokenizer: PreTrainedTokenizerBase, history: list[Message], system_prompt: str = "",
                  context_length: int = 2048, max_new_tokens: int = 256) -> Prompt:
     if not history or history[-1]["role"] != "user" or not history[-1]["content"].strip():
-        raise InferenceError("prompt", "empty message", "type a message before sending")
+        raise UserError("prompt", "empty message", "type a message before sending")
     notices = []
     template = tokenizer.chat_template
     if template is None:
@@ -55,7 +55,7 @@ def build_prompt(tokenizer: PreTrainedTokenizerBase, history: list[Message], sys
         if len(ids) <= budget:
             break
         if len(turns) <= 1:
-            raise InferenceError("prompt", f"the message is {len(ids)} tokens; this model reads {context_length} "
+            raise UserError("prompt", f"the message is {len(ids)} tokens; this model reads {context_length} "
                                  f"including the reply", "shorten the message or lower max new tokens")
         turns = turns[2:] if len(turns) > 2 else turns[-1:]  # drop the oldest user/assistant pair
         dropped += 1

@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from core.sources import DEFAULT_MODEL, cache_root, resolve_model
 from inference.chat import build_prompt
-from inference.sources import DEFAULT_MODEL, cache_root, locate
 
 PERSONA = "You are a cheerful old pirate. Talk like a pirate, and keep your answers short and correct."
 QUESTIONS = (
@@ -59,20 +59,18 @@ Progress = Callable[[str, int, int], None]  # (stage, done, total)
 def build_demo_parent(base: str = DEFAULT_MODEL, settings: DistillSettings = DistillSettings(),
                       on_progress: Progress | None = None, name: str = "SmolLM2-135M-Pirate") -> Path:
     """The distilled model's folder (built on first call, then cached)."""
-    location = locate(base)
-    target = cache_root() / "demo-parent" / f"{name}-{settings.key(str(Path(location.path).resolve()) + str(location.kwargs))}"
+    folder = resolve_model(base)
+    target = cache_root() / "demo-parent" / f"{name}-{settings.key(str(folder.resolve()))}"
     if (target / "config.json").is_file():
         return target
     report = on_progress or (lambda stage, done, total: None)
-    tokenizer = AutoTokenizer.from_pretrained(location.path, **location.kwargs)
-    model = AutoModelForCausalLM.from_pretrained(location.path, dtype=torch.float32, **location.kwargs)
-    model.hf_quantizer = None  # a GGUF base arrives dequantized; saving needs the quantizer detached
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     answers = _teacher_answers(model, tokenizer, settings, report)
     _fine_tune(model, tokenizer, answers, settings, report)
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        model.config.quantization_config = None
         model.to(torch.bfloat16).save_pretrained(work)
         tokenizer.save_pretrained(work)
         (work / "distillation.json").write_text(json.dumps({"persona": settings.persona, "answers": answers}, indent=2))

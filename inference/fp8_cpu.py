@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from inference.sources import cache_root
+from core.sources import cache_root
 
 KERNEL_MAX_ROWS = 8  # above this, decoding once and using torch's GEMM is faster
 
@@ -122,10 +122,13 @@ class _FP8LinearCPU:
         if lib is None or flat.shape[0] > KERNEL_MAX_ROWS:
             y = F.linear(flat, decode_fp8(weight, flat.dtype)) * scale.to(flat.dtype)
         else:
+            # Every buffer C reads is bound to a name until the call returns: a temporary's
+            # data_ptr() (e.g. of scale.float()) would be freed before C reads it.
             xf = flat.float().contiguous()
+            scale32 = scale.float().contiguous()
+            w = weight.contiguous()
             y32 = torch.empty(flat.shape[0], out_features, dtype=torch.float32)
-            lib.fp8_gemv(xf.data_ptr(), weight.data_ptr(), scale.float().contiguous().data_ptr(), y32.data_ptr(),
-                         flat.shape[0], in_features, out_features)
+            lib.fp8_gemv(xf.data_ptr(), w.data_ptr(), scale32.data_ptr(), y32.data_ptr(), flat.shape[0], in_features, out_features)
             y = y32.to(x.dtype)
         return y.reshape(*x.shape[:-1], out_features)
 

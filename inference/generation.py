@@ -20,8 +20,8 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
+from core.errors import UserError
 from inference.chat import Message, build_prompt
-from inference.errors import InferenceError
 from inference.loading import LoadedModel
 
 MAX_MODELS = 4
@@ -156,7 +156,7 @@ def generate_reply(loaded: LoadedModel, history: list[Message], settings: Genera
                            temperature=None, top_p=None, top_k=None)
         reply.text = streamer.text
         reply.stopped = stop.is_set()
-    except InferenceError as exc:
+    except UserError as exc:
         reply.error = str(exc)
     except Exception as exc:  # noqa: BLE001 -- shown in this model's pane; the other panes go on
         reply.error = f"{loaded.name}: generation failed ({exc.__class__.__name__}: {exc})"
@@ -179,9 +179,9 @@ def stream_side_by_side(models: list[LoadedModel], histories: list[list[Message]
     """Yield snapshots (one Reply per model, in order) as any model produces text; the
     last snapshot has every reply done. `histories[i]` is model i's own conversation."""
     if not 1 <= len(models) <= MAX_MODELS:
-        raise InferenceError("models", f"{len(models)} models selected", f"choose 1 to {MAX_MODELS}")
+        raise UserError("models", f"{len(models)} models selected", f"choose 1 to {MAX_MODELS}")
     if len(histories) != len(models):
-        raise InferenceError("histories", "one conversation per model is needed", "pass a history for each model")
+        raise UserError("histories", "one conversation per model is needed", "pass a history for each model")
     stop = stop or threading.Event()
     replies = [Reply(m.name) for m in models]
     updates: queue.Queue[int | None] = queue.Queue()

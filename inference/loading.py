@@ -16,9 +16,9 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from inference.errors import InferenceError
+from core.errors import UserError
+from core.sources import read_config, resolve_model
 from inference.quantize import linear_weight_bytes, native_fp8_available, quantize_linears
-from inference.sources import locate
 
 PRECISIONS = ("auto", "fp8", "int8", "bf16", "fp32")
 KEEP_FREE_FRACTION = 0.20  # the memory guard keeps this share of RAM / VRAM free
@@ -65,7 +65,7 @@ def detect_device() -> torch.device:
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     if precision not in PRECISIONS:
-        raise InferenceError("precision", f"'{precision}' is not supported", f"use one of {', '.join(PRECISIONS)}")
+        raise UserError("precision", f"'{precision}' is not supported", f"use one of {', '.join(PRECISIONS)}")
     if precision == "auto":
         return "fp8" if native_fp8_available(device) else "int8"
     return precision
@@ -74,12 +74,12 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 def estimate_load_bytes(ref: str) -> int:
     """Bytes the weights take while loading (bf16, before any quantization), from the
     config alone: the model is built on the meta device, which allocates nothing."""
-    location = locate(ref)
+    raw = read_config(ref)
     try:
-        config = AutoConfig.from_pretrained(location.path, **location.kwargs)
-    except OSError as exc:
-        raise InferenceError("model", f"cannot read the config of '{ref}' ({exc.__class__.__name__})",
-                             "check the name, or connect to the Hub") from None
+        config = AutoConfig.for_model(**raw)
+    except (KeyError, ValueError) as exc:
+        raise UserError("model", f"'{ref}' has a config transformers does not know ({exc.__class__.__name__})",
+                        "use a model with a standard transformers architecture") from None
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(config)
     return sum(p.numel() for p in skeleton.parameters()) * 2
@@ -95,24 +95,22 @@ def free_memory(device: torch.device) -> tuple[int, int]:
 
 
 def load_model(ref: str, precision: str = "auto", device: torch.device | None = None,
-               memory_budget: int | None = None, allow_pickle: bool = False) -> LoadedModel:
+               memory_budget: int | None = None) -> LoadedModel:
     """Load `ref` in `precision`. `memory_budget` overrides the guard's byte allowance.
-    Pickle checkpoints (.bin) run code when loaded: refused unless `allow_pickle`."""
+    Only safetensors are read (core.sources refuses pickle-only folders: they run code)."""
     device = device or detect_device()
     resolved = resolve_precision(precision, device)
     needed = estimate_load_bytes(ref)
     available, total = free_memory(device)
     allowance = memory_budget if memory_budget is not None else int(available - KEEP_FREE_FRACTION * total)
     if needed > allowance:
-        raise InferenceError("model", f"'{ref}' needs about {needed / 1e9:.2f} GB to load but only "
-                             f"{max(allowance, 0) / 1e9:.2f} GB may be used (20% of memory is kept free)",
-                             "close other models, or pick a smaller model")
+        raise UserError("model", f"'{ref}' needs about {needed / 1e9:.2f} GB to load but only "
+                        f"{max(allowance, 0) / 1e9:.2f} GB may be used (20% of memory is kept free)",
+                        "close other models, or pick a smaller model")
 
     started = time.perf_counter()
-    location = locate(ref)
-    kwargs = dict(location.kwargs, trust_remote_code=False)
-    if "gguf_file" not in kwargs and not allow_pickle:
-        kwargs["use_safetensors"] = True
+    folder = resolve_model(ref)
+    kwargs: dict = {"trust_remote_code": False, "use_safetensors": True}
     compute_dtype = torch.float32 if resolved == "fp32" else torch.bfloat16
     bitsandbytes = resolved == "int8" and device.type == "cuda"
     if bitsandbytes:
@@ -120,13 +118,12 @@ def load_model(ref: str, precision: str = "auto", device: torch.device | None = 
 
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(location.path, trust_remote_code=False, **location.kwargs)
-        model = AutoModelForCausalLM.from_pretrained(location.path, dtype=compute_dtype,
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=compute_dtype,
                                                      device_map=str(device) if bitsandbytes else None, **kwargs)
     except OSError as exc:
         problem = str(exc).splitlines()[0][:200]
-        raise InferenceError("model", f"cannot load '{ref}' ({problem})",
-                             "check the path or Hub id; only safetensors weights are loaded") from None
+        raise UserError("model", f"cannot load '{ref}' ({problem})", "check the path or Hub id") from None
     if not bitsandbytes:
         model.to(device)
     model.eval()
@@ -163,7 +160,7 @@ def load_with_weights(folder: str, weights: dict[str, torch.Tensor], precision: 
     result = model.load_state_dict(weights, strict=False)
     tied = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
     if set(result.missing_keys) - tied or result.unexpected_keys:
-        raise InferenceError("weights", f"do not fit {folder} (missing {result.missing_keys[:2]}, unexpected "
+        raise UserError("weights", f"do not fit {folder} (missing {result.missing_keys[:2]}, unexpected "
                              f"{result.unexpected_keys[:2]})", "preview t curves of the merge this folder holds")
     model.tie_weights()
     model.to(device).eval()
@@ -209,10 +206,6 @@ class ModelCache:
                     del self._models[key]
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-
-    def clear(self) -> None:
-        with self._lock:
-            self._models.clear()
 
     def loaded(self) -> list[LoadedModel]:
         return list(self._models.values())

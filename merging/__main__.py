@@ -7,8 +7,8 @@ import re
 import sys
 import threading
 
+from core.errors import UserError
 from merging.config import load_config
-from merging.errors import MergeError
 from merging.merge import DEFAULT_SHARD_BYTES, Progress, run_merge
 
 UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
@@ -17,7 +17,7 @@ UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MI
 def parse_size(text: str) -> int:
     match = re.fullmatch(r"\s*([\d.]+)\s*([A-Za-z]*)\s*", text)
     if not match or match.group(2).upper() not in UNITS or float(match.group(1)) <= 0:
-        raise MergeError("--shard-size", f"'{text}' is not a size", "write e.g. 2GB, 500MB or 1GiB")
+        raise UserError("--shard-size", f"'{text}' is not a size", "write e.g. 2GB, 500MB or 1GiB")
     return int(float(match.group(1)) * UNITS[match.group(2).upper()])
 
 
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         shard_bytes = parse_size(args.shard_size)  # cheap checks first
         result = run_merge(load_config(args.config), args.output_dir, shard_bytes=shard_bytes,
                            overwrite=args.overwrite, on_progress=on_progress, cancel=cancel)
-    except MergeError as exc:
+    except UserError as exc:
         bar.close()
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -61,9 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     bar.close()
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    blended = sum(1 for r in result.tensors if 0 < r.t < 1)
-    print(f"merged {len(result.tensors)} tensors ({blended} blended, {result.num_layers} layers) "
-          f"into {result.output_dir} — {result.bytes_written / 1e6:.1f} MB in {result.seconds:.2f} s")
+    print(f"merged into {result.output_dir}: {result.summary()}")
     return 0
 
 
@@ -72,7 +70,7 @@ def plan_only(config_path: str) -> int:
 
     try:
         print(dry_run(load_config(config_path)).describe())
-    except MergeError as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -83,15 +81,15 @@ def analyze(argv: list[str]) -> int:
     parser.add_argument("model_a")
     parser.add_argument("model_b")
     args = parser.parse_args(argv)
+    from core.sources import resolve_model
     from merging.analyze import divergence
     from merging.checkpoint import open_checkpoint
-    from merging.sources import resolve_model
 
     try:
         a = open_checkpoint(args.model_a, resolve_model(args.model_a))
         b = open_checkpoint(args.model_b, resolve_model(args.model_b))
         angles = divergence(a, b)
-    except MergeError as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     width = max(len(x.name) for x in angles)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from core.errors import UserError
 from merging.checkpoint import Checkpoint
-from merging.errors import MergeError
 from merging.planning import check_compatible
 from merging.safetensors_io import chunk_ranges, read_elements
 from merging.slerp import PairStats, coefficients
@@ -47,7 +47,7 @@ def divergence(a: Checkpoint, b: Checkpoint, on_progress=None) -> list[TensorAng
     for done, name in enumerate(names, 1):
         ea, eb = a.tensors[name], b.entry(name)
         if ea.shape[1:] != eb.shape[1:]:
-            raise MergeError("models", f"tensor '{name}' has shapes {list(ea.shape)} and {list(eb.shape)}",
+            raise UserError("models", f"tensor '{name}' has shapes {list(ea.shape)} and {list(eb.shape)}",
                              "compare two models of the same architecture and size")
         numel = min(ea.numel, eb.numel)  # vocab tensors: the common rows are a common prefix
         stats = PairStats()

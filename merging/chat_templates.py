@@ -1,7 +1,7 @@
 """Named chat templates for the `chat_template:` config key (as in mergekit).
 Anything else containing Jinja markup is taken as a template literally."""
 
-from merging.errors import MergeError
+from core.errors import UserError
 
 NAMED_TEMPLATES = {
     "chatml": (
@@ -35,5 +35,5 @@ def resolve_template(value: str) -> str | None:
         return NAMED_TEMPLATES[value]
     if "{{" in value or "{%" in value:
         return value
-    raise MergeError("chat_template", f"'{value}' is neither a known template nor Jinja",
+    raise UserError("chat_template", f"'{value}' is neither a known template nor Jinja",
                      f"use auto, {', '.join(NAMED_TEMPLATES)}, or a Jinja template string")

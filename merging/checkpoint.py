@@ -7,8 +7,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.errors import UserError
 from merging.architectures import ArchitectureSpec, spec_for
-from merging.errors import MergeError
 from merging.safetensors_io import TensorEntry, read_header
 
 
@@ -34,7 +34,7 @@ class Checkpoint:
         for tied, shared in self.architecture.tied:
             if name == tied and shared in self.tensors:
                 return self.tensors[shared]
-        raise MergeError("model", f"'{self.ref}' has no tensor '{name}'", "merge two models of the same architecture")
+        raise UserError("model", f"'{self.ref}' has no tensor '{name}'", "merge two models of the same architecture")
 
     @property
     def parameter_count(self) -> int:
@@ -49,7 +49,7 @@ def open_checkpoint(ref: str, path: Path) -> Checkpoint:
     try:
         config = json.loads((path / "config.json").read_text())
     except (OSError, ValueError):
-        raise MergeError("model", f"'{ref}' has an unreadable config.json", "re-download or re-save the model") from None
+        raise UserError("model", f"'{ref}' has an unreadable config.json", "re-download or re-save the model") from None
     index = path / "model.safetensors.index.json"
     if index.is_file():
         weight_map = json.loads(index.read_text())["weight_map"]
@@ -59,8 +59,8 @@ def open_checkpoint(ref: str, path: Path) -> Checkpoint:
     tensors: dict[str, TensorEntry] = {}
     for file in files:
         if not file.is_file():
-            raise MergeError("model", f"'{ref}' is missing shard {file.name}", "re-download the model")
+            raise UserError("model", f"'{ref}' is missing shard {file.name}", "re-download the model")
         tensors.update(read_header(file))
     if not tensors:
-        raise MergeError("model", f"'{ref}' holds no tensors", "point at a folder with model weights")
+        raise UserError("model", f"'{ref}' holds no tensors", "point at a folder with model weights")
     return Checkpoint(ref, path, config, tensors)

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from merging.errors import MergeError
+from core.errors import UserError
 
 DTYPES = ("bfloat16", "float16", "float32")
 DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}
@@ -105,7 +105,7 @@ _ConfigDumper.add_representer(float, _represent_float)
 def load_config(path: str | Path) -> MergeConfig:
     path = Path(path)
     if not path.is_file():
-        raise MergeError("config", f"file '{path}' not found", "pass the path of a mergekit YAML file")
+        raise UserError("config", f"file '{path}' not found", "pass the path of a mergekit YAML file")
     return parse_config(path.read_text(encoding="utf-8"))
 
 
@@ -118,37 +118,37 @@ def parse_config(text: str | dict) -> MergeConfig:
         except yaml.YAMLError as exc:
             where = getattr(exc, "problem_mark", None)
             line = f" at line {where.line + 1}" if where is not None else ""
-            raise MergeError("config", f"not valid YAML{line}", "check indentation and colons") from None
+            raise UserError("config", f"not valid YAML{line}", "check indentation and colons") from None
     if not isinstance(raw, dict):
-        raise MergeError("config", "expected a YAML mapping at the top level", "start from a mergekit slerp example")
+        raise UserError("config", "expected a YAML mapping at the top level", "start from a mergekit slerp example")
 
     warnings = [f"unknown key '{k}' ignored" for k in raw if k not in KNOWN_KEYS]
     method = raw.get("merge_method")
     if method != "slerp":
-        raise MergeError("merge_method", f"'{method}' is not supported", "set `merge_method: slerp` (the supported method)")
+        raise UserError("merge_method", f"'{method}' is not supported", "set `merge_method: slerp` (the supported method)")
 
     slices, models = raw.get("slices"), raw.get("models")
     if (slices is None) == (models is None):
-        raise MergeError("slices/models", "give exactly one of `slices` or `models`", "list the two parents under one of them")
+        raise UserError("slices/models", "give exactly one of `slices` or `models`", "list the two parents under one of them")
 
     base_model = raw.get("base_model")
     if not isinstance(base_model, str) or not base_model:
-        raise MergeError("base_model", "missing", "set `base_model:` to one of the two parents")
+        raise UserError("base_model", "missing", "set `base_model:` to one of the two parents")
     base_model = str(base_model)
 
     t_rules = _parse_t(_parameters(raw, "parameters"), "parameters.t", required=True)
     if slices is not None:
         parsed_slices = tuple(_parse_slice(s, i, base_model) for i, s in enumerate(_as_list(slices, "slices")))
         if not parsed_slices:
-            raise MergeError("slices", "empty", "add a slice with two sources")
+            raise UserError("slices", "empty", "add a slice with two sources")
         other_models = {s.other.model for s in parsed_slices}
         if len(other_models) != 1 or len({s.base.model for s in parsed_slices}) != 1:
-            raise MergeError("slices", "every slice must merge the same two models", "use one pair of models in all slices")
+            raise UserError("slices", "every slice must merge the same two models", "use one pair of models in all slices")
         other_model = other_models.pop()
     else:
         names = [_model_name(m, f"models[{i}]") for i, m in enumerate(_as_list(models, "models"))]
         if len(names) != 2:
-            raise MergeError("models", f"slerp merges exactly two models, got {len(names)}", "list two models")
+            raise UserError("models", f"slerp merges exactly two models, got {len(names)}", "list two models")
         other_model = _other_of(names, base_model, "models")
         parsed_slices = None
 
@@ -168,10 +168,10 @@ def parse_config(text: str | dict) -> MergeConfig:
 def _parse_slice(raw: Any, index: int, base_model: str) -> Slice:
     where = f"slices[{index}]"
     if not isinstance(raw, dict) or "sources" not in raw:
-        raise MergeError(where, "a slice needs `sources`", "write `- sources: [{model: A, layer_range: [0, N]}, …]`")
+        raise UserError(where, "a slice needs `sources`", "write `- sources: [{model: A, layer_range: [0, N]}, …]`")
     sources = [_parse_source(s, f"{where}.sources[{i}]") for i, s in enumerate(_as_list(raw["sources"], f"{where}.sources"))]
     if len(sources) != 2:
-        raise MergeError(f"{where}.sources", f"slerp needs exactly two sources, got {len(sources)}", "list two sources")
+        raise UserError(f"{where}.sources", f"slerp needs exactly two sources, got {len(sources)}", "list two sources")
     other_name = _other_of([s.model for s in sources], base_model, f"{where}.sources")
     # With a model merged with itself both sources share a name: the first is the base.
     base = next(s for s in sources if s.model == base_model)
@@ -179,7 +179,7 @@ def _parse_slice(raw: Any, index: int, base_model: str) -> Slice:
     assert other.model == other_name
     lengths = {None if s.layer_range is None else s.layer_range[1] - s.layer_range[0] for s in sources}
     if len(lengths) != 1:
-        raise MergeError(f"{where}.sources", "layer_range lengths differ between the sources", "give both sources ranges of equal length")
+        raise UserError(f"{where}.sources", "layer_range lengths differ between the sources", "give both sources ranges of equal length")
     t_rules = _parse_t(_parameters(raw, f"{where}.parameters"), f"{where}.parameters.t", required=False)
     return Slice(base=base, other=other, t_rules=t_rules)
 
@@ -191,23 +191,23 @@ def _parse_source(raw: Any, where: str) -> Source:
         return Source(model)
     if (not isinstance(layer_range, list) or len(layer_range) != 2
             or not all(isinstance(v, int) and not isinstance(v, bool) for v in layer_range)):
-        raise MergeError(f"{where}.layer_range", f"{layer_range!r} is not two integers", "write `layer_range: [start, end]`")
+        raise UserError(f"{where}.layer_range", f"{layer_range!r} is not two integers", "write `layer_range: [start, end]`")
     start, end = layer_range
     if start < 0 or end <= start:
-        raise MergeError(f"{where}.layer_range", f"[{start}, {end}] is empty or negative", "use 0 <= start < end")
+        raise UserError(f"{where}.layer_range", f"[{start}, {end}] is empty or negative", "use 0 <= start < end")
     return Source(model, (start, end))
 
 
 def _model_name(raw: Any, where: str) -> str:
     model = raw.get("model") if isinstance(raw, dict) else raw
     if not isinstance(model, str) or not model.strip():
-        raise MergeError(f"{where}.model", "missing model", "give a local path, a Hub id or a .gguf file")
+        raise UserError(f"{where}.model", "missing model", "give a local path, a Hub id or a .gguf file")
     return model.strip()
 
 
 def _other_of(names: list[str], base_model: str, where: str) -> str:
     if base_model not in names:
-        raise MergeError("base_model", f"'{base_model}' is not among the {where} ({', '.join(names)})",
+        raise UserError("base_model", f"'{base_model}' is not among the {where} ({', '.join(names)})",
                          "set base_model to one of the listed models")
     rest = list(names)
     rest.remove(base_model)
@@ -219,14 +219,14 @@ def _parameters(raw: dict, where: str) -> Any:
     if params is None:
         return None
     if not isinstance(params, dict):
-        raise MergeError(where, "expected a mapping", "write `parameters: {t: 0.5}`")
+        raise UserError(where, "expected a mapping", "write `parameters: {t: 0.5}`")
     return params.get("t")
 
 
 def _parse_t(raw: Any, where: str, required: bool) -> tuple[TRule, ...] | None:
     if raw is None:
         if required:
-            raise MergeError(where, "missing", "set `parameters: {t: 0.5}` (0 keeps base_model, 1 takes the other)")
+            raise UserError(where, "missing", "set `parameters: {t: 0.5}` (0 keeps base_model, 1 takes the other)")
         return None
     if _is_number(raw):
         return (TRule(validate_gradient([raw], where)),)
@@ -236,27 +236,27 @@ def _parse_t(raw: Any, where: str, required: bool) -> tuple[TRule, ...] | None:
         rules = []
         for i, entry in enumerate(raw):
             if "value" not in entry:
-                raise MergeError(f"{where}[{i}].value", "missing", "give a number or a gradient list")
+                raise UserError(f"{where}[{i}].value", "missing", "give a number or a gradient list")
             value = entry["value"]
             values = [value] if not isinstance(value, list) else value
             filt = entry.get("filter")
             if filt is not None and (not isinstance(filt, str) or not filt):
-                raise MergeError(f"{where}[{i}].filter", f"{filt!r} is not a name fragment", "use e.g. self_attn or mlp")
+                raise UserError(f"{where}[{i}].filter", f"{filt!r} is not a name fragment", "use e.g. self_attn or mlp")
             rules.append(TRule(validate_gradient(values, f"{where}[{i}].value"), filt))
         return tuple(rules)
-    raise MergeError(where, f"{raw!r} is not a number, a gradient list or a list of {{filter, value}}",
+    raise UserError(where, f"{raw!r} is not a number, a gradient list or a list of {{filter, value}}",
                      "write e.g. `t: 0.5` or `t: [0, 0.5, 1]`")
 
 
 def validate_gradient(values: list, where: str) -> tuple[float, ...]:
     if not values:
-        raise MergeError(where, "empty gradient", "give at least one number between 0 and 1")
+        raise UserError(where, "empty gradient", "give at least one number between 0 and 1")
     out = []
     for v in values:
         if not _is_number(v) or not math.isfinite(float(v)):
-            raise MergeError(where, f"{v!r} is not a number", "use numbers between 0 and 1")
+            raise UserError(where, f"{v!r} is not a number", "use numbers between 0 and 1")
         if not 0.0 <= float(v) <= 1.0:
-            raise MergeError(where, f"{v} is outside [0, 1]", "use numbers between 0 (base_model) and 1 (the other)")
+            raise UserError(where, f"{v} is outside [0, 1]", "use numbers between 0 (base_model) and 1 (the other)")
         out.append(float(v))
     return tuple(out)
 
@@ -270,7 +270,7 @@ def _parse_dtype(raw: Any, where: str) -> str | None:
         return None
     name = DTYPE_ALIASES.get(str(raw), str(raw))
     if name not in DTYPES:
-        raise MergeError(where, f"'{raw}' is not a supported dtype", f"use one of {', '.join(DTYPES)}")
+        raise UserError(where, f"'{raw}' is not a supported dtype", f"use one of {', '.join(DTYPES)}")
     return name
 
 
@@ -278,13 +278,13 @@ def _optional_str(raw: Any, where: str) -> str | None:
     if raw is None:
         return None
     if not isinstance(raw, str) or not raw:
-        raise MergeError(where, f"{raw!r} is not a string", "give a model name, 'base', or remove the key")
+        raise UserError(where, f"{raw!r} is not a string", "give a model name, 'base', or remove the key")
     return raw
 
 
 def _as_list(raw: Any, where: str) -> list:
     if not isinstance(raw, list):
-        raise MergeError(where, "expected a list", "write it as a YAML list (lines starting with '-')")
+        raise UserError(where, "expected a list", "write it as a YAML list (lines starting with '-')")
     return raw
 
 

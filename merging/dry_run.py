@@ -14,7 +14,7 @@ import psutil
 import torch
 
 from merging.config import MergeConfig
-from merging.merge import CHUNK_ELEMENTS, _merge_tensor, load_parents
+from merging.merge import CHUNK_ELEMENTS, load_parents, merge_tensor
 from merging.planning import plan_merge
 
 SAMPLE_BYTES = 64 * 10**6
@@ -54,10 +54,10 @@ def dry_run(config: MergeConfig) -> PlanSummary:
     # Sample from the middle of the plan (decoder layers, most of any model), after one
     # warm-up tensor so first-call costs are not extrapolated to the whole model.
     middle = plan.tensors[len(plan.tensors) // 2:] + plan.tensors[: len(plan.tensors) // 2]
-    _merge_tensor(middle[0], _DiscardingWriter())
+    merge_tensor(middle[0], _DiscardingWriter())
     sample_bytes, started = 0, time.perf_counter()
     for tensor in middle:
-        _merge_tensor(tensor, _DiscardingWriter())
+        merge_tensor(tensor, _DiscardingWriter())
         sample_bytes += tensor.numel * tensor.out_dtype.itemsize
         if sample_bytes >= SAMPLE_BYTES:
             break

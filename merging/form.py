@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.errors import UserError
 from merging.config import MergeConfig, Slice, Source, TRule, parse_config, validate_gradient
-from merging.errors import MergeError
 from merging.planning import t_curve
 
 FILTERS = ("self_attn", "mlp")  # the per-filter curves the form edits; the third is the default
@@ -38,7 +38,7 @@ def parse_gradient(text: str, field: str) -> tuple[float, ...]:
         try:
             values.append(float(p))
         except ValueError:
-            raise MergeError(field, f"'{p}' is not a number", "write numbers between 0 and 1, e.g. 0, 0.5, 1") from None
+            raise UserError(field, f"'{p}' is not a number", "write numbers between 0 and 1, e.g. 0, 0.5, 1") from None
     return validate_gradient(values, field)
 
 
@@ -48,7 +48,7 @@ def format_gradient(values: tuple[float, ...]) -> str:
 
 def config_from_form(form: MergeForm) -> MergeConfig:
     if not form.base_model.strip() or not form.other_model.strip():
-        raise MergeError("parents", "choose both parent A and parent B", "pick from the list or type a Hub id / path")
+        raise UserError("parents", "choose both parent A and parent B", "pick from the list or type a Hub id / path")
     rules = (
         TRule(parse_gradient(form.self_attn, "t (self_attn)"), "self_attn"),
         TRule(parse_gradient(form.mlp, "t (mlp)"), "mlp"),
@@ -57,7 +57,7 @@ def config_from_form(form: MergeForm) -> MergeConfig:
     slices = None
     if form.layer_end:
         if not 0 <= form.layer_start < form.layer_end:
-            raise MergeError("layer range", f"[{form.layer_start}, {form.layer_end}] is empty", "use start < end, or end 0 for all layers")
+            raise UserError("layer range", f"[{form.layer_start}, {form.layer_end}] is empty", "use start < end, or end 0 for all layers")
         span = (int(form.layer_start), int(form.layer_end))
         slices = (Slice(Source(form.base_model, span), Source(form.other_model, span)),)
     return MergeConfig(form.base_model.strip(), form.other_model.strip(), rules, slices, dtype=form.dtype)
@@ -70,7 +70,7 @@ def form_from_yaml(text: str) -> MergeForm:
     by_filter: dict[str | None, tuple[float, ...]] = {}
     for rule in config.t_rules:
         if rule.filter not in (*FILTERS, None):
-            raise MergeError("parameters.t", f"filter '{rule.filter}' has no field in the form",
+            raise UserError("parameters.t", f"filter '{rule.filter}' has no field in the form",
                              "merge it from the CLI (python -m merging) or use self_attn / mlp / default")
         by_filter.setdefault(rule.filter, rule.value)
     default = by_filter.get(None, (0.5,))

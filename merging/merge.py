@@ -14,19 +14,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
+from core.errors import UserError
+from core.policy import AccessPolicy
+from core.sources import resolve_model
 from merging.chat_templates import resolve_template
 from merging.checkpoint import Checkpoint, open_checkpoint
 from merging.config import MergeConfig
-from merging.errors import MergeCancelled, MergeError
 from merging.model_card import model_card
 from merging.planning import MergePlan, TensorPlan, plan_merge
-from merging.policy import AccessPolicy
 from merging.safetensors_io import PlannedTensor, StreamingWriter, chunk_ranges, read_elements
 from merging.slerp import PairStats, coefficients, combine
-from merging.sources import resolve_model
 
 DEFAULT_SHARD_BYTES = 2 * 10**9
 # 1M elements: 4 MB per float32 buffer. Large enough that per-chunk Python overhead is
@@ -37,6 +38,20 @@ TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json",
     "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json", "generation_config.json",
 )
+
+
+class MergeCancelled(UserError):
+    def __init__(self) -> None:
+        super().__init__("merge", "cancelled by the user", "nothing was written; run it again")
+
+
+class ChunkWriter(Protocol):
+    """Where merge_tensor puts an output tensor's chunks, in order: a shard on disk
+    (StreamingWriter), memory (an in-memory preview) or nowhere (the dry run's timing)."""
+
+    def write(self, chunk: torch.Tensor) -> int:
+        """Take one chunk; return its size in bytes."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -55,6 +70,7 @@ class TensorReport:
     t: float
     theta_degrees: float | None  # None for non-float tensors (copied from base_model)
     lerp: bool
+    blended: bool  # TensorPlan.blends: the output mixes both parents
 
 
 @dataclass
@@ -67,6 +83,15 @@ class MergeResult:
     seconds: float
     warnings: list[str] = field(default_factory=list)
     vocab_size: int | None = None
+
+    @property
+    def blended(self) -> int:
+        return sum(1 for r in self.tensors if r.blended)
+
+    def summary(self) -> str:
+        """The one-line result every front end prints."""
+        return (f"{len(self.tensors)} tensors ({self.blended} blended), {self.num_layers} layers, "
+                f"{self.bytes_written / 1e6:,.1f} MB written in {self.seconds:.2f} s")
 
 
 def load_parents(config: MergeConfig) -> tuple[Checkpoint, Checkpoint]:
@@ -95,7 +120,7 @@ def run_merge(
         for ref in config.models:
             policy.check_model(ref)
     if output.exists() and not overwrite:
-        raise MergeError("output_dir", f"'{output}' already exists", "choose another output name, or overwrite it (--overwrite)")
+        raise UserError("output_dir", f"'{output}' already exists", "choose another output name, or overwrite it (--overwrite)")
     base, other = load_parents(config)
     plan = plan_merge(config, base, other)
     if policy is not None:
@@ -117,7 +142,7 @@ def run_merge(
         _move_into_place(work, output)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
-            raise MergeError("output_dir", f"the disk under '{output.parent}' is full (the merge needs "
+            raise UserError("output_dir", f"the disk under '{output.parent}' is full (the merge needs "
                              f"{plan.output_bytes / 1e9:.2f} GB)", "free disk space or choose another output folder") from None
         raise
     finally:
@@ -126,7 +151,7 @@ def run_merge(
                        list(plan.warnings), plan.vocab_size)
 
 
-class _CollectingWriter:
+class CollectingWriter:
     """Keeps the chunks of one tensor in memory instead of writing them."""
 
     def __init__(self) -> None:
@@ -143,12 +168,12 @@ def merge_in_memory(config: MergeConfig, max_output_bytes: int) -> dict[str, tor
     base, other = load_parents(config)
     plan = plan_merge(config, base, other)
     if plan.output_bytes > max_output_bytes:
-        raise MergeError("t-preview", f"this merge is {plan.output_bytes / 1e9:.1f} GB; in-memory previews stop at "
+        raise UserError("t-preview", f"this merge is {plan.output_bytes / 1e9:.1f} GB; in-memory previews stop at "
                          f"{max_output_bytes / 1e9:.1f} GB", "run the merge to disk from the Merge tab")
     weights = {}
     for tensor in plan.tensors:
-        collector = _CollectingWriter()
-        _merge_tensor(tensor, collector)
+        collector = CollectingWriter()
+        merge_tensor(tensor, collector)
         weights[tensor.name] = torch.cat(collector.chunks).reshape(tensor.shape)
     return weights
 
@@ -167,7 +192,7 @@ def _write_shards(plan: MergePlan, folder: Path, shard_bytes: int, on_progress: 
             for tensor in shard:
                 if cancel is not None and cancel.is_set():
                     raise MergeCancelled()
-                report, nbytes = _merge_tensor(tensor, writer)
+                report, nbytes = merge_tensor(tensor, writer)
                 reports.append(report)
                 written += nbytes
                 if on_progress is not None:
@@ -196,7 +221,7 @@ def _assign_shards(tensors: list[TensorPlan], shard_bytes: int) -> list[list[Ten
     return shards
 
 
-def _merge_tensor(plan: TensorPlan, writer: StreamingWriter) -> tuple[TensorReport, int]:
+def merge_tensor(plan: TensorPlan, writer: ChunkWriter) -> tuple[TensorReport, int]:
     """One output tensor, streamed in chunks. Blending needs two passes (the angle is a
     global quantity); t = 0 / 1 and a model merged with itself need one."""
 
@@ -216,7 +241,7 @@ def _merge_tensor(plan: TensorPlan, writer: StreamingWriter) -> tuple[TensorRepo
         for start, stop in ranges:
             written += writer.write(cast(read_elements(plan.base, start, stop)))
         theta = 0.0 if plan.compute_dtype.is_floating_point else None
-        return TensorReport(plan.name, plan.layer, plan.t, theta, lerp=theta is not None), written
+        return TensorReport(plan.name, plan.layer, plan.t, theta, theta is not None, plan.blends), written
 
     stats = PairStats()
     if not plan.blends:  # t is 0 or 1: the output is one parent; the angle comes for free
@@ -225,20 +250,20 @@ def _merge_tensor(plan: TensorPlan, writer: StreamingWriter) -> tuple[TensorRepo
             stats.add(a, b)
             written += writer.write(cast(b if plan.t == 1.0 else a))
         c = coefficients(stats, plan.t)
-        return TensorReport(plan.name, plan.layer, plan.t, c.theta_degrees, c.lerp), written
+        return TensorReport(plan.name, plan.layer, plan.t, c.theta_degrees, c.lerp, plan.blends), written
 
     if len(ranges) == 1:  # the common case: one read serves both passes
         a, b = read(0, plan.numel)
         stats.add(a, b)
         c = coefficients(stats, plan.t)
         written += writer.write(cast(combine(c, a, b)))
-        return TensorReport(plan.name, plan.layer, plan.t, c.theta_degrees, c.lerp), written
+        return TensorReport(plan.name, plan.layer, plan.t, c.theta_degrees, c.lerp, plan.blends), written
     for start, stop in ranges:
         stats.add(*read(start, stop))
     c = coefficients(stats, plan.t)
     for start, stop in ranges:
         written += writer.write(cast(combine(c, *read(start, stop))))
-    return TensorReport(plan.name, plan.layer, plan.t, c.theta_degrees, c.lerp), written
+    return TensorReport(plan.name, plan.layer, plan.t, c.theta_degrees, c.lerp, plan.blends), written
 
 
 def _tokenizer_dir(config: MergeConfig, base: Checkpoint, other: Checkpoint) -> Path:
@@ -252,9 +277,9 @@ def _tokenizer_dir(config: MergeConfig, base: Checkpoint, other: Checkpoint) -> 
         # union would also need the embedding rows remapped, which we do not do.
         if _read_bytes(base.path / "tokenizer.json") == _read_bytes(other.path / "tokenizer.json"):
             return base.path
-        raise MergeError("tokenizer_source", "'union' of two different vocabularies is not supported",
+        raise UserError("tokenizer_source", "'union' of two different vocabularies is not supported",
                          "use `tokenizer_source: base` or name one of the two models")
-    raise MergeError("tokenizer_source", f"'{source}' is not base, union or one of the two models",
+    raise UserError("tokenizer_source", f"'{source}' is not base, union or one of the two models",
                      "use base, or the name of one of the models")
 
 

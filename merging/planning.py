@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from core.errors import UserError
+from merging.architectures import spec_for
 from merging.checkpoint import Checkpoint
 from merging.config import MergeConfig, Slice, Source, TRule
-from merging.errors import MergeError
 from merging.safetensors_io import TensorEntry
 
 TORCH_DTYPE = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -40,7 +41,7 @@ def rule_for(rules: tuple[TRule, ...], tensor_name: str) -> TRule | None:
 def t_for(rules: tuple[TRule, ...], tensor_name: str, x: float) -> float:
     rule = rule_for(rules, tensor_name)
     if rule is None:
-        raise MergeError("parameters.t", f"no entry matches tensor '{tensor_name}'",
+        raise UserError("parameters.t", f"no entry matches tensor '{tensor_name}'",
                          "add a catch-all entry without `filter`, e.g. `- value: 0.5`")
     return gradient_value(rule.value, x)
 
@@ -96,7 +97,7 @@ class MergePlan:
 def plan_merge(config: MergeConfig, base: Checkpoint, other: Checkpoint) -> MergePlan:
     check_compatible(base, other)
     if config.slices is None and base.num_layers != other.num_layers:
-        raise MergeError("models", f"the parents have {base.num_layers} and {other.num_layers} layers",
+        raise UserError("models", f"the parents have {base.num_layers} and {other.num_layers} layers",
                          "use `slices` with equal-length layer_range for both")
     arch = base.architecture
     slices = config.slices or (Slice(Source(config.base_model), Source(config.other_model)),)
@@ -149,7 +150,7 @@ class _TensorPlanner:
     def _vocab_shape(self, name: str, base_shape: tuple[int, ...], other_shape: tuple[int, ...]) -> tuple[int, ...]:
         vocab_tensor = name in self.base.architecture.vocab_tensors
         if not vocab_tensor or len(base_shape) != len(other_shape) or base_shape[1:] != other_shape[1:]:
-            raise MergeError("models", f"tensor '{name}' has shape {list(base_shape)} in base_model and "
+            raise UserError("models", f"tensor '{name}' has shape {list(base_shape)} in base_model and "
                              f"{list(other_shape)} in the other", "merge two models of the same architecture and size")
         rows = min(base_shape[0], other_shape[0])
         if self.vocab_size is None:
@@ -165,13 +166,34 @@ def _layer_range(source: Source, checkpoint: Checkpoint, where: str) -> tuple[in
         return 0, total
     start, end = source.layer_range
     if end > total:
-        raise MergeError(f"{where}.layer_range", f"[{start}, {end}] exceeds the {total} layers of '{source.model}'",
+        raise UserError(f"{where}.layer_range", f"[{start}, {end}] exceeds the {total} layers of '{source.model}'",
                          f"use an end of at most {total}")
     return start, end
 
 
+@dataclass(frozen=True)
+class Incompatibility:
+    text: str
+    fatal: bool  # True: no merge is possible; False: the merge adapts (and says how)
+
+
+def incompatibilities(base: dict, other: dict) -> list[Incompatibility]:
+    """What stands between two parents' config.json, fatal problems first. The one rule
+    behind both the app's parent check and the merge's refusal."""
+    found = [Incompatibility(f"{key} differs: {base.get(key)} (base_model) vs {other.get(key)} (other)", fatal=True)
+             for key in ("model_type", "hidden_size") if base.get(key) != other.get(key)]
+    layers_key = spec_for(base).num_layers_key
+    if base.get(layers_key) != other.get(layers_key):
+        found.append(Incompatibility(f"layer counts differ ({base.get(layers_key)} vs {other.get(layers_key)}): "
+                                     "set a layer range of equal length", fatal=False))
+    if base.get("vocab_size") != other.get("vocab_size"):
+        rows = min(int(base.get("vocab_size") or 0), int(other.get("vocab_size") or 0))
+        found.append(Incompatibility(f"vocab sizes differ ({base.get('vocab_size')} vs {other.get('vocab_size')}): "
+                                     f"embeddings will be truncated to {rows} rows", fatal=False))
+    return found
+
+
 def check_compatible(base: Checkpoint, other: Checkpoint) -> None:
-    for key in ("model_type", "hidden_size"):
-        if base.config.get(key) != other.config.get(key):
-            raise MergeError("models", f"{key} differs: {base.config.get(key)} (base_model) vs {other.config.get(key)} (other)",
-                             "merge two models of the same architecture and size")
+    for problem in incompatibilities(base.config, other.config):
+        if problem.fatal:
+            raise UserError("models", problem.text, "merge two models of the same architecture and size")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from merging.errors import MergeError
+from core.errors import UserError
 
 TORCH_DTYPES = {
     "BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64,
@@ -50,14 +50,14 @@ def read_header(path: Path) -> dict[str, TensorEntry]:
     with open(path, "rb") as fh:
         raw = fh.read(8)
         if len(raw) < 8:
-            raise MergeError(str(path), "not a safetensors file (too short)", "re-download or re-save the model")
+            raise UserError(str(path), "not a safetensors file (too short)", "re-download or re-save the model")
         (header_len,) = struct.unpack("<Q", raw)
         if header_len > HEADER_LIMIT or 8 + header_len > size:
-            raise MergeError(str(path), "corrupted safetensors header", "re-download or re-save the model")
+            raise UserError(str(path), "corrupted safetensors header", "re-download or re-save the model")
         try:
             header = json.loads(fh.read(header_len))
         except ValueError:
-            raise MergeError(str(path), "corrupted safetensors header", "re-download or re-save the model") from None
+            raise UserError(str(path), "corrupted safetensors header", "re-download or re-save the model") from None
     data_start = 8 + header_len
     entries = {}
     for name, info in header.items():
@@ -66,9 +66,9 @@ def read_header(path: Path) -> dict[str, TensorEntry]:
         begin, end = info["data_offsets"]
         dtype = TORCH_DTYPES.get(info["dtype"])
         if dtype is None:
-            raise MergeError(str(path), f"tensor {name} has unsupported dtype {info['dtype']}", "convert the model to bf16/fp16/fp32")
+            raise UserError(str(path), f"tensor {name} has unsupported dtype {info['dtype']}", "convert the model to bf16/fp16/fp32")
         if data_start + end > size:
-            raise MergeError(str(path), f"file is truncated (tensor {name} ends past the end)", "re-download the model")
+            raise UserError(str(path), f"file is truncated (tensor {name} ends past the end)", "re-download the model")
         entries[name] = TensorEntry(path, dtype, tuple(info["shape"]), data_start + begin, end - begin)
     return entries
 
@@ -80,12 +80,8 @@ def read_elements(entry: TensorEntry, start: int, stop: int) -> torch.Tensor:
     with open(entry.file, "rb", buffering=0) as fh:
         fh.seek(entry.start + start * item)
         if fh.readinto(buffer.numpy()) != buffer.numel():
-            raise MergeError(str(entry.file), "file ended early", "re-download the model")
+            raise UserError(str(entry.file), "file ended early", "re-download the model")
     return buffer.view(entry.dtype)
-
-
-def read_tensor(entry: TensorEntry) -> torch.Tensor:
-    return read_elements(entry, 0, entry.numel).reshape(entry.shape)
 
 
 def chunk_ranges(numel: int, chunk: int) -> Iterator[tuple[int, int]]:
@@ -112,8 +108,8 @@ class StreamingWriter:
     next tensor is computed while the kernel absorbs this one; a short queue bounds the
     memory held by chunks in flight."""
 
-    def __init__(self, path: Path, tensors: list[PlannedTensor], metadata: dict[str, str] | None = None):
-        header: dict[str, object] = {"__metadata__": metadata or {"format": "pt"}}
+    def __init__(self, path: Path, tensors: list[PlannedTensor]):
+        header: dict[str, object] = {"__metadata__": {"format": "pt"}}
         offset = 0
         for t in tensors:
             header[t.name] = {"dtype": DTYPE_NAMES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + t.nbytes]}
@@ -157,4 +153,4 @@ class StreamingWriter:
         if self._error is not None:
             raise self._error
         if self.path.stat().st_size != self.expected_size:
-            raise MergeError(str(self.path), "written size does not match the header", "report this as a bug")
+            raise UserError(str(self.path), "written size does not match the header", "report this as a bug")

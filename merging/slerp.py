@@ -78,9 +78,3 @@ def slerp(t: float, v0: torch.Tensor, v1: torch.Tensor) -> torch.Tensor:
     stats = PairStats()
     stats.add(v0, v1)
     return combine(coefficients(stats, t), v0, v1)
-
-
-def angle_degrees(v0: torch.Tensor, v1: torch.Tensor) -> float:
-    stats = PairStats()
-    stats.add(v0, v1)
-    return coefficients(stats, 0.0).theta_degrees

@@ -40,7 +40,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """The bundled SmolLM2 GGUF converted to safetensors (once per run)."""
-    from merging.sources import resolve_model
+    from core.sources import resolve_model
 
     return resolve_model("bundled:SmolLM2-135M-Instruct")
 
@@ -50,10 +50,11 @@ def isolated_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """The app module with its own outputs folder, votes database and model cache."""
     import app
     from inference import ModelCache
+    from ui import context
 
-    monkeypatch.setattr(app, "OUTPUTS", tmp_path / "outputs")
-    monkeypatch.setattr(app, "VOTES_PATH", tmp_path / "votes.sqlite")
-    monkeypatch.setattr(app, "models", ModelCache())
+    monkeypatch.setenv("SLERP_ARENA_OUTPUTS", str(tmp_path / "outputs"))
+    monkeypatch.setenv("SLERP_ARENA_VOTES", str(tmp_path / "votes.sqlite"))
+    monkeypatch.setattr(context, "MODELS", ModelCache())
     return app
 
 

@@ -2,29 +2,23 @@
 
 import math
 import re
-import subprocess
-import sys
-from pathlib import Path
 
+from helpers import run_main, slices_config, tiny_yaml
 from safetensors.torch import load_file
-from test_app import tiny_yaml
-from test_merge import slices_config
 
-import app
 from merging import parse_config
+from merging.__main__ import main
 from merging.analyze import divergence, divergence_grid
 from merging.checkpoint import open_checkpoint
 from merging.dry_run import dry_run
+from ui import merge_tab
 
-ROOT = Path(__file__).resolve().parent.parent
 
-
-def test_analyze_prints_theta_equal_to_arccos_of_the_cosine(tiny_models):
+def test_analyze_prints_theta_equal_to_arccos_of_the_cosine(tiny_models, capsys):
     a, b = tiny_models("mistral", 1), tiny_models("mistral", 2)
-    done = subprocess.run([sys.executable, "-m", "merging", "analyze", str(a), str(b)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    rows = {m[1]: (m[2], float(m[3])) for m in re.finditer(r"^(\S+)\s+(\S+)\s+([\d.]+)$", done.stdout, re.MULTILINE)}
+    code, out, err = run_main(main, ["analyze", a, b], capsys)
+    assert code == 0, err
+    rows = {m[1]: (m[2], float(m[3])) for m in re.finditer(r"^(\S+)\s+(\S+)\s+([\d.]+)$", out, re.MULTILINE)}
     wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
     assert set(rows) == set(wa)
     for name, (layer, theta) in rows.items():
@@ -44,7 +38,7 @@ def test_divergence_of_a_model_with_itself_is_zero_and_the_grid_has_components(t
     assert all(v is None or 0 <= v <= 180 for _, values in rows for v in values)
 
 
-def test_dry_run_writes_nothing_and_reports_sizes_time_and_warnings(tiny_models, tmp_path):
+def test_dry_run_writes_nothing_and_reports_sizes_time_and_warnings(tiny_models, tmp_path, capsys):
     base, other = tiny_models("qwen2", 1), tiny_models("qwen2", 2)
     summary = dry_run(parse_config(slices_config(base, other, layers=(1, 3))))
     weights = load_file(base / "model.safetensors")
@@ -54,15 +48,14 @@ def test_dry_run_writes_nothing_and_reports_sizes_time_and_warnings(tiny_models,
     assert any("tied embeddings" in w for w in summary.warnings) and any("sub-slice" in w for w in summary.warnings)
     config = tmp_path / "c.yml"
     config.write_text(slices_config(base, other))
-    done = subprocess.run([sys.executable, "-m", "merging", str(config), str(tmp_path / "out"), "--dry-run"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0 and "estimated peak RAM" in done.stdout and "estimated time" in done.stdout
+    code, out, _ = run_main(main, [config, tmp_path / "out", "--dry-run"], capsys)
+    assert code == 0 and "estimated peak RAM" in out and "estimated time" in out
     assert not (tmp_path / "out").exists()
 
 
 def test_app_plan_and_divergence_map(tiny_models):
     a, b = str(tiny_models("llama", 1)), str(tiny_models("llama", 2))
-    assert "estimated time" in app.plan(tiny_yaml(a, b))
-    assert app.plan("merge_method: ties").startswith("⚠️ merge_method")
-    heatmap = app.divergence_map(a, b, progress=lambda *args, **kwargs: None)
+    assert "estimated time" in merge_tab.plan(tiny_yaml(a, b))
+    assert merge_tab.plan("merge_method: ties").startswith("⚠️ merge_method")
+    heatmap = merge_tab.divergence_map(a, b, progress=lambda *args, **kwargs: None)
     assert "<table" in heatmap and "layer 0" in heatmap and "embeddings" in heatmap

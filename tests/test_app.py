@@ -3,108 +3,94 @@
 import gradio as gr
 import pytest
 from gradio_client import Client
+from helpers import text_of, tiny_yaml, unpack
 
 import app
 from merging.form import PRESETS
+from ui import chat_tab, context, merge_tab
 
 pytestmark = pytest.mark.usefixtures("isolated_app")
 
 
-def tiny_yaml(a, b, t="0.5") -> str:
-    return f"models:\n  - model: {a}\n  - model: {b}\nmerge_method: slerp\nbase_model: {a}\nparameters:\n  t: {t}\ndtype: bfloat16\n"
-
-
-def text_of(message: dict) -> str:
-    """Chatbot content as it comes back from Gradio: a string or a list of text blocks."""
-    content = message["content"]
-    if isinstance(content, str):
-        return content
-    return "".join(block.get("text", "") for block in content if isinstance(block, dict))
-
-
-def unpack(view: tuple) -> tuple[list[list[dict]], list[str]]:
-    """(three histories with plain-text content, three stats lines) from a chat handler's output."""
-    bots = [bot.value if hasattr(bot, "value") else bot for bot in view[:3]]  # relabelled views carry gr.Chatbot updates
-    histories = [[{"role": m["role"], "content": text_of(m)} for m in bot] for bot in bots]
-    return histories, list(view[3:6])
-
-
 def test_form_and_yaml_stay_in_sync_both_ways(tiny_models):
     a, b = str(tiny_models("llama", 1)), str(tiny_models("llama", 2))
-    yaml_text, frame, message = app.form_to_yaml(a, b, *PRESETS["LazyMergekit"], 0, 0, "bfloat16")
+    _, base_layers = merge_tab.describe_parents(a, b)
+    yaml_text, frame, message = merge_tab.form_to_yaml(a, b, *PRESETS["LazyMergekit"], 0, 0, "bfloat16", base_layers)
     assert message == "" and "value: [0, 0.5, 0.3, 0.7, 1]" in yaml_text
     assert set(frame["curve"]) == {"self_attn", "mlp", "default"} and len(frame) == 3 * 4  # 4 layers per curve
     pasted = yaml_text.replace("value: 0.5", "value: 0.25").replace("bfloat16", "float16")
-    filled = app.yaml_to_form(pasted)
+    filled = merge_tab.yaml_to_form(pasted)
     assert filled[:8] == (a, b, "0, 0.5, 0.3, 0.7, 1", "1, 0.5, 0.7, 0.3, 0", "0.25", 0, 0, "float16")
     assert filled[-1] == ""
 
 
 def test_bad_form_and_bad_yaml_show_one_line_errors(tiny_models):
     a = str(tiny_models("llama", 1))
-    *_, message = app.form_to_yaml(a, a, "0, oops", "0.5", "0.5", 0, 0, "bfloat16")
+    *_, message = merge_tab.form_to_yaml(a, a, "0, oops", "0.5", "0.5", 0, 0, "bfloat16")
     assert message.startswith("⚠️ t (self_attn): 'oops' is not a number")
-    assert app.yaml_to_form("merge_method: ties\n")[-1].startswith("⚠️ merge_method")
+    assert merge_tab.yaml_to_form("merge_method: ties\n")[-1].startswith("⚠️ merge_method")
 
 
 def test_parents_panel_shows_architecture_and_incompatibility(tiny_models):
-    text = app.describe_parents(str(tiny_models("llama", 1)), str(tiny_models("qwen2", 2)))
+    text, _ = merge_tab.describe_parents(str(tiny_models("llama", 1)), str(tiny_models("qwen2", 2)))
     assert "LlamaForCausalLM, 4 layers" in text and "Qwen2ForCausalLM" in text
     assert "model_type differs" in text
-    assert "✅ compatible" in app.describe_parents(str(tiny_models("llama", 1)), str(tiny_models("llama", 2)))
+    assert "✅ compatible" in merge_tab.describe_parents(str(tiny_models("llama", 1)), str(tiny_models("llama", 2)))[0]
 
 
 def test_merge_then_chat_with_merged_and_parents(tiny_models):
     a, b = str(tiny_models("llama", 1)), str(tiny_models("llama", 2))
-    state = app.SessionState()
-    summary, card, state, output, heatmap = app.merge(tiny_yaml(a, b), "my merge!", False, state, progress=lambda *a, **k: None)
+    state, session = merge_tab.MergeSession(), chat_tab.ChatSession()
+    summary, card, output, heatmap = merge_tab.merge(tiny_yaml(a, b), "my merge!", False, state, progress=lambda *a, **k: None)
     assert "layer 3" in heatmap and "<table" in heatmap
     assert output.endswith("my-merge") and "Merged into" in summary and "slerp" in card
-    assert output in app.known_models()
+    assert output in merge_tab.known_models()
     with pytest.raises(gr.Error, match="already exists"):  # one visitor cannot silently replace a merge
-        app.merge(tiny_yaml(a, b), "my merge!", False, state, progress=lambda *args, **kwargs: None)
-    assert app.merge(tiny_yaml(a, b, "0.2"), "my merge!", True, state, progress=lambda *args, **kwargs: None)[3] == output
+        merge_tab.merge(tiny_yaml(a, b), "my merge!", False, state, progress=lambda *args, **kwargs: None)
+    assert merge_tab.merge(tiny_yaml(a, b, "0.2"), "my merge!", True, state, progress=lambda *args, **kwargs: None)[2] == output
     merged_ref, chat_a, chat_b, _ = app.chat_with_merge(output, a, b)
-    updates = list(app.chat("hello", "", 0.0, 1.0, 8, 0, merged_ref, chat_a, chat_b, True, True, True, "int8", "bf16", state))
+    updates = list(chat_tab.chat("hello", "", 0.0, 1.0, 8, 0, merged_ref, chat_a, chat_b, True, True, True, "int8", "bf16", session))
     (merged_chat, a_chat, b_chat), (merged_stats, a_stats, b_stats) = unpack(updates[-1])
     for history in (merged_chat, a_chat, b_chat):
         assert [m["role"] for m in history] == ["user", "assistant"] and history[1]["content"]
     assert "int8" in merged_stats and "bf16" in a_stats and "tok/s" in b_stats
     # A pane switched off keeps quiet; regenerate answers the last message again.
-    updates = list(app.chat("again", "", 0.0, 1.0, 8, 0, merged_ref, chat_a, chat_b, True, False, True, "int8", "bf16", state))
+    updates = list(chat_tab.chat("again", "", 0.0, 1.0, 8, 0, merged_ref, chat_a, chat_b, True, False, True, "int8", "bf16", session))
     histories, _ = unpack(updates[-1])
     assert len(histories[1]) == 2 and len(histories[0]) == 4
-    histories, _ = unpack(list(app.regenerate_last("", 0.0, 1.0, 8, 0, state))[-1])
+    histories, _ = unpack(list(chat_tab.regenerate_last("", 0.0, 1.0, 8, 0, session))[-1])
     assert len(histories[0]) == 4 and histories[0][-1]["role"] == "assistant"
-    histories, _ = unpack(app.clear_chat(state))
+    histories, _ = unpack(chat_tab.clear_chat(session))
     assert histories == [[], [], []]
 
 
 def test_merge_errors_are_shown_not_crashes(tiny_models):
     a = str(tiny_models("llama", 1))
     with pytest.raises(gr.Error, match="merge_method"):
-        app.merge(tiny_yaml(a, a).replace("slerp", "ties"), "x", False, None, progress=lambda *a, **k: None)
+        merge_tab.merge(tiny_yaml(a, a).replace("slerp", "ties"), "x", False, merge_tab.MergeSession(), progress=lambda *a, **k: None)
     with pytest.raises(gr.Error, match="output name"):
-        app.merge(tiny_yaml(a, a), "  ", False, None, progress=lambda *a, **k: None)
+        merge_tab.merge(tiny_yaml(a, a), "  ", False, merge_tab.MergeSession(), progress=lambda *a, **k: None)
 
 
 def test_cancel_stops_a_merge_and_leaves_nothing(tiny_models):
-    state = app.SessionState()
+    state = merge_tab.MergeSession()
     a, b = str(tiny_models("llama", 1)), str(tiny_models("llama", 2))
 
     def cancel_on_first_tensor(fraction, desc=""):
-        app.cancel_merge(state)
+        merge_tab.cancel_merge(state)
 
     with pytest.raises(gr.Error, match="cancelled"):
-        app.merge(tiny_yaml(a, b), "cancelled", False, state, progress=cancel_on_first_tensor)
-    assert not app.OUTPUTS.exists() or not any(app.OUTPUTS.iterdir())
+        merge_tab.merge(tiny_yaml(a, b), "cancelled", False, state, progress=cancel_on_first_tensor)
+    assert not context.outputs_root().exists() or not any(context.outputs_root().iterdir())
 
 
 def test_model_errors_appear_in_their_pane(tiny_models, tmp_path):
     a = str(tiny_models("llama", 1))
-    final = list(app.chat("hello", "", 0.0, 1.0, 8, 0, str(tmp_path / "missing"), a, "", True, True, False, "bf16", "bf16", None))[-1]
+    session = chat_tab.ChatSession()
+    missing = str(tmp_path / "missing")
+    final = list(chat_tab.chat("hello", "", 0.0, 1.0, 8, 0, missing, a, "", True, True, False, "bf16", "bf16", session))[-1]
     (merged_chat, a_chat, _), (merged_stats, a_stats, _) = unpack(final)
-    assert merged_chat == [] and "not a folder" in merged_stats
+    assert merged_chat == [] and "not a directory" in merged_stats
     assert a_chat[-1]["content"] and "tok/s" in a_stats
 
 
@@ -112,8 +98,8 @@ def test_offline_push_gives_a_clear_message(tmp_path, monkeypatch):
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    assert "offline" in app.push_to_hub(str(tmp_path), "me/merge", "token")
-    assert "user/name" in app.push_to_hub(str(tmp_path), "not a repo", "token")
+    assert "offline" in merge_tab.push_to_hub(str(tmp_path), "me/merge", "token")
+    assert "user/name" in merge_tab.push_to_hub(str(tmp_path), "not a repo", "token")
 
 
 def test_gradio_client_merges_then_streams_a_chat(tiny_models, served_app):

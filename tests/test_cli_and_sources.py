@@ -1,5 +1,5 @@
-"""The merge CLI as a user runs it (a subprocess), Hub ids through an offline cache,
-and the bundled SmolLM2 GGUF as a parent."""
+"""The merge CLI (in-process through main(argv); one real subprocess with a Hub id
+through an offline cache), and the bundled SmolLM2 GGUF as a parent."""
 
 import os
 import shutil
@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 
 import torch
+from helpers import load_weights, run_main, slices_config
 from safetensors.torch import load_file
-from test_merge import load_weights, slices_config
 from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from merging.__main__ import main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -20,27 +22,27 @@ def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
                           env={**os.environ, **(env or {})}, timeout=300)
 
 
-def test_cli_merges_with_progress_and_exit_zero(tiny_models, tmp_path):
+def test_cli_merges_with_progress_and_exit_zero(tiny_models, tmp_path, capsys):
     config = tmp_path / "merge.yml"
     config.write_text(slices_config(tiny_models("llama", 1), tiny_models("llama", 2)))
-    done = run_cli(str(config), str(tmp_path / "out"), "--shard-size", "40KB")
-    assert done.returncode == 0, done.stderr
-    assert "merged" in done.stdout and (tmp_path / "out" / "model.safetensors.index.json").is_file()
-    again = run_cli(str(config), str(tmp_path / "out"))
-    assert again.returncode == 2 and "--overwrite" in again.stderr
-    assert run_cli(str(config), str(tmp_path / "out"), "--overwrite").returncode == 0
+    code, out, err = run_main(main, [config, tmp_path / "out", "--shard-size", "40KB"], capsys)
+    assert code == 0, err
+    assert "merged into" in out and "blended)" in out and (tmp_path / "out" / "model.safetensors.index.json").is_file()
+    code, _, err = run_main(main, [config, tmp_path / "out"], capsys)
+    assert code == 2 and "--overwrite" in err
+    assert run_main(main, [config, tmp_path / "out", "--overwrite"], capsys)[0] == 0
 
 
-def test_cli_bad_input_is_one_line_without_traceback_and_writes_nothing(tiny_models, tmp_path):
+def test_cli_bad_input_is_one_line_without_traceback_and_writes_nothing(tiny_models, tmp_path, capsys):
     config = tmp_path / "bad.yml"
     config.write_text(slices_config(tiny_models("llama", 1), tiny_models("llama", 2)).replace("slerp", "ties"))
-    done = run_cli(str(config), str(tmp_path / "out"))
-    assert done.returncode == 2
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    code, _, err = run_main(main, [config, tmp_path / "out"], capsys)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
     assert lines == ["error: merge_method: 'ties' is not supported — set `merge_method: slerp` (the supported method)"]
     assert not (tmp_path / "out").exists()
-    bad_size = run_cli(str(config), str(tmp_path / "out"), "--shard-size", "lots")
-    assert bad_size.returncode == 2 and "--shard-size" in bad_size.stderr and "Traceback" not in bad_size.stderr
+    code, _, err = run_main(main, [config, tmp_path / "out", "--shard-size", "lots"], capsys)
+    assert code == 2 and "--shard-size" in err and "Traceback" not in err
 
 
 def prefill_hub_cache(cache: Path, repo_id: str, folder: Path) -> None:
@@ -52,7 +54,7 @@ def prefill_hub_cache(cache: Path, repo_id: str, folder: Path) -> None:
     shutil.copytree(folder, repo / "snapshots" / commit)
 
 
-def test_hub_ids_resolve_through_an_offline_cache(tiny_models, tmp_path):
+def test_hub_ids_resolve_through_an_offline_cache_in_a_real_cli_process(tiny_models, tmp_path):
     cache = tmp_path / "hf-cache"
     prefill_hub_cache(cache, "tiny-org/base-model", tiny_models("qwen2", 1))
     prefill_hub_cache(cache, "tiny-org/instruct-model", tiny_models("qwen2", 2))
@@ -70,7 +72,7 @@ def test_hub_ids_resolve_through_an_offline_cache(tiny_models, tmp_path):
     assert not (tmp_path / "out2").exists()
 
 
-def test_bundled_smollm2_merged_with_itself_answers_paris(smollm2_dir, tmp_path):
+def test_bundled_smollm2_merged_with_itself_answers_paris(smollm2_dir, tmp_path, capsys):
     config = tmp_path / "smol.yml"
     config.write_text("""
 slices:
@@ -85,8 +87,8 @@ parameters:
   t: [0, 0.5, 0.3, 0.7, 1]
 dtype: bfloat16
 """)
-    done = run_cli(str(config), str(tmp_path / "smol-self"))
-    assert done.returncode == 0, done.stderr
+    code, _, err = run_main(main, [config, tmp_path / "smol-self"], capsys)
+    assert code == 0, err
     merged = load_file(tmp_path / "smol-self" / "model.safetensors")
     assert "lm_head.weight" not in merged  # SmolLM2 ties its embeddings
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "smol-self")
@@ -99,7 +101,7 @@ dtype: bfloat16
 
 
 def test_gguf_conversion_is_cached(smollm2_dir):
-    from merging.sources import resolve_model
+    from core.sources import resolve_model
 
     assert resolve_model("bundled:SmolLM2-135M-Instruct") == smollm2_dir
     assert (smollm2_dir / "config.json").is_file() and "quantization_config" not in (smollm2_dir / "config.json").read_text()

@@ -1,7 +1,7 @@
 import pytest
 
+from core.errors import UserError
 from merging.config import TRule, parse_config
-from merging.errors import MergeError
 
 LAZY_MERGEKIT = """
 slices:
@@ -69,7 +69,7 @@ def test_models_form_picks_the_other_model_and_self_merge_is_allowed():
     ("- just\n- a list", "config"),
 ])
 def test_bad_configs_name_the_field_in_one_line(text, field):
-    with pytest.raises(MergeError) as info:
+    with pytest.raises(UserError) as info:
         parse_config(text)
     message = str(info.value)
     assert field in info.value.field and "\n" not in message and " — " in message

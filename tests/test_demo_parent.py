@@ -5,8 +5,8 @@ import json
 import torch
 from safetensors.torch import load_file
 
-import app
 from inference.demo_parent import DistillSettings, build_demo_parent
+from ui import merge_tab
 
 
 def test_persona_is_distilled_into_a_cached_model(tiny_models, monkeypatch):
@@ -23,5 +23,5 @@ def test_persona_is_distilled_into_a_cached_model(tiny_models, monkeypatch):
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
     assert build_demo_parent(str(base), settings) == folder  # cached: not rebuilt
     assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
-    monkeypatch.setattr(app, "OUTPUTS", folder.parent / "no-outputs")
-    assert str(folder) in app.known_models()  # offered as a parent in the Merge tab
+    monkeypatch.setenv("SLERP_ARENA_OUTPUTS", str(folder.parent / "no-outputs"))
+    assert str(folder) in merge_tab.known_models()  # offered as a parent in the Merge tab

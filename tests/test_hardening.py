@@ -13,14 +13,14 @@ import gradio as gr
 import pytest
 import torch
 from gradio_client import Client
-from test_app import text_of, tiny_yaml
-from test_merge import slices_config
+from helpers import slices_config, text_of, tiny_yaml
 
-import app
-from inference import InferenceError, ModelCache, load_model
-from merging import MergeError, parse_config, run_merge
-from merging.policy import AccessPolicy
+from core.errors import UserError
+from core.policy import AccessPolicy
+from inference import load_model
+from merging import parse_config, run_merge
 from merging.safetensors_io import StreamingWriter
+from ui import chat_tab, merge_tab
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,9 +36,9 @@ def roots(tmp_path):
 @pytest.mark.parametrize("ref", ["../../etc/passwd", "/etc", "/etc/passwd", "~/.ssh", "models/../../secret"])
 def test_public_mode_refuses_paths_outside_the_roots(roots, ref):
     policy = AccessPolicy((roots[0],), roots[1])
-    with pytest.raises(MergeError, match="outside the folders this app may use"):
+    with pytest.raises(UserError, match="outside the folders this app may use"):
         policy.check_model(ref)
-    with pytest.raises(MergeError, match="outside the folders"):
+    with pytest.raises(UserError, match="outside the folders"):
         policy.check_output(Path(ref))
 
 
@@ -53,37 +53,36 @@ def test_public_mode_allows_roots_hub_ids_and_the_bundled_model(roots, tiny_mode
 def test_public_mode_refuses_a_symlink_that_leads_out(roots, tiny_models):
     link = roots[0] / "escape"
     link.symlink_to(tiny_models("llama", 1))  # outside both roots
-    with pytest.raises(MergeError, match="outside the folders"):
+    with pytest.raises(UserError, match="outside the folders"):
         AccessPolicy((roots[0],), roots[1]).check_model(str(link))
 
 
 def test_public_app_refuses_outside_paths_in_every_field(roots, monkeypatch, tiny_models):
     monkeypatch.setenv("SLERP_ARENA_PUBLIC", "1")
-    monkeypatch.setattr(app, "MODELS_ROOT", roots[0])
-    monkeypatch.setattr(app, "OUTPUTS", roots[1])
-    monkeypatch.setattr(app, "models", ModelCache())
+    monkeypatch.setenv("SLERP_ARENA_MODELS", str(roots[0]))
+    monkeypatch.setenv("SLERP_ARENA_OUTPUTS", str(roots[1]))
     outside = str(tiny_models("llama", 1))
     with pytest.raises(gr.Error, match="outside the folders"):
-        app.merge(tiny_yaml(outside, outside), "x", False, None, progress=lambda *a, **k: None)
+        merge_tab.merge(tiny_yaml(outside, outside), "x", False, merge_tab.MergeSession(), progress=lambda *a, **k: None)
     with pytest.raises(gr.Error, match="outside the folders"):
-        app.merge(tiny_yaml("../../etc/passwd", outside), "x", False, None, progress=lambda *a, **k: None)
-    assert "outside the folders" in app.describe_parents("../../etc/passwd", "")
-    state = app.SessionState()
+        merge_tab.merge(tiny_yaml("../../etc/passwd", outside), "x", False, merge_tab.MergeSession(), progress=lambda *a, **k: None)
+    assert "outside the folders" in merge_tab.describe_parents("../../etc/passwd", "")[0]
+    state = chat_tab.ChatSession()
     with pytest.raises(gr.Error, match="no model is switched on"):
-        list(app.chat("hi", "", 0.0, 1.0, 4, 0, "../../etc/passwd", "", "", True, False, False, "bf16", "bf16", state))
+        list(chat_tab.chat("hi", "", 0.0, 1.0, 4, 0, "../../etc/passwd", "", "", True, False, False, "bf16", "bf16", state))
     assert "outside the folders" in state.arena.panes[0].status
     # Output names cannot climb out of outputs/ either: they are sanitized to one folder name.
     inside = str(shutil.copytree(tiny_models("llama", 2), roots[0] / "llama"))
-    output = app.merge(tiny_yaml(inside, inside), "../../etc/evil", False, None, progress=lambda *a, **k: None)[3]
+    output = merge_tab.merge(tiny_yaml(inside, inside), "../../etc/evil", False, merge_tab.MergeSession(), progress=lambda *a, **k: None)[2]
     assert Path(output).parent == roots[1] and Path(output).name == "etc-evil"
 
 
 def test_public_mode_size_limit_and_output_quota(roots, tiny_models):
     a = Path(shutil.copytree(tiny_models("llama", 1), roots[0] / "a"))
     config = parse_config(tiny_yaml(a, a))
-    with pytest.raises(MergeError, match="merges at most"):
+    with pytest.raises(UserError, match="merges at most"):
         run_merge(config, roots[1] / "big", policy=AccessPolicy((roots[0],), roots[1], max_parents_bytes=1000))
-    with pytest.raises(MergeError, match="quota"):
+    with pytest.raises(UserError, match="quota"):
         run_merge(config, roots[1] / "big", policy=AccessPolicy((roots[0],), roots[1], output_quota_bytes=1000))
     assert list(roots[1].iterdir()) == []
 
@@ -94,18 +93,17 @@ def test_pickle_checkpoints_are_refused_by_merge_and_chat(tiny_models, tmp_path)
 
     torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
     (folder / "model.safetensors").unlink()
-    with pytest.raises(MergeError, match="pickle checkpoints are not loaded"):
+    with pytest.raises(UserError, match="pickle checkpoints are not loaded"):
         run_merge(parse_config(tiny_yaml(folder, tiny_models("llama", 2))), tmp_path / "out")
-    with pytest.raises(InferenceError, match="only safetensors weights are loaded"):
+    with pytest.raises(UserError, match="pickle checkpoints are not loaded"):  # the same rule in chat
         load_model(str(folder), "bf16")
-    assert load_model(str(folder), "bf16", allow_pickle=True).report.precision == "bf16"  # explicitly trusted
 
 
 def test_different_hidden_sizes_are_refused(tiny_models, tmp_path):
     from tiny_models import build_tiny_model
 
     wide = build_tiny_model(tmp_path / "wide", "llama", 3, hidden=64)
-    with pytest.raises(MergeError, match="hidden_size differs"):
+    with pytest.raises(UserError, match="hidden_size differs"):
         run_merge(parse_config(tiny_yaml(tiny_models("llama", 1), wide)), tmp_path / "out")
 
 
@@ -114,7 +112,7 @@ def test_corrupted_safetensors_header_is_a_clear_error(tiny_models, tmp_path):
     data = bytearray((broken / "model.safetensors").read_bytes())
     data[8:20] = b"not json at!"
     (broken / "model.safetensors").write_bytes(bytes(data))
-    with pytest.raises(MergeError, match="corrupted safetensors header"):
+    with pytest.raises(UserError, match="corrupted safetensors header"):
         run_merge(parse_config(tiny_yaml(tiny_models("llama", 1), broken)), tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
@@ -142,7 +140,7 @@ def test_disk_full_mid_merge_leaves_nothing(tiny_models, tmp_path, monkeypatch):
         self._fh = FillingDisk(self._fh)
 
     monkeypatch.setattr(StreamingWriter, "__init__", init)
-    with pytest.raises(MergeError, match="disk under .* is full .* free disk space"):
+    with pytest.raises(UserError, match="disk under .* is full .* free disk space"):
         run_merge(parse_config(slices_config(tiny_models("llama", 1), tiny_models("llama", 2))), tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
 

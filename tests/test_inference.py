@@ -8,10 +8,10 @@ import pytest
 import torch
 from tiny_models import CHATML, build_tiny_model
 
+from core.errors import UserError
 from inference import (
     FALLBACK_TEMPLATE,
     GenerationSettings,
-    InferenceError,
     ModelCache,
     build_prompt,
     generate_reply,
@@ -114,9 +114,9 @@ def test_history_is_trimmed_from_the_oldest_turn_with_a_notice(tiny_models):
     full = build_prompt(loaded.tokenizer, history, context_length=4096, max_new_tokens=16)
     trimmed = build_prompt(loaded.tokenizer, history, context_length=len(full.input_ids) + 16 - 1, max_new_tokens=16)
     assert long_turn not in trimmed.text and "second" in trimmed.text and "dropped the 1 oldest" in trimmed.notice
-    with pytest.raises(InferenceError, match="shorten the message"):
+    with pytest.raises(UserError, match="shorten the message"):
         build_prompt(loaded.tokenizer, [{"role": "user", "content": long_turn * 5}], context_length=64, max_new_tokens=16)
-    with pytest.raises(InferenceError, match="empty message"):
+    with pytest.raises(UserError, match="empty message"):
         build_prompt(loaded.tokenizer, [{"role": "user", "content": "  "}])
 
 
@@ -179,9 +179,9 @@ def test_a_failing_model_shows_its_error_while_the_others_finish(tiny_models):
 
 
 def test_memory_guard_refuses_an_oversize_load(tiny_models):
-    with pytest.raises(InferenceError, match="needs about .* GB to load"):
+    with pytest.raises(UserError, match="needs about .* GB to load"):
         load_model(str(tiny_models("llama", 1)), "bf16", memory_budget=1000)
-    with pytest.raises(InferenceError, match="needs about"):
+    with pytest.raises(UserError, match="needs about"):
         ModelCache(memory_budget=1000).get(str(tiny_models("llama", 1)), "int8")
 
 
@@ -195,9 +195,9 @@ def test_model_cache_loads_each_source_and_precision_once(tiny_models):
 
 
 def test_bad_precision_and_missing_model_are_clear_errors(tmp_path):
-    with pytest.raises(InferenceError, match="precision"):
+    with pytest.raises(UserError, match="precision"):
         load_model("bundled:SmolLM2-135M-Instruct", "int4")
-    with pytest.raises(InferenceError, match="not a folder, a .gguf file or a Hub id"):
+    with pytest.raises(UserError, match="not a directory, a .gguf file or a Hub id"):
         load_model(str(tmp_path / "nothing-here"), "bf16")
 
 

@@ -5,57 +5,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import load_weights, slices_config, v_config
 from reference import bf16_ulps, reference_gradient, reference_slerp
-from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from merging import MergeCancelled, MergeError, parse_config, run_merge
+from core.errors import UserError
+from merging import MergeCancelled, parse_config, run_merge
 from merging.config import load_config
-
-LAZY_T = """
-  t:
-    - filter: self_attn
-      value: [0, 0.5, 0.3, 0.7, 1]
-    - filter: mlp
-      value: [1, 0.5, 0.7, 0.3, 0]
-    - value: 0.5
-"""
-
-
-def slices_config(base: Path, other: Path, t_yaml: str = LAZY_T, layers: tuple[int, int] = (0, 4), extra: str = "") -> str:
-    return f"""
-slices:
-  - sources:
-      - model: {base}
-        layer_range: [{layers[0]}, {layers[1]}]
-      - model: {other}
-        layer_range: [{layers[0]}, {layers[1]}]
-merge_method: slerp
-base_model: {base}
-parameters:
-{t_yaml}
-dtype: bfloat16
-{extra}"""
-
-
-def v_config(instruct: Path, base: Path) -> str:
-    return f"""
-models:
-  - model: {base}
-  - model: {instruct}
-merge_method: slerp
-base_model: {instruct}
-parameters:
-  t: [0, 0.5, 1, 0.5, 0]
-dtype: bfloat16
-"""
-
-
-def load_weights(folder: Path) -> dict[str, torch.Tensor]:
-    weights: dict[str, torch.Tensor] = {}
-    for file in sorted(folder.glob("*.safetensors")):
-        weights.update(load_file(file))
-    return weights
 
 
 def reference_t(rules: list[dict], name: str, x: float) -> float:
@@ -164,7 +120,7 @@ def test_vocab_mismatch_keeps_common_rows_and_warns(tiny_models, tmp_path):
 
 
 def test_other_shape_mismatch_is_an_error(tiny_models, tmp_path):
-    with pytest.raises(MergeError, match="num_hidden_layers|layers|shape"):
+    with pytest.raises(UserError, match="num_hidden_layers|layers|shape"):
         run_merge(parse_config(slices_config(tiny_models("llama", 1), tiny_models("llama", 2, num_layers=3), layers=(0, 4))),
                   tmp_path / "out")
     assert not (tmp_path / "out").exists()
@@ -183,13 +139,13 @@ def test_layer_range_sub_slice_gives_a_smaller_model(tiny_models, tmp_path):
 
 
 def test_layer_range_past_the_end_is_an_error(tiny_models, tmp_path):
-    with pytest.raises(MergeError, match="exceeds the 4 layers"):
+    with pytest.raises(UserError, match="exceeds the 4 layers"):
         run_merge(parse_config(slices_config(tiny_models("llama", 1), tiny_models("llama", 2), layers=(0, 6))), tmp_path / "o")
 
 
 def test_different_architectures_are_refused(tiny_models, tmp_path):
     config = parse_config(slices_config(tiny_models("llama", 1), tiny_models("qwen2", 2)))
-    with pytest.raises(MergeError, match="model_type differs"):
+    with pytest.raises(UserError, match="model_type differs"):
         run_merge(config, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
@@ -273,7 +229,7 @@ def test_existing_output_needs_overwrite_and_overwrite_replaces_it(tiny_models, 
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     config = parse_config(slices_config(tiny_models("llama", 1), tiny_models("llama", 2)))
-    with pytest.raises(MergeError, match="already exists.*overwrite"):
+    with pytest.raises(UserError, match="already exists.*overwrite"):
         run_merge(config, out)
     assert (out / "keep.txt").read_text() == "mine"
     run_merge(config, out, overwrite=True)
@@ -283,7 +239,7 @@ def test_existing_output_needs_overwrite_and_overwrite_replaces_it(tiny_models, 
 
 def test_missing_model_is_a_clear_error(tmp_path):
     config = parse_config(slices_config(tmp_path / "nope", tmp_path / "nada"))
-    with pytest.raises(MergeError, match="not a directory, a .gguf file or a Hub id"):
+    with pytest.raises(UserError, match="not a directory, a .gguf file or a Hub id"):
         run_merge(config, tmp_path / "out")
 
 
@@ -292,7 +248,7 @@ def test_folder_without_weights_is_a_clear_error(tiny_models, tmp_path):
     empty.mkdir()
     (empty / "config.json").write_text("{}")
     (empty / "pytorch_model.bin").write_bytes(b"pickle")
-    with pytest.raises(MergeError, match="no .safetensors weights.*pickle"):
+    with pytest.raises(UserError, match="no .safetensors weights.*pickle"):
         run_merge(parse_config(slices_config(empty, tiny_models("llama", 1))), tmp_path / "out")
 
 
@@ -302,6 +258,6 @@ def test_truncated_safetensors_is_a_clear_error(tiny_models, tmp_path):
     broken = Path(shutil.copytree(tiny_models("llama", 2), tmp_path / "broken"))
     weights = broken / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-1000])
-    with pytest.raises(MergeError, match="truncated"):
+    with pytest.raises(UserError, match="truncated"):
         run_merge(parse_config(slices_config(tiny_models("llama", 1), broken)), tmp_path / "out")
     assert not (tmp_path / "out").exists()

@@ -1,7 +1,7 @@
 import pytest
 
+from core.errors import UserError
 from merging.config import TRule
-from merging.errors import MergeError
 from merging.planning import gradient_value, layer_position, t_curve, t_for
 
 
@@ -32,5 +32,5 @@ def test_first_matching_filter_wins_and_catch_all_catches_the_rest():
 
 
 def test_missing_catch_all_is_a_clear_error():
-    with pytest.raises(MergeError, match="catch-all"):
+    with pytest.raises(UserError, match="catch-all"):
         t_for((TRule((0.5,), "mlp"),), "model.norm.weight", 0.0)

@@ -3,42 +3,42 @@
 import gradio as gr
 import pytest
 import torch
+from helpers import tiny_yaml
 from safetensors.torch import load_file
-from test_app import tiny_yaml
 
-import app
-from merging import MergeError, parse_config
+from core.errors import UserError
+from merging import parse_config
 from merging.merge import merge_in_memory
+from ui import chat_tab, context, merge_tab
 
 pytestmark = pytest.mark.usefixtures("isolated_app")
 
 
 def test_in_memory_merge_equals_the_merge_on_disk(tiny_models, tmp_path):
     a, b = tiny_models("llama", 1), tiny_models("llama", 2)
-    state = app.SessionState()
-    output = app.merge(tiny_yaml(a, b, "[0, 0.5, 1]"), "disk", False, state, progress=lambda *x, **k: None)[3]
+    output = merge_tab.merge(tiny_yaml(a, b, "[0, 0.5, 1]"), "disk", False, merge_tab.MergeSession(), progress=lambda *x, **k: None)[2]
     in_memory = merge_in_memory(parse_config(tiny_yaml(a, b, "[0, 0.5, 1]")), 10**9)
     on_disk = load_file(f"{output}/model.safetensors")
     assert in_memory.keys() == on_disk.keys() and all(torch.equal(in_memory[k], on_disk[k]) for k in on_disk)
-    with pytest.raises(MergeError, match="in-memory previews stop at"):
+    with pytest.raises(UserError, match="in-memory previews stop at"):
         merge_in_memory(parse_config(tiny_yaml(a, b)), 1000)
 
 
 def test_preview_swaps_the_merged_pane_and_frees_the_previous_one(tiny_models):
     a, b = str(tiny_models("llama", 1)), str(tiny_models("llama", 2))
-    state = app.SessionState()
-    output = app.merge(tiny_yaml(a, b), "merged", False, state, progress=lambda *x, **k: None)[3]
-    first, message, state = app.preview_t("0", "0", "0", output, "bf16", state)  # t = 0 everywhere: parent A
+    state = chat_tab.ChatSession()
+    output = merge_tab.merge(tiny_yaml(a, b), "merged", False, merge_tab.MergeSession(), progress=lambda *x, **k: None)[2]
+    first, message = chat_tab.preview_t("0", "0", "0", output, "bf16", state)  # t = 0 everywhere: parent A
     assert "Re-merged in memory in" in message and "swap:" in message
-    preview = app.models.get(first, "bf16")
+    preview = context.MODELS.get(first, "bf16")
     parent_a = load_file(f"{a}/model.safetensors")
     assert torch.equal(preview.model.state_dict()["model.layers.1.mlp.up_proj.weight"], parent_a["model.layers.1.mlp.up_proj.weight"])
-    second, _, state = app.preview_t("1", "1", "1", output, "bf16", state)
-    assert [m.name for m in app.models.loaded()] == [second]  # the first preview was freed
-    final = list(app.chat("hello", "", 0.0, 1.0, 4, 0, second, "", "", True, False, False, "bf16", "bf16", state))[-1]
+    second, _ = chat_tab.preview_t("1", "1", "1", output, "bf16", state)
+    assert [m.name for m in context.MODELS.loaded()] == [second]  # the first preview was freed
+    final = list(chat_tab.chat("hello", "", 0.0, 1.0, 4, 0, second, "", "", True, False, False, "bf16", "bf16", state))[-1]
     assert "4 tokens" in final[3] and "In-memory preview" not in final[3]
 
 
 def test_preview_needs_a_merge_made_here(tiny_models):
     with pytest.raises(gr.Error, match="not a merge made here"):
-        app.preview_t("0.5", "0.5", "0.5", str(tiny_models("llama", 1)), "bf16", None)
+        chat_tab.preview_t("0.5", "0.5", "0.5", str(tiny_models("llama", 1)), "bf16", chat_tab.ChatSession())

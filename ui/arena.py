@@ -10,10 +10,10 @@ import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
-from inference.errors import InferenceError
+from core.errors import UserError
 from inference.generation import GenerationSettings, Reply, stream_side_by_side
 from inference.loading import LoadedModel, ModelCache
-from inference.votes import VoteStore
+from ui.votes import VoteStore
 
 PANE_LABELS = ("Merged", "Parent A", "Parent B")
 
@@ -78,10 +78,10 @@ class ArenaSession:
 def send(session: ArenaSession, cache: ModelCache, message: str, settings: GenerationSettings, system_prompt: str = "",
          stop: threading.Event | None = None) -> Iterator[ArenaSession]:
     if not message.strip():
-        raise InferenceError("message", "empty message", "type a message before sending")
+        raise UserError("message", "empty message", "type a message before sending")
     panes = [p for p in session.panes if p.active]
     if not panes:
-        raise InferenceError("panes", "no model is switched on", "tick at least one pane and give it a model")
+        raise UserError("panes", "no model is switched on", "tick at least one pane and give it a model")
     for pane in panes:
         pane.history.append({"role": "user", "content": message})
     yield from _reply(session, panes, cache, settings, system_prompt, stop)
@@ -97,7 +97,7 @@ def regenerate(session: ArenaSession, cache: ModelCache, settings: GenerationSet
                 pane.history.pop()
             panes.append(pane)
     if not panes:
-        raise InferenceError("regenerate", "there is no message to answer again", "send a message first")
+        raise UserError("regenerate", "there is no message to answer again", "send a message first")
     yield from _reply(session, panes, cache, settings, system_prompt, stop)
 
 
@@ -113,7 +113,7 @@ def vote(session: ArenaSession, store: VoteStore, best: str, worst: str, setting
     """Record a verdict on the last replies. `best` / `worst` are display names
     ("Model 2") or "tie" / "" (no verdict); the real names are revealed afterwards."""
     if not session.replies_in():
-        raise InferenceError("vote", "there are no replies to judge yet", "send a message and wait for the replies")
+        raise UserError("vote", "there are no replies to judge yet", "send a message and wait for the replies")
     shown = dict(zip([f"Model {i + 1}" for i in range(len(session.panes))], session.panes, strict=True))
     verdicts: list[tuple[str, str | None]] = []
     for verdict, choice in (("best", best), ("worst", worst)):
@@ -121,13 +121,13 @@ def vote(session: ArenaSession, store: VoteStore, best: str, worst: str, setting
             verdicts.append(("tie", None))
         elif choice:
             if choice not in shown:
-                raise InferenceError(verdict, f"'{choice}' is not one of the panes", "pick Model 1, 2 or 3, or tie")
+                raise UserError(verdict, f"'{choice}' is not one of the panes", "pick Model 1, 2 or 3, or tie")
             verdicts.append((verdict, shown[choice].label))
     verdicts = list(dict.fromkeys(verdicts))
     if not verdicts:
-        raise InferenceError("vote", "nothing chosen", "pick the best (or worst) reply, or tie")
+        raise UserError("vote", "nothing chosen", "pick the best (or worst) reply, or tie")
     if best and best == worst and best != "tie":
-        raise InferenceError("vote", "the same reply is both best and worst", "pick two different replies")
+        raise UserError("vote", "the same reply is both best and worst", "pick two different replies")
     active = [p for p in session.panes if p.active and p.history]
     models = {p.label: p.ref for p in active}
     replies = {p.label: p.history[-1]["content"] for p in active}
@@ -170,7 +170,7 @@ def _reply(session: ArenaSession, panes: list[Pane], cache: ModelCache, settings
         try:
             loaded.append((pane, cache.get(pane.ref, pane.precision)))
             pane.status = ""
-        except InferenceError as exc:  # shown in this pane; the others still answer
+        except UserError as exc:  # shown in this pane; the others still answer
             pane.status = f"⚠️ {exc}"
             pane.history.pop()
     if not loaded:

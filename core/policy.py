@@ -17,8 +17,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from merging.errors import MergeError
-from merging.sources import BUNDLED_PREFIX, HUB_ID
+from core.errors import UserError
+from core.sources import kind_of
 
 GB = 10**9
 
@@ -32,23 +32,23 @@ class AccessPolicy:
 
     def check_model(self, ref: str) -> None:
         ref = ref.strip()
-        if ref.startswith(BUNDLED_PREFIX):
-            return
-        path = Path(ref).expanduser()
-        if not path.exists() and HUB_ID.match(ref) and ".." not in ref:
-            return  # a Hub id (resolve_model prefers a local folder of that name, so only when none exists)
-        self._inside(path, (*self.model_roots, self.output_root), "model", ref)
+        try:
+            if kind_of(ref) in ("bundled", "hub"):
+                return  # the same rule resolve_model uses: a local folder of that name wins over a Hub id
+        except UserError:
+            pass  # not a model reference at all; if it names a path outside the roots, say that first
+        self._inside(Path(ref).expanduser(), (*self.model_roots, self.output_root), "model", ref)
 
     def check_output(self, output: Path) -> None:
         self._inside(output, (self.output_root,), "output", str(output))
 
     def check_sizes(self, parents_bytes: int, output_bytes: int) -> None:
         if parents_bytes > self.max_parents_bytes:
-            raise MergeError("models", f"the parents take {parents_bytes / GB:.1f} GB; this Space merges at most "
+            raise UserError("models", f"the parents take {parents_bytes / GB:.1f} GB; this Space merges at most "
                              f"{self.max_parents_bytes / GB:.0f} GB", "pick smaller models or run the merge locally")
         used = sum(f.stat().st_size for f in self.output_root.rglob("*") if f.is_file()) if self.output_root.is_dir() else 0
         if used + output_bytes > self.output_quota_bytes:
-            raise MergeError("output", f"the outputs folder would grow to {(used + output_bytes) / GB:.1f} GB, over its "
+            raise UserError("output", f"the outputs folder would grow to {(used + output_bytes) / GB:.1f} GB, over its "
                              f"{self.output_quota_bytes / GB:.0f} GB quota", "delete earlier merges first")
 
     @staticmethod
@@ -56,7 +56,7 @@ class AccessPolicy:
         real = path.expanduser().resolve()
         if not any(real.is_relative_to(root.expanduser().resolve()) for root in roots):
             allowed = ", ".join(str(r) for r in roots)
-            raise MergeError(field, f"'{shown}' is outside the folders this app may use", f"use a Hub id or a path under {allowed}")
+            raise UserError(field, f"'{shown}' is outside the folders this app may use", f"use a Hub id or a path under {allowed}")
 
 
 def public_mode() -> bool:

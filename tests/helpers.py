@@ -1,0 +1,81 @@
+"""Helpers shared by the test modules (configs, weights, chat views, in-process CLIs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+LAZY_T = """
+  t:
+    - filter: self_attn
+      value: [0, 0.5, 0.3, 0.7, 1]
+    - filter: mlp
+      value: [1, 0.5, 0.7, 0.3, 0]
+    - value: 0.5
+"""
+
+
+def slices_config(base: Path, other: Path, t_yaml: str = LAZY_T, layers: tuple[int, int] = (0, 4), extra: str = "") -> str:
+    return f"""
+slices:
+  - sources:
+      - model: {base}
+        layer_range: [{layers[0]}, {layers[1]}]
+      - model: {other}
+        layer_range: [{layers[0]}, {layers[1]}]
+merge_method: slerp
+base_model: {base}
+parameters:
+{t_yaml}
+dtype: bfloat16
+{extra}"""
+
+
+def v_config(instruct: Path, base: Path) -> str:
+    return f"""
+models:
+  - model: {base}
+  - model: {instruct}
+merge_method: slerp
+base_model: {instruct}
+parameters:
+  t: [0, 0.5, 1, 0.5, 0]
+dtype: bfloat16
+"""
+
+
+def load_weights(folder: Path) -> dict[str, torch.Tensor]:
+    weights: dict[str, torch.Tensor] = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        weights.update(load_file(file))
+    return weights
+
+
+def tiny_yaml(a, b, t="0.5") -> str:
+    return f"models:\n  - model: {a}\n  - model: {b}\nmerge_method: slerp\nbase_model: {a}\nparameters:\n  t: {t}\ndtype: bfloat16\n"
+
+
+def text_of(message: dict) -> str:
+    """Chatbot content as it comes back from Gradio: a string or a list of text blocks."""
+    content = message["content"]
+    if isinstance(content, str):
+        return content
+    return "".join(block.get("text", "") for block in content if isinstance(block, dict))
+
+
+def unpack(view: tuple) -> tuple[list[list[dict]], list[str]]:
+    """(three histories with plain-text content, three stats lines) from a chat handler's output."""
+    bots = [bot.value if hasattr(bot, "value") else bot for bot in view[:3]]  # relabelled views carry gr.Chatbot updates
+    histories = [[{"role": m["role"], "content": text_of(m)} for m in bot] for bot in bots]
+    return histories, list(view[3:6])
+
+
+
+
+def run_main(main, argv: list[str], capsys) -> tuple[int, str, str]:
+    """A CLI's main(argv) in-process: (exit code, stdout, stderr)."""
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -120,10 +120,36 @@ def test_vocab_mismatch_keeps_common_rows_and_warns(tiny_models, tmp_path):
 
 
 def test_other_shape_mismatch_is_an_error(tiny_models, tmp_path):
-    with pytest.raises(UserError, match="num_hidden_layers|layers|shape"):
-        run_merge(parse_config(slices_config(tiny_models("llama", 1), tiny_models("llama", 2, num_layers=3), layers=(0, 4))),
-                  tmp_path / "out")
+    narrow = tiny_models("llama", 2, intermediate=48)  # same hidden size, other MLP width
+    with pytest.raises(UserError, match=r"tensor 'model\.layers\.0\.mlp\.\w+_proj\.weight' has shape \[\d+, \d+\] in base_model"):
+        run_merge(parse_config(slices_config(tiny_models("llama", 1), narrow)), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_blended_counts_agree_between_the_plan_and_the_merge(tiny_models, tmp_path):
+    """One rule for "blended" (it once read 0 in the dry run and 39 of 39 after the merge)."""
+    from merging.dry_run import dry_run
+
+    parent, other = tiny_models("llama", 1), tiny_models("llama", 2)
+    self_merge = parse_config(slices_config(parent, parent, t_yaml="  t: 0.5"))
+    assert dry_run(self_merge).blended == run_merge(self_merge, tmp_path / "self").blended == 0  # nothing mixes
+    pair = parse_config(slices_config(parent, other))
+    planned, merged = dry_run(pair).blended, run_merge(pair, tmp_path / "pair").blended
+    # LazyMergekit curves over 4 layers: t is 0 or 1 on the end layers of self_attn and mlp.
+    assert planned == merged and 0 < merged < len(run_merge(pair, tmp_path / "again").tensors)
+
+
+def test_the_parents_panel_and_the_merge_apply_one_compatibility_rule(tiny_models, tmp_path):
+    from tiny_models import build_tiny_model
+
+    from merging.inspect import compatibility_problems, inspect_model
+
+    base = tiny_models("llama", 1)
+    for other in (tiny_models("qwen2", 2), build_tiny_model(tmp_path / "wide", "llama", 3, hidden=64)):
+        shown = compatibility_problems(inspect_model(str(base)), inspect_model(str(other)))
+        with pytest.raises(UserError) as refused:
+            run_merge(parse_config(slices_config(base, other)), tmp_path / "out")
+        assert shown and shown[0].startswith(refused.value.problem)
 
 
 def test_layer_range_sub_slice_gives_a_smaller_model(tiny_models, tmp_path):

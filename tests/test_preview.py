@@ -3,7 +3,7 @@
 import gradio as gr
 import pytest
 import torch
-from helpers import tiny_yaml
+from helpers import tiny_yaml, unpack
 from safetensors.torch import load_file
 
 from core.errors import UserError
@@ -35,8 +35,10 @@ def test_preview_swaps_the_merged_pane_and_frees_the_previous_one(tiny_models):
     assert torch.equal(preview.model.state_dict()["model.layers.1.mlp.up_proj.weight"], parent_a["model.layers.1.mlp.up_proj.weight"])
     second, _ = chat_tab.preview_t("1", "1", "1", output, "bf16", state)
     assert [m.name for m in context.MODELS.loaded()] == [second]  # the first preview was freed
-    final = list(chat_tab.chat("hello", "", 0.0, 1.0, 4, 0, second, "", "", True, False, False, "bf16", "bf16", state))[-1]
-    assert "4 tokens" in final[3] and "In-memory preview" not in final[3]
+    # The Merged pane now answers with the t = 1 preview: parent B's weights, so parent B's greedy reply.
+    final = list(chat_tab.chat("hello", "", 0.0, 1.0, 6, 0, second, "", b, True, False, True, "bf16", "bf16", state))[-1]
+    (merged_chat, _, b_chat), (merged_stats, _, _) = unpack(final)
+    assert "tokens" in merged_stats and merged_chat[-1]["content"] == b_chat[-1]["content"]
 
 
 def test_preview_needs_a_merge_made_here(tiny_models):

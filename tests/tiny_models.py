@@ -41,8 +41,8 @@ def tiny_tokenizer(vocab_size: int = 320, chat_template: str | None = CHATML) ->
     return fast
 
 
-def tiny_config(arch: str, vocab_size: int, num_layers: int = 4, hidden: int = 32):
-    common = dict(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=num_layers,
+def tiny_config(arch: str, vocab_size: int, num_layers: int = 4, hidden: int = 32, intermediate: int | None = None):
+    common = dict(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=intermediate or 2 * hidden, num_hidden_layers=num_layers,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, bos_token_id=1, eos_token_id=2,
                   pad_token_id=0)
     if arch == "llama":
@@ -57,11 +57,12 @@ def tiny_config(arch: str, vocab_size: int, num_layers: int = 4, hidden: int = 3
 
 
 def build_tiny_model(folder: Path, arch: str, seed: int, *, num_layers: int = 4, vocab_size: int | None = None,
-                     chat_template: str | None = CHATML, dtype: torch.dtype = torch.bfloat16, hidden: int = 32) -> Path:
+                     chat_template: str | None = CHATML, dtype: torch.dtype = torch.bfloat16, hidden: int = 32,
+                     intermediate: int | None = None) -> Path:
     tokenizer = tiny_tokenizer(chat_template=chat_template)
     vocab = vocab_size or len(tokenizer)
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_config(arch, vocab, num_layers, hidden), dtype=dtype)
+    model = AutoModelForCausalLM.from_config(tiny_config(arch, vocab, num_layers, hidden, intermediate), dtype=dtype)
     with torch.no_grad():  # random init leaves norms at exactly 1.0; perturb them so merges see real angles
         for name, p in model.named_parameters():
             if "norm" in name:

@@ -65,3 +65,25 @@ def served_app(isolated_app):
     _, url, _ = demo.launch(prevent_thread_lock=True, show_error=True, quiet=True)
     yield url
     demo.close()
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+ARTIFACTS = ROOT / "artifacts"  # screenshots (ignored by git)
+
+
+@pytest.fixture
+def browser_page(served_app):
+    """A Debian Chromium page (Playwright, no browser download) on the served app,
+    1400x900 like a laptop; screenshots go to ARTIFACTS."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium", args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(served_app)
+        yield page
+        browser.close()

@@ -2,40 +2,28 @@
 merges the bundled SmolLM2 with itself, opens the merge in the Chat tab and gets three
 replies. A screenshot lands in artifacts/ (ignored by git)."""
 
-import shutil
-from pathlib import Path
-
-from playwright.sync_api import expect, sync_playwright
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+from conftest import ARTIFACTS
+from playwright.sync_api import expect
 
 
-def test_merge_smollm2_with_itself_then_chat_with_three_panes(served_app, smollm2_dir):
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.goto(served_app)
-        expect(page.get_by_text("Slerp Arena").first).to_be_visible(timeout=60_000)
-        expect(page.get_by_text("✅ compatible")).to_be_visible(timeout=60_000)  # parents inspected before anything runs
-        page.get_by_label("Output name (under outputs/)").fill("browser-merge")
-        page.get_by_role("button", name="Merge", exact=True).click()
-        expect(page.get_by_text("Merged into")).to_be_visible(timeout=120_000)
-        page.screenshot(path=str(ARTIFACTS / "browser-merge.png"), full_page=True)
-        page.get_by_role("button", name="Chat with this merge").click()
+def test_merge_smollm2_with_itself_then_chat_with_three_panes(browser_page, smollm2_dir):
+    page = browser_page
+    expect(page.get_by_text("Slerp Arena").first).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("✅ compatible")).to_be_visible(timeout=60_000)  # parents inspected before anything runs
+    page.get_by_label("Output name (under outputs/)").fill("browser-merge")
+    page.get_by_role("button", name="Merge", exact=True).click()
+    expect(page.get_by_text("Merged into")).to_be_visible(timeout=120_000)
+    page.screenshot(path=str(ARTIFACTS / "browser-merge.png"), full_page=True)
+    page.get_by_role("button", name="Chat with this merge").click()
 
-        page.get_by_text("Sampling (shared by all panes)").click()
-        page.get_by_label("temperature (0 = greedy)").first.fill("0")
-        page.get_by_label("max new tokens").first.fill("12")
-        page.get_by_label("Message").fill("What is the capital of France?")
-        page.get_by_role("button", name="Send").click()
-        bot_messages = page.locator(".message.bot")  # Gradio's class for assistant bubbles
-        expect(bot_messages).to_have_count(3, timeout=180_000)
-        expect(page.get_by_text("tok/s")).to_have_count(3, timeout=180_000)
-        page.screenshot(path=str(ARTIFACTS / "browser-chat.png"), full_page=True)
-        replies = [bot_messages.nth(i).inner_text() for i in range(3)]
-        browser.close()
+    page.get_by_text("Sampling (shared by all panes)").click()
+    page.get_by_label("temperature (0 = greedy)").first.fill("0")
+    page.get_by_label("max new tokens").first.fill("12")
+    page.get_by_label("Message").fill("What is the capital of France?")
+    page.get_by_role("button", name="Send").click()
+    bot_messages = page.locator(".message.bot")  # Gradio's class for assistant bubbles
+    expect(bot_messages).to_have_count(3, timeout=180_000)
+    expect(page.get_by_text("tok/s")).to_have_count(3, timeout=180_000)
+    page.screenshot(path=str(ARTIFACTS / "browser-chat.png"), full_page=True)
+    replies = [bot_messages.nth(i).inner_text() for i in range(3)]
     assert all("Paris" in reply for reply in replies), replies

@@ -147,7 +147,7 @@ def generate_reply(loaded: LoadedModel, history: list[Message], settings: Genera
             reply.notice = "; ".join(filter(None, [reply.notice, f"reply limited to {max_new_tokens} tokens by the context"]))
         eos = _eos_ids(loaded)
         pad = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else eos[0]
-        with torch.inference_mode():
+        with torch.inference_mode(), loaded.in_use():  # a busy model is never evicted from a cache
             model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), do_sample=False,
                            max_new_tokens=max_new_tokens, min_new_tokens=min(settings.min_new_tokens, max_new_tokens) or None,
                            repetition_penalty=settings.repetition_penalty, eos_token_id=eos, pad_token_id=pad,

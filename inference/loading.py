@@ -7,9 +7,11 @@ int8). Quantized models are loaded in bf16 and their linear layers converted in 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import psutil
 import torch
@@ -49,6 +51,18 @@ class LoadedModel:
     model: torch.nn.Module
     tokenizer: PreTrainedTokenizerBase
     report: LoadReport
+    busy: int = 0  # generations running on it now: a cache never evicts a busy model
+    _busy_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @contextlib.contextmanager
+    def in_use(self) -> Iterator[LoadedModel]:
+        with self._busy_lock:
+            self.busy += 1
+        try:
+            yield self
+        finally:
+            with self._busy_lock:
+                self.busy -= 1
 
     @property
     def name(self) -> str:
@@ -94,19 +108,26 @@ def free_memory(device: torch.device) -> tuple[int, int]:
     return memory.available, memory.total
 
 
+def guard_allowance(device: torch.device) -> int:
+    """Bytes a new load may take: what is free, less the share of memory kept free."""
+    available, total = free_memory(device)
+    return int(available - KEEP_FREE_FRACTION * total)
+
+
 def load_model(ref: str, precision: str = "auto", device: torch.device | None = None,
-               memory_budget: int | None = None) -> LoadedModel:
-    """Load `ref` in `precision`. `memory_budget` overrides the guard's byte allowance.
+               memory_budget: int | None = None, check_memory: bool = True) -> LoadedModel:
+    """Load `ref` in `precision`. `memory_budget` overrides the guard's byte allowance;
+    `check_memory=False` is for a caller that has made room itself (ModelCache).
     Only safetensors are read (core.sources refuses pickle-only folders: they run code)."""
     device = device or detect_device()
     resolved = resolve_precision(precision, device)
-    needed = estimate_load_bytes(ref)
-    available, total = free_memory(device)
-    allowance = memory_budget if memory_budget is not None else int(available - KEEP_FREE_FRACTION * total)
-    if needed > allowance:
-        raise UserError("model", f"'{ref}' needs about {needed / 1e9:.2f} GB to load but only "
-                        f"{max(allowance, 0) / 1e9:.2f} GB may be used (20% of memory is kept free)",
-                        "close other models, or pick a smaller model")
+    if check_memory:
+        needed = estimate_load_bytes(ref)
+        allowance = memory_budget if memory_budget is not None else guard_allowance(device)
+        if needed > allowance:
+            raise UserError("model", f"'{ref}' needs about {needed / 1e9:.2f} GB to load but only "
+                            f"{max(allowance, 0) / 1e9:.2f} GB may be used (20% of memory is kept free)",
+                            "close other models, or pick a smaller model")
 
     started = time.perf_counter()
     folder = resolve_model(ref)
@@ -171,41 +192,3 @@ def load_with_weights(folder: str, weights: dict[str, torch.Tensor], precision: 
                         time.perf_counter() - started, "In-memory preview." if resolved not in ("int8", "fp8")
                         else "In-memory preview. Embeddings and lm_head stay in bf16.")
     return LoadedModel(model, tokenizer, report)
-
-
-class ModelCache:
-    """Each distinct (source, precision) is loaded once; `replace` frees the old one."""
-
-    def __init__(self, device: torch.device | None = None, memory_budget: int | None = None):
-        self.device = device or detect_device()
-        self.memory_budget = memory_budget
-        self._models: dict[tuple[str, str], LoadedModel] = {}
-        self._lock = threading.Lock()
-
-    def get(self, ref: str, precision: str = "auto") -> LoadedModel:
-        key = (ref, resolve_precision(precision, self.device))
-        with self._lock:
-            if key not in self._models:
-                self._models[key] = load_model(ref, key[1], self.device, self.memory_budget)
-            return self._models[key]
-
-    def replace(self, old: LoadedModel | None, ref: str, precision: str = "auto") -> LoadedModel:
-        if old is not None:
-            self.unload(old)
-        return self.get(ref, precision)
-
-    def add(self, ref: str, loaded: LoadedModel) -> None:
-        """Register a model built in memory (a t-preview) under `ref`."""
-        with self._lock:
-            self._models[(ref, loaded.report.precision)] = loaded
-
-    def unload(self, loaded: LoadedModel) -> None:
-        with self._lock:
-            for key, value in list(self._models.items()):
-                if value is loaded:
-                    del self._models[key]
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-
-    def loaded(self) -> list[LoadedModel]:
-        return list(self._models.values())

@@ -190,7 +190,8 @@ def test_model_cache_loads_each_source_and_precision_once(tiny_models):
     ref = str(tiny_models("llama", 1))
     first = cache.get(ref, "int8")
     assert cache.get(ref, "int8") is first
-    bf16 = cache.replace(first, ref, "bf16")
+    cache.unload(first)
+    bf16 = cache.get(ref, "bf16")
     assert bf16.report.precision == "bf16" and cache.loaded() == [bf16]
 
 

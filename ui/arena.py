@@ -11,8 +11,9 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
 from core.errors import UserError
+from inference.cache import ModelCache
 from inference.generation import GenerationSettings, Reply, stream_side_by_side
-from inference.loading import LoadedModel, ModelCache
+from inference.loading import LoadedModel
 from ui.votes import VoteStore
 
 PANE_LABELS = ("Merged", "Parent A", "Parent B")

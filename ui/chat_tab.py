@@ -154,7 +154,7 @@ def preview_t(attn: str, mlp: str, default: str, merged_ref: str, merged_precisi
     loaded = load_with_weights(str(folder), weights, merged_precision, name)
     if session.preview is not None:
         context.MODELS.unload(session.preview)
-    context.MODELS.add(name, loaded)
+    context.MODELS.add(name, merged_precision, loaded)
     session.preview = loaded
     total = time.perf_counter() - started
     return name, (f"Re-merged in memory in {merged_s:.2f} s, loaded as {loaded.report.precision} in {total - merged_s:.2f} s "

@@ -1,0 +1,111 @@
+"""The models every visitor shares: each (reference, precision) is loaded once, and a load
+that does not fit evicts idle models, least recently used first.
+
+- Keys are what was *requested* ("auto" stays "auto"), so every lookup finds what was
+  stored, whatever "auto" resolves to on this device.
+- A model that is generating (`LoadedModel.busy`) is never evicted; a load is refused
+  only when evicting every idle model would still not make room, and the message says so.
+- Loads of the same key by concurrent visitors happen once (a per-key lock); loads of
+  different keys run side by side, each reserving its bytes while it loads.
+- Room is counted from the models' own sizes, so the rule can be tested with a small
+  byte budget; without a budget the guard's allowance (free memory less 20%) is used.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+from collections import OrderedDict
+
+import torch
+
+from core.errors import UserError
+from inference.loading import LoadedModel, detect_device, estimate_load_bytes, guard_allowance, load_model
+
+Key = tuple[str, str]  # (reference, requested precision)
+
+
+class ModelCache:
+    def __init__(self, device: torch.device | None = None, memory_budget: int | None = None):
+        """`memory_budget`: bytes all cached models may take together (None: the memory guard)."""
+        self.device = device or detect_device()
+        self.memory_budget = memory_budget
+        self._models: OrderedDict[Key, LoadedModel] = OrderedDict()  # least recently used first
+        self._key_locks: dict[Key, threading.Lock] = {}
+        self._reserved = 0  # bytes of loads in progress
+        self._lock = threading.Lock()
+
+    def get(self, ref: str, precision: str = "auto") -> LoadedModel:
+        key = (ref, precision)
+        with self._lock:
+            if (found := self._lookup(key)) is not None:
+                return found
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:  # a second visitor asking for the same model waits for the first load
+            with self._lock:
+                if (found := self._lookup(key)) is not None:
+                    return found
+            needed = estimate_load_bytes(ref)
+            self._make_room(ref, needed)
+            try:
+                loaded = load_model(ref, precision, self.device, check_memory=False)
+            finally:
+                with self._lock:
+                    self._reserved -= needed
+            with self._lock:
+                self._models[key] = loaded
+            return loaded
+
+    def add(self, ref: str, precision: str, loaded: LoadedModel) -> None:
+        """Register a model built in memory (a t-preview) under the precision it was asked in."""
+        with self._lock:
+            self._models[(ref, precision)] = loaded
+
+    def unload(self, loaded: LoadedModel) -> None:
+        with self._lock:
+            for key in [k for k, v in self._models.items() if v is loaded]:
+                del self._models[key]
+        self._release()
+
+    def loaded(self) -> list[LoadedModel]:
+        """Least recently used first."""
+        with self._lock:
+            return list(self._models.values())
+
+    def _lookup(self, key: Key) -> LoadedModel | None:
+        found = self._models.get(key)
+        if found is not None:
+            self._models.move_to_end(key)
+        return found
+
+    def _allowance(self) -> int:
+        if self.memory_budget is not None:
+            return self.memory_budget - sum(m.report.weight_bytes for m in self._models.values()) - self._reserved
+        return guard_allowance(self.device) - self._reserved
+
+    def _make_room(self, ref: str, needed: int) -> None:
+        """Evict idle models (LRU first) until `needed` bytes fit, then reserve them."""
+        with self._lock:
+            allowance = self._allowance()
+            idle = [(k, m) for k, m in self._models.items() if m.busy == 0]
+            freeable = sum(m.report.weight_bytes for _, m in idle)
+            if needed > allowance + freeable:
+                busy = len(self._models) - len(idle)
+                raise UserError("model", f"'{ref}' needs about {needed / 1e9:.2f} GB to load; {max(allowance + freeable, 0) / 1e9:.2f} GB "
+                                f"may be used even after unloading {len(idle)} idle model(s), and {busy} model(s) are busy generating",
+                                "wait for the other chats to finish, or pick a smaller model")
+            evicted = 0
+            for key, model in idle:
+                if needed <= allowance:
+                    break
+                del self._models[key]
+                allowance += model.report.weight_bytes
+                evicted += 1
+            self._reserved += needed
+        if evicted:
+            self._release()
+
+    def _release(self) -> None:
+        gc.collect()  # evicted models may hold reference cycles (hooks, tied weights)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()

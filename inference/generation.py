@@ -94,13 +94,21 @@ class EventStop(StoppingCriteria):
 
 
 class _ReplyStreamer(BaseStreamer):
-    """Receives token ids from generate; decodes the growing reply and reports text deltas."""
+    """Receives token ids from generate and reports the growing reply.
+
+    Incremental detokenization (as vLLM does it): each step decodes only a short window of
+    tokens, from `prefix` (text already emitted) to the end, and appends what the last
+    tokens add; re-decoding the whole reply made each token cost more than the last. The
+    window starts a few tokens back so that tokenizers which merge across token
+    boundaries (byte-level BPE, SentencePiece's leading spaces) decode as in one piece."""
 
     def __init__(self, tokenizer, on_text, started: float, stats: ReplyStats):
         self.tokenizer, self.on_text, self.started, self.stats = tokenizer, on_text, started, stats
         self.tokens: list[int] = []
         self.text = ""
         self.prompt_seen = False
+        self.prefix = 0  # window start
+        self.read = 0  # tokens whose text is already in self.text
 
     def put(self, value: torch.Tensor) -> None:
         if not self.prompt_seen:  # generate first hands over the prompt
@@ -110,17 +118,20 @@ class _ReplyStreamer(BaseStreamer):
         self.stats.new_tokens = len(self.tokens)
         if self.stats.first_token_s is None:
             self.stats.first_token_s = time.perf_counter() - self.started
-        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
-        if not text.endswith("\ufffd"):  # hold back half a multi-byte character
-            self._emit(text)
+        self._advance(final=False)
 
     def end(self) -> None:
-        self._emit(self.tokenizer.decode(self.tokens, skip_special_tokens=True))
+        self._advance(final=True)
 
-    def _emit(self, text: str) -> None:
-        if text != self.text:
-            self.text = text
-            self.on_text(text)
+    def _advance(self, final: bool) -> None:
+        decode = self.tokenizer.decode
+        before = decode(self.tokens[self.prefix:self.read], skip_special_tokens=True)
+        after = decode(self.tokens[self.prefix:], skip_special_tokens=True)
+        if len(after) <= len(before) or (after.endswith("\ufffd") and not final):  # half a multi-byte character
+            return
+        self.text += after[len(before):]
+        self.prefix, self.read = max(self.read - 4, 0), len(self.tokens)
+        self.on_text(self.text)
 
 
 def generate_reply(loaded: LoadedModel, history: list[Message], settings: GenerationSettings, stop: threading.Event,

@@ -23,6 +23,7 @@ from core.sources import read_config, resolve_model
 from inference.quantize import linear_weight_bytes, native_fp8_available, quantize_linears
 
 PRECISIONS = ("auto", "fp8", "int8", "bf16", "fp32")
+QUANTIZED_NOTE = "The embedding lookup stays in bf16; every linear, lm_head included, is quantized (lm_head in int8)."
 KEEP_FREE_FRACTION = 0.20  # the memory guard keeps this share of RAM / VRAM free
 
 hf_logging.set_verbosity_error()  # GGUF and generation advice is noise in a chat app
@@ -35,7 +36,7 @@ class LoadReport:
     backend: str
     device: str
     weight_bytes: int  # all parameters and buffers as stored
-    linear_bytes: int  # linear-layer weights (+ scales) as stored, lm_head excluded
+    linear_bytes: int  # linear-layer weights (+ scales) as stored, lm_head included
     linear_bf16_bytes: int  # the same weights in bf16, for comparison
     load_seconds: float
     note: str
@@ -157,7 +158,7 @@ def load_model(ref: str, precision: str = "auto", device: torch.device | None = 
         backends = [f"torch {resolved} (no quantization)"]
     weight_bytes = sum(t.nbytes for t in model.parameters()) + sum(t.nbytes for t in model.buffers())
     linear, linear_bf16 = linear_weight_bytes(model)
-    note = ("Embeddings and lm_head stay in bf16." if resolved in ("int8", "fp8") else "")
+    note = QUANTIZED_NOTE if resolved in ("int8", "fp8") else ""
     report = LoadReport(ref, resolved, ", ".join(backends), str(device), weight_bytes, linear, linear_bf16,
                         time.perf_counter() - started, note)
     return LoadedModel(model, tokenizer, report)
@@ -190,5 +191,5 @@ def load_with_weights(folder: str, weights: dict[str, torch.Tensor], precision: 
     weight_bytes = sum(t.nbytes for t in model.parameters()) + sum(t.nbytes for t in model.buffers())
     report = LoadReport(name, resolved, ", ".join(backends), str(device), weight_bytes, linear, linear_bf16,
                         time.perf_counter() - started, "In-memory preview." if resolved not in ("int8", "fp8")
-                        else "In-memory preview. Embeddings and lm_head stay in bf16.")
+                        else f"In-memory preview. {QUANTIZED_NOTE}")
     return LoadedModel(model, tokenizer, report)

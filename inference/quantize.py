@@ -1,8 +1,12 @@
 """Weight quantization of a loaded model's linear layers: int8 and FP8 (e4m3).
 
-Both keep one scale per output channel. Embeddings and lm_head stay in the model dtype:
-they are lookups / the final projection, where quantization error shows most and where
-SmolLM2-sized models tie them to the embedding anyway.
+Both keep one scale per output channel. Every linear is quantized, lm_head included: on
+SmolLM2 the tied bf16 lm_head (49152x576) cost 2.8 ms per token against 0.81 ms through
+`_weight_int8pack_mm`, and on Qwen2.5-0.5B it is 28% of the parameters. The embedding
+lookup stays exact in the model dtype; a tied lm_head gets its own quantized copy.
+The lm_head is int8 in FP8 models too: e4m3's 3 mantissa bits on the output projection
+turned SmolLM2's greedy "The capital of France is Paris." into "L'Étoile, la Cité, la
+Cité…" (measured), while int8 keeps it. On CUDA an FP8 model keeps a bf16 lm_head.
 
 Backends, chosen by the hardware:
 - int8 on CPU: `torch._weight_int8pack_mm` (int8 weight-only, measured ~3x faster than a
@@ -82,31 +86,30 @@ class FP8Linear(nn.Module):
 
 
 def quantize_linears(model: nn.Module, precision: str, device: torch.device) -> list[str]:
-    """Replace every nn.Linear but lm_head in place; returns the backends used."""
+    """Replace every nn.Linear (lm_head too) in place; returns the backends used."""
     native = native_fp8_available(device)
     backends: set[str] = set()
     targets = [(name, module) for name, module in model.named_modules() if isinstance(module, nn.Linear)]
-    output_embeddings = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     for name, module in targets:
-        if module is output_embeddings:
+        if module is output and precision == "fp8" and device.type == "cuda":
             continue
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        replacement = Int8Linear(module) if precision == "int8" else FP8Linear(module, native)
+        replacement = Int8Linear(module) if precision == "int8" or module is output else FP8Linear(module, native)
         setattr(parent, child, replacement.to(device))
         backends.add(replacement.backend)
     return sorted(backends)
 
 
 def linear_weight_bytes(model: nn.Module) -> tuple[int, int]:
-    """(bytes of the linear weights as stored, bytes they take in bf16), lm_head excluded."""
-    output_embeddings = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    """(bytes of the linear weights as stored, bytes they take in bf16), lm_head included."""
     stored = bf16 = 0
     for module in model.modules():
         if isinstance(module, (Int8Linear, FP8Linear)):
             stored += module.weight.nbytes + module.scale.nbytes
             bf16 += module.weight.numel() * 2
-        elif isinstance(module, nn.Linear) and module is not output_embeddings:
+        elif isinstance(module, nn.Linear):
             stored += module.weight.nbytes
             bf16 += module.weight.numel() * 2
     return stored, bf16

@@ -156,7 +156,7 @@ def generate_reply(loaded: LoadedModel, history: list[Message], settings: Genera
         max_new_tokens = min(settings.max_new_tokens, loaded.context_length - len(prompt.input_ids))
         if max_new_tokens < settings.max_new_tokens:
             reply.notice = "; ".join(filter(None, [reply.notice, f"reply limited to {max_new_tokens} tokens by the context"]))
-        eos = _eos_ids(loaded)
+        eos = eos_ids(loaded)
         pad = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else eos[0]
         with torch.inference_mode(), loaded.in_use():  # a busy model is never evicted from a cache
             model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), do_sample=False,
@@ -176,7 +176,7 @@ def generate_reply(loaded: LoadedModel, history: list[Message], settings: Genera
     return reply
 
 
-def _eos_ids(loaded: LoadedModel) -> list[int]:
+def eos_ids(loaded: LoadedModel) -> list[int]:
     ids = []
     configured = getattr(loaded.model.generation_config, "eos_token_id", None)
     ids.extend(configured if isinstance(configured, list) else [configured] if configured is not None else [])

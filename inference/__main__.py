@@ -7,9 +7,11 @@ python -m inference bench [MODEL] [--tokens 128]
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import threading
 import time
+from pathlib import Path
 
 from core.errors import UserError
 from core.sources import DEFAULT_MODEL
@@ -25,7 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     chat = commands.add_parser("chat", help="send one prompt to one or more models, side by side")
     chat.add_argument("models", nargs="+", help=f"local folders, Hub ids, .gguf files or {DEFAULT_MODEL}")
     chat.add_argument("--precision", default="auto", choices=PRECISIONS)
-    chat.add_argument("--prompt", required=True)
+    given = chat.add_mutually_exclusive_group(required=True)
+    given.add_argument("--prompt")
+    given.add_argument("--prompts-file", help="one prompt per line (# comments skipped): a fresh conversation each, "
+                       "one JSON line per reply per model on stdout")
     chat.add_argument("--system", default="", help="system prompt")
     chat.add_argument("--max-new-tokens", type=int, default=128)
     chat.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
@@ -46,10 +51,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_chat(args: argparse.Namespace) -> int:
+    prompts = read_prompts(args.prompts_file) if args.prompts_file else None
     models = [load_model(ref, args.precision) for ref in args.models]
     for m in models:
         print(f"[{m.name}] {m.report.summary()}", file=sys.stderr)
     settings = GenerationSettings(temperature=args.temperature, max_new_tokens=args.max_new_tokens, seed=args.seed)
+    if prompts is not None:
+        return run_prompt_set(models, prompts, settings, args.system)
     history = [{"role": "user", "content": args.prompt}]
     final = run_side_by_side(models, [history] * len(models), settings, system_prompt=args.system)
     failed = False
@@ -61,6 +69,30 @@ def run_chat(args: argparse.Namespace) -> int:
         s = reply.stats
         print(f"--- {s.new_tokens} tokens, first token {s.first_token_s or 0:.2f} s, {s.tokens_per_s:.1f} tok/s")
         failed |= bool(reply.error)
+    return 1 if failed else 0
+
+
+def read_prompts(path: str) -> list[str]:
+    file = Path(path)
+    if not file.is_file():
+        raise UserError("--prompts-file", f"'{path}' not found", "give a text file with one prompt per line")
+    prompts = [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip() and not line.startswith("#")]
+    if not prompts:
+        raise UserError("--prompts-file", f"'{path}' holds no prompt", "write one prompt per line")
+    return prompts
+
+
+def run_prompt_set(models: list[LoadedModel], prompts: list[str], settings: GenerationSettings, system: str) -> int:
+    """Each prompt as a fresh conversation with every model side by side; one JSON line
+    per reply per model, so a prompt set can be compared (or scored) from the shell."""
+    failed = False
+    for prompt in prompts:
+        history = [{"role": "user", "content": prompt}]
+        for reply in run_side_by_side(models, [history] * len(models), settings, system_prompt=system):
+            print(json.dumps({"model": reply.model, "prompt": prompt, "reply": reply.text, "tokens": reply.stats.new_tokens,
+                              "seconds": round(reply.stats.seconds, 3), **({"error": reply.error} if reply.error else {})},
+                             ensure_ascii=False), flush=True)
+            failed |= bool(reply.error)
     return 1 if failed else 0
 
 

@@ -231,3 +231,21 @@ def test_incremental_detokenization_equals_decoding_the_whole_reply(smollm2_dir)
         assert full.startswith(streamer.text)  # never ahead of, never different from the full decode
     streamer.end()
     assert streamer.text == tokenizer.decode(ids, skip_special_tokens=True) and seen[-1] == streamer.text
+
+
+def test_cli_prompts_file_gives_one_json_line_per_reply_per_model(tiny_models, tmp_path, capsys):
+    import json
+
+    from helpers import run_main
+
+    from inference.__main__ import main
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("# a comment\nhello\n\nhow are you?\n")
+    a, b = str(tiny_models("llama", 1)), str(tiny_models("qwen2", 2))
+    code, out, _ = run_main(main, ["chat", a, b, "--precision", "bf16", "--prompts-file", prompts, "--max-new-tokens", "4"], capsys)
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and [(r["model"], r["prompt"]) for r in rows] == [(a, "hello"), (b, "hello"), (a, "how are you?"), (b, "how are you?")]
+    assert all(r["tokens"] >= 1 and r["seconds"] > 0 and isinstance(r["reply"], str) for r in rows)
+    code, _, err = run_main(main, ["chat", a, "--prompts-file", tmp_path / "none.txt"], capsys)
+    assert code == 2 and "--prompts-file" in err

@@ -9,16 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import threading
 import time
 from pathlib import Path
 
 from core.errors import UserError
 from core.sources import DEFAULT_MODEL
-from inference.generation import GenerationSettings, generate_reply, run_side_by_side
+from inference.bench import run_bench
+from inference.generation import GenerationSettings, run_side_by_side
 from inference.loading import PRECISIONS, LoadedModel, load_model
-
-BENCH_PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,13 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     bench = commands.add_parser("bench", help="tokens/s and weight memory per precision, and side-by-side throughput")
     bench.add_argument("model", nargs="?", default=DEFAULT_MODEL)
     bench.add_argument("--tokens", type=int, default=128)
+    bench.add_argument("--space-default", action="store_true", help="also a random model with Qwen2.5-0.5B's exact config")
     demo = commands.add_parser("demo-parent", help="build (or find cached) the offline demo parent: SmolLM2 with a distilled persona")
     demo.add_argument("base", nargs="?", default=DEFAULT_MODEL)
     args = parser.parse_args(argv)
     try:
         if args.command == "demo-parent":
             return run_demo_parent(args.base)
-        return run_chat(args) if args.command == "chat" else run_bench(args.model, args.tokens)
+        return run_chat(args) if args.command == "chat" else run_bench(args.model, args.tokens, args.space_default)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -94,35 +93,6 @@ def run_prompt_set(models: list[LoadedModel], prompts: list[str], settings: Gene
                              ensure_ascii=False), flush=True)
             failed |= bool(reply.error)
     return 1 if failed else 0
-
-
-def run_bench(ref: str, tokens: int) -> int:
-    """Each precision in turn, then all three side by side vs one after another."""
-    settings = GenerationSettings(temperature=0.0, max_new_tokens=tokens, min_new_tokens=tokens)
-    history = [{"role": "user", "content": BENCH_PROMPT}]
-    models: list[LoadedModel] = []
-    speeds: dict[str, float] = {}
-    for precision in ("bf16", "int8", "fp8"):
-        loaded = load_model(ref, precision)
-        generate_reply(loaded, history, GenerationSettings(temperature=0.0, max_new_tokens=8), threading.Event())  # warm-up
-        reply = generate_reply(loaded, history, settings, threading.Event())
-        speeds[precision] = reply.stats.tokens_per_s
-        r = loaded.report
-        print(f"precision={precision} backend={r.backend.replace(' ', '_')} tok_s={reply.stats.tokens_per_s:.1f} "
-              f"weight_mb={r.weight_bytes / 1e6:.0f} linear_mb={r.linear_bytes / 1e6:.0f} "
-              f"linear_vs_bf16={r.linear_bytes / r.linear_bf16_bytes:.2f} vs_bf16={reply.stats.tokens_per_s / speeds['bf16']:.2f}",
-              flush=True)
-        models.append(loaded)
-
-    started = time.perf_counter()
-    sequential_tokens = sum(generate_reply(m, history, settings, threading.Event()).stats.new_tokens for m in models)
-    sequential = sequential_tokens / (time.perf_counter() - started)
-    started = time.perf_counter()
-    final = run_side_by_side(models, [history] * len(models), settings)
-    concurrent = sum(r.stats.new_tokens for r in final) / (time.perf_counter() - started)
-    print(f"side_by_side models={len(models)} sequential_total_tok_s={sequential:.1f} "
-          f"concurrent_total_tok_s={concurrent:.1f} ratio={concurrent / sequential:.2f}")
-    return 0
 
 
 def run_demo_parent(base: str) -> int:

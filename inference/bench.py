@@ -1,0 +1,143 @@
+"""Decode and prefill speed per precision, side by side with llama.cpp when it is installed.
+
+    python -m inference bench [MODEL] [--tokens 128] [--space-default]
+
+Every line is measured in this run: tok/s for `--tokens` greedy tokens (each reply is made
+that long), time to first token for a 1,000-token prompt (prefill), the ratio to bf16 and,
+when `llama_cpp` is importable, to llama.cpp on the same model requantized to Q8_0 with
+the same prompt, token count and thread count. `--space-default` adds a random-weight
+model with Qwen2.5-0.5B's exact config (the online Space's default size): one pane per
+precision, then three panes at once (merged int8 beside two bf16 parents).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from core.sources import BUNDLED_PREFIX, bundled_gguf, cache_root, kind_of
+from inference.chat import build_prompt
+from inference.generation import GenerationSettings, generate_reply, run_side_by_side
+from inference.loading import LoadedModel, load_model
+
+BENCH_PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
+PREFILL_TOKENS = 1000
+LLAMA_CPP_HINT = ("llama.cpp not measured: `pip install llama-cpp-python==0.3.36` (no wheel on the registry: it compiles "
+                  "from source, about 10 minutes on 2 cores) to compare in the same run")
+
+
+def decode_tok_s(loaded: LoadedModel, tokens: int) -> float:
+    history = [{"role": "user", "content": BENCH_PROMPT}]
+    generate_reply(loaded, history, GenerationSettings(temperature=0.0, max_new_tokens=8), threading.Event())  # warm-up
+    settings = GenerationSettings(temperature=0.0, max_new_tokens=tokens, min_new_tokens=tokens)
+    return generate_reply(loaded, history, settings, threading.Event()).stats.tokens_per_s
+
+
+def prefill_seconds(loaded: LoadedModel) -> float:
+    """Time to first token for a prompt of about PREFILL_TOKENS tokens."""
+    words = (BENCH_PROMPT + " ") * (PREFILL_TOKENS // 10)
+    ids = loaded.tokenizer(words, add_special_tokens=False)["input_ids"][:PREFILL_TOKENS]
+    prompt = loaded.tokenizer.decode(ids)
+    reply = generate_reply(loaded, [{"role": "user", "content": prompt}], GenerationSettings(temperature=0.0, max_new_tokens=1),
+                           threading.Event())
+    return reply.stats.first_token_s or reply.stats.seconds
+
+
+def llama_cpp_tok_s(ref: str, loaded: LoadedModel, tokens: int) -> float | None:
+    """llama.cpp on the same model: the GGUF requantized to Q8_0 through llama-cpp-python's
+    own quantize API, the same chat-templated prompt, token count and thread count."""
+    try:
+        import llama_cpp
+    except ImportError:
+        return None
+    kind = kind_of(ref)
+    if kind not in ("bundled", "gguf"):
+        return None  # llama.cpp reads GGUF; converting a safetensors folder is out of scope here
+    source = bundled_gguf(ref[len(BUNDLED_PREFIX):]) if kind == "bundled" else Path(ref)
+    q8 = cache_root() / "llama-cpp" / f"{source.stem}.Q8_0.gguf"
+    if not q8.is_file():
+        q8.parent.mkdir(parents=True, exist_ok=True)
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0
+        params.allow_requantize = True
+        with tempfile.NamedTemporaryFile(dir=q8.parent, suffix=".gguf", delete=False) as work:
+            llama_cpp.llama_model_quantize(str(source).encode(), work.name.encode(), params)
+        os.replace(work.name, q8)
+    threads = torch.get_num_threads()
+    llm = llama_cpp.Llama(str(q8), n_threads=threads, n_threads_batch=threads, n_ctx=2048, verbose=False)
+    prompt = build_prompt(loaded.tokenizer, [{"role": "user", "content": BENCH_PROMPT}]).text
+    llm.create_completion(prompt, max_tokens=8, temperature=0.0)  # warm-up
+    first = last = None
+    count = 0
+    for _ in llm.create_completion(prompt, max_tokens=tokens, temperature=0.0, stream=True):
+        last = time.perf_counter()
+        first = first or last
+        count += 1
+    return (count - 1) / (last - first) if count > 1 and last > first else None
+
+
+def bench_model(ref: str, tokens: int, label: str, llama_cpp: bool = True) -> dict[str, LoadedModel]:
+    speeds: dict[str, float] = {}
+    models: dict[str, LoadedModel] = {}
+    reference = None
+    for precision in ("bf16", "int8", "fp8"):
+        loaded = load_model(ref, precision)
+        if precision == "bf16" and llama_cpp:
+            reference = llama_cpp_tok_s(ref, loaded, tokens)
+            print(f"model={label} precision=llama.cpp-q8_0 tok_s={reference:.1f}" if reference else LLAMA_CPP_HINT, flush=True)
+        speeds[precision] = decode_tok_s(loaded, tokens)
+        r = loaded.report
+        ratio = f"{speeds[precision] / reference:.2f}" if reference else "n/a"
+        print(f"model={label} precision={precision} backend={r.backend.replace(' ', '_')} tok_s={speeds[precision]:.1f} "
+              f"prefill_{PREFILL_TOKENS}_s={prefill_seconds(loaded):.2f} weight_mb={r.weight_bytes / 1e6:.0f} "
+              f"linear_vs_bf16={r.linear_bytes / r.linear_bf16_bytes:.2f} vs_bf16={speeds[precision] / speeds['bf16']:.2f} "
+              f"vs_llama_cpp={ratio}", flush=True)
+        models[precision] = loaded
+    return models
+
+
+def three_panes(models: list[LoadedModel], tokens: int, label: str) -> None:
+    """Merged int8 beside two bf16 parents, all at once: each pane's own tok/s."""
+    history = [{"role": "user", "content": BENCH_PROMPT}]
+    settings = GenerationSettings(temperature=0.0, max_new_tokens=tokens, min_new_tokens=tokens)
+    final = run_side_by_side(models, [history] * len(models), settings)
+    panes = " ".join(f"pane{i + 1}_{m.report.precision}_tok_s={r.stats.tokens_per_s:.1f}" for i, (m, r) in enumerate(zip(models, final,
+                                                                                                                          strict=True)))
+    print(f"model={label} three_panes {panes}", flush=True)
+
+
+def space_default_model() -> Path:
+    """A random-weight model with Qwen2.5-0.5B's exact config (built offline, cached), with
+    the bundled SmolLM2 tokenizer for the prompt (its ids fit Qwen's larger vocabulary)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config
+
+    from core.sources import DEFAULT_MODEL, resolve_model
+
+    folder = cache_root() / "bench" / "qwen2.5-0.5b-shaped"
+    if (folder / "config.json").is_file():
+        return folder
+    config = Qwen2Config(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                         num_key_value_heads=2, max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-6,
+                         tie_word_embeddings=True, bos_token_id=151643, eos_token_id=151645)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=folder.parent))
+    model.save_pretrained(work)
+    AutoTokenizer.from_pretrained(resolve_model(DEFAULT_MODEL)).save_pretrained(work)
+    work.rename(folder)
+    return folder
+
+
+def run_bench(ref: str, tokens: int, space_default: bool) -> int:
+    models = bench_model(ref, tokens, "smollm2" if ref.startswith(BUNDLED_PREFIX) else Path(ref).name)
+    three_panes([models["int8"], models["bf16"], models["bf16"]], tokens, "smollm2")
+    if space_default:
+        models = bench_model(str(space_default_model()), min(tokens, 64), "qwen2.5-0.5b-shaped", llama_cpp=False)
+        three_panes([models["int8"], models["bf16"], models["bf16"]], min(tokens, 64), "qwen2.5-0.5b-shaped")
+    return 0

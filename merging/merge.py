@@ -110,9 +110,11 @@ def run_merge(
     on_progress: Callable[[Progress], None] | None = None,
     cancel: threading.Event | None = None,
     policy: AccessPolicy | None = None,
+    exists_fix: str = "choose another output name, or overwrite it (--overwrite)",
 ) -> MergeResult:
     """Merge `config` into `output_dir`. `policy` (public mode) restricts which local
-    paths may be read or written and how big a merge may be."""
+    paths may be read or written and how big a merge may be. `exists_fix` is the advice
+    when the output exists, in the words of the caller's own controls (flag or checkbox)."""
     started = time.perf_counter()
     output = Path(output_dir)
     if policy is not None:
@@ -120,7 +122,7 @@ def run_merge(
         for ref in config.models:
             policy.check_model(ref)
     if output.exists() and not overwrite:
-        raise UserError("output_dir", f"'{output}' already exists", "choose another output name, or overwrite it (--overwrite)")
+        raise UserError("output_dir", f"'{output}' already exists", exists_fix)
     base, other = load_parents(config)
     plan = plan_merge(config, base, other)
     if policy is not None:

@@ -232,7 +232,7 @@ def heatmap_html(columns: list[str], rows: list[tuple[str, list[float | None]]],
         if theta is None:
             return "<td></td>"
         strength = (theta - low) / (high - low) if high > low else 0.0
-        shade = int(255 * (1 - 0.8 * strength))
+        shade = round(255 * (1 - 0.8 * strength))
         return f'<td style="background:rgb(255,{shade},{shade});color:#000;text-align:right;padding:2px 6px">{theta:.2f}</td>'
 
     head = "".join(f"<th style='padding:2px 6px'>{c}</th>" for c in columns)

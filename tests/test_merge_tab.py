@@ -24,7 +24,7 @@ def test_an_invalid_field_leaves_nothing_valid_on_screen_and_nothing_runs(tiny_m
     form = form_of(a, b, default="1.5")
     yaml_text, plot, message, preset, plan_box = merge_tab.form_to_yaml(*form)
     assert yaml_text == "# invalid: t (everything else): 1.5 is outside [0, 1] — use numbers between 0 (base_model) and 1 (the other)\n"
-    assert plot.value["data"] == [] and "no valid config" in plot.y_title
+    assert plot.value is None and "no valid config" in plot.caption
     assert message == "⚠️ " + yaml_text.removeprefix("# invalid: ").strip() and preset == "custom" and plan_box == ""
     # Merge, Plan and Divergence refuse with the field's message, whichever YAML the page sends
     # (the invalid marker, or the stale YAML of a click that beat the form's update).
@@ -80,10 +80,11 @@ def test_plot_has_a_line_per_filter_and_shows_a_sub_slice_at_its_real_layers(tin
     by_filter = {f: [(layer, t) for layer, t, g in rows if g == f] for f in ("self_attn", "mlp", "everything else")}
     assert by_filter == {"self_attn": [(1, 0.0), (2, 1.0)], "mlp": [(1, 1.0), (2, 0.0)], "everything else": [(1, 0.5), (2, 0.5)]}
     assert plot.x_lim == [0, 3]  # the base's 4 layers on x; layers 0 and 3 are outside the slice
-    assert plot.y_title == f"t (0 = {a.name}, 1 = {b.name})"
+    assert plot.y_title == "t (0 = parent A, 1 = parent B)"
+    assert plot.caption == f"t = 0: {a.name} (parent A, base) · t = 1: {b.name} (parent B)"
     # A pasted invalid YAML keeps the text, empties the plot, and clears a stale plan.
     filled = merge_tab.yaml_to_form("merge_method: ties\n")
-    assert filled[8].value["data"] == [] and filled[9].startswith("⚠️ merge_method") and filled[11] == ""
+    assert filled[8].value is None and filled[9].startswith("⚠️ merge_method") and filled[11] == ""
 
 
 def test_every_run_clears_the_last_result_and_failures_and_cancel_show_in_the_panel(tiny_models):

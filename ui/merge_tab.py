@@ -133,8 +133,10 @@ def t_plot(config: MergeConfig | None, base_layers: int = 0) -> gr.LinePlot:
     """The t plot: a line per filter with a legend, the base's layers on x, the parents named on y."""
     frame = curve_frame(config, base_layers)
     last = max(base_layers, int(frame["layer"].max()) + 1 if len(frame) else 0, 1) - 1
-    y_title = f"t (0 = {_short(config.base_model)}, 1 = {_short(config.other_model)})" if config else "t — no valid config"
-    return gr.LinePlot(value=frame, y_title=y_title, x_lim=[0, max(last, 1)])
+    if config is None:  # an empty value, not an empty frame: Gradio keeps the old lines for the latter
+        return gr.LinePlot(value=None, y_title="t", x_lim=[0, max(last, 1)], caption="no valid config: fix the field named below")
+    return gr.LinePlot(value=frame, y_title="t (0 = parent A, 1 = parent B)", x_lim=[0, max(last, 1)],
+                       caption=f"t = 0: {_short(config.base_model)} (parent A, base) · t = 1: {_short(config.other_model)} (parent B)")
 
 
 def _short(ref: str) -> str:
@@ -308,8 +310,8 @@ def build_merge_tab(demo: gr.Blocks) -> MergeTab:
                 overwrite = gr.Checkbox(False, label="overwrite", scale=1)
         with gr.Column(scale=2):
             plot = gr.LinePlot(initial[1].value, x="layer", y="t", color="filter", color_title="filter", y_lim=[0, 1],
-                               x_title="layer", y_title=initial[1].y_title, x_lim=initial[1].x_lim, label="t per layer",
-                               height=280)
+                               x_title="layer", y_title=initial[1].y_title, x_lim=initial[1].x_lim, caption=initial[1].caption,
+                               label="t per layer")
     form_message = gr.Markdown()
     yaml_box = gr.Code(initial[0], language="yaml", label="mergekit YAML (edit or paste: the form follows)", lines=14)
     with gr.Row():

@@ -6,7 +6,12 @@
    compared with the IO floor: reading both parents and writing one output's bytes.
 2. Synthetic pairs of about 0.35 GB and 1 GB each: peak RSS must not grow with size.
 
-Run: `make bench` (or `python benchmarks/merge_bench.py`). Prints a table; asserts nothing.
+Each pair also prints the dry run's estimates (`--dry-run`, the app's Plan) beside the
+measured figures: time against the merge's wall, peak RAM against the peak minus a child
+that only imports the merge code.
+
+Run: `make bench` (or `python benchmarks/merge_bench.py [--smollm2-only]`). Prints a table;
+asserts nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core.sources import cache_root, resolve_model  # noqa: E402
+from merging import parse_config, run_merge  # noqa: E402
+from merging.dry_run import dry_run  # noqa: E402
 
 SMOL_CONFIG = """
 slices:
@@ -162,9 +169,15 @@ def bench_pair(label: str, a: Path, b: Path, config_text: str, work: Path) -> fl
         rss_peaks.append(rss)
         floors.append(io_floor([a, b], folder_bytes(out), work / "floor.bin"))
     wall, rss, floor = min(walls), max(rss_peaks), min(floors)
-    imports, imports_rss = run_measured(["-c", "import merging.merge, tqdm"])
+    imports, imports_rss = run_measured(["-c", "import torch, merging.merge, merging.__main__"])
     print(f"{label:<22} parents {folder_bytes(a) / 1e6:7.0f} MB  merge wall {wall:5.2f} s  peak RSS {rss:6.0f} MB  "
           f"| IO floor {floor:5.2f} s  merge/floor {wall / floor:5.1f}x  (imports alone: {imports:.2f} s, {imports_rss:.0f} MB RSS)")
+    parsed = parse_config(config.read_text())
+    plan = dry_run(parsed)
+    merged = run_merge(parsed, out, overwrite=True)  # in this process: the merge's own time, without start-up and imports
+    print(f"{'':<22} dry run: estimated {plan.seconds_estimate:5.2f} s vs {merged.seconds:5.2f} s merging in-process "
+          f"({merged.seconds / plan.seconds_estimate:.1f}x) and {wall:5.2f} s CLI wall with imports; "
+          f"estimated peak {plan.peak_ram_bytes / 2**20:4.0f} MB vs measured {rss - imports_rss:4.0f} MB above the imports")
     return wall
 
 
@@ -200,6 +213,8 @@ def main() -> None:
     if not os.environ.get("MERGEKIT_PYTHON"):
         print("mergekit not compared: set MERGEKIT_PYTHON to a python with mergekit==0.1.5 to measure it in this run")
     ours = bench_pair("SmolLM2-135M pair", smol_a, smol_b, SMOL_CONFIG, work)
+    if "--smollm2-only" in sys.argv[1:]:
+        return
     # Optional: MERGEKIT_PYTHON=/path/to/python-with-mergekit-0.1.5 compares in the same run.
     if os.environ.get("MERGEKIT_PYTHON"):
         theirs = bench_mergekit(os.environ["MERGEKIT_PYTHON"], smol_a, smol_b, work)

@@ -1,8 +1,9 @@
 """Divergence map: the angle θ between two parents for every tensor, streamed in chunks
 like the merge itself (so a 7B pair is analysed in constant memory).
 
-θ is where SLERP differs from a straight average: near 0° the parents agree and t
-barely matters; near 90° they are unrelated and the merged tensor swings with t.
+θ is where SLERP differs from a straight average: near 0° (fine-tuned siblings: well
+under 5°) SLERP and a plain average agree, and t still moves the merge from one parent to
+the other; near 90° the parents are unrelated and SLERP keeps the norm an average loses.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """Dry run: what a merge will cost, without writing anything.
 
-Time is estimated from a throughput measured here and now: the first tensors of the plan
-(up to 64 MB of output) go through the real merge code with a writer that discards the
-bytes, and the rest is extrapolated.
+Time is estimated from the real merge code, measured here and now: one tensor of every
+kind in the plan (shape, dtypes, blended or copied) goes through merge_tensor with a
+writer that discards the bytes, and each kind's time is multiplied by how often it occurs.
+Peak RAM is the merge's own working set (merge.working_set_bytes), not the RSS of the
+process that asks: in the app that process also holds the chat models.
 """
 
 from __future__ import annotations
@@ -10,14 +12,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import psutil
 import torch
 
 from merging.config import MergeConfig
-from merging.merge import CHUNK_ELEMENTS, load_parents, merge_tensor
-from merging.planning import plan_merge
-
-SAMPLE_BYTES = 64 * 10**6
+from merging.merge import load_parents, merge_tensor, working_set_bytes
+from merging.planning import TensorPlan, plan_merge
 
 
 @dataclass(frozen=True)
@@ -37,8 +36,10 @@ class PlanSummary:
             f"output: {self.tensors} tensors ({self.blended} blended), {self.num_layers} layers, "
             f"{self.output_bytes / 1e6:,.0f} MB on disk (disk needed: {self.output_bytes / 1e6:,.0f} MB + a few kB of metadata)",
             f"parents read: {self.parents_bytes / 1e6:,.0f} MB",
-            f"estimated peak RAM: {self.peak_ram_bytes / 1e6:,.0f} MB (does not grow with model size)",
-            f"estimated time: {self.seconds_estimate:.1f} s (measured {self.measured_bytes_per_s / 1e6:,.0f} MB/s on a sample here)",
+            f"estimated peak RAM: {self.peak_ram_bytes / 1e6:,.0f} MB of working set (flat in model size; the process "
+            "running the merge adds its own, about 220 MB for `python -m merging`)",
+            f"estimated time: {self.seconds_estimate:.1f} s (one tensor of each kind merged here: "
+            f"{self.measured_bytes_per_s / 1e6:,.0f} MB/s)",
         ]
         return "\n".join(lines + [f"warning: {w}" for w in self.warnings])
 
@@ -51,20 +52,18 @@ class _DiscardingWriter:
 def dry_run(config: MergeConfig) -> PlanSummary:
     base, other = load_parents(config)
     plan = plan_merge(config, base, other)
-    # Sample from the middle of the plan (decoder layers, most of any model), after one
-    # warm-up tensor so first-call costs are not extrapolated to the whole model.
-    middle = plan.tensors[len(plan.tensors) // 2:] + plan.tensors[: len(plan.tensors) // 2]
-    merge_tensor(middle[0], _DiscardingWriter())
-    sample_bytes, started = 0, time.perf_counter()
-    for tensor in middle:
-        merge_tensor(tensor, _DiscardingWriter())
-        sample_bytes += tensor.numel * tensor.out_dtype.itemsize
-        if sample_bytes >= SAMPLE_BYTES:
-            break
-    rate = sample_bytes / max(time.perf_counter() - started, 1e-6)
-    # Working set per chunk: two parent reads, their float32 copies, the float32 result
-    # and its cast; plus up to three chunks queued for the disk writer.
-    working_set = CHUNK_ELEMENTS * (2 * 2 + 2 * 4 + 2 * 4 + 2) + 3 * CHUNK_ELEMENTS * 4
+    kinds: dict[tuple, list[TensorPlan]] = {}
+    for tensor in plan.tensors:
+        key = (tensor.shape, tensor.base.dtype, tensor.compute_dtype, tensor.out_dtype, tensor.blends, tensor.same_bytes)
+        kinds.setdefault(key, []).append(tensor)
+    seconds = 0.0
+    for members in kinds.values():
+        if len(members) > 1:  # warm-up: a first call's costs (fresh buffers, page faults) are not multiplied
+            merge_tensor(members[0], _DiscardingWriter())
+        started = time.perf_counter()
+        merge_tensor(members[-1], _DiscardingWriter())
+        seconds += (time.perf_counter() - started) * len(members)
+    rate = plan.output_bytes / max(seconds, 1e-6)
     warnings = list(plan.warnings)
     if "lm_head.weight" not in base.tensors:
         warnings.append("tied embeddings: no lm_head tensor; the merged model ties them too")
@@ -72,4 +71,4 @@ def dry_run(config: MergeConfig) -> PlanSummary:
         warnings.append(f"sub-slice: the output has {plan.num_layers} of the base's {base.num_layers} layers")
     parents = base.nbytes + (other.nbytes if other is not base else 0)
     return PlanSummary(len(plan.tensors), sum(1 for t in plan.tensors if t.blends), plan.num_layers, parents, plan.output_bytes,
-                       psutil.Process().memory_info().rss + working_set, plan.output_bytes / rate, rate, warnings)
+                       working_set_bytes(plan), seconds, rate, warnings)

@@ -17,6 +17,9 @@ PRESETS: dict[str, tuple[str, str, str]] = {  # (self_attn, mlp, default)
     "V-shape": ("0, 0.5, 1, 0.5, 0", "0, 0.5, 1, 0.5, 0", "0, 0.5, 1, 0.5, 0"),
     "LazyMergekit": ("0, 0.5, 0.3, 0.7, 1", "1, 0.5, 0.7, 0.3, 0", "0.5"),
 }
+CUSTOM = "custom"  # the preset control's name for gradients that match no preset
+# What the YAML box holds while a form field is invalid: a comment, so no stale config is shown.
+INVALID_YAML = "# invalid: "
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,7 @@ def config_from_form(form: MergeForm) -> MergeConfig:
     rules = (
         TRule(parse_gradient(form.self_attn, "t (self_attn)"), "self_attn"),
         TRule(parse_gradient(form.mlp, "t (mlp)"), "mlp"),
-        TRule(parse_gradient(form.default, "t (default)")),
+        TRule(parse_gradient(form.default, "t (everything else)")),
     )
     slices = None
     if form.layer_end:
@@ -80,8 +83,38 @@ def form_from_yaml(text: str) -> MergeForm:
                      span[0] if span else 0, span[1] if span else 0, config.dtype or "bfloat16")
 
 
+def preset_of(form: MergeForm) -> str:
+    """The preset whose three gradients the form holds (however they are spelled), or CUSTOM."""
+    def gradients(texts: tuple[str, str, str]) -> tuple[tuple[float, ...], ...] | None:
+        try:
+            return tuple(parse_gradient(text, "t") for text in texts)
+        except UserError:
+            return None
+
+    current = gradients((form.self_attn, form.mlp, form.default))
+    return next((name for name, texts in PRESETS.items() if current is not None and gradients(texts) == current), CUSTOM)
+
+
+def config_to_run(form: MergeForm, yaml_text: str) -> MergeConfig:
+    """The config a Merge / Plan / Divergence click runs: the YAML shown, byte for byte, and
+    only when the form is valid and says the same thing (a form edit whose YAML has not
+    arrived yet, or a field still invalid, refuses with that field's message)."""
+    config_from_form(form)  # the form's own error first: "t (default): 1.5 is outside [0, 1] — …"
+    if yaml_text.startswith(INVALID_YAML) or _canonical(form_from_yaml(yaml_text)) != _canonical(form):
+        raise UserError("form", "the YAML box does not show the form's values yet", "wait a moment, then press the button again")
+    return parse_config(yaml_text)
+
+
+def _canonical(form: MergeForm) -> MergeForm:
+    def gradient(text: str) -> str:
+        return format_gradient(parse_gradient(text, "t"))
+
+    return MergeForm(form.base_model.strip(), form.other_model.strip(), gradient(form.self_attn), gradient(form.mlp),
+                     gradient(form.default), int(form.layer_start or 0), int(form.layer_end or 0), form.dtype)
+
+
 def t_curves(config: MergeConfig, num_layers: int) -> dict[str, list[float]]:
     """t per layer for each curve the form shows (the first filter that matches wins)."""
     names = {"self_attn": "model.layers.0.self_attn.q_proj.weight", "mlp": "model.layers.0.mlp.up_proj.weight",
-             "default": "model.layers.0.input_layernorm.weight"}
+             "everything else": "model.layers.0.input_layernorm.weight"}
     return {label: t_curve(config.t_rules, name, num_layers) for label, name in names.items()}

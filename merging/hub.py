@@ -8,13 +8,22 @@ from core.errors import UserError
 from core.sources import HUB_ID
 
 
+class HubOffline(UserError):
+    """Raised before any network call when HF_HUB_OFFLINE is set; front ends add what the
+    user can do instead (the app offers the folder as a zip)."""
+
+    def __init__(self) -> None:
+        super().__init__("push", "this app runs offline (HF_HUB_OFFLINE is set)",
+                         "copy the merged folder to a machine that is online and run `huggingface-cli upload user/name FOLDER`")
+
+
 def push_folder(folder: Path, repo_id: str, token: str) -> str:
     from huggingface_hub import HfApi, constants
 
     if not HUB_ID.match(repo_id.strip()):
         raise UserError("repo", f"'{repo_id}' is not a Hub repo id", "write it as user/name")
     if constants.HF_HUB_OFFLINE:
-        raise UserError("push", "this app runs offline (HF_HUB_OFFLINE is set)", "download the folder and push it from a machine online")
+        raise HubOffline()
     api = HfApi(token=token.strip() or None)
     try:
         api.create_repo(repo_id.strip(), exist_ok=True)

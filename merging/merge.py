@@ -34,6 +34,14 @@ DEFAULT_SHARD_BYTES = 2 * 10**9
 # noise (and that most layer tensors of small models are one chunk), small enough that
 # peak RSS stays flat whatever the model size.
 CHUNK_ELEMENTS = 1024 * 1024
+# Peak memory of merge_tensor + StreamingWriter, in float32 buffers of one chunk (or of
+# the largest tensor when it is smaller): the two parents' reads and float32 copies, the
+# blend's temporaries and result, its cast, and the chunks queued for the disk writer,
+# plus a fixed part (plan, headers, writer thread). Calibrated against the VmHWM of real
+# merges (tests/test_dry_run.py measures one) rather than counted by hand: the allocator
+# keeps more than the live buffers.
+WORKING_SET_BUFFERS = 12
+WORKING_SET_FIXED_BYTES = 8 * 10**6
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json",
     "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json", "generation_config.json",
@@ -110,9 +118,11 @@ def run_merge(
     on_progress: Callable[[Progress], None] | None = None,
     cancel: threading.Event | None = None,
     policy: AccessPolicy | None = None,
+    exists_fix: str = "choose another output name, or overwrite it (--overwrite)",
 ) -> MergeResult:
     """Merge `config` into `output_dir`. `policy` (public mode) restricts which local
-    paths may be read or written and how big a merge may be."""
+    paths may be read or written and how big a merge may be. `exists_fix` is the advice
+    when the output exists, in the words of the caller's own controls (flag or checkbox)."""
     started = time.perf_counter()
     output = Path(output_dir)
     if policy is not None:
@@ -120,7 +130,7 @@ def run_merge(
         for ref in config.models:
             policy.check_model(ref)
     if output.exists() and not overwrite:
-        raise UserError("output_dir", f"'{output}' already exists", "choose another output name, or overwrite it (--overwrite)")
+        raise UserError("output_dir", f"'{output}' already exists", exists_fix)
     base, other = load_parents(config)
     plan = plan_merge(config, base, other)
     if policy is not None:
@@ -149,6 +159,12 @@ def run_merge(
         shutil.rmtree(work, ignore_errors=True)
     return MergeResult(output, config, reports, plan.num_layers, written, time.perf_counter() - started,
                        list(plan.warnings), plan.vocab_size)
+
+
+def working_set_bytes(plan: MergePlan) -> int:
+    """The RAM a merge of `plan` adds to the process running it (not the process itself)."""
+    largest = max((t.numel for t in plan.tensors), default=0)
+    return WORKING_SET_BUFFERS * min(largest, CHUNK_ELEMENTS) * 4 + WORKING_SET_FIXED_BYTES
 
 
 class CollectingWriter:

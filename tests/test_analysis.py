@@ -55,7 +55,10 @@ def test_dry_run_writes_nothing_and_reports_sizes_time_and_warnings(tiny_models,
 
 def test_app_plan_and_divergence_map(tiny_models):
     a, b = str(tiny_models("llama", 1)), str(tiny_models("llama", 2))
-    assert "estimated time" in merge_tab.plan(tiny_yaml(a, b))
-    assert merge_tab.plan("merge_method: ties").startswith("⚠️ merge_method")
-    heatmap = merge_tab.divergence_map(a, b, progress=lambda *args, **kwargs: None)
+    text = tiny_yaml(a, b)
+    form = merge_tab.yaml_to_form(text)[:8]  # the form the page shows for this YAML
+    assert "estimated time" in merge_tab.plan(text, *form)
+    assert merge_tab.plan("merge_method: ties", *form).startswith("⚠️ merge_method")
+    heatmap = merge_tab.divergence_map(text, *form, progress=lambda *args, **kwargs: None)
     assert "<table" in heatmap and "layer 0" in heatmap and "embeddings" in heatmap
+    assert "Colours span this map's own range" in heatmap

@@ -1,6 +1,7 @@
 """The app's handlers as plain functions, then the launched app through gradio_client."""
 
-import gradio as gr
+import zipfile
+
 import pytest
 from gradio_client import Client
 from helpers import text_of, tiny_yaml, unpack
@@ -15,20 +16,21 @@ pytestmark = pytest.mark.usefixtures("isolated_app")
 def test_form_and_yaml_stay_in_sync_both_ways(tiny_models):
     a, b = str(tiny_models("llama", 1)), str(tiny_models("llama", 2))
     _, base_layers = merge_tab.describe_parents(a, b)
-    yaml_text, frame, message = merge_tab.form_to_yaml(a, b, *PRESETS["LazyMergekit"], 0, 0, "bfloat16", base_layers)
-    assert message == "" and "value: [0, 0.5, 0.3, 0.7, 1]" in yaml_text
-    assert set(frame["curve"]) == {"self_attn", "mlp", "default"} and len(frame) == 3 * 4  # 4 layers per curve
+    yaml_text, plot, message, preset, _ = merge_tab.form_to_yaml(a, b, *PRESETS["LazyMergekit"], 0, 0, "bfloat16", base_layers)
+    assert message == "" and "value: [0, 0.5, 0.3, 0.7, 1]" in yaml_text and preset == "LazyMergekit"
+    rows = plot.value["data"]
+    assert {row[2] for row in rows} == {"self_attn", "mlp", "everything else"} and len(rows) == 3 * 4  # 4 layers per curve
     pasted = yaml_text.replace("value: 0.5", "value: 0.25").replace("bfloat16", "float16")
     filled = merge_tab.yaml_to_form(pasted)
     assert filled[:8] == (a, b, "0, 0.5, 0.3, 0.7, 1", "1, 0.5, 0.7, 0.3, 0", "0.25", 0, 0, "float16")
-    assert filled[-1] == ""
+    assert filled[9:] == ("", "custom", "")
 
 
 def test_bad_form_and_bad_yaml_show_one_line_errors(tiny_models):
     a = str(tiny_models("llama", 1))
-    *_, message = merge_tab.form_to_yaml(a, a, "0, oops", "0.5", "0.5", 0, 0, "bfloat16")
+    message = merge_tab.form_to_yaml(a, a, "0, oops", "0.5", "0.5", 0, 0, "bfloat16")[2]
     assert message.startswith("⚠️ t (self_attn): 'oops' is not a number")
-    assert merge_tab.yaml_to_form("merge_method: ties\n")[-1].startswith("⚠️ merge_method")
+    assert merge_tab.yaml_to_form("merge_method: ties\n")[9].startswith("⚠️ merge_method")
 
 
 def test_parents_panel_shows_architecture_and_incompatibility(tiny_models):
@@ -45,8 +47,9 @@ def test_merge_then_chat_with_merged_and_parents(tiny_models):
     assert "layer 3" in heatmap and "<table" in heatmap
     assert output.endswith("my-merge") and "Merged into" in summary and "slerp" in card
     assert output in merge_tab.known_models()
-    with pytest.raises(gr.Error, match="already exists"):  # one visitor cannot silently replace a merge
-        merge_tab.merge(tiny_yaml(a, b), "my merge!", False, state, progress=lambda *args, **kwargs: None)
+    refused = merge_tab.merge(tiny_yaml(a, b), "my merge!", False, state, progress=lambda *args, **kwargs: None)
+    assert "already exists" in refused[0] and "tick “overwrite”" in refused[0] and "--overwrite" not in refused[0]
+    assert refused[1:] == ("", "", "")  # one visitor cannot silently replace a merge; the old result is cleared
     assert merge_tab.merge(tiny_yaml(a, b, "0.2"), "my merge!", True, state, progress=lambda *args, **kwargs: None)[2] == output
     merged_ref, chat_a, chat_b, _ = app.chat_with_merge(output, a, b)
     updates = list(chat_tab.chat("hello", "", 0.0, 1.0, 8, 0, merged_ref, chat_a, chat_b, True, True, True, "int8", "bf16", session))
@@ -66,10 +69,10 @@ def test_merge_then_chat_with_merged_and_parents(tiny_models):
 
 def test_merge_errors_are_shown_not_crashes(tiny_models):
     a = str(tiny_models("llama", 1))
-    with pytest.raises(gr.Error, match="merge_method"):
-        merge_tab.merge(tiny_yaml(a, a).replace("slerp", "ties"), "x", False, merge_tab.MergeSession(), progress=lambda *a, **k: None)
-    with pytest.raises(gr.Error, match="output name"):
-        merge_tab.merge(tiny_yaml(a, a), "  ", False, merge_tab.MergeSession(), progress=lambda *a, **k: None)
+    bad_method = merge_tab.merge(tiny_yaml(a, a).replace("slerp", "ties"), "x", False, merge_tab.MergeSession(),
+                                 progress=lambda *a, **k: None)
+    assert bad_method[0].startswith("### ❌ Merge failed\nmerge_method:")
+    assert "output name: empty" in merge_tab.merge(tiny_yaml(a, a), "  ", False, merge_tab.MergeSession(), progress=lambda *a, **k: None)[0]
 
 
 def test_cancel_stops_a_merge_and_leaves_nothing(tiny_models):
@@ -79,8 +82,8 @@ def test_cancel_stops_a_merge_and_leaves_nothing(tiny_models):
     def cancel_on_first_tensor(fraction, desc=""):
         merge_tab.cancel_merge(state)
 
-    with pytest.raises(gr.Error, match="cancelled"):
-        merge_tab.merge(tiny_yaml(a, b), "cancelled", False, state, progress=cancel_on_first_tensor)
+    assert merge_tab.merge(tiny_yaml(a, b), "cancelled", False, state, progress=cancel_on_first_tensor) == (
+        "### ⏹ Cancelled — nothing was written", "", "", "")
     assert not context.outputs_root().exists() or not any(context.outputs_root().iterdir())
 
 
@@ -98,8 +101,12 @@ def test_offline_push_gives_a_clear_message(tmp_path, monkeypatch):
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    assert "offline" in merge_tab.push_to_hub(str(tmp_path), "me/merge", "token")
-    assert "user/name" in merge_tab.push_to_hub(str(tmp_path), "not a repo", "token")
+    (tmp_path / "config.json").write_text("{}")
+    message, archive = merge_tab.push_to_hub(str(tmp_path), "me/merge", "token")
+    assert "offline" in message and "download the zip" in message and archive.endswith(".zip")
+    assert zipfile.ZipFile(archive).namelist() == ["config.json"]
+    assert merge_tab.push_to_hub(str(tmp_path), "not a repo", "token") == (
+        "⚠️ repo: 'not a repo' is not a Hub repo id — write it as user/name", None)
 
 
 def test_gradio_client_merges_then_streams_a_chat(tiny_models, served_app):

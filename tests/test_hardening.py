@@ -62,10 +62,9 @@ def test_public_app_refuses_outside_paths_in_every_field(roots, monkeypatch, tin
     monkeypatch.setenv("SLERP_ARENA_MODELS", str(roots[0]))
     monkeypatch.setenv("SLERP_ARENA_OUTPUTS", str(roots[1]))
     outside = str(tiny_models("llama", 1))
-    with pytest.raises(gr.Error, match="outside the folders"):
-        merge_tab.merge(tiny_yaml(outside, outside), "x", False, merge_tab.MergeSession(), progress=lambda *a, **k: None)
-    with pytest.raises(gr.Error, match="outside the folders"):
-        merge_tab.merge(tiny_yaml("../../etc/passwd", outside), "x", False, merge_tab.MergeSession(), progress=lambda *a, **k: None)
+    for yaml_text in (tiny_yaml(outside, outside), tiny_yaml("../../etc/passwd", outside)):
+        result = merge_tab.merge(yaml_text, "x", False, merge_tab.MergeSession(), progress=lambda *a, **k: None)
+        assert "Merge failed" in result[0] and "outside the folders" in result[0]
     assert "outside the folders" in merge_tab.describe_parents("../../etc/passwd", "")[0]
     state = chat_tab.ChatSession()
     with pytest.raises(gr.Error, match="no model is switched on"):
@@ -73,8 +72,10 @@ def test_public_app_refuses_outside_paths_in_every_field(roots, monkeypatch, tin
     assert "outside the folders" in state.arena.panes[0].status
     # Output names cannot climb out of outputs/ either: they are sanitized to one folder name.
     inside = str(shutil.copytree(tiny_models("llama", 2), roots[0] / "llama"))
-    output = merge_tab.merge(tiny_yaml(inside, inside), "../../etc/evil", False, merge_tab.MergeSession(), progress=lambda *a, **k: None)[2]
+    summary, _, output, _ = merge_tab.merge(tiny_yaml(inside, inside), "../../etc/evil", False, merge_tab.MergeSession(),
+                                            progress=lambda *a, **k: None)
     assert Path(output).parent == roots[1] and Path(output).name == "etc-evil"
+    assert f"saved as `{roots[1].name}/etc-evil`" in summary  # the user is told, not silently renamed
 
 
 def test_public_mode_size_limit_and_output_quota(roots, tiny_models):
@@ -173,9 +174,9 @@ def test_a_killed_merge_leaves_no_model_and_a_rerun_succeeds(tmp_path):
 
 def test_bad_input_through_the_api_leaves_the_app_serving(served_app, tiny_models):
     client = Client(served_app, verbose=False)
-    with pytest.raises(Exception, match="merge_method"):
-        client.predict("merge_method: ties\nmodels: [{model: a}, {model: b}]\nbase_model: a\nparameters: {t: 0.5}",
-                       "bad", False, api_name="/merge")
+    refused, *_ = client.predict("merge_method: ties\nmodels: [{model: a}, {model: b}]\nbase_model: a\nparameters: {t: 0.5}",
+                                 "bad", False, api_name="/merge")
+    assert refused.startswith("### ❌ Merge failed\nmerge_method:")  # the page's failed state, over the API too
     with pytest.raises(Exception, match="empty message"):
         client.predict("   ", "", 0.0, 1.0, 4, 0, "", str(tiny_models("llama", 1)), "", False, True, False, "bf16", "bf16",
                        api_name="/chat")

@@ -4,6 +4,8 @@ progress and cancel, look at θ, push to the Hub."""
 from __future__ import annotations
 
 import re
+import shutil
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -13,18 +15,19 @@ import gradio as gr
 import pandas as pd
 
 from core.errors import UserError
-from core.sources import DEFAULT_MODEL, cache_root, resolve_model
+from core.sources import BUNDLED_PREFIX, DEFAULT_MODEL, cache_root, is_converted, kind_of, resolve_model
 from inference.demo_parent import build_demo_parent
 from merging import Progress, parse_config, run_merge
 from merging.analyze import angles_of_merge, divergence, divergence_grid
 from merging.checkpoint import open_checkpoint
-from merging.config import DTYPES
+from merging.config import DTYPES, MergeConfig
 from merging.dry_run import dry_run
-from merging.form import PRESETS, MergeForm, config_from_form, form_from_yaml, t_curves
-from merging.hub import push_folder
+from merging.form import CUSTOM, INVALID_YAML, PRESETS, MergeForm, config_from_form, config_to_run, form_from_yaml, preset_of, t_curves
+from merging.hub import HubOffline, push_folder
 from merging.inspect import compatibility_problems, inspect_model
+from merging.merge import MergeCancelled
 from ui import context
-from ui.context import DEFAULT_A, DEFAULT_B, ON_SPACE, PRIVATE, check_models, shown_as_toast
+from ui.context import DEFAULT_A, DEFAULT_B, ON_SPACE, PRIVATE, check_models
 
 DEFAULT_PRESET = "V-shape" if ON_SPACE else "constant 0.5"
 FALLBACK_LAYERS = 24  # for the t plot while a parent's layer count is unknown
@@ -82,113 +85,187 @@ def describe_parents(a: str, b: str) -> tuple[str, int]:
     return "\n\n".join(lines), base_layers
 
 
-def apply_preset(name: str) -> tuple[str, str, str]:
-    return PRESETS[name]
+def apply_preset(name: str):
+    return PRESETS[name] if name in PRESETS else (gr.skip(), gr.skip(), gr.skip())  # "custom" keeps the fields
+
+
+def _form(a: str, b: str, attn: str, mlp: str, default: str, start: float, end: float, dtype: str) -> MergeForm:
+    return MergeForm(a or "", b or "", attn or "", mlp or "", default or "", int(start or 0), int(end or 0), dtype)
 
 
 def form_to_yaml(a: str, b: str, attn: str, mlp: str, default: str, start: float, end: float, dtype: str,
-                 base_layers: int = 0) -> tuple[str, pd.DataFrame, str]:
-    """Form -> YAML text, t-curve plot, and a message (empty, or the one-line error)."""
+                 base_layers: int = 0) -> tuple[str, gr.LinePlot, str, str, str]:
+    """Form -> (YAML text, t plot, message, preset, plan box). While a field is invalid the
+    YAML box says so (a comment) and the plot is empty: nothing stale stays on screen. Any
+    edit clears the last plan, which described another config."""
+    form = _form(a, b, attn, mlp, default, start, end, dtype)
     try:
-        config = config_from_form(MergeForm(a, b, attn, mlp, default, int(start or 0), int(end or 0), dtype))
+        config = config_from_form(form)
     except UserError as exc:
-        return gr.skip(), gr.skip(), f"⚠️ {exc}"
-    return config.to_yaml(), curve_frame(config, _layer_count(start, end, base_layers)), ""
+        return f"{INVALID_YAML}{exc}\n", t_plot(None, base_layers), f"⚠️ {exc}", preset_of(form), ""
+    return config.to_yaml(), t_plot(config, base_layers), "", preset_of(form), ""
 
 
 def yaml_to_form(text: str, base_layers: int = 0):
-    """Pasted YAML -> every form field, the plot and a message."""
+    """Pasted YAML -> every form field, the plot, a message, the preset and the plan box.
+    Invalid YAML leaves the text as typed, empties the plot and names the problem."""
     try:
         form = form_from_yaml(text)
         config = parse_config(text)
     except UserError as exc:
-        return *[gr.skip()] * 9, f"⚠️ {exc}"
+        return *[gr.skip()] * 8, t_plot(None, base_layers), f"⚠️ {exc}", gr.skip(), ""
     return (form.base_model, form.other_model, form.self_attn, form.mlp, form.default, form.layer_start, form.layer_end,
-            form.dtype, curve_frame(config, _layer_count(form.layer_start, form.layer_end, base_layers)), "")
+            form.dtype, t_plot(config, base_layers), "", preset_of(form), "")
 
 
-def _layer_count(start: float, end: float, base_layers: int) -> int:
-    return int(end) - int(start or 0) if end else (base_layers or FALLBACK_LAYERS)
+def curve_frame(config: MergeConfig | None, base_layers: int = 0) -> pd.DataFrame:
+    """t per layer, one row per (filter, layer); `layer` is the base model's real index, so
+    a layer_range sub-slice shows only its layers. Empty for no (valid) config."""
+    if config is None:
+        return pd.DataFrame({"layer": pd.Series(dtype=int), "t": pd.Series(dtype=float), "filter": pd.Series(dtype=str)})
+    first, end = config.slices[0].base.layer_range if config.slices and config.slices[0].base.layer_range else (0, 0)
+    count = end - first if end else (base_layers or FALLBACK_LAYERS)
+    return pd.DataFrame([{"layer": first + i, "t": t, "filter": label}
+                         for label, curve in t_curves(config, count).items() for i, t in enumerate(curve)])
 
 
-def curve_frame(config, num_layers: int) -> pd.DataFrame:
-    rows = [{"layer": i, "t": t, "curve": label} for label, curve in t_curves(config, num_layers).items() for i, t in enumerate(curve)]
-    return pd.DataFrame(rows)
+def t_plot(config: MergeConfig | None, base_layers: int = 0) -> gr.LinePlot:
+    """The t plot: a line per filter with a legend, the base's layers on x, the parents named on y."""
+    frame = curve_frame(config, base_layers)
+    last = max(base_layers, int(frame["layer"].max()) + 1 if len(frame) else 0, 1) - 1
+    if config is None:  # an empty value, not an empty frame: Gradio keeps the old lines for the latter
+        return gr.LinePlot(value=None, y_title="t", x_lim=[0, max(last, 1)], caption="no valid config: fix the field named below")
+    return gr.LinePlot(value=frame, y_title="t (0 = parent A, 1 = parent B)", x_lim=[0, max(last, 1)],
+                       caption=f"t = 0: {_short(config.base_model)} (parent A, base) · t = 1: {_short(config.other_model)} (parent B)")
 
 
-@shown_as_toast
-def merge(yaml_text: str, output_name: str, overwrite: bool, session: MergeSession,
+def _short(ref: str) -> str:
+    return Path(ref.removeprefix(BUNDLED_PREFIX).rstrip("/")).name or ref
+
+
+# The results panel (result, model card, output folder, θ map) is a small state machine:
+# idle -> running -> done | failed | cancelled. Every state but done empties the last result.
+IDLE = "*No merge yet: check the YAML, then press **Merge**.*"
+RUNNING = "⏳ **Merging…** progress is shown here; **Cancel** stops it and writes nothing."
+CANCELLED = "### ⏹ Cancelled — nothing was written"
+
+
+def failed(exc: UserError) -> tuple[str, str, str, str]:
+    return f"### ❌ Merge failed\n{exc}", "", "", ""
+
+
+def start_merge(yaml_text: str, a: str, b: str, attn: str, mlp: str, default: str, start: float, end: float,
+                dtype: str) -> tuple[str, str, str, str, str]:
+    """First step of a Merge click: the running state (previous result cleared), and the
+    YAML approved to run; or the failed state and "" when the form refuses."""
+    try:
+        config_to_run(_form(a, b, attn, mlp, default, start, end, dtype), yaml_text)
+    except UserError as exc:
+        return *failed(exc), ""
+    return RUNNING, "", "", "", yaml_text
+
+
+def merge(yaml_text: str, output_name: str, overwrite: bool, session: MergeSession, approved: str | None = None,
           progress=gr.Progress()):  # noqa: B008 -- Gradio injects it
-    """Run the merge in the YAML. Returns (summary, model card, output path, θ heatmap)."""
+    """Run the merge in the YAML. Returns the panel: (result, model card, output path, θ
+    heatmap). In the page `approved` is what start_merge let through (the API has none);
+    errors and Cancel end in the panel, not as an exception."""
+    if approved == "":
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()  # start_merge refused; its message is in the panel
+    if approved is not None and approved != yaml_text:
+        return failed(UserError("form", "the YAML changed while the merge was starting", "press Merge again"))
     session.cancel.clear()
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", output_name.strip()).strip(".-")
-    if not name:
-        raise UserError("output name", "empty", "type a name for the merged model")
+    typed = (output_name or "").strip()
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", typed).strip(".-")
 
     def on_progress(p: Progress) -> None:
-        progress(p.tensors_done / p.tensors_total,
-                 desc=f"{p.tensors_done}/{p.tensors_total} tensors · {p.bytes_written / 1e6:.0f} MB written")
+        stage = "Cancelling…" if session.cancel.is_set() else f"{p.tensors_done}/{p.tensors_total} tensors"
+        progress(p.tensors_done / p.tensors_total, desc=f"{stage} · {p.bytes_written / 1e6:.0f} MB written")
 
-    result = run_merge(parse_config(yaml_text), context.outputs_root() / name, overwrite=overwrite, on_progress=on_progress,
-                       cancel=session.cancel, policy=context.access_policy())
-    summary = "\n".join([
-        f"### ✅ Merged into `{result.output_dir}`",
-        f"- {result.summary()}",
-        *[f"- ⚠️ {w}" for w in result.warnings],
-    ])
+    try:
+        if not name:
+            raise UserError("output name", "empty", "type a name for the merged model")
+        result = run_merge(parse_config(yaml_text), context.outputs_root() / name, overwrite=overwrite, on_progress=on_progress,
+                           cancel=session.cancel, policy=context.access_policy(),
+                           exists_fix="choose another output name, or tick “overwrite”")
+    except MergeCancelled:
+        return CANCELLED, "", "", ""
+    except UserError as exc:
+        return failed(exc)
+    renamed = [f"- ℹ️ saved as `{context.outputs_root().name}/{name}`: a name keeps only letters, digits, `.`, `_` and `-`"
+               ] if name != typed else []
+    summary = "\n".join([f"### ✅ Merged into `{result.output_dir}`", f"- {result.summary()}", *renamed,
+                         *[f"- ⚠️ {w}" for w in result.warnings]])
     heatmap = heatmap_html(*divergence_grid(angles_of_merge(result.tensors)), title="θ between the parents in this merge (degrees)")
     return summary, (result.output_dir / "README.md").read_text(), str(result.output_dir), heatmap
 
 
-def plan(yaml_text: str) -> str:
-    """Dry run: sizes, peak RAM, time estimate and warnings, without writing anything."""
+def plan(yaml_text: str, a: str, b: str, attn: str, mlp: str, default: str, start: float, end: float, dtype: str) -> str:
+    """Dry run of the YAML shown: sizes, peak RAM, time estimate and warnings, nothing written."""
     try:
-        config = parse_config(yaml_text)
+        config = config_to_run(_form(a, b, attn, mlp, default, start, end, dtype), yaml_text)
         check_models(*config.models)
         return "```\n" + dry_run(config).describe() + "\n```"
     except UserError as exc:
         return f"⚠️ {exc}"
 
 
-def divergence_map(a: str, b: str, progress=gr.Progress()) -> str:  # noqa: B008 -- Gradio injects it
-    """Heatmap of the angle between the parents per layer and component."""
+def divergence_map(yaml_text: str, a: str, b: str, attn: str, mlp: str, default: str, start: float, end: float, dtype: str,
+                   progress=gr.Progress()) -> str:  # noqa: B008 -- Gradio injects it
+    """Heatmap of the angle between the parents of the YAML shown, per layer and component."""
     try:
-        check_models(a, b)
-        first, second = open_checkpoint(a, resolve_model(a)), open_checkpoint(b, resolve_model(b))
-        angles = divergence(first, second, on_progress=lambda done, total: progress(done / total, desc=f"{done}/{total} tensors"))
+        config = config_to_run(_form(a, b, attn, mlp, default, start, end, dtype), yaml_text)
+        first, second = config.base_model, config.other_model
+        check_models(first, second)
+        angles = divergence(open_checkpoint(first, resolve_model(first)), open_checkpoint(second, resolve_model(second)),
+                            on_progress=lambda done, total: progress(done / total, desc=f"{done}/{total} tensors"))
     except UserError as exc:
         return f"⚠️ {exc}"
-    return heatmap_html(*divergence_grid(angles), title=f"θ between {a} and {b} (degrees)")
+    return heatmap_html(*divergence_grid(angles), title=f"θ between {_short(first)} and {_short(second)} (degrees)")
 
 
 def heatmap_html(columns: list[str], rows: list[tuple[str, list[float | None]]], title: str) -> str:
-    """A table whose cells are shaded by θ: white at 0° (parents agree), deep red at 90°+."""
+    """A table of θ in degrees, shaded from white (this map's smallest θ) to deep red (its
+    largest), so a map whose angles all sit near 1° still shows where the parents differ most."""
+    values = [v for _, cells in rows for v in cells if v is not None]
+    low, high = (min(values), max(values)) if values else (0.0, 0.0)
+
     def cell(theta: float | None) -> str:
         if theta is None:
             return "<td></td>"
-        strength = min(theta / 90.0, 1.0)
-        color = f"rgb(255,{int(255 * (1 - strength))},{int(255 * (1 - strength))})"
-        return f'<td style="background:{color};text-align:right;padding:2px 6px">{theta:.1f}</td>'
+        strength = (theta - low) / (high - low) if high > low else 0.0
+        shade = round(255 * (1 - 0.8 * strength))
+        return f'<td style="background:rgb(255,{shade},{shade});color:#000;text-align:right;padding:2px 6px">{theta:.2f}</td>'
 
     head = "".join(f"<th style='padding:2px 6px'>{c}</th>" for c in columns)
-    body = "".join(f"<tr><th style='text-align:left;padding:2px 6px'>{name}</th>{''.join(cell(v) for v in values)}</tr>"
-                   for name, values in rows)
-    return (f"<div style='max-height:420px;overflow:auto'><b>{title}</b><table style='border-collapse:collapse;font-size:12px'>"
-            f"<tr><th></th>{head}</tr>{body}</table></div>")
+    body = "".join(f"<tr><th style='text-align:left;padding:2px 6px'>{name}</th>{''.join(cell(v) for v in cells)}</tr>"
+                   for name, cells in rows)
+    note = (f"Colours span this map's own range, {low:.2f}° (white) to {high:.2f}° (red). Fine-tuned siblings usually "
+            "differ by well under 5°, and t still changes the merge there: SLERP moves along the arc between the two "
+            "weight vectors, so the merged tensor goes from one parent to the other as t goes from 0 to 1, whatever θ is. "
+            "Large θ (tens of degrees) means unrelated weights; SLERP then keeps the norm a plain average would lose.")
+    return (f"<div style='max-height:420px;overflow:auto'><b>{title}</b><p style='font-size:12px;margin:4px 0'>{note}</p>"
+            f"<table style='border-collapse:collapse;font-size:12px'><tr><th></th>{head}</tr>{body}</table></div>")
 
 
-def cancel_merge(session: MergeSession) -> str:
+def cancel_merge(session: MergeSession) -> None:
+    """Ask the running merge to stop; its own handler then shows the cancelled state."""
     session.cancel.set()
-    return "Cancelling… nothing is written to the output until the merge completes."
 
 
-def push_to_hub(output_path: str, repo_id: str, token: str) -> str:
+def push_to_hub(output_path: str, repo_id: str, token: str) -> tuple[str, str | None]:
+    """(message, zip to download or None). Offline, the merged folder is offered as a zip."""
     if not output_path:
-        return "⚠️ merge something first"
+        return "⚠️ push: nothing merged yet — run a merge first", None
     try:
-        return f"✅ pushed to {push_folder(Path(output_path), repo_id, token)}"
+        return f"✅ pushed to {push_folder(Path(output_path), repo_id, token)}", None
+    except HubOffline as exc:
+        archive = shutil.make_archive(str(Path(tempfile.mkdtemp(prefix="slerp-arena-zip-")) / Path(output_path).name), "zip",
+                                      output_path)
+        return (f"⚠️ {exc.field}: {exc.problem} — download the zip below, unzip it on a machine that is online and run "
+                f"`huggingface-cli upload {repo_id.strip() or 'user/name'} FOLDER`"), archive
     except UserError as exc:
-        return f"⚠️ {exc}"
+        return f"⚠️ {exc}", None
 
 
 @dataclass
@@ -203,16 +280,24 @@ class MergeTab:
 def build_merge_tab(demo: gr.Blocks) -> MergeTab:
     session = gr.State(MergeSession())
     base_layers = gr.State(0)
+    approved = gr.State(None)  # the YAML start_merge let through ("" when it refused)
+    # Initial values are computed here (no I/O), so the first page shows a filled form,
+    # YAML and plot at once, even while the bundled model is still being converted.
+    initial = form_to_yaml(DEFAULT_A, DEFAULT_B, *PRESETS[DEFAULT_PRESET], 0, 0, "bfloat16")
+    converting = any(kind_of(ref) in ("bundled", "gguf") and not is_converted(ref) for ref in (DEFAULT_A, DEFAULT_B))
     with gr.Row():
         parent_a = gr.Dropdown(known_models(), value=DEFAULT_A, label="Parent A (base_model, t = 0)", allow_custom_value=True)
         parent_b = gr.Dropdown(known_models(), value=DEFAULT_B, label="Parent B (t = 1)", allow_custom_value=True)
-    with gr.Row():
-        parents_info = gr.Markdown()
-        demo_button = gr.Button("Build the offline demo parent (SmolLM2 + distilled pirate persona, ~2 min once)", scale=0)
+    parents_info = gr.Markdown(
+        "⏳ **Preparing the bundled SmolLM2** (GGUF → safetensors, first start on this machine only, about 30 s). "
+        "The form below works meanwhile." if converting else "⏳ Reading the parents…")
+    with gr.Row(equal_height=True):
+        demo_button = gr.Button("Build demo parent", size="sm", scale=0, min_width=160)
+        gr.Markdown("A second offline parent: SmolLM2 fine-tuned to talk like a pirate (about 2 min once, then cached).")
     demo_message = gr.Markdown()
     with gr.Row():
         with gr.Column(scale=3):
-            preset = gr.Radio(list(PRESETS), value=DEFAULT_PRESET, label="Preset")
+            preset = gr.Radio([*PRESETS, CUSTOM], value=DEFAULT_PRESET, label="Preset (follows the fields and pasted YAML)")
             attn = gr.Textbox(PRESETS[DEFAULT_PRESET][0], label="t gradient for self_attn")
             mlp = gr.Textbox(PRESETS[DEFAULT_PRESET][1], label="t gradient for mlp")
             default = gr.Textbox(PRESETS[DEFAULT_PRESET][2], label="t gradient for everything else")
@@ -224,16 +309,18 @@ def build_merge_tab(demo: gr.Blocks) -> MergeTab:
                 output_name = gr.Textbox("my-merge", label="Output name (under outputs/)", scale=3)
                 overwrite = gr.Checkbox(False, label="overwrite", scale=1)
         with gr.Column(scale=2):
-            plot = gr.LinePlot(x="layer", y="t", color="curve", y_lim=[0, 1], label="t per layer", height=260)
+            plot = gr.LinePlot(initial[1].value, x="layer", y="t", color="filter", color_title="filter", y_lim=[0, 1],
+                               x_title="layer", y_title=initial[1].y_title, x_lim=initial[1].x_lim, caption=initial[1].caption,
+                               label="t per layer")
     form_message = gr.Markdown()
-    yaml_box = gr.Code(language="yaml", label="mergekit YAML (edit or paste: the form follows)", lines=14)
+    yaml_box = gr.Code(initial[0], language="yaml", label="mergekit YAML (edit or paste: the form follows)", lines=14)
     with gr.Row():
         run = gr.Button("Merge", variant="primary")
         cancel = gr.Button("Cancel")
         plan_button = gr.Button("Plan (dry run)")
         divergence_button = gr.Button("Divergence map")
     plan_box = gr.Markdown()
-    result = gr.Markdown()
+    result = gr.Markdown(IDLE)
     heatmap = gr.HTML()
     output_path = gr.Textbox(label="Output folder", interactive=False)
     to_chat = gr.Button("Chat with this merge")
@@ -244,28 +331,32 @@ def build_merge_tab(demo: gr.Blocks) -> MergeTab:
         hub_token = gr.Textbox(label="Token (write)", type="password")
         push = gr.Button("Push")
         push_message = gr.Markdown()
+        push_file = gr.File(label="Merged folder (zip)", visible=True, interactive=False)
 
     form_inputs = [parent_a, parent_b, attn, mlp, default, layer_start, layer_end, dtype]
-    to_yaml = dict(fn=form_to_yaml, inputs=[*form_inputs, base_layers], outputs=[yaml_box, plot, form_message],
+    to_yaml = dict(fn=form_to_yaml, inputs=[*form_inputs, base_layers], outputs=[yaml_box, plot, form_message, preset, plan_box],
                    api_visibility=PRIVATE)
     for component in (parent_a, parent_b):
         component.change(describe_parents, [parent_a, parent_b], [parents_info, base_layers], api_visibility=PRIVATE).then(**to_yaml)
     preset.input(apply_preset, preset, [attn, mlp, default], api_visibility=PRIVATE).then(**to_yaml)
     for component in form_inputs:
         component.input(**to_yaml)
-    yaml_box.input(yaml_to_form, [yaml_box, base_layers], [*form_inputs, plot, form_message], api_visibility=PRIVATE)
-    # The YAML first (instant), then the parents (the first start converts the bundled GGUF), then the plot.
-    demo.load(**to_yaml).then(describe_parents, [parent_a, parent_b], [parents_info, base_layers],
-                              api_visibility=PRIVATE).then(**to_yaml)
+    yaml_box.input(yaml_to_form, [yaml_box, base_layers], [*form_inputs, plot, form_message, preset, plan_box],
+                   api_visibility=PRIVATE)
+    # The form, YAML and plot are already on the page; this fills the parents panel (the
+    # first start waits for the bundled model's conversion here) and the plot's layer count.
+    demo.load(describe_parents, [parent_a, parent_b], [parents_info, base_layers], api_visibility=PRIVATE).then(**to_yaml)
     demo_button.click(build_demo, None, [parent_a, parent_b, demo_message], api_visibility=PRIVATE,
                       concurrency_id="device", concurrency_limit=1)
-    plan_button.click(plan, yaml_box, plan_box, api_visibility=PRIVATE)
-    divergence_button.click(divergence_map, [parent_a, parent_b], heatmap, api_visibility=PRIVATE,
+    plan_button.click(plan, [yaml_box, *form_inputs], plan_box, api_visibility=PRIVATE)
+    divergence_button.click(divergence_map, [yaml_box, *form_inputs], heatmap, api_visibility=PRIVATE,
                             concurrency_id="device", concurrency_limit=1)
-    merge_event = run.click(merge, [yaml_box, output_name, overwrite, session], [result, card, output_path, heatmap],
-                            api_name="merge", concurrency_id="device", concurrency_limit=1)
+    panel = [result, card, output_path, heatmap]
+    merge_event = run.click(start_merge, [yaml_box, *form_inputs], [*panel, approved], api_visibility=PRIVATE).then(
+        merge, [yaml_box, output_name, overwrite, session, approved], panel, api_name="merge", concurrency_id="device",
+        concurrency_limit=1)
     merge_event.then(lambda: (gr.Dropdown(choices=known_models()), gr.Dropdown(choices=known_models())), None, [parent_a, parent_b],
                      api_visibility=PRIVATE)
-    cancel.click(cancel_merge, session, result, concurrency_limit=None, api_visibility=PRIVATE)
-    push.click(push_to_hub, [output_path, hub_repo, hub_token], push_message, api_visibility=PRIVATE)
+    cancel.click(cancel_merge, session, None, concurrency_limit=None, api_visibility=PRIVATE)
+    push.click(push_to_hub, [output_path, hub_repo, hub_token], [push_message, push_file], api_visibility=PRIVATE)
     return MergeTab(parent_a, parent_b, output_path, to_chat)

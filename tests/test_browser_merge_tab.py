@@ -1,0 +1,67 @@
+"""The Merge tab in Debian's Chromium: an invalid t never merges another value, Cancel ends
+in the panel's cancelled state, and the t plot has a legend. Screenshots go to artifacts/."""
+
+import time
+
+from conftest import ARTIFACTS
+from playwright.sync_api import expect
+
+from ui import context, merge_tab
+
+
+def wait_until_ready(page) -> None:
+    expect(page.get_by_text("✅ compatible")).to_be_visible(timeout=60_000)
+
+
+def test_an_invalid_t_is_shown_as_such_and_merge_refuses_it(browser_page, smollm2_dir):
+    page = browser_page
+    wait_until_ready(page)
+    field = page.get_by_label("t gradient for everything else")
+    field.fill("")
+    field.press_sequentially("1")
+    yaml_box = page.locator(".cm-content").first  # the YAML box (CodeMirror)
+    expect(yaml_box).to_contain_text("- value: 1dtype")  # line breaks are not in the text
+    field.press_sequentially(".5")  # the click below races the form's update: neither may merge t = 1
+    page.get_by_role("button", name="Merge", exact=True).click()
+    expect(page.get_by_text("Merge failed")).to_be_visible(timeout=30_000)
+    expect(page.get_by_text("t (everything else): 1.5 is outside [0, 1]").first).to_be_visible()
+    expect(yaml_box).to_contain_text("# invalid: t (everything else): 1.5 is outside [0, 1]")
+    expect(yaml_box).not_to_contain_text("value")
+    page.screenshot(path=str(ARTIFACTS / "merge-tab-invalid-field.png"), full_page=True)
+    assert not context.outputs_root().exists() or not any(context.outputs_root().iterdir())
+
+
+def test_cancel_ends_in_the_cancelled_state_without_error_badges(browser_page, smollm2_dir, monkeypatch):
+    real_run_merge = merge_tab.run_merge
+
+    def slow_run_merge(*args, on_progress, **kwargs):  # 0.2 s per tensor: long enough to press Cancel
+        def slow(progress):
+            time.sleep(0.2)
+            on_progress(progress)
+        return real_run_merge(*args, on_progress=slow, **kwargs)
+
+    monkeypatch.setattr(merge_tab, "run_merge", slow_run_merge)
+    page = browser_page
+    wait_until_ready(page)
+    page.get_by_role("button", name="Merge", exact=True).click()
+    expect(page.get_by_text("tensors ·").first).to_be_visible(timeout=30_000)
+    page.get_by_role("button", name="Cancel", exact=True).click()
+    expect(page.get_by_text("Cancelled — nothing was written")).to_be_visible(timeout=30_000)
+    expect(page.get_by_text("Cancelling…")).to_have_count(0)
+    expect(page.get_by_text("Error", exact=True)).to_have_count(0)
+    page.screenshot(path=str(ARTIFACTS / "merge-tab-cancelled.png"), full_page=True)
+    assert not context.outputs_root().exists() or not any(context.outputs_root().iterdir())
+
+
+def test_t_plot_shows_one_line_per_filter_with_a_legend(browser_page, smollm2_dir):
+    page = browser_page
+    wait_until_ready(page)
+    page.get_by_label("LazyMergekit").check()
+    page.get_by_label("first layer").fill("6")
+    page.get_by_label("end layer (0 = all)").fill("24")
+    page.get_by_label("end layer (0 = all)").press("Tab")
+    expect(page.locator(".cm-content").first).to_contain_text("layer_range: [6, 24]", timeout=10_000)
+    for name in ("self_attn", "mlp", "everything else"):
+        expect(page.get_by_text(name, exact=True).first).to_be_visible()
+    time.sleep(1)  # the plot animates in
+    page.screenshot(path=str(ARTIFACTS / "merge-tab-plot-legend.png"), full_page=True)

@@ -1,0 +1,117 @@
+"""The Merge tab's handlers as plain functions: the form, the YAML and the plot are one
+state, and the results panel is a state machine (idle, running, done, failed, cancelled)."""
+
+from pathlib import Path
+
+import gradio as gr
+import pytest
+
+from merging.form import PRESETS
+from ui import context, merge_tab
+
+pytestmark = pytest.mark.usefixtures("isolated_app")
+NO_PROGRESS = {"progress": lambda *args, **kwargs: None}
+
+
+def form_of(a, b, attn="0.5", mlp="0.5", default="0.5", start=0, end=0, dtype="bfloat16"):
+    return (str(a), str(b), attn, mlp, default, start, end, dtype)
+
+
+def test_an_invalid_field_leaves_nothing_valid_on_screen_and_nothing_runs(tiny_models):
+    a, b = tiny_models("llama", 1), tiny_models("llama", 2)
+    stale_yaml = merge_tab.form_to_yaml(*form_of(a, b, default="1"))[0]  # the "1" keystroke of "1.5"
+    assert "value: 1\n" in stale_yaml
+    form = form_of(a, b, default="1.5")
+    yaml_text, plot, message, preset, plan_box = merge_tab.form_to_yaml(*form)
+    assert yaml_text == "# invalid: t (everything else): 1.5 is outside [0, 1] — use numbers between 0 (base_model) and 1 (the other)\n"
+    assert plot.value is None and "no valid config" in plot.caption
+    assert message == "⚠️ " + yaml_text.removeprefix("# invalid: ").strip() and preset == "custom" and plan_box == ""
+    # Merge, Plan and Divergence refuse with the field's message, whichever YAML the page sends
+    # (the invalid marker, or the stale YAML of a click that beat the form's update).
+    for shown in (yaml_text, stale_yaml):
+        *panel, approved = merge_tab.start_merge(shown, *form)
+        assert panel == ["### ❌ Merge failed\n" + message.removeprefix("⚠️ "), "", "", ""] and approved == ""
+        assert merge_tab.merge(shown, "never", False, merge_tab.MergeSession(), approved, **NO_PROGRESS) == (gr.skip(),) * 4
+        assert merge_tab.plan(shown, *form) == message
+        assert merge_tab.divergence_map(shown, *form, **NO_PROGRESS) == message
+    assert not context.outputs_root().exists()
+    *_, approved = merge_tab.start_merge("0, oops", *form_of(a, b, attn="0, oops"))
+    assert approved == ""
+
+
+def test_a_yaml_that_lags_behind_a_valid_form_is_refused(tiny_models):
+    a, b = tiny_models("llama", 1), tiny_models("llama", 2)
+    stale_yaml = merge_tab.form_to_yaml(*form_of(a, b, default="0.3"))[0]
+    result, *_, approved = merge_tab.start_merge(stale_yaml, *form_of(a, b, default="0.35"))
+    assert "form: the YAML box does not show the form's values yet" in result and approved == ""
+    # Spelling does not matter: "0.5,1" and "0.5, 1" are the same gradient.
+    current = merge_tab.form_to_yaml(*form_of(a, b, default="0.5, 1"))[0]
+    assert merge_tab.start_merge(current, *form_of(a, b, default="0.5,1"))[-1] == current
+
+
+def test_the_config_that_runs_is_byte_for_byte_the_yaml_shown(tiny_models):
+    a, b = tiny_models("llama", 1), tiny_models("llama", 2)
+    form = form_of(a, b, *PRESETS["LazyMergekit"], start=1, end=3)
+    shown = merge_tab.form_to_yaml(*form)[0]
+    result, card, output, heatmap, approved = merge_tab.start_merge(shown, *form)
+    assert (result, card, output, heatmap) == (merge_tab.RUNNING, "", "", "") and approved == shown
+    summary, card, output, heatmap = merge_tab.merge(shown, "exact", False, merge_tab.MergeSession(), approved, **NO_PROGRESS)
+    assert summary.startswith("### ✅ Merged into") and (Path(output) / "mergekit_config.yml").read_text() == shown
+    # The YAML changed between the approval and the run (another edit landed): refused.
+    changed = merge_tab.merge(shown.replace("0.7", "0.8"), "other", False, merge_tab.MergeSession(), approved, **NO_PROGRESS)
+    assert changed[0].startswith("### ❌ Merge failed\nform: the YAML changed")
+
+
+def test_the_preset_follows_fields_and_pasted_yaml(tiny_models):
+    a, b = tiny_models("llama", 1), tiny_models("llama", 2)
+    for name, gradients in PRESETS.items():
+        shown = merge_tab.form_to_yaml(*form_of(a, b, *gradients))[0]
+        assert merge_tab.form_to_yaml(*form_of(a, b, *gradients))[3] == name
+        assert merge_tab.yaml_to_form(shown)[10] == name  # pasted YAML selects the preset it is
+    v_yaml = merge_tab.form_to_yaml(*form_of(a, b, *PRESETS["V-shape"]))[0]
+    assert merge_tab.yaml_to_form(v_yaml.replace("[0, 0.5, 1, 0.5, 0]", "[0, 0.5, 1, 0.5, 0.2]", 1))[10] == "custom"
+    assert merge_tab.apply_preset("custom") == (gr.skip(),) * 3  # choosing "custom" keeps the fields
+
+
+def test_plot_has_a_line_per_filter_and_shows_a_sub_slice_at_its_real_layers(tiny_models):
+    a, b = tiny_models("llama", 1), tiny_models("llama", 2)
+    plot = merge_tab.form_to_yaml(*form_of(a, b, "0, 1", "1, 0", "0.5", start=1, end=3), 4)[1]
+    rows = plot.value["data"]
+    by_filter = {f: [(layer, t) for layer, t, g in rows if g == f] for f in ("self_attn", "mlp", "everything else")}
+    assert by_filter == {"self_attn": [(1, 0.0), (2, 1.0)], "mlp": [(1, 1.0), (2, 0.0)], "everything else": [(1, 0.5), (2, 0.5)]}
+    assert plot.x_lim == [0, 3]  # the base's 4 layers on x; layers 0 and 3 are outside the slice
+    assert plot.y_title == "t (0 = parent A, 1 = parent B)"
+    assert plot.caption == f"t = 0: {a.name} (parent A, base) · t = 1: {b.name} (parent B)"
+    # A pasted invalid YAML keeps the text, empties the plot, and clears a stale plan.
+    filled = merge_tab.yaml_to_form("merge_method: ties\n")
+    assert filled[8].value is None and filled[9].startswith("⚠️ merge_method") and filled[11] == ""
+
+
+def test_every_run_clears_the_last_result_and_failures_and_cancel_show_in_the_panel(tiny_models):
+    a, b = tiny_models("llama", 1), tiny_models("llama", 2)
+    form = form_of(a, b)
+    shown = merge_tab.form_to_yaml(*form)[0]
+    session = merge_tab.MergeSession()
+    done = merge_tab.merge(shown, "first", False, session, merge_tab.start_merge(shown, *form)[-1], **NO_PROGRESS)
+    assert done[0].startswith("### ✅") and done[1] and done[2] and "<table" in done[3]
+    # The second run fails (same name, overwrite off): its panel holds only the error.
+    running = merge_tab.start_merge(shown, *form)
+    assert running[:4] == (merge_tab.RUNNING, "", "", "")
+    assert merge_tab.merge(shown, "first", False, session, running[-1], **NO_PROGRESS) == (
+        f"### ❌ Merge failed\noutput_dir: '{context.outputs_root() / 'first'}' already exists — choose another output name, "
+        "or tick “overwrite”", "", "", "")
+
+    def cancel_at_once(fraction, desc=""):
+        merge_tab.cancel_merge(session)
+
+    assert merge_tab.merge(shown, "second", False, session, **{"progress": cancel_at_once}) == (merge_tab.CANCELLED, "", "", "")
+    assert merge_tab.CANCELLED == "### ⏹ Cancelled — nothing was written"
+    assert sorted(p.name for p in context.outputs_root().iterdir()) == ["first"]
+    # The next run starts afresh: Cancel from the last run does not stop it.
+    assert merge_tab.merge(shown, "third", False, session, **NO_PROGRESS)[0].startswith("### ✅")
+
+
+def test_divergence_map_colours_span_its_own_range():
+    html = merge_tab.heatmap_html(["q", "k"], [("layer 0", [0.1, 0.9]), ("layer 1", [0.5, None])], "θ")
+    assert "rgb(255,255,255)" in html and "rgb(255,51,51)" in html  # 0.1° is white, 0.9° deep red
+    assert "0.10" in html and "0.90" in html and "0.10° (white) to 0.90° (red)" in html

@@ -28,6 +28,7 @@ from merging.inspect import compatibility_problems, inspect_model
 from merging.merge import MergeCancelled
 from ui import context
 from ui.context import DEFAULT_A, DEFAULT_B, ON_SPACE, PRIVATE, check_models
+from ui.zerogpu import MERGE_SECONDS, gpu
 
 DEFAULT_PRESET = "V-shape" if ON_SPACE else "constant 0.5"
 FALLBACK_LAYERS = 24  # for the t plot while a parent's layer count is unknown
@@ -165,6 +166,7 @@ def start_merge(yaml_text: str, a: str, b: str, attn: str, mlp: str, default: st
     return RUNNING, "", "", "", yaml_text
 
 
+@gpu(MERGE_SECONDS)
 def merge(yaml_text: str, output_name: str, overwrite: bool, session: MergeSession, approved: str | None = None,
           progress=gr.Progress()):  # noqa: B008 -- Gradio injects it
     """Run the merge in the YAML. Returns the panel: (result, model card, output path, θ

@@ -31,6 +31,17 @@ def test_an_invalid_t_is_shown_as_such_and_merge_refuses_it(browser_page, smollm
     assert not context.outputs_root().exists() or not any(context.outputs_root().iterdir())
 
 
+def test_every_keystroke_reaches_the_yaml(browser_page, smollm2_dir):
+    """Typed key by key, "0.25" ends as 0.25 in the YAML: Gradio's default trigger mode for
+    .input dropped keystrokes typed during an update and left the YAML at "0"."""
+    page = browser_page
+    wait_until_ready(page)
+    field = page.get_by_label("t gradient for mlp")
+    field.fill("")
+    field.press_sequentially("0.25", delay=30)
+    expect(page.locator(".cm-content").first).to_contain_text("- filter: mlp      value: 0.25", timeout=15_000)
+
+
 def test_cancel_ends_in_the_cancelled_state_without_error_badges(browser_page, smollm2_dir, monkeypatch):
     real_run_merge = merge_tab.run_merge
 

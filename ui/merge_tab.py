@@ -311,8 +311,10 @@ def build_merge_tab(demo: gr.Blocks) -> MergeTab:
                 output_name = gr.Textbox("my-merge", label="Output name (under outputs/)", scale=3)
                 overwrite = gr.Checkbox(False, label="overwrite", scale=1)
         with gr.Column(scale=2):
-            plot = gr.LinePlot(initial[1].value, x="layer", y="t", color="filter", color_title="filter", y_lim=[0, 1],
-                               x_title="layer", y_title=initial[1].y_title, x_lim=initial[1].x_lim, caption=initial[1].caption,
+            # Empty until the parents' layer count is read: a first frame drawn with a guessed
+            # count stayed on screen when the load replaced it (seen in Chromium: 24 of 30 layers).
+            plot = gr.LinePlot(None, x="layer", y="t", color="filter", color_title="filter", y_lim=[0, 1],
+                               x_title="layer", y_title=initial[1].y_title, caption="reading the parents' layer counts…",
                                label="t per layer")
     form_message = gr.Markdown()
     yaml_box = gr.Code(initial[0], language="yaml", label="mergekit YAML (edit or paste: the form follows)", lines=14)
@@ -341,10 +343,12 @@ def build_merge_tab(demo: gr.Blocks) -> MergeTab:
     for component in (parent_a, parent_b):
         component.change(describe_parents, [parent_a, parent_b], [parents_info, base_layers], api_visibility=PRIVATE).then(**to_yaml)
     preset.input(apply_preset, preset, [attn, mlp, default], api_visibility=PRIVATE).then(**to_yaml)
+    # trigger_mode "always_last": Gradio's default for .input is "once", which drops the
+    # keystrokes typed while an update runs, so "1.5" left the YAML at the "1" (seen in Chromium).
     for component in form_inputs:
-        component.input(**to_yaml)
+        component.input(**to_yaml, trigger_mode="always_last")
     yaml_box.input(yaml_to_form, [yaml_box, base_layers], [*form_inputs, plot, form_message, preset, plan_box],
-                   api_visibility=PRIVATE)
+                   api_visibility=PRIVATE, trigger_mode="always_last")
     # The form, YAML and plot are already on the page; this fills the parents panel (the
     # first start waits for the bundled model's conversion here) and the plot's layer count.
     demo.load(describe_parents, [parent_a, parent_b], [parents_info, base_layers], api_visibility=PRIVATE).then(**to_yaml)

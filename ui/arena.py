@@ -13,9 +13,7 @@ from dataclasses import asdict, dataclass, field
 from core.errors import UserError
 from inference.generation import GenerationSettings, Reply, stream_side_by_side
 from inference.loading import LoadedModel, ModelCache
-from ui.votes import VoteStore
-
-PANE_LABELS = ("Merged", "Parent A", "Parent B")
+from ui.votes import PANE_LABELS, VoteStore
 
 
 @dataclass

@@ -45,7 +45,7 @@ class Turn:
                 parts.append(f"first token {self.first_token_s:.2f} s")
             if self.tokens_per_s:
                 parts.append(f"{self.tokens_per_s:.1f} tok/s")
-            parts += [f"{self.precision} ({self.backend})", f"{self.weight_mb:.0f} MB"]
+            parts += [self.precision, f"{self.weight_mb:.0f} MB" if self.weight_mb >= 10 else f"{self.weight_mb:.1f} MB"]
         if self.stopped:
             parts.append("stopped")
         if reveal and self.notice:

@@ -266,15 +266,16 @@ def build_chat_tab(demo: gr.Blocks) -> ChatTab:
         system_prompt = gr.Textbox("", label="System prompt", placeholder="optional", scale=4, lines=1, max_lines=3)
     with gr.Accordion("Models: merged folder, parents, precision, panes on/off", open=False):
         with gr.Row():
-            merged_ref = gr.Textbox("", label="Merged model (folder)", placeholder="run a merge, or type a folder / Hub id")
-            chat_a = gr.Textbox(DEFAULT_A, label="Parent A")
-            chat_b = gr.Textbox(DEFAULT_B, label="Parent B")
+            merged_ref = gr.Textbox("", label="Merged model (folder)", placeholder="run a merge, or type a folder / Hub id",
+                                    elem_id="chat-merged")
+            chat_a = gr.Textbox(DEFAULT_A, label="Parent A", elem_id="chat-parent-a")
+            chat_b = gr.Textbox(DEFAULT_B, label="Parent B", elem_id="chat-parent-b")
         with gr.Row():
             merged_precision = gr.Dropdown(CHAT_PRECISIONS, value="auto", label="Merged precision (auto: FP8 if native, else int8)")
             parent_precision = gr.Dropdown(CHAT_PRECISIONS, value="bf16", label="Parents' precision")
             switches = [gr.Checkbox(True, label=f"{label} on") for label in PANE_LABELS]
     panes = []
-    with gr.Row():
+    with gr.Row(elem_id="chat-panes"):
         for label in PANE_LABELS:
             with gr.Column(min_width=300):
                 bot = gr.Chatbot(label=label, height=CHAT_HEIGHT, buttons=["copy", "copy_all"],
@@ -283,15 +284,16 @@ def build_chat_tab(demo: gr.Blocks) -> ChatTab:
                 panes.append((bot, stats))
     with gr.Row(equal_height=True):
         message = gr.Textbox(show_label=False, placeholder="Ask all models at once… (Enter sends; while replies stream, it waits its turn)",
-                             scale=6, lines=1, max_lines=4, container=False)
+                             scale=6, lines=1, max_lines=4, container=False, elem_id="chat-message")
         send_button = gr.Button("Send", variant="primary", scale=1, min_width=90)
         stop_button = gr.Button("Stop", scale=0, min_width=70)
         regen_button = gr.Button("Regenerate", scale=0, min_width=110)
         lock_seed = gr.Checkbox(False, label="lock seed", scale=0, min_width=110, container=False)
-        clear_button = gr.Button("Clear", scale=0, min_width=70)
-    pending = gr.Markdown()
+        clear_button = gr.Button("Clear", scale=0, min_width=70, elem_id="chat-clear")
+    pending = gr.Markdown(elem_id="chat-pending")
     with gr.Row(visible=False, equal_height=True) as vote_row:
-        best = gr.Radio(["Model 1", "Model 2", "Model 3", TIE, ALL_BAD], value=None, label="Best reply (required)", scale=3)
+        best = gr.Radio(["Model 1", "Model 2", "Model 3", TIE, ALL_BAD], value=None, label="Best reply (required)", scale=3,
+                        elem_id="vote-best")
         worst = gr.Radio(["Model 1", "Model 2", "Model 3"], value=None, label="Worst reply (optional)", scale=2)
         vote_button = gr.Button("Vote and reveal", variant="primary", scale=1)
     vote_note = gr.Markdown()
@@ -311,7 +313,7 @@ def build_chat_tab(demo: gr.Blocks) -> ChatTab:
     with gr.Accordion("Export this comparison (Markdown + JSON)", open=False):
         export_button = gr.Button("Export", size="sm")
         export_files = gr.File(label="Exported files", file_count="multiple", interactive=False, visible=False)
-    with gr.Accordion("Instant t-preview: re-merge the Merged pane in memory at a new t", open=False):
+    with gr.Accordion("Instant t-preview: re-merge the merged model in memory at a new t", open=False):
         with gr.Row():
             preview_attn = gr.Textbox("0, 0.5, 1, 0.5, 0", label="t for self_attn")
             preview_mlp = gr.Textbox("0.5", label="t for mlp")

@@ -30,6 +30,8 @@ def open_chat(page, output: str, a: str, b: str, blind: bool, max_tokens: int) -
     page.get_by_text("Models: merged folder, parents, precision, panes on/off").click()  # closed again
     page.get_by_text("Sampling (shared by all panes)").click()
     page.get_by_label("max new tokens").first.fill(str(max_tokens))
+    page.get_by_label("max new tokens").first.press("Tab")
+    expect(page.get_by_label("max new tokens").first).to_have_value(str(max_tokens))
     page.get_by_text("Sampling (shared by all panes)").click()
     if blind:
         page.get_by_label("Blind mode: shuffled, unnamed panes; vote, then see the names").check()
@@ -61,7 +63,7 @@ def test_blind_round_in_chromium_reveals_nothing_before_an_explicit_vote(browser
     open_chat(page, output, a, b, blind=True, max_tokens=8)
     send(page, "Tell me about SLERP.")
     expect(page.locator(".message.bot")).to_have_count(3, timeout=60_000)
-    expect(page.locator("#chat-panes").get_by_text(re.compile(r"\d+ tokens · seed 0"))).to_have_count(3, timeout=60_000)
+    expect(page.locator("#chat-panes").get_by_text(re.compile(r"^[1-8] tokens · seed 0$"))).to_have_count(3, timeout=60_000)
     expect(page.get_by_role("button", name="Vote and reveal")).to_be_visible()
     for box in ("#chat-message textarea", "#chat-panes"):  # first screen: panes, message box and Send
         assert page.locator(box).bounding_box()["y"] + 40 < 900
@@ -73,9 +75,9 @@ def test_blind_round_in_chromium_reveals_nothing_before_an_explicit_vote(browser
     page.screenshot(path=str(ARTIFACTS / "blind-before-reveal.png"))
 
     page.get_by_role("button", name="Vote and reveal").click()  # no choice made
-    expect(page.locator(".toast-body").filter(has_text="nothing chosen")).to_be_visible(timeout=10_000)
-    assert not ROLES.search(page.inner_text("#chat-panes"))
-    page.locator(".toast-close").first.click()
+    expect(page.get_by_text("Vote refused: best reply: nothing chosen")).to_be_visible(timeout=10_000)
+    assert not ROLES.search(page.inner_text("#chat-panes")) and not re.search(r"\bError\b", page.inner_text("#chat-panes"))
+    page.screenshot(path=str(ARTIFACTS / "refused-vote.png"))
     page.locator("#vote-best label").filter(has_text="Model 2").click()
     page.get_by_role("button", name="Vote and reveal").click()
     expect(page.get_by_text(re.compile(r"Model 1 = (Merged|Parent A|Parent B)"))).to_be_visible(timeout=10_000)

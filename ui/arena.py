@@ -35,6 +35,7 @@ class Turn:
     precision: str = ""
     backend: str = ""
     weight_mb: float = 0.0
+    done: bool = False
 
     def line(self, reveal: bool) -> str:
         """The pane's one-line stats. Before the reveal only what cannot tell the panes
@@ -129,7 +130,7 @@ class ArenaSession:
 
     def replies_in(self) -> bool:
         active = [p for p in self.panes if p.active and p.history]
-        return bool(active) and all(p.history[-1]["role"] == "assistant" and p.history[-1]["content"] for p in active)
+        return bool(active) and all(p.history[-1]["role"] == "assistant" and p.turns and p.turns[-1].done for p in active)
 
 
 def send(session: ArenaSession, cache: ModelCache, message: str, settings: GenerationSettings, system_prompt: str = "",
@@ -281,4 +282,4 @@ def _reply(session: ArenaSession, panes: list[Pane], cache: ModelCache, settings
 def _fill(turn: Turn, reply: Reply) -> None:
     s = reply.stats
     turn.tokens, turn.first_token_s, turn.tokens_per_s = s.new_tokens, s.first_token_s, s.tokens_per_s
-    turn.stopped, turn.error, turn.notice = reply.stopped, reply.error, reply.notice
+    turn.stopped, turn.error, turn.notice, turn.done = reply.stopped, reply.error, reply.notice, reply.done

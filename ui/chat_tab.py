@@ -100,8 +100,9 @@ def _view(session: ChatSession, relabel: bool = False) -> tuple:
 def queue_message(message: str, session: ChatSession) -> tuple[str, str]:
     """Send's first step, at once even while replies stream: the message joins this
     visitor's queue (shown as pending) and the box empties."""
-    if not message.strip():
-        raise gr.Error(str(UserError("message", "empty message", "type a message before sending")))
+    if not message.strip():  # a warning, not an error: an error would badge every output red
+        gr.Warning(str(UserError("message", "empty message", "type a message before sending")))
+        return gr.skip(), gr.skip()
     session.pending.append(message)
     return "", _pending_line(session)
 
@@ -177,12 +178,16 @@ def show_results(merged_ref: str, include_flagged: bool) -> tuple[str, str]:
     return plot_html(res), table_markdown(res)
 
 
-@shown_as_toast
 def submit_vote(best: str, worst: str, include_flagged: bool, session: ChatSession) -> tuple:
-    """Record the vote, reveal the names, and show the results of this merge config."""
+    """Record the vote, reveal the names, and show the results of this merge config. A
+    refused vote (no choice, …) changes nothing but the note under the vote row."""
     merged = session.arena.pane("Merged").ref
-    flagged = vote(session.arena, VoteStore(context.votes_path()), best or "", worst or "", config_hash(merged),
-                   [session.arena.pane(label).ref for label in PANE_LABELS[1:]])
+    try:
+        flagged = vote(session.arena, VoteStore(context.votes_path()), best or "", worst or "", config_hash(merged),
+                       [session.arena.pane(label).ref for label in PANE_LABELS[1:]])
+    except UserError as exc:
+        gr.Warning(str(exc))
+        return (*[gr.skip()] * (len(_view(session)) + 2), f"⚠️ Vote refused: {exc}")
     note = (f"🚩 Vote kept but flagged ({flagged}): left out of the results by default." if flagged
             else "Vote recorded. Press Clear for the next blind round.")
     return (*_view(session, relabel=True), *show_results(merged, include_flagged), note)

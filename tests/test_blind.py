@@ -175,7 +175,7 @@ def test_a_second_message_mid_reply_is_queued_not_lost(tiny_models, monkeypatch)
     state = chat_tab.ChatSession()
     box, _ = chat_tab.queue_message("first", state)
     assert box == ""
-    thread, errors = run_in_thread(chat_tab.chat("", "", 0.7, 1.0, 16, 0, "", a, "", False, True, False, "bf16", "bf16", state))
+    thread, errors = run_in_thread(chat_tab.answer_pending("", 0.7, 1.0, 16, 0, "", a, "", False, True, False, "bf16", "bf16", state))
     wait_for(lambda: state.arena.panes[1].history)
     box, pending = chat_tab.queue_message("second", state)
     assert box == "" and "second" in pending

@@ -111,10 +111,21 @@ def queue_message(message: str, session: ChatSession) -> tuple[str, str]:
 def chat(message: str, system_prompt: str, temperature: float, top_p: float, max_new_tokens: float, seed: float,
          merged_ref: str, parent_a_ref: str, parent_b_ref: str, merged_on: bool, parent_a_on: bool, parent_b_on: bool,
          merged_precision: str, parent_precision: str, session: ChatSession):
-    """Answer `message` (if any) and every queued message, in order, in every
-    switched-on pane; yields (3 chats, 3 stats, vote row, best, worst, pending line)."""
-    if message.strip():
-        session.pending.append(message)
+    """The `chat` API: answer `message` (after any queued ones) in every switched-on pane;
+    yields (3 chats, 3 stats, vote row, best, worst, pending line)."""
+    if not message.strip():
+        raise UserError("message", "empty message", "type a message before sending")
+    session.pending.append(message)
+    yield from answer_pending(system_prompt, temperature, top_p, max_new_tokens, seed, merged_ref, parent_a_ref, parent_b_ref,
+                              merged_on, parent_a_on, parent_b_on, merged_precision, parent_precision, session)
+
+
+@shown_as_toast
+def answer_pending(system_prompt: str, temperature: float, top_p: float, max_new_tokens: float, seed: float,
+                   merged_ref: str, parent_a_ref: str, parent_b_ref: str, merged_on: bool, parent_a_on: bool, parent_b_on: bool,
+                   merged_precision: str, parent_precision: str, session: ChatSession):
+    """Send's second step: answer every queued message, in order (nothing queued: the
+    view as it is, since an earlier run took the message)."""
     _configure(session, [merged_ref, parent_a_ref, parent_b_ref], merged_precision, parent_precision, [merged_on, parent_a_on, parent_b_on])
     settings = _settings(temperature, top_p, max_new_tokens, seed)
     session.idle.clear()
@@ -288,7 +299,8 @@ def build_chat_tab(demo: gr.Blocks) -> ChatTab:
                 stats = gr.Markdown(elem_classes=["pane-stats"])
                 panes.append((bot, stats))
     with gr.Row(equal_height=True):
-        message = gr.Textbox(show_label=False, placeholder="Ask all models at once… (Enter sends; while replies stream, it waits its turn)",
+        message = gr.Textbox(label="Message", show_label=False,
+                             placeholder="Ask all models at once… (Enter sends; while replies stream, it waits its turn)",
                              scale=6, lines=1, max_lines=4, container=False, elem_id="chat-message")
         send_button = gr.Button("Send", variant="primary", scale=1, min_width=90)
         stop_button = gr.Button("Stop", scale=0, min_width=70)
@@ -333,10 +345,9 @@ def build_chat_tab(demo: gr.Blocks) -> ChatTab:
     api_chat = gr.Button(visible=False)  # the `chat` API: message first, streamed, as before
     api_chat.click(chat, [message, system_prompt, *sampling, *model_inputs], chat_outputs, api_name="chat",
                    concurrency_id="device", concurrency_limit=1)
-    queued = gr.State("")  # the UI sends through the queue: the chat step reads no textbox
     for trigger in (send_button.click, message.submit):
         trigger(queue_message, [message, session], [message, pending], concurrency_limit=None, api_visibility=PRIVATE).success(
-            chat, [queued, system_prompt, *sampling, *model_inputs], chat_outputs, api_visibility=PRIVATE,
+            answer_pending, [system_prompt, *sampling, *model_inputs], chat_outputs, api_visibility=PRIVATE,
             concurrency_id="device", concurrency_limit=1, trigger_mode="multiple")
     regen_button.click(stop_chat, session, None, concurrency_limit=None, api_visibility=PRIVATE).then(
         regenerate_last, [system_prompt, *sampling, lock_seed, session], [*chat_outputs, seed], api_name="regenerate",

@@ -125,7 +125,11 @@ def answer_pending(system_prompt: str, temperature: float, top_p: float, max_new
                    merged_ref: str, parent_a_ref: str, parent_b_ref: str, merged_on: bool, parent_a_on: bool, parent_b_on: bool,
                    merged_precision: str, parent_precision: str, session: ChatSession):
     """Send's second step: answer every queued message, in order (nothing queued: the
-    view as it is, since an earlier run took the message)."""
+    outputs left alone: an earlier run took the message, and a view from here could land
+    after a Clear's)."""
+    if not session.pending:
+        yield tuple(gr.skip() for _ in range(len(PANE_LABELS) * 2 + 4))
+        return
     _configure(session, [merged_ref, parent_a_ref, parent_b_ref], merged_precision, parent_precision, [merged_on, parent_a_on, parent_b_on])
     settings = _settings(temperature, top_p, max_new_tokens, seed)
     session.idle.clear()

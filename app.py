@@ -28,7 +28,7 @@ def build_app() -> gr.Blocks:
             with gr.Tab("Merge", id="merge"):
                 merge = build_merge_tab(demo)
             with gr.Tab("Chat", id="chat"):
-                chat = build_chat_tab()
+                chat = build_chat_tab(demo)
         merge.to_chat.click(chat_with_merge, [merge.output_path, merge.parent_a, merge.parent_b],
                             [chat.merged_ref, chat.parent_a, chat.parent_b, tabs], api_visibility=PRIVATE)
     return demo

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import re
+
 import yaml
 
+from core.errors import UserError
+from core.sources import hub_id_of
 from merging.config import MergeConfig
 
 
+def hub_base_models(models: list[str]) -> list[str]:
+    """What the Hub accepts as `base_model`: Hub ids only (a bundled model as its
+    upstream repo); local folders and files are left out."""
+    ids = []
+    for ref in models:
+        try:
+            ids.append(hub_id_of(ref))
+        except UserError:  # not a model reference at all: nothing the Hub could link
+            continue
+    return [i for i in dict.fromkeys(ids) if i]
+
+
 def model_card(config: MergeConfig, name: str, warnings: list[str]) -> str:
-    front = {
-        "base_model": list(dict.fromkeys(config.models)),
-        "library_name": "transformers",
-        "tags": ["merge", "slerp", "slerp-arena"],
-    }
+    front: dict = {"base_model": hub_base_models(config.models)} if hub_base_models(config.models) else {}
+    front.update({"library_name": "transformers", "tags": ["merge", "slerp", "slerp-arena"]})
     models = "\n".join(f"- {m}" for m in dict.fromkeys(config.models))
     notes = "".join(f"\n- {w}" for w in warnings)
     return f"""---
@@ -48,3 +61,14 @@ output = model.generate(**inputs, max_new_tokens=64)
 print(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
 ```
 """
+
+
+def replace_section(card: str, key: str, body: str) -> str:
+    """The card with `body` between the `key` markers: replaced where the markers are,
+    appended once where they are not."""
+    start, end = f"<!-- {key} -->", f"<!-- /{key} -->"
+    block = f"{start}\n{body.strip()}\n{end}"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
+    if pattern.search(card):
+        return pattern.sub(lambda _: block, card, count=1)
+    return f"{card.rstrip()}\n\n{block}\n"

@@ -61,7 +61,7 @@ def test_merge_then_chat_with_merged_and_parents(tiny_models):
     updates = list(chat_tab.chat("again", "", 0.0, 1.0, 8, 0, merged_ref, chat_a, chat_b, True, False, True, "int8", "bf16", session))
     histories, _ = unpack(updates[-1])
     assert len(histories[1]) == 2 and len(histories[0]) == 4
-    histories, _ = unpack(list(chat_tab.regenerate_last("", 0.0, 1.0, 8, 0, session))[-1])
+    histories, _ = unpack(list(chat_tab.regenerate_last("", 0.0, 1.0, 8, 0, True, session))[-1])
     assert len(histories[0]) == 4 and histories[0][-1]["role"] == "assistant"
     histories, _ = unpack(chat_tab.clear_chat(session))
     assert histories == [[], [], []]

@@ -69,7 +69,7 @@ def test_public_app_refuses_outside_paths_in_every_field(roots, monkeypatch, tin
     state = chat_tab.ChatSession()
     with pytest.raises(gr.Error, match="no model is switched on"):
         list(chat_tab.chat("hi", "", 0.0, 1.0, 4, 0, "../../etc/passwd", "", "", True, False, False, "bf16", "bf16", state))
-    assert "outside the folders" in state.arena.panes[0].status
+    assert "outside the folders" in state.arena.panes[0].notice
     # Output names cannot climb out of outputs/ either: they are sanitized to one folder name.
     inside = str(shutil.copytree(tiny_models("llama", 2), roots[0] / "llama"))
     summary, _, output, _ = merge_tab.merge(tiny_yaml(inside, inside), "../../etc/evil", False, merge_tab.MergeSession(),

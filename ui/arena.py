@@ -1,6 +1,7 @@
 """A side-by-side chat session: panes (merged model and parents), each with its own
-history, sent the same message with the same settings. Plain data and generator
-functions, so the app's handlers stay one-liners and tests need no browser."""
+history, sent the same message with the same settings; blind rounds (shuffled, anonymous
+until the vote), votes, and export. Plain data and generator functions, so the app's
+handlers stay one-liners and tests need no browser."""
 
 from __future__ import annotations
 
@@ -14,9 +15,44 @@ from core.errors import UserError
 from inference.cache import ModelCache
 from inference.generation import GenerationSettings, Reply, stream_side_by_side
 from inference.loading import LoadedModel
-from ui.votes import VoteStore
+from ui.leaks import identity_leak
+from ui.votes import PANE_LABELS, VoteStore
 
-PANE_LABELS = ("Merged", "Parent A", "Parent B")
+TIE, ALL_BAD = "tie", "all bad"
+
+
+@dataclass
+class Turn:
+    """What one pane did for one reply: the settings used, and how it went."""
+    prompt: str
+    settings: dict  # GenerationSettings as a dict (seed included)
+    system_prompt: str = ""
+    stopped: bool = False
+    error: str = ""
+    notice: str = ""
+    tokens: int = 0
+    first_token_s: float | None = None
+    tokens_per_s: float = 0.0
+    precision: str = ""
+    backend: str = ""
+    weight_mb: float = 0.0
+    done: bool = False
+
+    def line(self, reveal: bool) -> str:
+        """The pane's one-line stats. Before the reveal only what cannot tell the panes
+        apart: tokens, seed, stopped."""
+        parts = [f"{self.tokens} tokens", f"seed {self.settings.get('seed', 0)}"]
+        if reveal:
+            if self.first_token_s is not None:
+                parts.append(f"first token {self.first_token_s:.2f} s")
+            if self.tokens_per_s:
+                parts.append(f"{self.tokens_per_s:.1f} tok/s")
+            parts += [self.precision, f"{self.weight_mb:.0f} MB" if self.weight_mb >= 10 else f"{self.weight_mb:.1f} MB"]
+        if self.stopped:
+            parts.append("stopped")
+        if reveal and self.notice:
+            parts.append(self.notice)
+        return " · ".join(parts)
 
 
 @dataclass
@@ -26,11 +62,19 @@ class Pane:
     precision: str = "auto"
     enabled: bool = True
     history: list[dict[str, str]] = field(default_factory=list)
-    status: str = ""  # stats of the last reply, a loading notice, or an error
+    turns: list[Turn] = field(default_factory=list)  # one per assistant message
+    notice: str = ""  # a loading notice or an error; the last turn's stats show otherwise
 
     @property
     def active(self) -> bool:
         return self.enabled and bool(self.ref.strip())
+
+    def status(self, reveal: bool) -> str:
+        if self.notice:
+            if reveal or self.notice.startswith("loading"):
+                return self.notice if reveal else "loading…"
+            return "⚠️ this pane's model failed (the reason is shown after the reveal)"
+        return self.turns[-1].line(reveal) if self.turns else ""
 
 
 @dataclass
@@ -38,7 +82,9 @@ class ArenaSession:
     panes: list[Pane] = field(default_factory=lambda: [Pane(label) for label in PANE_LABELS])
     blind: bool = False  # panes shuffled and shown as "Model 1/2/3" until the vote
     revealed: bool = True
+    rounds: int = 0  # rounds started (a first message after Clear, blind mode, or a fresh session)
     votes: list[dict] = field(default_factory=list)  # this session's votes, for the export
+    rng: random.Random = field(default_factory=random.Random)
 
     def pane(self, label: str) -> Pane:
         return next(p for p in self.panes if p.label == label)
@@ -48,17 +94,26 @@ class ArenaSession:
         for pane in self.panes:
             ref, precision = refs[pane.label], precisions[pane.label]
             if (pane.ref, pane.precision) != (ref, precision):
-                pane.history, pane.status = [], ""
+                pane.history, pane.turns, pane.notice = [], [], ""
             pane.ref, pane.precision, pane.enabled = ref, precision, enabled[pane.label]
 
-    def set_blind(self, blind: bool, rng: random.Random | None = None) -> None:
+    def set_blind(self, blind: bool) -> None:
         """Blind mode starts a fresh, shuffled round; leaving it shows the fixed order."""
         clear(self)
-        self.blind, self.revealed = blind, not blind
-        if blind:
-            (rng or random.Random()).shuffle(self.panes)
-        else:
+        self.blind = blind
+        self.start_round()
+        if not blind:
             self.panes.sort(key=lambda p: PANE_LABELS.index(p.label))
+
+    def start_round(self) -> None:
+        """A new round: in blind mode a new mapping of panes to Model 1/2/3, hidden again."""
+        self.rounds += 1
+        self.revealed = not self.blind
+        if self.blind:
+            self.rng.shuffle(self.panes)
+
+    def is_fresh(self) -> bool:
+        return not any(p.history for p in self.panes)
 
     def display_labels(self) -> list[str]:
         if self.blind and not self.revealed:
@@ -67,22 +122,29 @@ class ArenaSession:
             return [f"Model {i + 1} = {p.label}" for i, p in enumerate(self.panes)]
         return [p.label for p in self.panes]
 
+    def statuses(self) -> list[str]:
+        return [p.status(self.revealed) for p in self.panes]
+
     def last_prompt(self) -> str:
         users = [m["content"] for p in self.panes for m in p.history if m["role"] == "user"]
         return users[-1] if users else ""
 
     def replies_in(self) -> bool:
         active = [p for p in self.panes if p.active and p.history]
-        return bool(active) and all(p.history[-1]["role"] == "assistant" and p.history[-1]["content"] for p in active)
+        return bool(active) and all(p.history[-1]["role"] == "assistant" and p.turns and p.turns[-1].done for p in active)
 
 
 def send(session: ArenaSession, cache: ModelCache, message: str, settings: GenerationSettings, system_prompt: str = "",
          stop: threading.Event | None = None) -> Iterator[ArenaSession]:
+    """Send one message to every active pane; the first message of a round starts it
+    (a new blind mapping)."""
     if not message.strip():
         raise UserError("message", "empty message", "type a message before sending")
     panes = [p for p in session.panes if p.active]
     if not panes:
-        raise UserError("panes", "no model is switched on", "tick at least one pane and give it a model")
+        raise UserError("panes", "no model is switched on", "open Models, tick at least one pane and give it a model")
+    if session.is_fresh():
+        session.start_round()
     for pane in panes:
         pane.history.append({"role": "user", "content": message})
     yield from _reply(session, panes, cache, settings, system_prompt, stop)
@@ -96,6 +158,7 @@ def regenerate(session: ArenaSession, cache: ModelCache, settings: GenerationSet
         if pane.active and pane.history:
             if pane.history[-1]["role"] == "assistant":
                 pane.history.pop()
+                del pane.turns[-1:]
             panes.append(pane)
     if not panes:
         raise UserError("regenerate", "there is no message to answer again", "send a message first")
@@ -103,101 +166,121 @@ def regenerate(session: ArenaSession, cache: ModelCache, settings: GenerationSet
 
 
 def clear(session: ArenaSession) -> ArenaSession:
+    """Empty every pane; the next message starts a new round. Callers stop a running
+    reply first (the reply writes into its own message objects, so it cannot crash)."""
     for pane in session.panes:
-        pane.history, pane.status = [], ""
-    if session.blind:
-        session.revealed = False
+        pane.history, pane.turns, pane.notice = [], [], ""
+    session.revealed = not session.blind
     return session
 
 
-def vote(session: ArenaSession, store: VoteStore, best: str, worst: str, settings: GenerationSettings, config_hash: str) -> None:
-    """Record a verdict on the last replies. `best` / `worst` are display names
-    ("Model 2") or "tie" / "" (no verdict); the real names are revealed afterwards."""
+def vote(session: ArenaSession, store: VoteStore, best: str, worst: str, config_hash: str, parent_refs: list[str]) -> str:
+    """Record a verdict on this round and reveal the names. `best` is a display name
+    ("Model 2"), "tie" or "all bad" and must be chosen; `worst` is a display name or "".
+    Returns why the vote was flagged ('' when it counts)."""
+    if not session.blind:
+        raise UserError("vote", "votes are for blind rounds", "tick Blind mode, then send a message")
+    if session.revealed:
+        raise UserError("vote", "this round is already judged", "press Clear to start the next blind round")
     if not session.replies_in():
         raise UserError("vote", "there are no replies to judge yet", "send a message and wait for the replies")
-    shown = dict(zip([f"Model {i + 1}" for i in range(len(session.panes))], session.panes, strict=True))
-    verdicts: list[tuple[str, str | None]] = []
-    for verdict, choice in (("best", best), ("worst", worst)):
-        if choice == "tie":
-            verdicts.append(("tie", None))
-        elif choice:
-            if choice not in shown:
-                raise UserError(verdict, f"'{choice}' is not one of the panes", "pick Model 1, 2 or 3, or tie")
-            verdicts.append((verdict, shown[choice].label))
-    verdicts = list(dict.fromkeys(verdicts))
-    if not verdicts:
-        raise UserError("vote", "nothing chosen", "pick the best (or worst) reply, or tie")
-    if best and best == worst and best != "tie":
-        raise UserError("vote", "the same reply is both best and worst", "pick two different replies")
     active = [p for p in session.panes if p.active and p.history]
+    shown = {f"Model {i + 1}": p for i, p in enumerate(session.panes) if p in active}
+    if not best:
+        raise UserError("best reply", "nothing chosen", "pick the best reply, or tie, or all bad")
+    for name, choice in (("best reply", best), ("worst reply", worst)):
+        if choice and choice not in (*shown, TIE, ALL_BAD):
+            raise UserError(name, f"'{choice}' is not one of the replies", f"pick one of {', '.join(shown)}")
+    if worst in (TIE, ALL_BAD) or (worst and best == ALL_BAD):
+        raise UserError("worst reply", "'all bad' has no worst", "leave the worst reply empty")
+    if best == worst:
+        raise UserError("vote", "the same reply is both best and worst", "pick two different replies")
+    verdicts = [("best", shown[best].label)] if best in shown else [(best, None)]
+    if worst:
+        verdicts.append(("worst", shown[worst].label))
     models = {p.label: p.ref for p in active}
     replies = {p.label: p.history[-1]["content"] for p in active}
-    store.record(config_hash, session.last_prompt(), verdicts, models, replies, asdict(settings))
-    session.votes.append({"prompt": session.last_prompt(), "verdicts": verdicts, "models": models})
+    round_replies = {p.label: "\n".join(m["content"] for m in p.history if m["role"] == "assistant") for p in active}
+    flagged = identity_leak(round_replies, [p.ref for p in active if p.label != "Merged"])
+    store.record(config_hash, session.last_prompt(), verdicts, models, replies, active[0].turns[-1].settings, flagged)
+    session.votes.append({"prompt": session.last_prompt(), "verdicts": verdicts, "models": models, "flagged": flagged})
     session.revealed = True
+    return flagged
 
 
-def export_json(session: ArenaSession, settings: GenerationSettings) -> str:
-    return json.dumps({
-        "settings": asdict(settings),
-        "panes": [{"label": p.label, "model": p.ref, "precision": p.precision, "history": p.history} for p in session.panes],
-        "votes": session.votes,
-    }, indent=2)
+def export_json(session: ArenaSession) -> str:
+    """Every pane's conversation with, per reply, the settings it used and whether it was
+    stopped. Before the reveal it is anonymous: Model 1/2/3, no sources, no precision."""
+    reveal = session.revealed
+    panes = []
+    for name, pane in zip(session.display_labels(), session.panes, strict=True):
+        turns = [asdict(t) if reveal else {"prompt": t.prompt, "settings": t.settings, "system_prompt": t.system_prompt,
+                                           "stopped": t.stopped, "tokens": t.tokens} for t in pane.turns]
+        panes.append({"label": pane.label, "model": pane.ref, "precision": pane.precision} if reveal else {"label": name})
+        panes[-1].update(history=pane.history, turns=turns)
+    return json.dumps({"anonymized": not reveal, "panes": panes, "votes": session.votes if reveal else []}, indent=2)
 
 
-def export_markdown(session: ArenaSession, settings: GenerationSettings) -> str:
-    lines = ["# Slerp Arena comparison", "",
-             "| pane | model | precision |", "|---|---|---|",
-             *[f"| {p.label} | `{p.ref}` | {p.precision} |" for p in session.panes if p.ref], "",
-             f"Settings: {', '.join(f'{k}={v}' for k, v in asdict(settings).items())}", ""]
+def export_markdown(session: ArenaSession) -> str:
+    reveal = session.revealed
+    names = [p.label for p in session.panes] if reveal else session.display_labels()
+    lines = ["# Slerp Arena comparison", ""]
+    if reveal:
+        lines += ["| pane | model | precision |", "|---|---|---|",
+                  *[f"| {p.label} | `{p.ref}` | {p.precision} |" for p in session.panes if p.ref], ""]
+    else:
+        lines += ["Blind round, not yet judged: the panes are shown as Model 1/2/3 and their models are left out.", ""]
     turns = max((len(p.history) for p in session.panes), default=0)
     for i in range(0, turns, 2):
         prompt = next((p.history[i]["content"] for p in session.panes if len(p.history) > i), "")
         lines += ["## User", "", prompt, ""]
-        for p in session.panes:
+        for name, p in zip(names, session.panes, strict=True):
             if len(p.history) > i + 1:
-                lines += [f"### {p.label}", "", p.history[i + 1]["content"], ""]
-    for v in session.votes:
-        lines.append(f"Vote on “{v['prompt']}”: " + ", ".join(f"{verdict} = {label or '—'}" for verdict, label in v["verdicts"]))
+                turn = p.turns[i // 2] if len(p.turns) > i // 2 else None
+                settings = ", ".join(f"{k}={v}" for k, v in turn.settings.items()) if turn else ""
+                lines += [f"### {name}", "", p.history[i + 1]["content"], "",
+                          f"*{turn.line(reveal) if turn else ''}; {settings}*", ""]
+    for v in session.votes if reveal else []:
+        flag = f" (flagged: {v['flagged']})" if v.get("flagged") else ""
+        lines.append(f"Vote on “{v['prompt']}”: " + ", ".join(f"{verdict} = {label or '—'}" for verdict, label in v["verdicts"]) + flag)
     return "\n".join(lines) + "\n"
 
 
 def _reply(session: ArenaSession, panes: list[Pane], cache: ModelCache, settings: GenerationSettings, system_prompt: str,
            stop: threading.Event | None) -> Iterator[ArenaSession]:
+    """Stream the replies. Each pane's reply goes into its own message and turn objects,
+    so a Clear meanwhile only detaches them: nothing is indexed that could be gone."""
     loaded: list[tuple[Pane, LoadedModel]] = []
     for pane in panes:
-        pane.status = f"loading {pane.ref} ({pane.precision})…"
+        pane.notice = f"loading {pane.ref} ({pane.precision})…"
         yield session
         try:
             loaded.append((pane, cache.get(pane.ref, pane.precision)))
-            pane.status = ""
+            pane.notice = ""
         except UserError as exc:  # shown in this pane; the others still answer
-            pane.status = f"⚠️ {exc}"
-            pane.history.pop()
+            pane.notice = f"⚠️ {exc}"
+            if pane.history and pane.history[-1]["role"] == "user":
+                pane.history.pop()
     if not loaded:
         yield session
         return
-    for pane, _ in loaded:
-        pane.history.append({"role": "assistant", "content": ""})
+    messages, turns = [], []
+    for pane, model in loaded:
+        r = model.report
+        turns.append(Turn(session.last_prompt(), asdict(settings), system_prompt, precision=r.precision, backend=r.backend,
+                          weight_mb=r.weight_bytes / 1e6))
+        messages.append({"role": "assistant", "content": ""})
+        pane.history.append(messages[-1])
+        pane.turns.append(turns[-1])
     histories = [pane.history[:-1] for pane, _ in loaded]
     for replies in stream_side_by_side([m for _, m in loaded], histories, settings, stop, system_prompt):
-        for (pane, model), reply in zip(loaded, replies, strict=True):
-            pane.history[-1]["content"] = reply.text if not reply.error else f"⚠️ {reply.error}"
-            pane.status = format_status(reply, model)
+        for message, turn, reply in zip(messages, turns, replies, strict=True):
+            message["content"] = reply.text if not reply.error else f"⚠️ {reply.error}"
+            _fill(turn, reply)
         yield session
 
 
-def format_status(reply: Reply, model: LoadedModel) -> str:
-    r, s = model.report, reply.stats
-    parts = [f"{s.new_tokens} tokens"]
-    if s.first_token_s is not None:
-        parts.append(f"first token {s.first_token_s:.2f} s")
-    if s.tokens_per_s:
-        parts.append(f"{s.tokens_per_s:.1f} tok/s")
-    parts.append(f"{r.precision} ({r.backend})")
-    parts.append(f"{r.weight_bytes / 1e6:.0f} MB")
-    if reply.stopped:
-        parts.append("stopped")
-    if reply.notice:
-        parts.append(reply.notice)
-    return " · ".join(parts)
+def _fill(turn: Turn, reply: Reply) -> None:
+    s = reply.stats
+    turn.tokens, turn.first_token_s, turn.tokens_per_s = s.new_tokens, s.first_token_s, s.tokens_per_s
+    turn.stopped, turn.error, turn.notice, turn.done = reply.stopped, reply.error, reply.notice, reply.done

@@ -17,26 +17,40 @@ from inference import GenerationSettings
 from inference.loading import load_with_weights
 from merging.form import config_from_form, form_from_yaml
 from merging.merge import merge_in_memory
+from merging.model_card import replace_section
 from ui import context
-from ui.arena import PANE_LABELS, ArenaSession, clear, export_json, export_markdown, regenerate, send, vote
+from ui.arena import ALL_BAD, TIE, ArenaSession, clear, export_json, export_markdown, regenerate, send, vote
 from ui.context import DEFAULT_A, DEFAULT_B, PRIVATE, check_models, shown_as_toast
-from ui.votes import VoteStore, config_hash
+from ui.ratings import CARD_MARKER, card_section, config_results, plot_html, table_markdown
+from ui.votes import PANE_LABELS, VoteStore, config_hash
 
 CHAT_PRECISIONS = ["auto", "fp8", "int8", "bf16"]
 PREVIEW_MAX_BYTES = 2 * 10**9  # in-memory t-previews: small models only
+CHAT_HEIGHT = 330  # px: three panes, the message box and Send fit a 1400x900 screen
+STOP_WAIT_S = 60.0  # Clear / Regenerate wait this long at most for stopped replies to end
+NO_MERGE_HINT = "No merged model yet: run a merge on the Merge tab and press 'Chat with this merge', or open Models and type a folder."
 
 
 class ChatSession:
-    """Per visitor (gr.State): their panes, their t-preview model, and the event their
-    Stop sets. A plain class: Gradio serializes dataclass states, and Events don't."""
+    """Per visitor (gr.State): their panes, their t-preview model, the event their Stop
+    sets, the messages waiting for the device, and whether a reply is running. A plain
+    class: Gradio serializes dataclass states, and Events don't."""
 
     def __init__(self) -> None:
         self.arena = ArenaSession()
         self.preview = None  # this visitor's in-memory t-preview model, freed when replaced
         self.stop = threading.Event()
+        self.idle = threading.Event()  # cleared while this visitor's replies stream
+        self.idle.set()
+        self.pending: list[str] = []  # sent while replies streamed: answered next, in order, never dropped
 
     def __deepcopy__(self, memo: dict) -> ChatSession:  # gr.State copies its default per session
         return ChatSession()
+
+    def wait_idle(self) -> None:
+        """Stop this visitor's running replies and wait until their threads have ended."""
+        self.stop.set()
+        self.idle.wait(timeout=STOP_WAIT_S)
 
 
 def _settings(temperature: float, top_p: float, max_new_tokens: float, seed: float) -> GenerationSettings:
@@ -61,38 +75,94 @@ def _configure(session: ChatSession, refs: list[str], merged_precision: str, par
                             dict(zip(labels, enabled, strict=True)))
     for label, problem in zip(labels, problems, strict=True):
         if problem:
-            session.arena.pane(label).status = problem
+            session.arena.pane(label).notice = problem
+
+
+def _pending_line(session: ChatSession) -> str:
+    if not session.pending:
+        return ""
+    return "⏳ Waiting to be sent when the replies are in: " + " · ".join(f"“{m[:60]}”" for m in session.pending)
 
 
 def _view(session: ChatSession, relabel: bool = False) -> tuple:
-    """Three chat histories, three stats lines, the vote row. Pane titles change only
-    when blind mode shuffles or reveals (`relabel`); chat updates stay plain values, so
-    API clients get plain histories."""
+    """Three chat histories, three stats lines, the vote row, the two vote choices, the
+    pending line. Pane titles change, and the vote choices reset, only when a round
+    starts or is revealed (`relabel`); chat updates stay plain values otherwise, so API
+    clients get plain histories."""
     arena = session.arena
     bots = ([gr.Chatbot(value=p.history, label=label) for p, label in zip(arena.panes, arena.display_labels(), strict=True)]
             if relabel else [p.history for p in arena.panes])
     voting = arena.blind and not arena.revealed and arena.replies_in()
-    return (*bots, *[p.status for p in arena.panes], gr.Row(visible=voting))
+    reset = [gr.Radio(value=None), gr.Radio(value=None)] if relabel and not arena.revealed else [gr.Radio(), gr.Radio()]
+    return (*bots, *arena.statuses(), gr.Row(visible=voting), *reset, _pending_line(session))
+
+
+def queue_message(message: str, session: ChatSession) -> tuple[str, str]:
+    """Send's first step, at once even while replies stream: the message joins this
+    visitor's queue (shown as pending) and the box empties."""
+    if not message.strip():  # a warning, not an error: an error would badge every output red
+        gr.Warning(str(UserError("message", "empty message", "type a message before sending")))
+        return gr.skip(), gr.skip()
+    session.pending.append(message)
+    return "", _pending_line(session)
 
 
 @shown_as_toast
 def chat(message: str, system_prompt: str, temperature: float, top_p: float, max_new_tokens: float, seed: float,
          merged_ref: str, parent_a_ref: str, parent_b_ref: str, merged_on: bool, parent_a_on: bool, parent_b_on: bool,
          merged_precision: str, parent_precision: str, session: ChatSession):
-    """Send one message to every switched-on pane; yields (3 chats, 3 stats, vote row)."""
-    _configure(session, [merged_ref, parent_a_ref, parent_b_ref], merged_precision, parent_precision, [merged_on, parent_a_on, parent_b_on])
-    session.stop.clear()
-    for _ in send(session.arena, context.MODELS, message, _settings(temperature, top_p, max_new_tokens, seed), system_prompt,
-                  session.stop):
-        yield _view(session)
+    """The `chat` API: answer `message` (after any queued ones) in every switched-on pane;
+    yields (3 chats, 3 stats, vote row, best, worst, pending line)."""
+    if not message.strip():
+        raise UserError("message", "empty message", "type a message before sending")
+    session.pending.append(message)
+    yield from answer_pending(system_prompt, temperature, top_p, max_new_tokens, seed, merged_ref, parent_a_ref, parent_b_ref,
+                              merged_on, parent_a_on, parent_b_on, merged_precision, parent_precision, session)
 
 
 @shown_as_toast
-def regenerate_last(system_prompt: str, temperature: float, top_p: float, max_new_tokens: float, seed: float, session: ChatSession):
-    session.stop.clear()
-    for _ in regenerate(session.arena, context.MODELS, _settings(temperature, top_p, max_new_tokens, seed), system_prompt,
-                        session.stop):
+def answer_pending(system_prompt: str, temperature: float, top_p: float, max_new_tokens: float, seed: float,
+                   merged_ref: str, parent_a_ref: str, parent_b_ref: str, merged_on: bool, parent_a_on: bool, parent_b_on: bool,
+                   merged_precision: str, parent_precision: str, session: ChatSession):
+    """Send's second step: answer every queued message, in order (nothing queued: the
+    outputs left alone: an earlier run took the message, and a view from here could land
+    after a Clear's)."""
+    if not session.pending:
+        yield tuple(gr.skip() for _ in range(len(PANE_LABELS) * 2 + 4))
+        return
+    _configure(session, [merged_ref, parent_a_ref, parent_b_ref], merged_precision, parent_precision, [merged_on, parent_a_on, parent_b_on])
+    settings = _settings(temperature, top_p, max_new_tokens, seed)
+    session.idle.clear()
+    try:
         yield _view(session)
+        while session.pending:
+            rounds = session.arena.rounds
+            session.stop.clear()
+            text = session.pending.pop(0)
+            for _ in send(session.arena, context.MODELS, text, settings, system_prompt, session.stop):
+                yield _view(session, relabel=session.arena.rounds != rounds)
+                rounds = session.arena.rounds
+            yield _view(session, relabel=session.arena.blind)
+    finally:
+        session.idle.set()
+
+
+@shown_as_toast
+def regenerate_last(system_prompt: str, temperature: float, top_p: float, max_new_tokens: float, seed: float, lock_seed: bool,
+                    session: ChatSession):
+    """Answer the last message again, after any running reply has stopped; a new seed
+    unless `lock_seed`. Yields the chat view and the seed used."""
+    session.wait_idle()
+    if not lock_seed:
+        seed = session.arena.rng.randrange(2**31)
+    session.stop.clear()
+    session.idle.clear()
+    try:
+        for _ in regenerate(session.arena, context.MODELS, _settings(temperature, top_p, max_new_tokens, seed), system_prompt,
+                            session.stop):
+            yield (*_view(session), int(seed))
+    finally:
+        session.idle.set()
 
 
 def stop_chat(session: ChatSession) -> None:
@@ -100,41 +170,81 @@ def stop_chat(session: ChatSession) -> None:
 
 
 def clear_chat(session: ChatSession) -> tuple:
+    """Stop the replies (and drop the queue), wait for their threads, then empty the
+    panes; the next message starts a new round."""
+    session.pending.clear()
+    session.wait_idle()
     clear(session.arena)
     return _view(session, relabel=True)
 
 
 def set_blind(blind: bool, session: ChatSession) -> tuple:
+    session.pending.clear()
+    session.wait_idle()
     session.arena.set_blind(blind)
     return _view(session, relabel=True)
 
 
+def show_results(merged_ref: str, include_flagged: bool) -> tuple[str, str]:
+    """The plot and table for the Merged pane's merge config."""
+    if not merged_ref.strip():
+        return "", "Results appear here once a merged model is in the Merged pane and blind rounds have been voted on."
+    res = config_results(VoteStore(context.votes_path()), config_hash(merged_ref.strip()), include_flagged)
+    return plot_html(res), table_markdown(res)
+
+
+def submit_vote(best: str, worst: str, include_flagged: bool, session: ChatSession) -> tuple:
+    """Record the vote, reveal the names, and show the results of this merge config. A
+    refused vote (no choice, …) changes nothing but the note under the vote row."""
+    merged = session.arena.pane("Merged").ref
+    try:
+        flagged = vote(session.arena, VoteStore(context.votes_path()), best or "", worst or "", config_hash(merged),
+                       [session.arena.pane(label).ref for label in PANE_LABELS[1:]])
+    except UserError as exc:
+        gr.Warning(str(exc))
+        return (*[gr.skip()] * (len(_view(session)) + 2), f"⚠️ Vote refused: {exc}")
+    note = (f"🚩 Vote kept but flagged ({flagged}): left out of the results by default." if flagged
+            else "Vote recorded. Press Clear for the next blind round.")
+    return (*_view(session, relabel=True), *show_results(merged, include_flagged), note)
+
+
 @shown_as_toast
-def submit_vote(best: str, worst: str, temperature: float, top_p: float, max_new_tokens: float, seed: float,
-                session: ChatSession) -> tuple:
-    """Record the vote, reveal the names, and show the scoreboard of this merge config."""
-    digest = config_hash(session.arena.pane("Merged").ref)
-    vote(session.arena, VoteStore(context.votes_path()), best or "", worst or "", _settings(temperature, top_p, max_new_tokens, seed),
-         digest)
-    return (*_view(session, relabel=True), scoreboard_markdown(digest))
+def add_results_to_card(merged_ref: str, include_flagged: bool) -> str:
+    """Write the current figures into the merged folder's README.md (its arena section
+    replaced, never appended twice)."""
+    folder = Path(merged_ref.split("#")[0].strip())
+    readme = folder / "README.md"
+    if not merged_ref.strip() or not (folder / "mergekit_config.yml").is_file() or not readme.is_file():
+        raise UserError("model card", "the Merged pane is not a merge made here", "run a merge, then 'Chat with this merge'")
+    check_models(str(folder))
+    res = config_results(VoteStore(context.votes_path()), config_hash(str(folder)), include_flagged)
+    if not res.pairs:
+        raise UserError("model card", "no counted votes for this merge yet", "vote in a few blind rounds first")
+    readme.write_text(replace_section(readme.read_text(), CARD_MARKER, card_section(res)))
+    return f"Written to `{readme}`: {res.sentence()}"
 
 
-def scoreboard_markdown(digest: str) -> str:
-    scores = VoteStore(context.votes_path()).scoreboard(digest)
-    if not scores:
-        return "No votes for this merge yet."
-    rows = "\n".join(f"| {s.model} | {s.best} | {s.worst} | {s.net:+d} |" for s in scores)
-    header = "| model | best | worst | net |\n|---|---|---|---|"
-    return f"**Scoreboard for merge config `{digest}`** (ties: {scores[0].ties})\n\n{header}\n{rows}"
-
-
-def export_session(temperature: float, top_p: float, max_new_tokens: float, seed: float, session: ChatSession) -> list[str]:
-    """The conversation of every pane, settings and votes, as Markdown and JSON files."""
-    settings = _settings(temperature, top_p, max_new_tokens, seed)
+def export_session(session: ChatSession):
+    """The conversation of every pane, per-reply settings and votes, as Markdown and JSON
+    files; anonymous (Model 1/2/3) before a blind round is revealed."""
     folder = Path(tempfile.mkdtemp(prefix="slerp-arena-export-"))
-    (folder / "comparison.md").write_text(export_markdown(session.arena, settings))
-    (folder / "comparison.json").write_text(export_json(session.arena, settings))
-    return [str(folder / "comparison.md"), str(folder / "comparison.json")]
+    (folder / "comparison.md").write_text(export_markdown(session.arena))
+    (folder / "comparison.json").write_text(export_json(session.arena))
+    return gr.File(value=[str(folder / "comparison.md"), str(folder / "comparison.json")], visible=True)
+
+
+def latest_merge(root: Path) -> str:
+    """The most recent merge folder under outputs/, or ''."""
+    merges = [p.parent for p in root.glob("*/mergekit_config.yml")] if root.is_dir() else []
+    return str(max(merges, key=lambda p: p.stat().st_mtime)) if merges else ""
+
+
+def open_chat(merged_ref: str, session: ChatSession) -> tuple:
+    """On page load: the Merged pane gets the latest merge from outputs/, or says what to do."""
+    ref = merged_ref.strip() or latest_merge(context.outputs_root())
+    if not ref:
+        session.arena.pane("Merged").notice = NO_MERGE_HINT
+    return ref, *session.arena.statuses(), *show_results(ref, False)
 
 
 @shown_as_toast
@@ -169,69 +279,94 @@ class ChatTab:
     parent_b: gr.Textbox
 
 
-def build_chat_tab() -> ChatTab:
+def build_chat_tab(demo: gr.Blocks) -> ChatTab:
     session = gr.State(ChatSession())
-    with gr.Row():
-        merged_ref = gr.Textbox("", label="Merged model (folder)", placeholder="run a merge, or type a folder / Hub id")
-        chat_a = gr.Textbox(DEFAULT_A, label="Parent A")
-        chat_b = gr.Textbox(DEFAULT_B, label="Parent B")
-    with gr.Row():
-        merged_precision = gr.Dropdown(CHAT_PRECISIONS, value="auto", label="Merged precision (auto: FP8 if native, else int8)")
-        parent_precision = gr.Dropdown(CHAT_PRECISIONS, value="bf16", label="Parents' precision")
-    with gr.Row():
-        system_prompt = gr.Textbox("", label="System prompt", placeholder="optional", scale=4)
-        blind = gr.Checkbox(False, label="Blind mode: shuffle the panes, vote, then see the names", scale=2)
+    with gr.Row(equal_height=True):
+        blind = gr.Checkbox(False, label="Blind mode: shuffled, unnamed panes; vote, then see the names", scale=3)
+        system_prompt = gr.Textbox("", label="System prompt", placeholder="optional", scale=4, lines=1, max_lines=3)
+    with gr.Accordion("Models: merged folder, parents, precision, panes on/off", open=False):
+        with gr.Row():
+            merged_ref = gr.Textbox("", label="Merged model (folder)", placeholder="run a merge, or type a folder / Hub id",
+                                    elem_id="chat-merged")
+            chat_a = gr.Textbox(DEFAULT_A, label="Parent A", elem_id="chat-parent-a")
+            chat_b = gr.Textbox(DEFAULT_B, label="Parent B", elem_id="chat-parent-b")
+        with gr.Row():
+            merged_precision = gr.Dropdown(CHAT_PRECISIONS, value="auto", label="Merged precision (auto: FP8 if native, else int8)")
+            parent_precision = gr.Dropdown(CHAT_PRECISIONS, value="bf16", label="Parents' precision")
+            switches = [gr.Checkbox(True, label=f"{label} on") for label in PANE_LABELS]
     panes = []
-    with gr.Row():
+    with gr.Row(elem_id="chat-panes"):
         for label in PANE_LABELS:
-            with gr.Column():
-                on = gr.Checkbox(True, label=f"{label} on")
-                bot = gr.Chatbot(label=label, height=380)
-                stats = gr.Markdown()
-                panes.append((on, bot, stats))
-    message = gr.Textbox(label="Message", placeholder="Ask all models at once…")
-    with gr.Row():
-        send_button = gr.Button("Send", variant="primary")
-        stop_button = gr.Button("Stop")
-        regen_button = gr.Button("Regenerate")
-        clear_button = gr.Button("Clear")
-    with gr.Accordion("Instant t-preview: re-merge the Merged pane in memory at a new t", open=False):
+            with gr.Column(min_width=300):
+                bot = gr.Chatbot(label=label, height=CHAT_HEIGHT, buttons=["copy", "copy_all"],
+                                 placeholder="Replies appear here: type below and press Send.")
+                stats = gr.Markdown(elem_classes=["pane-stats"])
+                panes.append((bot, stats))
+    with gr.Row(equal_height=True):
+        message = gr.Textbox(label="Message", show_label=False,
+                             placeholder="Ask all models at once… (Enter sends; while replies stream, it waits its turn)",
+                             scale=6, lines=1, max_lines=4, container=False, elem_id="chat-message")
+        send_button = gr.Button("Send", variant="primary", scale=1, min_width=90)
+        stop_button = gr.Button("Stop", scale=0, min_width=70)
+        regen_button = gr.Button("Regenerate", scale=0, min_width=110)
+        lock_seed = gr.Checkbox(False, label="lock seed", scale=0, min_width=110, container=False)
+        clear_button = gr.Button("Clear", scale=0, min_width=70, elem_id="chat-clear")
+    pending = gr.Markdown(elem_id="chat-pending")
+    with gr.Row(visible=False, equal_height=True) as vote_row:
+        best = gr.Radio(["Model 1", "Model 2", "Model 3", TIE, ALL_BAD], value=None, label="Best reply (required)", scale=3,
+                        elem_id="vote-best")
+        worst = gr.Radio(["Model 1", "Model 2", "Model 3"], value=None, label="Worst reply (optional)", scale=2)
+        vote_button = gr.Button("Vote and reveal", variant="primary", scale=1)
+    vote_note = gr.Markdown()
+    with gr.Accordion("Results: does the merge beat its parents?", open=False):
+        with gr.Row():
+            include_flagged = gr.Checkbox(False, label="count flagged votes (replies that named a model or maker)")
+            refresh_button = gr.Button("Refresh results", size="sm")
+            card_button = gr.Button("Add arena results to the model card", size="sm")
+        results_plot = gr.HTML()
+        results_table = gr.Markdown()
+        card_message = gr.Markdown()
+    with gr.Accordion("Sampling (shared by all panes)", open=False), gr.Row():
+        temperature = gr.Slider(0, 2, 0.7, step=0.05, label="temperature (0 = greedy)")
+        top_p = gr.Slider(0.05, 1, 1.0, step=0.05, label="top_p")
+        max_new_tokens = gr.Slider(1, 1024, 256, step=1, label="max new tokens")
+        seed = gr.Number(0, label="seed (Regenerate draws a new one unless locked)", precision=0)
+    with gr.Accordion("Export this comparison (Markdown + JSON)", open=False):
+        export_button = gr.Button("Export", size="sm")
+        export_files = gr.File(label="Exported files", file_count="multiple", interactive=False, visible=False)
+    with gr.Accordion("Instant t-preview: re-merge the merged model in memory at a new t", open=False):
         with gr.Row():
             preview_attn = gr.Textbox("0, 0.5, 1, 0.5, 0", label="t for self_attn")
             preview_mlp = gr.Textbox("0.5", label="t for mlp")
             preview_default = gr.Textbox("0.5", label="t for the rest")
             preview_button = gr.Button("Preview")
         preview_message = gr.Markdown()
-    with gr.Row(visible=False) as vote_row:
-        best = gr.Radio(["Model 1", "Model 2", "Model 3", "tie"], label="Best reply")
-        worst = gr.Radio(["Model 1", "Model 2", "Model 3"], label="Worst reply (optional)")
-        vote_button = gr.Button("Vote and reveal")
-    scoreboard = gr.Markdown()
-    with gr.Row():
-        export_button = gr.Button("Export this comparison (Markdown + JSON)")
-        export_files = gr.File(label="Exported", file_count="multiple")
-    with gr.Accordion("Sampling (shared by all panes)", open=False):
-        temperature = gr.Slider(0, 2, 0.7, step=0.05, label="temperature (0 = greedy)")
-        top_p = gr.Slider(0.05, 1, 1.0, step=0.05, label="top_p")
-        max_new_tokens = gr.Slider(1, 1024, 256, step=1, label="max new tokens")
-        seed = gr.Number(0, label="seed", precision=0)
 
-    bots, stats_boxes = [p[1] for p in panes], [p[2] for p in panes]
+    bots, stats_boxes = [p[0] for p in panes], [p[1] for p in panes]
     sampling = [temperature, top_p, max_new_tokens, seed]
-    chat_inputs = [message, system_prompt, *sampling, merged_ref, chat_a, chat_b, *[p[0] for p in panes],
-                   merged_precision, parent_precision, session]
-    chat_outputs = [*bots, *stats_boxes, vote_row]
-    send_event = send_button.click(chat, chat_inputs, chat_outputs, api_name="chat", concurrency_id="device", concurrency_limit=1)
-    submit_event = message.submit(chat, chat_inputs, chat_outputs, api_visibility=PRIVATE, concurrency_id="device", concurrency_limit=1)
-    for event in (send_event, submit_event):
-        event.then(lambda: "", None, message, api_visibility=PRIVATE)
-    regen_button.click(regenerate_last, [system_prompt, *sampling, session], chat_outputs, api_name="regenerate",
-                       concurrency_id="device", concurrency_limit=1)
+    model_inputs = [merged_ref, chat_a, chat_b, *switches, merged_precision, parent_precision, session]
+    chat_outputs = [*bots, *stats_boxes, vote_row, best, worst, pending]
+    api_chat = gr.Button(visible=False)  # the `chat` API: message first, streamed, as before
+    api_chat.click(chat, [message, system_prompt, *sampling, *model_inputs], chat_outputs, api_name="chat",
+                   concurrency_id="device", concurrency_limit=1)
+    for trigger in (send_button.click, message.submit):
+        trigger(queue_message, [message, session], [message, pending], concurrency_limit=None, api_visibility=PRIVATE).success(
+            answer_pending, [system_prompt, *sampling, *model_inputs], chat_outputs, api_visibility=PRIVATE,
+            concurrency_id="device", concurrency_limit=1, trigger_mode="multiple")
+    regen_button.click(stop_chat, session, None, concurrency_limit=None, api_visibility=PRIVATE).then(
+        regenerate_last, [system_prompt, *sampling, lock_seed, session], [*chat_outputs, seed], api_name="regenerate",
+        concurrency_id="device", concurrency_limit=1)
     stop_button.click(stop_chat, session, None, concurrency_limit=None, api_visibility=PRIVATE)
-    clear_button.click(clear_chat, session, chat_outputs, api_visibility=PRIVATE)
-    blind.change(set_blind, [blind, session], chat_outputs, api_visibility=PRIVATE)
-    vote_button.click(submit_vote, [best, worst, *sampling, session], [*chat_outputs, scoreboard], api_visibility=PRIVATE)
-    export_button.click(export_session, [*sampling, session], export_files, api_visibility=PRIVATE)
+    for clearing in (clear_button.click, *[bot.clear for bot in bots]):  # a pane's trash icon clears the arena too
+        clearing(clear_chat, session, chat_outputs, concurrency_limit=None, api_visibility=PRIVATE)
+    blind.change(set_blind, [blind, session], chat_outputs, concurrency_limit=None, api_visibility=PRIVATE)
+    vote_button.click(submit_vote, [best, worst, include_flagged, session], [*chat_outputs, results_plot, results_table, vote_note],
+                      api_visibility=PRIVATE)
+    for refresh in (refresh_button.click, include_flagged.change):
+        refresh(show_results, [merged_ref, include_flagged], [results_plot, results_table], api_visibility=PRIVATE)
+    card_button.click(add_results_to_card, [merged_ref, include_flagged], card_message, api_visibility=PRIVATE)
+    export_button.click(export_session, session, export_files, api_visibility=PRIVATE)
     preview_button.click(preview_t, [preview_attn, preview_mlp, preview_default, merged_ref, merged_precision, session],
                          [merged_ref, preview_message], api_visibility=PRIVATE, concurrency_id="device", concurrency_limit=1)
+    demo.load(open_chat, [merged_ref, session], [merged_ref, *stats_boxes, results_plot, results_table], api_visibility=PRIVATE)
     return ChatTab(merged_ref, chat_a, chat_b)

@@ -23,6 +23,7 @@ from ui.arena import ALL_BAD, TIE, ArenaSession, clear, export_json, export_mark
 from ui.context import DEFAULT_A, DEFAULT_B, PRIVATE, check_models, shown_as_toast
 from ui.ratings import CARD_MARKER, card_section, config_results, plot_html, table_markdown
 from ui.votes import PANE_LABELS, VoteStore, config_hash
+from ui.zerogpu import CHAT_SECONDS, gpu
 
 CHAT_PRECISIONS = ["auto", "fp8", "int8", "bf16"]
 PREVIEW_MAX_BYTES = 2 * 10**9  # in-memory t-previews: small models only
@@ -107,6 +108,7 @@ def queue_message(message: str, session: ChatSession) -> tuple[str, str]:
     return "", _pending_line(session)
 
 
+@gpu(CHAT_SECONDS)
 @shown_as_toast
 def chat(message: str, system_prompt: str, temperature: float, top_p: float, max_new_tokens: float, seed: float,
          merged_ref: str, parent_a_ref: str, parent_b_ref: str, merged_on: bool, parent_a_on: bool, parent_b_on: bool,
@@ -120,6 +122,7 @@ def chat(message: str, system_prompt: str, temperature: float, top_p: float, max
                               merged_on, parent_a_on, parent_b_on, merged_precision, parent_precision, session)
 
 
+@gpu(CHAT_SECONDS)
 @shown_as_toast
 def answer_pending(system_prompt: str, temperature: float, top_p: float, max_new_tokens: float, seed: float,
                    merged_ref: str, parent_a_ref: str, parent_b_ref: str, merged_on: bool, parent_a_on: bool, parent_b_on: bool,
@@ -147,6 +150,7 @@ def answer_pending(system_prompt: str, temperature: float, top_p: float, max_new
         session.idle.set()
 
 
+@gpu(CHAT_SECONDS)
 @shown_as_toast
 def regenerate_last(system_prompt: str, temperature: float, top_p: float, max_new_tokens: float, seed: float, lock_seed: bool,
                     session: ChatSession):
@@ -247,6 +251,7 @@ def open_chat(merged_ref: str, session: ChatSession) -> tuple:
     return ref, *session.arena.statuses(), *show_results(ref, False)
 
 
+@gpu(CHAT_SECONDS)
 @shown_as_toast
 def preview_t(attn: str, mlp: str, default: str, merged_ref: str, merged_precision: str, session: ChatSession):
     """Re-merge the Merged pane's model in memory at a new t curve and swap it in.

@@ -28,6 +28,9 @@ def test_planned_peak_ram_is_the_merges_own_working_set(tmp_path: Path):
     config = tmp_path / "merge.yml"
     config.write_text(SMOL_CONFIG.replace("[0, 30]", "[0, 2]").format(a=a, b=b))
     baseline = peak_mb(["-c", "import torch, merging.merge, merging.__main__"])
-    merge = peak_mb(["merging", str(config), str(tmp_path / "out")])
+    # The peak depends on how far the writer thread lags (up to its queue's bound), which
+    # varies from run to run (28-56 MB measured here): the plan is that bound, so compare
+    # it with the highest of three runs.
+    merge = max(peak_mb(["merging", str(config), str(tmp_path / f"out{i}")]) for i in range(3))
     planned = dry_run(parse_config(config.read_text())).peak_ram_bytes / 2**20
     assert abs(planned - (merge - baseline)) <= 0.25 * (merge - baseline), (planned, merge, baseline)

@@ -115,3 +115,10 @@ def test_divergence_map_colours_span_its_own_range():
     html = merge_tab.heatmap_html(["q", "k"], [("layer 0", [0.1, 0.9]), ("layer 1", [0.5, None])], "θ")
     assert "rgb(255,255,255)" in html and "rgb(255,51,51)" in html  # 0.1° is white, 0.9° deep red
     assert "0.10" in html and "0.90" in html and "0.10° (white) to 0.90° (red)" in html
+
+
+def test_the_model_card_renders_as_a_page_with_its_front_matter_in_a_yaml_block():
+    card = "---\nbase_model:\n- org/a\ntags:\n- merge\n---\n\n# my-merge\n\nText."
+    page = merge_tab.card_page(card)
+    assert page.startswith("```yaml\nbase_model:\n- org/a\ntags:\n- merge\n```\n") and page.endswith("# my-merge\n\nText.")
+    assert merge_tab.card_page("# no front matter") == "# no front matter"

@@ -199,7 +199,15 @@ def merge(yaml_text: str, output_name: str, overwrite: bool, session: MergeSessi
     summary = "\n".join([f"### ✅ Merged into `{result.output_dir}`", f"- {result.summary()}", *renamed,
                          *[f"- ⚠️ {w}" for w in result.warnings]])
     heatmap = heatmap_html(*divergence_grid(angles_of_merge(result.tensors)), title="θ between the parents in this merge (degrees)")
-    return summary, (result.output_dir / "README.md").read_text(), str(result.output_dir), heatmap
+    return summary, card_page((result.output_dir / "README.md").read_text()), str(result.output_dir), heatmap
+
+
+def card_page(card: str) -> str:
+    """The model card as a page: its Hub front matter (`---` YAML `---`), which Markdown
+    would render as a rule and a run-on paragraph, shown as a YAML block instead."""
+    if card.startswith("---\n") and (end := card.find("\n---\n", 4)) != -1:
+        return f"```yaml\n{card[4:end]}\n```\n{card[end + 5:]}"
+    return card
 
 
 def plan(yaml_text: str, a: str, b: str, attn: str, mlp: str, default: str, start: float, end: float, dtype: str) -> str:

@@ -21,14 +21,13 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from core.errors import UserError
 from core.sources import resolve_model
 from inference import load_model
-from inference.chat import build_prompt
+from inference.chat import build_prompt, read_prompts
 from inference.generation import eos_ids
 from inference.loading import LoadedModel, load_with_weights
 from merging import MergeConfig, load_config
@@ -139,14 +138,6 @@ def t_sweep(config: MergeConfig, prompts: list[str], grid: tuple[float, ...] = D
     return points
 
 
-def read_prompts(path: str | Path, limit: int | None = None) -> list[str]:
-    file = Path(path)
-    if not file.is_file():
-        raise UserError("--prompts", f"file '{file}' not found", "give a text file with one prompt per line")
-    prompts = [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip() and not line.startswith("#")]
-    return prompts[:limit] if limit else prompts
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sweep", description="Which parent does the merge resemble, per t?")
     parser.add_argument("config", help="mergekit YAML (merge_method: slerp)")
@@ -164,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --grid: '{args.grid}' is not a list of numbers in [0, 1] — write e.g. 0,0.5,1", file=sys.stderr)
         return 2
     try:
-        points = t_sweep(load_config(args.config), read_prompts(args.prompts, args.limit), grid, args.scale_curve, args.max_new_tokens)
+        prompts = read_prompts(args.prompts, "--prompts")[: args.limit]
+        points = t_sweep(load_config(args.config), prompts, grid, args.scale_curve, args.max_new_tokens)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

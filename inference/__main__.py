@@ -10,11 +10,11 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 from core.errors import UserError
 from core.sources import DEFAULT_MODEL
 from inference.bench import run_bench
+from inference.chat import read_prompts
 from inference.generation import GenerationSettings, run_side_by_side
 from inference.loading import PRECISIONS, LoadedModel, load_model
 
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_chat(args: argparse.Namespace) -> int:
-    prompts = read_prompts(args.prompts_file) if args.prompts_file else None
+    prompts = read_prompts(args.prompts_file, "--prompts-file") if args.prompts_file else None
     models = [load_model(ref, args.precision) for ref in args.models]
     for m in models:
         print(f"[{m.name}] {m.report.summary()}", file=sys.stderr)
@@ -69,16 +69,6 @@ def run_chat(args: argparse.Namespace) -> int:
         print(f"--- {s.new_tokens} tokens, first token {s.first_token_s or 0:.2f} s, {s.tokens_per_s:.1f} tok/s")
         failed |= bool(reply.error)
     return 1 if failed else 0
-
-
-def read_prompts(path: str) -> list[str]:
-    file = Path(path)
-    if not file.is_file():
-        raise UserError("--prompts-file", f"'{path}' not found", "give a text file with one prompt per line")
-    prompts = [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip() and not line.startswith("#")]
-    if not prompts:
-        raise UserError("--prompts-file", f"'{path}' holds no prompt", "write one prompt per line")
-    return prompts
 
 
 def run_prompt_set(models: list[LoadedModel], prompts: list[str], settings: GenerationSettings, system: str) -> int:

@@ -56,11 +56,23 @@ class DistillSettings:
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
+def demo_parent_folder(base: str = DEFAULT_MODEL, settings: DistillSettings = DistillSettings(),
+                       name: str = "SmolLM2-135M-Pirate") -> Path:
+    """Where the demo parent of `base` lives once built (it may not exist yet)."""
+    return cache_root() / "demo-parent" / f"{name}-{settings.key(str(resolve_model(base).resolve()))}"
+
+
+def built_demo_parent(base: str = DEFAULT_MODEL, settings: DistillSettings = DistillSettings()) -> Path | None:
+    """The demo parent's folder when it is already built, else None (never builds)."""
+    target = demo_parent_folder(base, settings)
+    return target if (target / "config.json").is_file() else None
+
+
 def build_demo_parent(base: str = DEFAULT_MODEL, settings: DistillSettings = DistillSettings(),
-                      on_progress: Progress | None = None, name: str = "SmolLM2-135M-Pirate") -> Path:
+                      on_progress: Progress | None = None) -> Path:
     """The distilled model's folder (built on first call, then cached)."""
     folder = resolve_model(base)
-    target = cache_root() / "demo-parent" / f"{name}-{settings.key(str(folder.resolve()))}"
+    target = demo_parent_folder(base, settings)
     if (target / "config.json").is_file():
         return target
     report = on_progress or (lambda stage, done, total: None)

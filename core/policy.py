@@ -5,6 +5,9 @@ forces it on / off. In public mode:
 - a local path (model or output) must resolve — symlinks followed, `..` collapsed —
   inside an allow-listed root (the models root and the outputs root); Hub ids and the
   bundled model are always allowed;
+- an endpoint (`http(s)://HOST:PORT/v1#MODEL`) must be one the owner listed in
+  `SLERP_ARENA_ENDPOINTS` (comma-separated base URLs): otherwise a visitor could make the
+  Space send requests, and its API key, to any address it can reach;
 - the two parents together may not exceed a size limit, and merges may not push the
   outputs folder past a disk quota.
 Pickle checkpoints are never loaded by the merge (safetensors only) and
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import UserError
-from core.sources import kind_of
+from core.sources import base_url_of, endpoint_of, kind_of
 
 GB = 10**9
 
@@ -29,15 +32,26 @@ class AccessPolicy:
     output_root: Path
     max_parents_bytes: int = 20 * GB
     output_quota_bytes: int = 50 * GB
+    endpoints: tuple[str, ...] = ()  # base URLs visitors may chat through
 
     def check_model(self, ref: str) -> None:
         ref = ref.strip()
         try:
-            if kind_of(ref) in ("bundled", "hub"):
-                return  # the same rule resolve_model uses: a local folder of that name wins over a Hub id
+            kind = kind_of(ref)
         except UserError:
-            pass  # not a model reference at all; if it names a path outside the roots, say that first
+            kind = None  # not a model reference at all; if it names a path outside the roots, say that first
+        if kind in ("bundled", "hub"):
+            return  # the same rule resolve_model uses: a local folder of that name wins over a Hub id
+        if kind == "endpoint":
+            self._listed(endpoint_of(ref).base_url)
+            return
         self._inside(Path(ref).expanduser(), (*self.model_roots, self.output_root), "model", ref)
+
+    def _listed(self, base_url: str) -> None:
+        allowed = [base_url_of(url) for url in self.endpoints]
+        if base_url not in allowed:
+            fix = f"use one of: {', '.join(allowed)}" if allowed else "use a Hub id (this Space allows no endpoints)"
+            raise UserError("model", f"endpoint {base_url} is not on this Space's allow-list (SLERP_ARENA_ENDPOINTS)", fix)
 
     def check_output(self, output: Path) -> None:
         self._inside(output, (self.output_root,), "output", str(output))
@@ -72,4 +86,5 @@ def policy_from_env(model_roots: tuple[Path, ...], output_root: Path) -> AccessP
         return None
     return AccessPolicy(model_roots, output_root,
                         max_parents_bytes=int(float(os.environ.get("SLERP_ARENA_MAX_PARENTS_GB", 20)) * GB),
-                        output_quota_bytes=int(float(os.environ.get("SLERP_ARENA_OUTPUT_QUOTA_GB", 50)) * GB))
+                        output_quota_bytes=int(float(os.environ.get("SLERP_ARENA_OUTPUT_QUOTA_GB", 50)) * GB),
+                        endpoints=tuple(url.strip() for url in os.environ.get("SLERP_ARENA_ENDPOINTS", "").split(",") if url.strip()))

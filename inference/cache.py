@@ -9,6 +9,7 @@ that does not fit evicts idle models, least recently used first.
   different keys run side by side, each reserving its bytes while it loads.
 - Room is counted from the models' own sizes, so the rule can be tested with a small
   byte budget; without a budget the guard's allowance (free memory less 20%) is used.
+- An endpoint reference is not loaded, counted or kept: its weights live on its server.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from collections import OrderedDict
 import torch
 
 from core.errors import UserError
+from core.sources import kind_of
+from inference.endpoint import EndpointModel
 from inference.loading import LoadedModel, detect_device, estimate_load_bytes, guard_allowance, load_model
 
 Key = tuple[str, str]  # (reference, requested precision)
@@ -35,11 +38,14 @@ class ModelCache:
         self._reserved = 0  # bytes of loads in progress
         self._lock = threading.Lock()
 
-    def get(self, ref: str, precision: str = "auto") -> LoadedModel:
+    def get(self, ref: str, precision: str = "auto") -> LoadedModel | EndpointModel:
         key = (ref, precision)
         with self._lock:
             if (found := self._lookup(key)) is not None:
-                return found
+                return found  # looked up first: a t-preview's name ("folder#t=…") is no reference kind_of knows
+        if kind_of(ref) == "endpoint":
+            return EndpointModel.of(ref)
+        with self._lock:
             key_lock = self._key_locks.setdefault(key, threading.Lock())
         with key_lock:  # a second visitor asking for the same model waits for the first load
             with self._lock:

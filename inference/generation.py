@@ -1,5 +1,8 @@
 """Stream replies from one to four models at once, each in its own thread.
 
+A model served elsewhere (inference/endpoint.py) streams its own reply through the same
+interface (`answer`), so it runs beside the in-process ones.
+
 Every model gets the same sampling settings and seed. Sampling is done by our own
 logits processor with a per-reply torch.Generator, because transformers samples from
 the global RNG, which concurrent threads would share (and so never reproduce). Stop
@@ -15,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
@@ -59,6 +63,17 @@ class Reply:
     error: str = ""
     notice: str = ""
     stats: ReplyStats = field(default_factory=ReplyStats)
+
+
+class ServedModel(Protocol):
+    """A model that streams its own replies (an endpoint): what generate_reply does for a LoadedModel."""
+    name: str
+
+    def answer(self, history: list[Message], settings: GenerationSettings, stop: threading.Event, system_prompt: str = "",
+               on_text=lambda text: None, reply: Reply | None = None) -> Reply: ...
+
+
+ChatModel = LoadedModel | ServedModel
 
 
 class SeededSampler(LogitsProcessor):
@@ -185,7 +200,7 @@ def eos_ids(loaded: LoadedModel) -> list[int]:
     return list(dict.fromkeys(ids)) or [0]
 
 
-def stream_side_by_side(models: list[LoadedModel], histories: list[list[Message]], settings: GenerationSettings,
+def stream_side_by_side(models: list[ChatModel], histories: list[list[Message]], settings: GenerationSettings,
                         stop: threading.Event | None = None, system_prompt: str = "") -> Iterator[list[Reply]]:
     """Yield snapshots (one Reply per model, in order) as any model produces text; the
     last snapshot has every reply done. `histories[i]` is model i's own conversation."""
@@ -198,8 +213,11 @@ def stream_side_by_side(models: list[LoadedModel], histories: list[list[Message]
     updates: queue.Queue[int | None] = queue.Queue()
 
     def worker(index: int) -> None:
-        generate_reply(models[index], histories[index], settings, stop, system_prompt,
-                       on_text=lambda _: updates.put(index), reply=replies[index])
+        model, on_text = models[index], lambda _: updates.put(index)
+        if isinstance(model, LoadedModel):
+            generate_reply(model, histories[index], settings, stop, system_prompt, on_text=on_text, reply=replies[index])
+        else:  # served elsewhere: it streams its own reply
+            model.answer(histories[index], settings, stop, system_prompt, on_text=on_text, reply=replies[index])
         updates.put(None)
 
     threads = [threading.Thread(target=worker, args=(i,), daemon=True, name=f"generate {m.name}") for i, m in enumerate(models)]
@@ -219,7 +237,7 @@ def stream_side_by_side(models: list[LoadedModel], histories: list[list[Message]
             thread.join()
 
 
-def run_side_by_side(models: list[LoadedModel], histories: list[list[Message]], settings: GenerationSettings,
+def run_side_by_side(models: list[ChatModel], histories: list[list[Message]], settings: GenerationSettings,
                      stop: threading.Event | None = None, system_prompt: str = "") -> list[Reply]:
     """The final snapshot of stream_side_by_side (for callers that do not stream)."""
     return collections.deque(stream_side_by_side(models, histories, settings, stop, system_prompt), maxlen=1)[0]

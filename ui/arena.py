@@ -13,12 +13,13 @@ from dataclasses import asdict, dataclass, field
 
 from core.errors import UserError
 from inference.cache import ModelCache
-from inference.generation import GenerationSettings, Reply, stream_side_by_side
-from inference.loading import LoadedModel
+from inference.endpoint import EndpointModel
+from inference.generation import ChatModel, GenerationSettings, Reply, stream_side_by_side
 from ui.leaks import identity_leak
 from ui.votes import PANE_LABELS, VoteStore
 
 TIE, ALL_BAD = "tie", "all bad"
+HIDDEN_ERROR = "⚠️ this pane's model failed (the reason is shown after the reveal)"  # the reason may name the model or its host
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Turn:
     precision: str = ""
     backend: str = ""
     weight_mb: float = 0.0
+    served_by: str = ""  # HOST:PORT of an endpoint; '' for a model loaded here
     done: bool = False
 
     def line(self, reveal: bool) -> str:
@@ -47,7 +49,10 @@ class Turn:
                 parts.append(f"first token {self.first_token_s:.2f} s")
             if self.tokens_per_s:
                 parts.append(f"{self.tokens_per_s:.1f} tok/s")
-            parts += [self.precision, f"{self.weight_mb:.0f} MB" if self.weight_mb >= 10 else f"{self.weight_mb:.1f} MB"]
+            if self.served_by:
+                parts.append(f"served by {self.served_by}")
+            else:
+                parts += [self.precision, f"{self.weight_mb:.0f} MB" if self.weight_mb >= 10 else f"{self.weight_mb:.1f} MB"]
         if self.stopped:
             parts.append("stopped")
         if reveal and self.notice:
@@ -73,7 +78,7 @@ class Pane:
         if self.notice:
             if reveal or self.notice.startswith("loading"):
                 return self.notice if reveal else "loading…"
-            return "⚠️ this pane's model failed (the reason is shown after the reveal)"
+            return HIDDEN_ERROR
         return self.turns[-1].line(reveal) if self.turns else ""
 
 
@@ -205,6 +210,10 @@ def vote(session: ArenaSession, store: VoteStore, best: str, worst: str, config_
     store.record(config_hash, session.last_prompt(), verdicts, models, replies, active[0].turns[-1].settings, flagged)
     session.votes.append({"prompt": session.last_prompt(), "verdicts": verdicts, "models": models, "flagged": flagged})
     session.revealed = True
+    for pane in session.panes:  # the errors hidden during the round
+        for message, turn in zip([m for m in pane.history if m["role"] == "assistant"], pane.turns, strict=False):
+            if turn.error:
+                message["content"] = f"⚠️ {turn.error}"
     return flagged
 
 
@@ -250,7 +259,7 @@ def _reply(session: ArenaSession, panes: list[Pane], cache: ModelCache, settings
            stop: threading.Event | None) -> Iterator[ArenaSession]:
     """Stream the replies. Each pane's reply goes into its own message and turn objects,
     so a Clear meanwhile only detaches them: nothing is indexed that could be gone."""
-    loaded: list[tuple[Pane, LoadedModel]] = []
+    loaded: list[tuple[Pane, ChatModel]] = []
     for pane in panes:
         pane.notice = f"loading {pane.ref} ({pane.precision})…"
         yield session
@@ -266,16 +275,19 @@ def _reply(session: ArenaSession, panes: list[Pane], cache: ModelCache, settings
         return
     messages, turns = [], []
     for pane, model in loaded:
-        r = model.report
-        turns.append(Turn(session.last_prompt(), asdict(settings), system_prompt, precision=r.precision, backend=r.backend,
-                          weight_mb=r.weight_bytes / 1e6))
+        turn = Turn(session.last_prompt(), asdict(settings), system_prompt)
+        if isinstance(model, EndpointModel):
+            turn.backend, turn.served_by = "OpenAI-compatible endpoint", model.served_by
+        else:
+            turn.precision, turn.backend, turn.weight_mb = model.report.precision, model.report.backend, model.report.weight_bytes / 1e6
+        turns.append(turn)
         messages.append({"role": "assistant", "content": ""})
         pane.history.append(messages[-1])
         pane.turns.append(turns[-1])
     histories = [pane.history[:-1] for pane, _ in loaded]
     for replies in stream_side_by_side([m for _, m in loaded], histories, settings, stop, system_prompt):
         for message, turn, reply in zip(messages, turns, replies, strict=True):
-            message["content"] = reply.text if not reply.error else f"⚠️ {reply.error}"
+            message["content"] = reply.text if not reply.error else f"⚠️ {reply.error}" if session.revealed else HIDDEN_ERROR
             _fill(turn, reply)
         yield session
 

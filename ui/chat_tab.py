@@ -13,6 +13,7 @@ from pathlib import Path
 import gradio as gr
 
 from core.errors import UserError
+from core.sources import ENDPOINT_FORM
 from inference import GenerationSettings
 from inference.loading import load_with_weights
 from merging.form import config_from_form, form_from_yaml
@@ -291,10 +292,10 @@ def build_chat_tab(demo: gr.Blocks) -> ChatTab:
         system_prompt = gr.Textbox("", label="System prompt", placeholder="optional", scale=4, lines=1, max_lines=3)
     with gr.Accordion("Models: merged folder, parents, precision, panes on/off", open=False):
         with gr.Row():
-            merged_ref = gr.Textbox("", label="Merged model (folder)", placeholder="run a merge, or type a folder / Hub id",
-                                    elem_id="chat-merged")
-            chat_a = gr.Textbox(DEFAULT_A, label="Parent A", elem_id="chat-parent-a")
-            chat_b = gr.Textbox(DEFAULT_B, label="Parent B", elem_id="chat-parent-b")
+            merged_ref = gr.Textbox("", label="Merged model (folder)", elem_id="chat-merged",
+                                    placeholder=f"run a merge, or type a folder / Hub id / endpoint {ENDPOINT_FORM}")
+            chat_a = gr.Textbox(DEFAULT_A, label="Parent A", elem_id="chat-parent-a", placeholder=f"folder, Hub id or {ENDPOINT_FORM}")
+            chat_b = gr.Textbox(DEFAULT_B, label="Parent B", elem_id="chat-parent-b", placeholder=f"folder, Hub id or {ENDPOINT_FORM}")
         with gr.Row():
             merged_precision = gr.Dropdown(CHAT_PRECISIONS, value="auto", label="Merged precision (auto: FP8 if native, else int8)")
             parent_precision = gr.Dropdown(CHAT_PRECISIONS, value="bf16", label="Parents' precision")

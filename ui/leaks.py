@@ -3,10 +3,12 @@ compared models' repo / folder names gives the round away, so its vote is flagge
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import PurePath
 
-from core.sources import BUNDLED, BUNDLED_PREFIX, HUB_ID
+from core.errors import UserError
+from core.sources import BUNDLED, BUNDLED_PREFIX, HUB_ID, endpoint_of, kind_of
 
 NAMES = ("SmolLM", "Qwen", "Llama", "Mistral", "Gemma", "Hugging Face", "HuggingFace", "Alibaba", "Meta", "OpenAI", "ChatGPT")
 MIN_REF_NAME = 4  # shorter folder names ("a", "out") would flag ordinary words
@@ -14,15 +16,25 @@ MIN_REF_NAME = 4  # shorter folder names ("a", "out") would flag ordinary words
 
 def names_of(refs: list[str]) -> list[str]:
     """The names a reply could leak for these model references: a Hub id's owner and
-    name, a folder's or file's name, a bundled model's name and its Hub id."""
+    name, a folder's or file's name, a bundled model's name and its Hub id, and for an
+    endpoint the same for the name it serves the model under."""
     names: list[str] = []
-    for ref in filter(None, (r.strip().split("#")[0] for r in refs)):
+    for ref in filter(None, map(_naming_part, refs)):
         if ref.startswith(BUNDLED_PREFIX):
             name = ref[len(BUNDLED_PREFIX):]
             names += [name, *BUNDLED.get(name, ("", "", ""))[2].split("/")]
         else:
             names += ref.split("/") if HUB_ID.match(ref) else [PurePath(ref).stem]
     return [n for n in dict.fromkeys(names) if len(n) >= MIN_REF_NAME]
+
+
+def _naming_part(ref: str) -> str:
+    """An endpoint's model name (after '#'); for anything else what precedes a '#t=…'
+    preview suffix."""
+    with contextlib.suppress(UserError):
+        if kind_of(ref) == "endpoint":
+            return endpoint_of(ref).model
+    return ref.strip().split("#")[0]
 
 
 def identity_leak(replies: dict[str, str], parent_refs: list[str]) -> str:

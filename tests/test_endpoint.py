@@ -163,6 +163,17 @@ def test_cli_chat_through_an_endpoint(server, capsys):
     assert code == 0 and "Paris" in out and f"served by 127.0.0.1:{port}" in out, (out, err)
     code, out, _ = run_main(main, ["chat", f"http://127.0.0.1:{free_port()}/v1#x", "--prompt", "hi"], capsys)
     assert code == 1 and "error: model: cannot reach endpoint" in out
+    code, out, _ = run_main(main, ["chat", f"http://127.0.0.1:{port}/v1#not-served-here", "--prompt", "hi"], capsys)
+    assert code == 1 and "answered 400" in out and "check the model name after '#'" in out
+
+
+def test_a_server_that_never_answers_times_out_in_its_pane(capsys, monkeypatch):
+    monkeypatch.setenv("SLERP_ARENA_ENDPOINT_TIMEOUT", "1")
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog) and never replies
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        code, out, _ = run_main(main, ["chat", f"http://127.0.0.1:{silent.getsockname()[1]}/v1#m", "--prompt", "hi"], capsys)
+    assert code == 1 and "did not answer in time — check that the server is up" in out and "SLERP_ARENA_ENDPOINT_TIMEOUT" in out
 
 
 def test_an_endpoint_is_chat_only_and_never_loaded_here(server):

@@ -20,7 +20,7 @@ from transformers.utils import logging as hf_logging
 
 from core.errors import UserError
 from core.sources import read_config, resolve_model
-from inference.quantize import linear_weight_bytes, native_fp8_available, quantize_linears
+from inference.quantize import Hardware, linear_weight_bytes, quantize_linears, stored_bytes
 
 PRECISIONS = ("auto", "fp8", "int8", "bf16", "fp32")
 QUANTIZED_NOTE = "The embedding lookup stays in bf16; every linear, lm_head included, is quantized (lm_head in int8)."
@@ -78,26 +78,58 @@ def detect_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
+def resolve_precision(precision: str, hardware: Hardware) -> str:
     if precision not in PRECISIONS:
         raise UserError("precision", f"'{precision}' is not supported", f"use one of {', '.join(PRECISIONS)}")
     if precision == "auto":
-        return "fp8" if native_fp8_available(device) else "int8"
+        return "fp8" if hardware.native_fp8 else "int8"
     return precision
+
+
+def uses_bitsandbytes(precision: str, hardware: Hardware) -> bool:
+    """int8 on CUDA is bitsandbytes, quantized at load time; everything else is quantize.py."""
+    return precision == "int8" and hardware.cuda
+
+
+def _skeleton(raw: dict, name: str, dtype: torch.dtype | None = None) -> torch.nn.Module:
+    """The model of config.json `raw` on the meta device: every shape, no memory."""
+    try:
+        config = AutoConfig.for_model(**raw)
+    except (KeyError, ValueError) as exc:
+        raise UserError("model", f"'{name}' has a config transformers does not know ({exc.__class__.__name__})",
+                        "use a model with a standard transformers architecture") from None
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config, dtype=dtype)
+
+
+def _load_bytes(skeleton: torch.nn.Module) -> int:
+    """The guard's figure: every parameter in bf16, as the weights are read before quantization."""
+    return sum(p.numel() for p in skeleton.parameters()) * 2
 
 
 def estimate_load_bytes(ref: str) -> int:
     """Bytes the weights take while loading (bf16, before any quantization), from the
     config alone: the model is built on the meta device, which allocates nothing."""
-    raw = read_config(ref)
-    try:
-        config = AutoConfig.for_model(**raw)
-    except (KeyError, ValueError) as exc:
-        raise UserError("model", f"'{ref}' has a config transformers does not know ({exc.__class__.__name__})",
-                        "use a model with a standard transformers architecture") from None
-    with torch.device("meta"):
-        skeleton = AutoModelForCausalLM.from_config(config)
-    return sum(p.numel() for p in skeleton.parameters()) * 2
+    return _load_bytes(_skeleton(read_config(ref), ref))
+
+
+@dataclass(frozen=True)
+class Footprint:
+    precision: str  # as resolved for the hardware
+    load_bytes: int  # what the memory guard asks of a load (estimate_load_bytes)
+    resident_bytes: int  # what the loaded model keeps (LoadReport.weight_bytes)
+
+
+def estimate_footprint(raw_config: dict, precision: str, hardware: Hardware, name: str = "model") -> Footprint:
+    """A model's footprint in `precision` on `hardware`, from its config.json alone: the
+    meta-device skeleton goes through the same quantization code a real load runs, and is
+    summed as LoadReport sums a loaded model (stored_bytes)."""
+    resolved = resolve_precision(precision, hardware)
+    skeleton = _skeleton(raw_config, name, torch.float32 if resolved == "fp32" else torch.bfloat16)
+    load = _load_bytes(skeleton)
+    if resolved in ("int8", "fp8"):
+        quantize_linears(skeleton, resolved, torch.device("meta"), hardware)
+    return Footprint(resolved, load, stored_bytes(skeleton))
 
 
 def free_memory(device: torch.device) -> tuple[int, int]:
@@ -111,7 +143,12 @@ def free_memory(device: torch.device) -> tuple[int, int]:
 
 def guard_allowance(device: torch.device) -> int:
     """Bytes a new load may take: what is free, less the share of memory kept free."""
-    available, total = free_memory(device)
+    return allowance_of(*free_memory(device))
+
+
+def allowance_of(available: int, total: int) -> int:
+    """The guard's rule, for any memory: the share kept free is the headroom for the KV
+    cache and activations of the models that generate."""
     return int(available - KEEP_FREE_FRACTION * total)
 
 
@@ -121,7 +158,8 @@ def load_model(ref: str, precision: str = "auto", device: torch.device | None = 
     `check_memory=False` is for a caller that has made room itself (ModelCache).
     Only safetensors are read (core.sources refuses pickle-only folders: they run code)."""
     device = device or detect_device()
-    resolved = resolve_precision(precision, device)
+    hardware = Hardware.of(device)
+    resolved = resolve_precision(precision, hardware)
     if check_memory:
         needed = estimate_load_bytes(ref)
         allowance = memory_budget if memory_budget is not None else guard_allowance(device)
@@ -134,7 +172,7 @@ def load_model(ref: str, precision: str = "auto", device: torch.device | None = 
     folder = resolve_model(ref)
     kwargs: dict = {"trust_remote_code": False, "use_safetensors": True}
     compute_dtype = torch.float32 if resolved == "fp32" else torch.bfloat16
-    bitsandbytes = resolved == "int8" and device.type == "cuda"
+    bitsandbytes = uses_bitsandbytes(resolved, hardware)
     if bitsandbytes:
         from transformers import BitsAndBytesConfig
 
@@ -156,7 +194,7 @@ def load_model(ref: str, precision: str = "auto", device: torch.device | None = 
         backends = ["bitsandbytes LLM.int8 (CUDA)"]
     else:
         backends = [f"torch {resolved} (no quantization)"]
-    weight_bytes = sum(t.nbytes for t in model.parameters()) + sum(t.nbytes for t in model.buffers())
+    weight_bytes = stored_bytes(model)
     linear, linear_bf16 = linear_weight_bytes(model)
     note = QUANTIZED_NOTE if resolved in ("int8", "fp8") else ""
     report = LoadReport(ref, resolved, ", ".join(backends), str(device), weight_bytes, linear, linear_bf16,
@@ -169,9 +207,10 @@ def load_with_weights(folder: str, weights: dict[str, torch.Tensor], precision: 
     """A model of `folder`'s architecture and tokenizer with `weights` swapped in (an
     in-memory merge), then quantized like any other load."""
     device = device or detect_device()
-    resolved = resolve_precision(precision, device)
-    if resolved == "int8" and device.type == "cuda":
-        resolved = "fp8" if native_fp8_available(device) else "bf16"  # bitsandbytes quantizes only at load from disk
+    hardware = Hardware.of(device)
+    resolved = resolve_precision(precision, hardware)
+    if uses_bitsandbytes(resolved, hardware):
+        resolved = "fp8" if hardware.native_fp8 else "bf16"  # bitsandbytes quantizes only at load from disk
     started = time.perf_counter()
     from transformers.initialization import no_init_weights
 
@@ -188,7 +227,7 @@ def load_with_weights(folder: str, weights: dict[str, torch.Tensor], precision: 
     model.to(device).eval()
     backends = quantize_linears(model, resolved, device) if resolved in ("int8", "fp8") else [f"torch {resolved}"]
     linear, linear_bf16 = linear_weight_bytes(model)
-    weight_bytes = sum(t.nbytes for t in model.parameters()) + sum(t.nbytes for t in model.buffers())
+    weight_bytes = stored_bytes(model)
     report = LoadReport(name, resolved, ", ".join(backends), str(device), weight_bytes, linear, linear_bf16,
                         time.perf_counter() - started, "In-memory preview." if resolved not in ("int8", "fp8")
                         else f"In-memory preview. {QUANTIZED_NOTE}")

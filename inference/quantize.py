@@ -15,9 +15,18 @@ Backends, chosen by the hardware:
 - fp8 on CUDA with compute capability >= 8.9 (Ada, Hopper): native `torch._scaled_mm`
   with a dynamic per-row activation scale.
 - fp8 elsewhere: weights stored as float8, decoded at matmul time (CPU has no FP8 math).
+  SLERP_ARENA_FP8_FALLBACK=1 forces this path on any GPU, so the decode that cards below
+  cc 8.9 run can be tested (and compared) on a card that has native FP8.
+
+The rules depend only on `Hardware` (CUDA or not, native FP8 or not), so they can also be
+applied to a meta-device skeleton to size a model for a machine we are not on
+(loading.estimate_footprint).
 """
 
 from __future__ import annotations
+
+import os
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -25,10 +34,25 @@ from torch import nn
 from inference.fp8_cpu import fp8_linear_cpu
 
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
+FORCE_FALLBACK_ENV = "SLERP_ARENA_FP8_FALLBACK"  # "1": no native FP8 anywhere (see above)
 
 
 def native_fp8_available(device: torch.device) -> bool:
+    if os.environ.get(FORCE_FALLBACK_ENV, "").lower() in ("1", "true"):
+        return False
     return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """What the quantization rules depend on."""
+
+    cuda: bool
+    native_fp8: bool
+
+    @classmethod
+    def of(cls, device: torch.device) -> Hardware:
+        return cls(device.type == "cuda", native_fp8_available(device))
 
 
 def _per_channel_scale(weight: torch.Tensor, limit: float) -> torch.Tensor:
@@ -71,7 +95,11 @@ class FP8Linear(nn.Module):
 
     @property
     def backend(self) -> str:
-        return "torch._scaled_mm (native FP8)" if self.native else fp8_linear_cpu.backend
+        if self.native:
+            return "torch._scaled_mm (native FP8)"
+        if self.weight.device.type == "cuda":
+            return "fp8 weight-only, cast to the compute dtype per matmul (CUDA without native FP8)"
+        return fp8_linear_cpu.backend
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.native:
@@ -85,21 +113,33 @@ class FP8Linear(nn.Module):
         return y if self.bias is None else y + self.bias
 
 
-def quantize_linears(model: nn.Module, precision: str, device: torch.device) -> list[str]:
-    """Replace every nn.Linear (lm_head too) in place; returns the backends used."""
-    native = native_fp8_available(device)
+def quantize_linears(model: nn.Module, precision: str, device: torch.device, hardware: Hardware | None = None) -> list[str]:
+    """Replace every nn.Linear (lm_head too) in place; returns the backends used.
+    `hardware` defaults to the device's own; a meta-device skeleton passes the machine it sizes."""
+    hardware = hardware or Hardware.of(device)
     backends: set[str] = set()
     targets = [(name, module) for name, module in model.named_modules() if isinstance(module, nn.Linear)]
     output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     for name, module in targets:
-        if module is output and precision == "fp8" and device.type == "cuda":
+        # On CUDA the lm_head stays in the model dtype: FP8 models keep it (see above), and
+        # bitsandbytes int8 leaves the output embedding out too. On CUDA int8 is bitsandbytes
+        # at load time; reached here only to size a model, Int8Linear stands in for its
+        # Linear8bitLt (the same int8 weight; the float32 row scale bitsandbytes keeps beside
+        # it is not a parameter or buffer, so weight_bytes does not count it either).
+        if module is output and hardware.cuda:
             continue
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        replacement = Int8Linear(module) if precision == "int8" or module is output else FP8Linear(module, native)
+        replacement = Int8Linear(module) if precision == "int8" or module is output else FP8Linear(module, hardware.native_fp8)
         setattr(parent, child, replacement.to(device))
         backends.add(replacement.backend)
     return sorted(backends)
+
+
+def stored_bytes(model: nn.Module) -> int:
+    """All parameters and buffers as stored (a tied weight counted once): a loaded model's
+    footprint, and the same sum over a meta-device skeleton estimates it."""
+    return sum(t.nbytes for t in model.parameters()) + sum(t.nbytes for t in model.buffers())
 
 
 def linear_weight_bytes(model: nn.Module) -> tuple[int, int]:

@@ -163,8 +163,13 @@ def run_merge(
 
 def working_set_bytes(plan: MergePlan) -> int:
     """The RAM a merge of `plan` adds to the process running it (not the process itself)."""
-    largest = max((t.numel for t in plan.tensors), default=0)
-    return WORKING_SET_BUFFERS * min(largest, CHUNK_ELEMENTS) * 4 + WORKING_SET_FIXED_BYTES
+    return working_set_for(max((t.numel for t in plan.tensors), default=0))
+
+
+def working_set_for(largest_numel: int) -> int:
+    """The same for a merge whose largest tensor has `largest_numel` elements: sizing a
+    merge from a config, without the files."""
+    return WORKING_SET_BUFFERS * min(largest_numel, CHUNK_ELEMENTS) * 4 + WORKING_SET_FIXED_BYTES
 
 
 class CollectingWriter:

@@ -107,6 +107,10 @@ def kernel() -> ctypes.CDLL | None:
 
 
 def decode_fp8(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    if weight.device.type != "cpu":
+        # A GPU casts float8 natively and exactly (every e4m3 value is a bf16 value); the
+        # table lives on the CPU, and indexing it with GPU indices is an error.
+        return weight.to(dtype)
     return _LOOKUP.to(dtype)[weight.view(torch.uint8).int()]
 
 

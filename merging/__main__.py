@@ -1,4 +1,4 @@
-"""CLI: python -m merging CONFIG.yml OUTPUT_DIR [--shard-size 2GB] [--overwrite]"""
+"""CLI: python -m merging CONFIG.yml OUTPUT_DIR [--shard-size 2GB] [--overwrite] [--device cpu|cuda]"""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shard-size", default=f"{DEFAULT_SHARD_BYTES // 10**9}GB", help="max bytes per safetensors shard (default 2GB)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument("--dry-run", action="store_true", help="print size, peak RAM, disk and time estimates; write nothing")
+    parser.add_argument("--device", default="cpu", help="where the SLERP math runs: cpu (default) or cuda (same tensors within 1 bf16 ulp)")
     args = parser.parse_args(argv)
     if args.dry_run:
         return plan_only(args.config)
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         shard_bytes = parse_size(args.shard_size)  # cheap checks first
         result = run_merge(load_config(args.config), args.output_dir, shard_bytes=shard_bytes,
-                           overwrite=args.overwrite, on_progress=on_progress, cancel=cancel)
+                           overwrite=args.overwrite, on_progress=on_progress, cancel=cancel, device=args.device)
     except UserError as exc:
         bar.close()
         print(f"error: {exc}", file=sys.stderr)

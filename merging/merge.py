@@ -27,7 +27,7 @@ from merging.config import MergeConfig
 from merging.model_card import model_card
 from merging.planning import MergePlan, TensorPlan, plan_merge
 from merging.safetensors_io import PlannedTensor, StreamingWriter, chunk_ranges, read_elements
-from merging.slerp import PairStats, coefficients, combine
+from merging.slerp import PairStats, coefficients, combine, math_device
 
 DEFAULT_SHARD_BYTES = 2 * 10**9
 # 1M elements: 4 MB per float32 buffer. Large enough that per-chunk Python overhead is
@@ -119,11 +119,14 @@ def run_merge(
     cancel: threading.Event | None = None,
     policy: AccessPolicy | None = None,
     exists_fix: str = "choose another output name, or overwrite it (--overwrite)",
+    device: str | None = None,
 ) -> MergeResult:
     """Merge `config` into `output_dir`. `policy` (public mode) restricts which local
     paths may be read or written and how big a merge may be. `exists_fix` is the advice
-    when the output exists, in the words of the caller's own controls (flag or checkbox)."""
+    when the output exists, in the words of the caller's own controls (flag or checkbox).
+    `device`: where the SLERP math runs (slerp.math_device; CPU by default)."""
     started = time.perf_counter()
+    math_on = math_device(device)
     output = Path(output_dir)
     if policy is not None:
         policy.check_output(output)
@@ -142,7 +145,7 @@ def run_merge(
     _remove_stale_partials(output)
     work = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-{os.getpid()}-", dir=output.parent))
     try:
-        reports, written = _write_shards(plan, work, shard_bytes, on_progress, cancel)
+        reports, written = _write_shards(plan, work, shard_bytes, on_progress, cancel, math_on)
         _copy_tokenizer(tokenizer_dir, work, template)
         _write_config(plan, work)
         (work / "mergekit_config.yml").write_text(config.to_yaml())
@@ -183,9 +186,11 @@ class CollectingWriter:
         return chunk.numel() * chunk.element_size()
 
 
-def merge_in_memory(config: MergeConfig, max_output_bytes: int) -> dict[str, torch.Tensor]:
-    """The merged weights as a state dict, nothing written to disk: for re-merging a small
-    model at a new t and swapping it in. Larger outputs are refused (RAM, not disk)."""
+def merge_in_memory(config: MergeConfig, max_output_bytes: int, device: str | None = None) -> dict[str, torch.Tensor]:
+    """The merged weights as a state dict (on the CPU), nothing written to disk: for
+    re-merging a small model at a new t and swapping it in. Larger outputs are refused
+    (RAM, not disk). `device`: where the SLERP math runs (slerp.math_device)."""
+    math_on = math_device(device)
     base, other = load_parents(config)
     plan = plan_merge(config, base, other)
     if plan.output_bytes > max_output_bytes:
@@ -194,13 +199,13 @@ def merge_in_memory(config: MergeConfig, max_output_bytes: int) -> dict[str, tor
     weights = {}
     for tensor in plan.tensors:
         collector = CollectingWriter()
-        merge_tensor(tensor, collector)
+        merge_tensor(tensor, collector, math_on)
         weights[tensor.name] = torch.cat(collector.chunks).reshape(tensor.shape)
     return weights
 
 
 def _write_shards(plan: MergePlan, folder: Path, shard_bytes: int, on_progress: Callable[[Progress], None] | None,
-                  cancel: threading.Event | None) -> tuple[list[TensorReport], int]:
+                  cancel: threading.Event | None, device: torch.device) -> tuple[list[TensorReport], int]:
     shards = _assign_shards(plan.tensors, shard_bytes)
     names = ["model.safetensors"] if len(shards) == 1 else [
         f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
@@ -213,7 +218,7 @@ def _write_shards(plan: MergePlan, folder: Path, shard_bytes: int, on_progress: 
             for tensor in shard:
                 if cancel is not None and cancel.is_set():
                     raise MergeCancelled()
-                report, nbytes = merge_tensor(tensor, writer)
+                report, nbytes = merge_tensor(tensor, writer, device)
                 reports.append(report)
                 written += nbytes
                 if on_progress is not None:
@@ -242,18 +247,21 @@ def _assign_shards(tensors: list[TensorPlan], shard_bytes: int) -> list[list[Ten
     return shards
 
 
-def merge_tensor(plan: TensorPlan, writer: ChunkWriter) -> tuple[TensorReport, int]:
+def merge_tensor(plan: TensorPlan, writer: ChunkWriter, device: torch.device | None = None) -> tuple[TensorReport, int]:
     """One output tensor, streamed in chunks. Blending needs two passes (the angle is a
-    global quantity); t = 0 / 1 and a model merged with itself need one."""
+    global quantity); t = 0 / 1 and a model merged with itself need one. The math runs on
+    `device` (CPU by default); what reaches the writer is always on the CPU."""
+    device = device or torch.device("cpu")
 
     def cast(x: torch.Tensor) -> torch.Tensor:
         # mergekit casts parents to `dtype` on load and the result back to it; then out_dtype.
-        return x.to(plan.compute_dtype).to(plan.out_dtype)
+        return x.to(plan.compute_dtype).to(plan.out_dtype).cpu()
 
     def read(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
-        # Cast to `dtype` (mergekit's load-time cast), then to float32 once for all the math.
-        a = read_elements(plan.base, start, stop).to(plan.compute_dtype).float()
-        b = read_elements(plan.other, start, stop).to(plan.compute_dtype).float()
+        # To the math's device in the stored dtype (fewer bytes to move), cast to `dtype`
+        # (mergekit's load-time cast), then to float32 once for all the math.
+        a = read_elements(plan.base, start, stop).to(device).to(plan.compute_dtype).float()
+        b = read_elements(plan.other, start, stop).to(device).to(plan.compute_dtype).float()
         return a, b
 
     ranges = list(chunk_ranges(plan.numel, CHUNK_ELEMENTS))

@@ -7,6 +7,10 @@ tensors with s0 = sin(θ0 - θt)/sin θ0, s1 = sin θt / sin θ0, θt = t·θ0.
 The only global quantities are three sums (|v0|², |v1|², <v0, v1>), so the work is:
 `PairStats` accumulated over chunks -> `coefficients` (two scalars) -> `combine` per
 chunk. Memory is then bounded by the chunk size, not the tensor size.
+
+The math runs where its inputs are: the merge moves each chunk to `math_device` (CPU by
+default; `cuda` on request). Only the three sums can differ between devices (a GPU adds in
+another order), by float32 rounding, so outputs agree within one bf16 ulp.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import math
 from dataclasses import dataclass
 
 import torch
+
+from core.errors import UserError
 
 DOT_THRESHOLD = 0.9995
 EPS = 1e-8
@@ -78,3 +84,17 @@ def slerp(t: float, v0: torch.Tensor, v1: torch.Tensor) -> torch.Tensor:
     stats = PairStats()
     stats.add(v0, v1)
     return combine(coefficients(stats, t), v0, v1)
+
+
+def math_device(name: str | None) -> torch.device:
+    """The device for the SLERP math: `cpu` (default) or a CUDA device when one is there.
+    Opt-in, because a merge is bound by disk reads, not by this math (benchmarks/slerp_device.py)."""
+    try:
+        device = torch.device(name or "cpu")
+    except RuntimeError:  # not a device torch knows
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise UserError("device", f"'{name}' is not a device the merge runs on", "use cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("device", "CUDA is not available on this machine", "leave the device at cpu")
+    return device

@@ -5,7 +5,8 @@ import pytest
 import torch
 from reference import bf16_ulps, reference_slerp
 
-from merging.slerp import PairStats, coefficients, combine, slerp
+from core.errors import UserError
+from merging.slerp import PairStats, coefficients, combine, math_device, slerp
 
 
 @pytest.fixture
@@ -73,3 +74,13 @@ def test_angle_between_parents_is_reported_in_degrees():
     stats.add(torch.tensor([1.0, 0.0]), torch.tensor([1.0, 1.0]))
     assert math.isclose(coefficients(stats, 0.5).theta_degrees, 45.0, abs_tol=1e-6)
     np.testing.assert_allclose(slerp(0.0, torch.tensor([1.0, 0.0]), torch.tensor([1.0, 1.0])).numpy(), [1.0, 0.0])
+
+
+def test_the_math_runs_on_the_cpu_unless_an_available_gpu_is_asked_for():
+    assert math_device(None) == math_device("cpu") == torch.device("cpu")
+    for name in ("mps", "tpu"):
+        with pytest.raises(UserError, match="not a device the merge runs on"):
+            math_device(name)
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="CUDA is not available"):
+            math_device("cuda")

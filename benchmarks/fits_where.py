@@ -60,7 +60,7 @@ class Target:
 # L4 and A10G have 24 GB (only the L4, Ada, cc 8.9, has native FP8; the A10G is cc 8.6);
 # A100 80 GB (cc 8.0, no native FP8).
 TARGETS = [
-    Target("CPU basic (16 GB RAM)", 16 * GB, Hardware(cuda=False, native_fp8=False), APP_PROCESS_BYTES),
+    Target("CPU basic (2 vCPU, 16 GB RAM)", 16 * GB, Hardware(cuda=False, native_fp8=False), APP_PROCESS_BYTES),
     Target("ZeroGPU (H200 slice, 70 GB)", 70 * GB, Hardware(cuda=True, native_fp8=True), 0),
     Target("L4 (24 GB)", 24 * GB, Hardware(cuda=True, native_fp8=True), 0),
     Target("A10G (24 GB)", 24 * GB, Hardware(cuda=True, native_fp8=False), 0),
@@ -143,7 +143,7 @@ def footnotes() -> str:
     kv = ", ".join(f"{name.split(' ')[0]} {3 * kv_cache_bytes(c, KV_TOKENS) / GB:.2f} GB" for name, c in SIZES.items())
     merge = ", ".join(f"{name.split(' ')[0]} {working_set_for(c['vocab_size'] * c['hidden_size']) / 1e6:.0f} MB"
                       for name, c in SIZES.items())
-    return "\n".join([
+    return "\n\n".join([  # paragraphs: printed under the table in the README
         f"GB = 10^9 bytes. A cell is the first combination that fits, best first: parents in bf16 before int8, the "
         f"merge in `auto` (fp8 where the GPU has native FP8, else int8). The limit is the memory less the "
         f"{KEEP_FREE_FRACTION:.0%} the guard keeps free. Totals are the three panes' weights once loaded; on CPU the app "

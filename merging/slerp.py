@@ -88,7 +88,8 @@ def slerp(t: float, v0: torch.Tensor, v1: torch.Tensor) -> torch.Tensor:
 
 def math_device(name: str | None) -> torch.device:
     """The device for the SLERP math: `cpu` (default) or a CUDA device when one is there.
-    Opt-in, because a merge is bound by disk reads, not by this math (benchmarks/slerp_device.py)."""
+    Opt-in: a 7B merge read cold from disk already ran at the IO floor on the CPU, and each
+    chunk has to travel to the GPU and back (benchmarks/slerp_device.py times both)."""
     try:
         device = torch.device(name or "cpu")
     except RuntimeError:  # not a device torch knows

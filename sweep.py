@@ -27,9 +27,10 @@ import torch
 from core.errors import UserError
 from core.sources import resolve_model
 from inference import load_model
-from inference.chat import build_prompt, read_prompts
+from inference.chat import build_prompt
 from inference.generation import eos_ids
 from inference.loading import LoadedModel, load_with_weights
+from inference.prompt_set import PromptCase, read_prompts
 from merging import MergeConfig, load_config
 from merging.config import TRule
 from merging.merge import merge_in_memory
@@ -64,7 +65,7 @@ def config_at(config: MergeConfig, t: float, scale_curve: bool) -> MergeConfig:
     return dataclasses.replace(config, t_rules=rules(config.t_rules), slices=slices)
 
 
-def reply_loglik(loaded: LoadedModel, prompt: str, answer: list[int]) -> float | None:
+def reply_loglik(loaded: LoadedModel, prompt: PromptCase, answer: list[int]) -> float | None:
     """Mean log-probability per token of the reply `answer` (token ids) after `prompt`,
     teacher-forced through the model's chat template; None for an empty reply. Token ids,
     not text: a decode / re-encode round trip can change the tokens being scored."""
@@ -77,7 +78,7 @@ def reply_loglik(loaded: LoadedModel, prompt: str, answer: list[int]) -> float |
     return float(logits.log_softmax(-1).gather(-1, torch.tensor(answer)[:, None]).mean())
 
 
-def greedy_ids(loaded: LoadedModel, prompt: str, max_new_tokens: int) -> list[int]:
+def greedy_ids(loaded: LoadedModel, prompt: PromptCase, max_new_tokens: int) -> list[int]:
     """The greedy reply's token ids, end-of-turn token excluded."""
     context = _context(loaded, prompt)
     eos = eos_ids(loaded)
@@ -89,11 +90,11 @@ def greedy_ids(loaded: LoadedModel, prompt: str, max_new_tokens: int) -> list[in
     return reply[:-1] if reply and reply[-1] in eos else reply
 
 
-def _context(loaded: LoadedModel, prompt: str) -> list[int]:
-    return build_prompt(loaded.tokenizer, [{"role": "user", "content": prompt}], context_length=loaded.context_length).input_ids
+def _context(loaded: LoadedModel, prompt: PromptCase) -> list[int]:
+    return build_prompt(loaded.tokenizer, list(prompt.messages), context_length=loaded.context_length).input_ids
 
 
-def t_sweep(config: MergeConfig, prompts: list[str], grid: tuple[float, ...] = DEFAULT_GRID, scale_curve: bool = False,
+def t_sweep(config: MergeConfig, prompts: list[PromptCase], grid: tuple[float, ...] = DEFAULT_GRID, scale_curve: bool = False,
             max_new_tokens: int = 48, on_progress: Callable[[str, int, int], None] | None = None,
             cancel: threading.Event | None = None) -> list[SweepPoint]:
     """One SweepPoint per t. Progress: (stage, done, total); a set `cancel` stops between steps."""
@@ -141,7 +142,7 @@ def t_sweep(config: MergeConfig, prompts: list[str], grid: tuple[float, ...] = D
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sweep", description="Which parent does the merge resemble, per t?")
     parser.add_argument("config", help="mergekit YAML (merge_method: slerp)")
-    parser.add_argument("--prompts", required=True, help="text file, one prompt per line (# comments skipped)")
+    parser.add_argument("--prompts", required=True, help="prompt set: .txt (one prompt per line) or .jsonl (prompts/demo.jsonl)")
     parser.add_argument("--grid", default=",".join(f"{t:g}" for t in DEFAULT_GRID), help="t values, comma-separated")
     parser.add_argument("--scale-curve", action="store_true", help="scale the config's own t curves by each grid value")
     parser.add_argument("--limit", type=int, default=None, help="use the first N prompts")

@@ -15,10 +15,10 @@ from core.errors import UserError
 from core.sources import DEFAULT_MODEL, ENDPOINT_FORM
 from inference.bench import run_bench
 from inference.cache import ModelCache
-from inference.chat import read_prompts
 from inference.endpoint import EndpointModel
 from inference.generation import ChatModel, GenerationSettings, run_side_by_side
 from inference.loading import PRECISIONS
+from inference.prompt_set import PromptCase, read_prompts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     chat.add_argument("--precision", default="auto", choices=PRECISIONS)
     given = chat.add_mutually_exclusive_group(required=True)
     given.add_argument("--prompt")
-    given.add_argument("--prompts-file", help="one prompt per line (# comments skipped): a fresh conversation each, "
+    given.add_argument("--prompts-file", help="a prompt set (.txt, one prompt per line, or .jsonl): a fresh conversation each, "
                        "one JSON line per reply per model on stdout")
     chat.add_argument("--system", default="", help="system prompt")
     chat.add_argument("--max-new-tokens", type=int, default=128)
@@ -76,14 +76,14 @@ def run_chat(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def run_prompt_set(models: list[ChatModel], prompts: list[str], settings: GenerationSettings, system: str) -> int:
+def run_prompt_set(models: list[ChatModel], prompts: list[PromptCase], settings: GenerationSettings, system: str) -> int:
     """Each prompt as a fresh conversation with every model side by side; one JSON line
     per reply per model, so a prompt set can be compared (or scored) from the shell."""
     failed = False
     for prompt in prompts:
-        history = [{"role": "user", "content": prompt}]
+        history = list(prompt.messages)
         for reply in run_side_by_side(models, [history] * len(models), settings, system_prompt=system):
-            print(json.dumps({"model": reply.model, "prompt": prompt, "reply": reply.text, "tokens": reply.stats.new_tokens,
+            print(json.dumps({"model": reply.model, "prompt": prompt.text, "reply": reply.text, "tokens": reply.stats.new_tokens,
                               "seconds": round(reply.stats.seconds, 3), **({"error": reply.error} if reply.error else {})},
                              ensure_ascii=False), flush=True)
             failed |= bool(reply.error)

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
 
@@ -76,14 +75,3 @@ def _render(tokenizer: PreTrainedTokenizerBase, template: str, turns: list[Messa
         first = next(i for i, m in enumerate(messages) if m["role"] == "user")
         messages[first] = {"role": "user", "content": f"{system_prompt}\n\n{messages[first]['content']}"}
         return tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False, add_generation_prompt=True)
-
-
-def read_prompts(path: str | Path, field: str) -> list[str]:
-    """A prompt set: one prompt per line, blank lines and `#` comments skipped."""
-    file = Path(path)
-    if not file.is_file():
-        raise UserError(field, f"file '{file}' not found", "give a text file with one prompt per line")
-    prompts = [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip() and not line.startswith("#")]
-    if not prompts:
-        raise UserError(field, f"'{file}' holds no prompt", "write one prompt per line")
-    return prompts

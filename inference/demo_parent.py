@@ -1,12 +1,16 @@
-"""An offline second parent for the demo: SmolLM2 with a persona distilled into its
-weights (context distillation), so merging it with the original gives a visible blend.
+"""An offline second parent for the demo: SmolLM2 that answers in a pirate's voice while
+keeping the original's knowledge, so merging it with the original gives a visible blend.
 
-1. The teacher (the base model *with* the persona as system prompt) answers a fixed set
-   of questions, greedily.
-2. The student (the same base model, *without* a system prompt) is fine-tuned on those
-   answers for a few epochs: loss on the answer tokens only, seeded, fp32, AdamW.
-3. The student is saved as a bf16 safetensors folder in the cache, under a key of
-   everything that shapes it, so it is built once per machine.
+1. Teacher data (inference/teacher_data.py): the original model answers about 140 varied
+   prompts (its own subjects plus the seen half of prompts/demo.jsonl) greedily with a
+   repetition penalty; answers that loop, stray off topic or swear are dropped; the rest
+   are cut to whole sentences and given a pirate voice by rule.
+2. The student (the same original, no system prompt) is fine-tuned on them: loss on the
+   answer tokens only, seeded, fp32, AdamW, small padded batches.
+3. A report on the *held-out* half of the prompt set, under the app's default sampling:
+   persona, on topic, loops and profanity for the original and the student.
+4. Saved as a bf16 safetensors folder in the cache, under a key of everything that
+   shapes it, so it is built once per machine.
 """
 
 from __future__ import annotations
@@ -17,49 +21,45 @@ import random
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from core.sources import DEFAULT_MODEL, cache_root, resolve_model
+from inference import teacher_data
+from inference.batch import batch_replies
 from inference.chat import build_prompt
+from inference.generation import GenerationSettings
+from inference.prompt_set import DEMO_PROMPTS, PromptCase, read_prompts, split_halves
+from inference.reply_quality import Quality, loops, on_topic, profane, score
 
-PERSONA = "You are a cheerful old pirate. Talk like a pirate, and keep your answers short and correct."
-QUESTIONS = (
-    "What is the capital of France?", "How many legs does a spider have?", "What is 7 times 8?",
-    "Name a primary color.", "What do bees make?", "Why is the sky blue?", "What is the largest ocean?",
-    "How do I boil an egg?", "Who wrote Romeo and Juliet?", "What is water made of?", "Give me a tip for sleeping well.",
-    "What is the tallest animal?", "How many days are in a week?", "What is the opposite of hot?",
-    "Recommend a book for a long trip.", "What planet do we live on?", "How do plants get energy?",
-    "What is a computer?", "Tell me a fun fact.", "What language is spoken in Spain?",
-)
+NAME = "SmolLM2-135M-Pirate"
+REPORT = "demo_report.json"
 
 
 @dataclass(frozen=True)
 class DistillSettings:
-    persona: str = PERSONA
-    opening: str = "Arr!"
-    questions: tuple[str, ...] = QUESTIONS
-    answer_tokens: int = 40
+    answer_tokens: int = 64
+    teacher_repetition_penalty: float = 1.2  # greedy without it looped on 8 of 38 demo prompts
     epochs: int = 3
-    learning_rate: float = 1e-4
+    batch_size: int = 8
+    learning_rate: float = 5e-5
     seed: int = 0
 
     def key(self, base: str) -> str:
-        text = json.dumps([base, self.persona, self.opening, self.questions, self.answer_tokens, self.epochs,
-                           self.learning_rate, self.seed])
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        recipe = [base, asdict(self), teacher_data.SUBJECTS, teacher_data.QUESTION_TEMPLATES, teacher_data.TASKS,
+                  teacher_data.OPENINGS, teacher_data.CLOSINGS, teacher_data.SWAPS, DEMO_PROMPTS.read_text(encoding="utf-8")]
+        return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
-def demo_parent_folder(base: str = DEFAULT_MODEL, settings: DistillSettings = DistillSettings(),
-                       name: str = "SmolLM2-135M-Pirate") -> Path:
+def demo_parent_folder(base: str = DEFAULT_MODEL, settings: DistillSettings = DistillSettings()) -> Path:
     """Where the demo parent of `base` lives once built (it may not exist yet)."""
-    return cache_root() / "demo-parent" / f"{name}-{settings.key(str(resolve_model(base).resolve()))}"
+    return cache_root() / "demo-parent" / f"{NAME}-{settings.key(str(resolve_model(base).resolve()))}"
 
 
 def built_demo_parent(base: str = DEFAULT_MODEL, settings: DistillSettings = DistillSettings()) -> Path | None:
@@ -69,65 +69,75 @@ def built_demo_parent(base: str = DEFAULT_MODEL, settings: DistillSettings = Dis
 
 
 def build_demo_parent(base: str = DEFAULT_MODEL, settings: DistillSettings = DistillSettings(),
-                      on_progress: Progress | None = None) -> Path:
+                      on_progress: Progress | None = None, prompt_set: Path = DEMO_PROMPTS) -> Path:
     """The distilled model's folder (built on first call, then cached)."""
     folder = resolve_model(base)
     target = demo_parent_folder(base, settings)
     if (target / "config.json").is_file():
         return target
     report = on_progress or (lambda stage, done, total: None)
+    torch.manual_seed(settings.seed)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-    answers = _teacher_answers(model, tokenizer, settings, report)
-    _fine_tune(model, tokenizer, answers, settings, report)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    seen, held_out = split_halves(read_prompts(prompt_set, "prompt set"))
+    examples = teacher_examples(model, tokenizer, teacher_data.training_cases(settings.seed) + seen, settings, report)
+    fine_tune(model, tokenizer, examples, settings, report)
+    student = model.to(torch.bfloat16).eval()
+    original = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).eval()
+    figures = {"original": evaluate(original, tokenizer, held_out, report, "report: original"),
+               "demo parent": evaluate(student, tokenizer, held_out, report, "report: demo parent")}
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        model.to(torch.bfloat16).save_pretrained(work)
+        student.save_pretrained(work)
         tokenizer.save_pretrained(work)
-        (work / "distillation.json").write_text(json.dumps({"persona": settings.persona, "answers": answers}, indent=2))
+        (work / "teacher_answers.json").write_text(json.dumps([{"prompt": c.text, "answer": a} for c, a in examples], indent=1))
+        (work / REPORT).write_text(json.dumps({name: asdict(q) for name, q in figures.items()}, indent=1))
         work.rename(target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target
 
 
-def _teacher_answers(model, tokenizer, settings: DistillSettings, report: Progress) -> dict[str, str]:
-    """Greedy answers of the base model with the persona as system prompt. The answer is
-    primed with the persona's opening ("Arr!"): a 135M model follows a system prompt only
-    loosely, and the primed opening makes the distilled behaviour consistent and visible."""
-    answers = {}
-    for i, question in enumerate(settings.questions):
-        prompt = build_prompt(tokenizer, [{"role": "user", "content": question}], system_prompt=settings.persona).text
-        ids = tokenizer(prompt + settings.opening, add_special_tokens=False, return_tensors="pt")["input_ids"]
-        with torch.inference_mode():
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                 max_new_tokens=settings.answer_tokens, eos_token_id=tokenizer.eos_token_id,
-                                 pad_token_id=tokenizer.eos_token_id, temperature=None, top_p=None, top_k=None)
-        answers[question] = (settings.opening + tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)).strip()
-        report("teacher answers", i + 1, len(settings.questions))
-    return answers
+def demo_report(folder: Path) -> dict[str, Quality]:
+    """The build's held-out figures, by model ("original", "demo parent")."""
+    data = json.loads((folder / REPORT).read_text())
+    return {name: Quality(**q) for name, q in data.items()}
 
 
-def _fine_tune(model, tokenizer, answers: dict[str, str], settings: DistillSettings, report: Progress) -> list[float]:
-    """Returns the mean loss per epoch."""
-    torch.manual_seed(settings.seed)
+def teacher_examples(model, tokenizer, cases: list[PromptCase], settings: DistillSettings,
+                     report: Progress) -> list[tuple[PromptCase, str]]:
+    plain = batch_replies(model, tokenizer, cases, GenerationSettings(
+        temperature=0, repetition_penalty=settings.teacher_repetition_penalty, max_new_tokens=settings.answer_tokens),
+        batch_size=24, on_batch=lambda done, total: report("teacher answers", done, total))
+    rng = random.Random(settings.seed)
     examples = []
-    for question, answer in answers.items():
-        prompt = build_prompt(tokenizer, [{"role": "user", "content": question}]).input_ids  # no system prompt
+    for case, answer in zip(cases, plain, strict=True):
+        kept = teacher_data.whole_sentences(answer)
+        if len(kept) >= 20 and on_topic(kept, case.topic) and not loops(kept) and not profane(kept):
+            examples.append((case, teacher_data.pirate_voice(kept, rng)))
+    return examples
+
+
+def fine_tune(model, tokenizer, examples: list[tuple[PromptCase, str]], settings: DistillSettings,
+              report: Progress) -> list[float]:
+    """Returns the mean loss per epoch."""
+    rows = []
+    for case, answer in examples:
+        prompt = build_prompt(tokenizer, list(case.messages)).input_ids  # no system prompt: the voice goes in the weights
         reply = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        ids = torch.tensor([prompt + reply])
-        labels = torch.tensor([[-100] * len(prompt) + reply])  # learn the answer, not the question
-        examples.append((ids, labels))
+        rows.append((prompt + reply, [-100] * len(prompt) + reply))  # learn the answer, not the question
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.0)
-    model.train()
     order = random.Random(settings.seed)
-    losses, step, total = [], 0, settings.epochs * len(examples)
+    batches = -(-len(rows) // settings.batch_size)
+    losses, step, total = [], 0, settings.epochs * batches
+    model.train()
     for _ in range(settings.epochs):
-        order.shuffle(examples)
+        order.shuffle(rows)
         epoch_loss = 0.0
-        for ids, labels in examples:
-            loss = model(input_ids=ids, labels=labels).loss
+        for start in range(0, len(rows), settings.batch_size):
+            ids, labels, mask = _padded(rows[start:start + settings.batch_size], tokenizer.eos_token_id)
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -135,6 +145,22 @@ def _fine_tune(model, tokenizer, answers: dict[str, str], settings: DistillSetti
             epoch_loss += float(loss)
             step += 1
             report("fine-tuning", step, total)
-        losses.append(epoch_loss / len(examples))
+        losses.append(epoch_loss / batches)
     model.eval()
     return losses
+
+
+def _padded(rows: list[tuple[list[int], list[int]]], pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in rows])
+    labels = torch.tensor([labels + [-100] * (width - len(labels)) for _, labels in rows])
+    mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows])
+    return ids, labels, mask
+
+
+def evaluate(model, tokenizer, cases: list[PromptCase], report: Progress, stage: str,
+             settings: GenerationSettings | None = None) -> Quality:
+    """The figures under the app's default sampling (GenerationSettings' defaults)."""
+    replies = batch_replies(model, tokenizer, cases, settings or GenerationSettings(), batch_size=len(cases),
+                            on_batch=lambda done, total: report(stage, done, total))
+    return score(replies, cases)

@@ -8,9 +8,11 @@ from helpers import run_main, tiny_yaml
 from safetensors.torch import load_file, save_file
 
 import sweep
+from inference.prompt_set import PromptCase
 from merging import parse_config
 
-PROMPTS = ["hello", "What is the capital of France?", "how are you?", "SLERP merges two models"]
+PROMPTS = [PromptCase(({"role": "user", "content": text},)) for text in
+           ("hello", "What is the capital of France?", "how are you?", "SLERP merges two models")]
 
 
 def peaked(folder: Path, out: Path) -> Path:

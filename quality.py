@@ -1,0 +1,107 @@
+"""The demo's quality figures: persona, on topic, loops and profanity over a prompt set,
+for the original model, the demo parent and their merge, under given sampling settings,
+or over a grid of settings (how the app's sampling defaults were chosen).
+
+It merges in memory, so it needs both engines and lives above them, like sweep.py.
+
+    python -m quality                      # the app's defaults, held-out half, 2 seeds
+    python -m quality --grid               # every candidate setting, on the seen half
+    python -m quality --settings 0.7,0.9,1.2 --half all
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from dataclasses import dataclass, replace
+
+from core.errors import UserError
+from core.sources import DEFAULT_MODEL, resolve_model
+from inference.batch import batch_replies
+from inference.demo_parent import build_demo_parent
+from inference.generation import GenerationSettings
+from inference.loading import LoadedModel, load_model, load_with_weights
+from inference.prompt_set import DEMO_PROMPTS, PromptCase, read_prompts, split_halves
+from inference.reply_quality import Quality, score
+from merging.form import PRESETS, MergeForm, config_from_form
+from merging.merge import merge_in_memory
+
+# The candidates: temperature x top_p x repetition penalty; (0, 1, 1.0) is plain greedy.
+GRID = tuple(itertools.product((0.0, 0.3, 0.5, 0.7), (0.9, 1.0), (1.0, 1.1, 1.2, 1.3)))
+DEMO_PRESET = "V-shape"
+
+
+@dataclass(frozen=True)
+class Figures:
+    settings: GenerationSettings
+    by_model: dict[str, Quality]
+
+    def lines(self) -> list[str]:
+        s = self.settings
+        head = f"temperature={s.temperature:g} top_p={s.top_p:g} repetition_penalty={s.repetition_penalty:g}"
+        return [f"{head} model={name!r} {q.line()}" for name, q in self.by_model.items()]
+
+
+def demo_models(base: str = DEFAULT_MODEL, preset: str = DEMO_PRESET) -> dict[str, LoadedModel]:
+    """The original (A), the demo parent (B), and their merge on the preset's curve."""
+    parent = str(build_demo_parent(base))
+    config = config_from_form(MergeForm(base, parent, *PRESETS[preset], 0, 0, "bfloat16"))
+    merged = load_with_weights(str(resolve_model(base)), merge_in_memory(config, 4 * 10**9), "bf16",
+                               f"merge ({preset})")
+    return {"original": load_model(base, "bf16"), "demo parent": load_model(parent, "bf16"), f"merge ({preset})": merged}
+
+
+def measure(models: dict[str, LoadedModel], cases: list[PromptCase], settings: GenerationSettings,
+            seeds: int = 2) -> Figures:
+    """Each model's figures over `seeds` sampled replies per case (one for greedy)."""
+    runs = 1 if settings.temperature == 0 else seeds
+    by_model = {}
+    for name, loaded in models.items():
+        replies, repeated = [], []
+        for seed in range(runs):
+            replies += batch_replies(loaded.model, loaded.tokenizer, cases, replace(settings, seed=seed), batch_size=len(cases))
+            repeated += cases
+        by_model[name] = score(replies, repeated)
+    return Figures(settings, by_model)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m quality", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--prompts", default=str(DEMO_PROMPTS), help="a .jsonl prompt set with topic words")
+    parser.add_argument("--half", choices=("seen", "held-out", "all"), default=None,
+                        help="which cases (default: held-out, or seen with --grid)")
+    parser.add_argument("--grid", action="store_true", help="measure every candidate setting")
+    parser.add_argument("--settings", help="temperature,top_p,repetition_penalty (default: the app's)")
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--max-new-tokens", type=int, default=GenerationSettings().max_new_tokens)
+    args = parser.parse_args(argv)
+    try:
+        cases = read_prompts(args.prompts, "--prompts")
+        seen, held_out = split_halves(cases)
+        half = args.half or ("seen" if args.grid else "held-out")
+        chosen = {"seen": seen, "held-out": held_out, "all": cases}[half]
+        if args.grid:
+            candidates = [GenerationSettings(temperature=t, top_p=p, repetition_penalty=r) for t, p, r in GRID
+                          if t > 0 or p == 1.0]
+        elif args.settings:
+            try:
+                t, p, r = (float(v) for v in args.settings.split(","))
+            except ValueError:
+                raise UserError("--settings", f"'{args.settings}' is not three numbers", "write e.g. 0.7,0.9,1.2") from None
+            candidates = [GenerationSettings(temperature=t, top_p=p, repetition_penalty=r)]
+        else:
+            candidates = [GenerationSettings()]
+        models = demo_models()
+        print(f"# {len(chosen)} cases ({half} half of {args.prompts}), {args.seeds} seeds when sampling", flush=True)
+        for settings in candidates:
+            for line in measure(models, chosen, replace(settings, max_new_tokens=args.max_new_tokens), args.seeds).lines():
+                print(line, flush=True)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

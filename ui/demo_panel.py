@@ -87,7 +87,7 @@ class DemoRow:
 
 def demo_row(pair: defaults.StartPair) -> DemoRow:
     """The notice, Build and Cancel, and the build's message line (the tab wires them)."""
-    with gr.Row(equal_height=True):
+    with gr.Row(equal_height=False):
         notice = gr.HTML(notice_html(pair), elem_id="demo-notice")
         build = gr.Button("Build demo parent", size="sm", scale=0, min_width=160, variant="secondary" if pair.blend else "primary")
         cancel = gr.Button("Cancel build", size="sm", scale=0, min_width=120)

@@ -35,7 +35,7 @@ def notice(pair: defaults.StartPair, shown_path: str) -> str:
     if not pair.blend:
         return (f"ℹ️ **First chat:** nothing was merged yet, so the default merge is in `{shown_path}`: the original SmolLM2 "
                 "with itself, so all three panes answer alike. For a real blend, press **Build demo parent** on the Merge tab "
-                "(about 2 min once), then open this tab again with an empty merged model, or merge on the Merge tab.")
+                "(about 2 min once), then **Merge** and **Chat with this merge**.")
     return (f"✅ **First chat:** merged {short_name(pair.a)} (parent A) with {short_name(pair.b)} (parent B) on the {pair.preset} "
             f"curve into `{shown_path}`. Send a message: the three panes answer side by side.")
 

@@ -43,6 +43,7 @@ from ui.sweep_panel import build_sweep_panel
 from ui.zerogpu import MERGE_SECONDS, gpu
 
 FALLBACK_LAYERS = 24  # for the t plot while a parent's layer count is unknown
+T_TITLE = "t (0 = parent A, 1 = parent B)"  # the t plot's y axis
 
 
 def describe_parents(a: str, b: str) -> tuple[str, int]:
@@ -113,7 +114,7 @@ def t_plot(config: MergeConfig | None, base_layers: int = 0) -> gr.LinePlot:
     if config is None:  # an empty value, not an empty frame: Gradio keeps the old lines for the latter
         return gr.LinePlot(value=None, y_title="t", x_lim=[0, max(last, 1)], caption="no valid config: fix the field named below")
     a, b = short_name(config.base_model), short_name(config.other_model)
-    return gr.LinePlot(value=frame, y_title="t (0 = parent A, 1 = parent B)", x_lim=[0, max(last, 1)],
+    return gr.LinePlot(value=frame, y_title=T_TITLE, x_lim=[0, max(last, 1)],
                        caption=f"t = 0: {a} (parent A, base) · t = 1: {b} (parent B)")
 
 
@@ -264,7 +265,9 @@ def build_merge_tab(demo: gr.Blocks) -> MergeTab:
     # a filled form, YAML and plot at once, even while the bundled model is being converted.
     pair = defaults.start_pair()
     first_a, first_b, first_attn, first_mlp, first_default, *_ = pair.fields()
-    initial = form_to_yaml(*pair.fields())
+    # The YAML straight from the form: form_to_yaml would also build a gr.LinePlot, and one
+    # built here, inside the Blocks, is rendered (a stray caption box at the top of the tab).
+    initial_yaml = config_from_form(form_from_fields(*pair.fields())).to_yaml()
     converting = any(kind_of(ref) in ("bundled", "gguf") and not is_converted(ref) for ref in (first_a, first_b))
     demo_parent = demo_row(pair)
     with gr.Row():
@@ -290,10 +293,10 @@ def build_merge_tab(demo: gr.Blocks) -> MergeTab:
             # Empty until the parents' layer count is read: a first frame drawn with a guessed
             # count stayed on screen when the load replaced it (seen in Chromium: 24 of 30 layers).
             plot = gr.LinePlot(None, x="layer", y="t", color="filter", color_title="filter", y_lim=[0, 1],
-                               x_title="layer", y_title=initial[1].y_title, caption="reading the parents' layer counts…",
+                               x_title="layer", y_title=T_TITLE, caption="reading the parents' layer counts…",
                                label="t per layer")
     form_message = gr.Markdown()
-    yaml_box = gr.Code(initial[0], language="yaml", label="mergekit YAML (edit or paste: the form follows)", lines=14)
+    yaml_box = gr.Code(initial_yaml, language="yaml", label="mergekit YAML (edit or paste: the form follows)", lines=14)
     with gr.Row():
         run = gr.Button("Merge", variant="primary")
         cancel = gr.Button("Cancel")

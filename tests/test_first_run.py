@@ -122,12 +122,12 @@ def test_a_different_merge_named_demo_merge_is_never_replaced(tiny_defaults):
     assert (context.outputs_root() / "demo-merge" / "mergekit_config.yml").read_text() == other
 
 
-def test_an_opened_chat_with_a_merge_keeps_it_and_shows_its_parents_unless_typed(tiny_defaults):
+def test_a_loaded_merge_is_kept_and_gets_its_parents_and_typed_parents_are_left_alone(tiny_defaults):
     output = merge_tab.merge(merge_tab.form_to_yaml(*tiny_defaults.fields())[0], "mine", False, CancelSession(), **NO_PROGRESS)[2]
     untouched = list(first_run.first_chat(output, context.DEFAULT_A, context.DEFAULT_B, **NO_PROGRESS))
     assert untouched == [(gr.skip(), tiny_defaults.a, tiny_defaults.b, gr.skip())]
-    typed = list(first_run.first_chat(output, "org/typed-a", context.DEFAULT_B, **NO_PROGRESS))
-    assert typed == [(gr.skip(),) * 4]
+    for merged in (output, ""):  # parents the visitor typed are theirs: nothing is merged or replaced
+        assert list(first_run.first_chat(merged, "org/typed-a", context.DEFAULT_B, **NO_PROGRESS)) == [(gr.skip(),) * 4]
     assert not (context.outputs_root() / "demo-merge").exists()
 
 

@@ -41,11 +41,15 @@ def notice(pair: defaults.StartPair, shown_path: str) -> str:
 
 
 def first_chat(merged_ref: str, chat_a: str, chat_b: str, progress=gr.Progress()):  # noqa: B008 -- Gradio injects it
-    """On opening the Chat tab: (merged model, parent A, parent B, notice). With no merged
-    model, merge the defaults (or reuse that merge) and fill all three; with a merge made
-    here whose parents the Chat tab does not show yet (the fields untouched), fill its parents."""
+    """On opening the Chat tab: (merged model, parent A, parent B, notice). Only while the
+    parent fields hold their start values (models a visitor typed are theirs): with no
+    merged model, merge the defaults (or reuse that merge) and fill all three; with a merge
+    under outputs/ (the latest, loaded with the page), fill in its parents."""
+    if (chat_a, chat_b) != (context.DEFAULT_A, context.DEFAULT_B):
+        yield (gr.skip(),) * 4
+        return
     if (merged_ref or "").strip():
-        yield gr.skip(), *parents_of(merged_ref, chat_a, chat_b), gr.skip()
+        yield gr.skip(), *parents_of(merged_ref), gr.skip()
         return
     pair = defaults.start_pair()
     yaml_text = merge_tab.form_to_yaml(*pair.fields())[0]
@@ -62,13 +66,12 @@ def first_chat(merged_ref: str, chat_a: str, chat_b: str, progress=gr.Progress()
     yield str(context.outputs_root() / name), pair.a, pair.b, notice(pair, shown_path)
 
 
-def parents_of(merged_ref: str, chat_a: str, chat_b: str) -> tuple:
-    """The parents of a merge under outputs/, for parent fields still at their start values;
-    skips otherwise (parents a user typed are never replaced)."""
+def parents_of(merged_ref: str) -> tuple:
+    """(parent A, parent B) of a merge under outputs/ (a t-preview's `#t=…` suffix ignored);
+    skips for anything else."""
     root = context.outputs_root().resolve()
     config_file = (root / merged_ref.split("#")[0].strip()).resolve() / "mergekit_config.yml"
-    untouched = (chat_a, chat_b) == (context.DEFAULT_A, context.DEFAULT_B)
-    if not untouched or not config_file.is_relative_to(root) or not config_file.is_file():
+    if not config_file.is_relative_to(root) or not config_file.is_file():
         return gr.skip(), gr.skip()
     try:
         config = parse_config(config_file.read_text())

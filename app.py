@@ -13,7 +13,7 @@ from core.errors import UserError
 from core.sources import DEFAULT_MODEL, resolve_model
 from ui.chat_tab import build_chat_tab
 from ui.context import PRIVATE
-from ui.first_run import first_chat
+from ui.first_run import merge_defaults, on_chat_opened
 from ui.merge_tab import build_merge_tab
 
 
@@ -36,10 +36,14 @@ def build_app() -> gr.Blocks:
                 chat = build_chat_tab(demo)
         merge.to_chat.click(chat_with_merge, [merge.output_path, merge.parent_a, merge.parent_b],
                             [chat.merged_ref, chat.parent_a, chat.parent_b, tabs, first_notice], api_visibility=PRIVATE)
-        # Opened with no merged model, the Chat tab merges the defaults first (ui/first_run.py).
+        # Opened with no merged model, the Chat tab merges the defaults first (ui/first_run.py):
+        # the select decides at once; a needed merge is a new `default_merge`, whose change runs it.
         models = [chat.merged_ref, chat.parent_a, chat.parent_b]
-        chat_page.select(first_chat, models, [*models, first_notice], api_visibility=PRIVATE, concurrency_id="device",
-                         concurrency_limit=1)
+        default_merge = gr.State(None)
+        chat_page.select(on_chat_opened, models, [*models, first_notice, default_merge], api_visibility=PRIVATE,
+                         concurrency_limit=None)
+        default_merge.change(merge_defaults, default_merge, [*models, first_notice], api_visibility=PRIVATE,
+                             concurrency_id="device", concurrency_limit=1)
         chat.merged_ref.input(lambda: "", None, first_notice, api_visibility=PRIVATE)  # a typed model: the notice is stale
     return demo
 

@@ -99,8 +99,18 @@ def tiny_defaults(monkeypatch, tiny_models):
     return pair
 
 
+def open_chat(merged: str = "", a: str = context.DEFAULT_A, b: str = context.DEFAULT_B) -> list[tuple]:
+    """What the page gets on opening the Chat tab: the select's four outputs, then, when it
+    asked for the default merge (a new State value, whose change event runs it), the merge's."""
+    *shown, request = first_run.on_chat_opened(merged, a, b)
+    if not isinstance(request, first_run.DefaultMerge):
+        assert request == gr.skip()  # no State change: nothing is queued for the device
+        return [tuple(shown)]
+    return [tuple(shown), first_run.merge_defaults(request, **NO_PROGRESS)]
+
+
 def test_opening_the_chat_with_no_merge_merges_the_defaults_once_and_fills_the_three_models(tiny_defaults):
-    updates = list(first_run.first_chat("", context.DEFAULT_A, context.DEFAULT_B, **NO_PROGRESS))
+    updates = open_chat()
     assert updates[0] == (gr.skip(), gr.skip(), gr.skip(), first_run.RUNNING)  # the notice line says what runs
     merged, a, b, notice = updates[-1]
     folder = context.outputs_root() / "demo-merge"
@@ -108,33 +118,40 @@ def test_opening_the_chat_with_no_merge_merges_the_defaults_once_and_fills_the_t
     assert (folder / "mergekit_config.yml").read_text() == merge_tab.form_to_yaml(*tiny_defaults.fields())[0]
     assert notice.startswith("✅ **First chat:** merged llama-1- (parent A) with llama-2- (parent B) on the V-shape curve")
     assert "`outputs/demo-merge`" in notice
-    # Again with the merged field emptied: the same merge is reused, not redone.
+    # Again with the merged field emptied: the same merge is reused at once, not redone.
     stamp = (folder / "mergekit_config.yml").stat().st_mtime_ns
-    assert list(first_run.first_chat("", context.DEFAULT_A, context.DEFAULT_B, **NO_PROGRESS)) == [(str(folder), *updates[-1][1:])]
+    assert open_chat() == [updates[-1]]
     assert (folder / "mergekit_config.yml").stat().st_mtime_ns == stamp
+
+
+def test_two_requests_queued_before_the_first_merge_ends_merge_once(tiny_defaults):
+    """The tab opened twice while the device was busy: the second request finds the first's merge."""
+    first, second = (first_run.on_chat_opened("", context.DEFAULT_A, context.DEFAULT_B)[-1] for _ in range(2))
+    assert first != second  # each is a change of the State, so each runs
+    assert first_run.merge_defaults(first, **NO_PROGRESS) == first_run.merge_defaults(second, **NO_PROGRESS)
+    assert sorted(p.name for p in context.outputs_root().iterdir()) == ["demo-merge"]
 
 
 def test_a_different_merge_named_demo_merge_is_never_replaced(tiny_defaults):
     other = merge_tab.form_to_yaml(tiny_defaults.a, tiny_defaults.b, "0.2", "0.2", "0.2", 0, 0, "bfloat16")[0]
     assert merge_tab.merge(other, "demo-merge", False, CancelSession(), **NO_PROGRESS)[0].startswith("### ✅")
-    merged, *_ = list(first_run.first_chat("", context.DEFAULT_A, context.DEFAULT_B, **NO_PROGRESS))[-1]
+    merged, *_ = open_chat()[-1]
     assert merged == str(context.outputs_root() / "demo-merge-2")
     assert (context.outputs_root() / "demo-merge" / "mergekit_config.yml").read_text() == other
 
 
 def test_a_loaded_merge_is_kept_and_gets_its_parents_and_typed_parents_are_left_alone(tiny_defaults):
-    output = merge_tab.merge(merge_tab.form_to_yaml(*tiny_defaults.fields())[0], "mine", False, CancelSession(), **NO_PROGRESS)[2]
-    untouched = list(first_run.first_chat(output, context.DEFAULT_A, context.DEFAULT_B, **NO_PROGRESS))
-    assert untouched == [(gr.skip(), tiny_defaults.a, tiny_defaults.b, gr.skip())]
+    output = merge_tab.merge(tiny_defaults.yaml(), "mine", False, CancelSession(), **NO_PROGRESS)[2]
+    assert open_chat(output) == [(gr.skip(), tiny_defaults.a, tiny_defaults.b, gr.skip())]
     for merged in (output, ""):  # parents the visitor typed are theirs: nothing is merged or replaced
-        assert list(first_run.first_chat(merged, "org/typed-a", context.DEFAULT_B, **NO_PROGRESS)) == [(gr.skip(),) * 4]
+        assert open_chat(merged, "org/typed-a") == [(gr.skip(),) * 4]
     assert not (context.outputs_root() / "demo-merge").exists()
 
 
 def test_the_self_merge_says_that_the_demo_parent_gives_a_real_blend(monkeypatch, tiny_models):
     a = str(tiny_models("llama", 1))
     monkeypatch.setattr(defaults, "start_pair", lambda: defaults.StartPair(a, a, "constant 0.5", blend=False))
-    *_, notice = list(first_run.first_chat("", context.DEFAULT_A, context.DEFAULT_B, **NO_PROGRESS))[-1]
+    *_, notice = open_chat()[-1]
     assert "the original SmolLM2 with itself, so all three panes answer alike" in notice
     assert "press **Build demo parent** on the Merge tab" in notice
 
@@ -142,7 +159,7 @@ def test_the_self_merge_says_that_the_demo_parent_gives_a_real_blend(monkeypatch
 def test_a_failed_default_merge_says_why_in_one_line_and_fills_nothing(monkeypatch, tmp_path):
     missing = str(tmp_path / "gone")
     monkeypatch.setattr(defaults, "start_pair", lambda: defaults.StartPair(missing, missing, "V-shape", blend=True))
-    *models, notice = list(first_run.first_chat("", context.DEFAULT_A, context.DEFAULT_B, **NO_PROGRESS))[-1]
+    *models, notice = open_chat()[-1]
     assert models == [gr.skip()] * 3
     assert notice.startswith("⚠️ The default merge failed: model: '") and notice.endswith("— merge on the Merge tab.")
     assert "\n" not in notice

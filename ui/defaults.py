@@ -8,15 +8,17 @@ from pathlib import Path
 
 from core.sources import DEFAULT_MODEL, cache_root, is_converted
 from inference.demo_parent import built_demo_parent
-from merging.form import PRESETS
+from merging.form import PRESETS, config_from_form, form_from_fields
 from ui.context import DEFAULT_A, DEFAULT_B, ON_SPACE, outputs_root
 
 # The demo pair's curve: PRESETS["V-shape"], t = [0, 0.5, 1, 0.5, 0] over the layers for
-# every filter. The ends (embeddings, first and last layers, which shape how a reply
-# starts and which tokens it picks) stay with parent A, the original; the middle layers,
-# where a fine-tune's persona mostly lives, come from parent B, the pirate. So the blend
-# answers as correctly as the original and still shows a trace of the pirate, where a
-# constant 0.5 mostly looked like one parent or the other (checked on the demo prompts).
+# every filter: the ends (embeddings, first and last layers) from parent A, the original,
+# the middle layers from parent B, the pirate. Chosen because it is the curve whose merge
+# visibly blends both. Measured on 6 demo prompts (greedy, 40 tokens, the demo parent of
+# 2026-11-23): constant 0.5 and the inverted V [1, 0.5, 0, 0.5, 1] began all 6 replies
+# with "Arr!" (the pirate, no trace of the original); this V began 3 of 6 with "Arr!" and
+# answered the other 3 like the original ("The capital of France is Paris."). Check again
+# when the demo parent's training changes.
 BLEND_PRESET = "V-shape"
 SELF_PRESET = "constant 0.5"  # the original with itself: any t gives the same model
 
@@ -31,6 +33,10 @@ class StartPair:
     def fields(self) -> tuple[str, str, str, str, str, int, int, str]:
         """The Merge tab's eight form fields (parents, three t gradients, all layers, bf16)."""
         return (self.a, self.b, *PRESETS[self.preset], 0, 0, "bfloat16")
+
+    def yaml(self) -> str:
+        """The YAML the Merge tab shows for these fields."""
+        return config_from_form(form_from_fields(*self.fields())).to_yaml()
 
 
 def demo_pair(folder: str) -> StartPair:

@@ -1,11 +1,16 @@
 """The first Chat: opened with no merged model, the Chat tab merges the Merge tab's
 default pair into outputs/demo-merge first (a few seconds for SmolLM2), so the first
 message shows three different panes. A merge already under that name is reused when it is
-the same config and never replaced: a different one sends the new merge to demo-merge-2…"""
+the same config and never replaced: a different one sends the new merge to demo-merge-2…
+
+Two steps: deciding is instant and never waits for the device (a tab switch while replies
+stream must not queue behind them); only a merge that is needed goes to the device queue."""
 
 from __future__ import annotations
 
 import itertools
+import time
+from dataclasses import dataclass
 
 import gradio as gr
 
@@ -37,33 +42,52 @@ def notice(pair: defaults.StartPair, shown_path: str) -> str:
                 "with itself, so all three panes answer alike. For a real blend, press **Build demo parent** on the Merge tab "
                 "(about 2 min once), then **Merge** and **Chat with this merge**.")
     return (f"✅ **First chat:** merged {short_name(pair.a)} (parent A) with {short_name(pair.b)} (parent B) on the {pair.preset} "
-            f"curve into `{shown_path}`. Send a message: the three panes answer side by side.")
+            f"curve into `{shown_path}`. Send a few messages: the three panes answer side by side, and the merge takes "
+            "some replies more from one parent, some from the other.")
 
 
-def first_chat(merged_ref: str, chat_a: str, chat_b: str, progress=gr.Progress()):  # noqa: B008 -- Gradio injects it
-    """On opening the Chat tab: (merged model, parent A, parent B, notice). Only while the
-    parent fields hold their start values (models a visitor typed are theirs): with no
-    merged model, merge the defaults (or reuse that merge) and fill all three; with a merge
-    under outputs/ (the latest, loaded with the page), fill in its parents."""
+@dataclass(frozen=True)
+class DefaultMerge:
+    """The default merge the Chat tab asked for (a gr.State; its change event runs it)."""
+    pair: defaults.StartPair
+    name: str
+    asked: int  # time.monotonic_ns(): every request differs from the last, so the change event fires
+
+
+def on_chat_opened(merged_ref: str, chat_a: str, chat_b: str) -> tuple:
+    """Opening the Chat tab, at once (not queued behind the device): (merged model, parent A,
+    parent B, notice, default merge to run). Only while the parent fields hold their start
+    values (models a visitor typed are theirs): with a merge under outputs/ (the latest,
+    loaded with the page), its parents; with no merged model, the default merge when it is
+    already on disk, else the running notice and the request for merge_defaults."""
     if (chat_a, chat_b) != (context.DEFAULT_A, context.DEFAULT_B):
-        yield (gr.skip(),) * 4
-        return
+        return (gr.skip(),) * 5
     if (merged_ref or "").strip():
-        yield gr.skip(), *parents_of(merged_ref), gr.skip()
-        return
+        return gr.skip(), *parents_of(merged_ref), gr.skip(), gr.skip()
     pair = defaults.start_pair()
-    yaml_text = merge_tab.form_to_yaml(*pair.fields())[0]
-    name, done = merge_name(yaml_text)
-    shown_path = f"{context.outputs_root().name}/{name}"
+    name, done = merge_name(pair.yaml())
+    if done:
+        return *filled(pair, name), gr.skip()
+    return gr.skip(), gr.skip(), gr.skip(), RUNNING, DefaultMerge(pair, name, time.monotonic_ns())
+
+
+def merge_defaults(request: DefaultMerge, progress=gr.Progress()) -> tuple:  # noqa: B008 -- Gradio injects it
+    """The default merge, on the device queue: (merged model, parent A, parent B, notice).
+    A request that an earlier one already fulfilled (the tab opened twice) reuses its merge."""
+    pair = request.pair
+    name, done = merge_name(pair.yaml())
     if not done:
-        yield gr.skip(), gr.skip(), gr.skip(), RUNNING
         # The Merge button's own handler (name rules, policy, progress, errors in one line);
         # it is wrapped for ZeroGPU itself, so this handler is not.
-        summary, _, output, _ = merge_tab.merge(yaml_text, name, False, CancelSession(), progress=progress)
+        summary, _, output, _ = merge_tab.merge(pair.yaml(), name, False, CancelSession(), progress=progress)
         if not output:
-            yield gr.skip(), gr.skip(), gr.skip(), f"⚠️ The default merge failed: {summary.splitlines()[-1]} — merge on the Merge tab."
-            return
-    yield str(context.outputs_root() / name), pair.a, pair.b, notice(pair, shown_path)
+            return gr.skip(), gr.skip(), gr.skip(), f"⚠️ The default merge failed: {summary.splitlines()[-1]} — merge on the Merge tab."
+    return filled(pair, name)
+
+
+def filled(pair: defaults.StartPair, name: str) -> tuple[str, str, str, str]:
+    """The three model fields and the notice for the default merge saved as outputs/<name>."""
+    return str(context.outputs_root() / name), pair.a, pair.b, notice(pair, f"{context.outputs_root().name}/{name}")
 
 
 def parents_of(merged_ref: str) -> tuple:

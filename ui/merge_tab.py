@@ -265,9 +265,9 @@ def build_merge_tab(demo: gr.Blocks) -> MergeTab:
     # a filled form, YAML and plot at once, even while the bundled model is being converted.
     pair = defaults.start_pair()
     first_a, first_b, first_attn, first_mlp, first_default, *_ = pair.fields()
-    # The YAML straight from the form: form_to_yaml would also build a gr.LinePlot, and one
-    # built here, inside the Blocks, is rendered (a stray caption box at the top of the tab).
-    initial_yaml = config_from_form(form_from_fields(*pair.fields())).to_yaml()
+    # Not form_to_yaml: it also builds a gr.LinePlot, and one built here, inside the Blocks,
+    # is rendered (a stray caption box at the top of the tab).
+    initial_yaml = pair.yaml()
     converting = any(kind_of(ref) in ("bundled", "gguf") and not is_converted(ref) for ref in (first_a, first_b))
     demo_parent = demo_row(pair)
     with gr.Row():

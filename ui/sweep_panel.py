@@ -21,7 +21,7 @@ from ui.context import PRIVATE, ROOT, CancelSession, cancel, check_models, short
 from ui.zerogpu import SWEEP_SECONDS, gpu
 
 PROMPTS_FILE = ROOT / "prompts" / "demo.txt"
-DEFAULT_PROMPTS = 8  # with 5 values of t: about a minute for SmolLM2 on 2 CPU cores
+DEFAULT_PROMPTS = 8  # with 5 values of t: 182 s for SmolLM2 on 2 CPU cores shared with other work (load ~7)
 COLUMNS = ["t", "resemblance to B", "gap (B − A)", "n"]
 IDLE = ("*Sweeps t over the YAML above: both parents answer the first prompts of `prompts/demo.txt`, then the merge at each "
         "t scores their replies. Resemblance to B: the share of prompts where the merge finds B's reply the likelier.*")
@@ -108,7 +108,7 @@ def _end_label(t: float) -> str:
 def plot_svg(points: list[SweepPoint], config: MergeConfig) -> str:
     """Resemblance to B (0–100%) against t (0–1) as inline SVG; t = 0 is parent A and
     t = 1 parent B, named at the axis ends and at their points; 50% is the dashed line."""
-    width, height, left, right, top, bottom = 640, 300, 56, 24, 34, 58
+    width, height, left, right, top, bottom = 640, 320, 56, 24, 48, 62
     a, b = html.escape(short_name(config.base_model)), html.escape(short_name(config.other_model))
 
     def x(t: float) -> float:
@@ -126,7 +126,7 @@ def plot_svg(points: list[SweepPoint], config: MergeConfig) -> str:
         parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y(share):.1f}" y2="{y(share):.1f}" stroke="#bbb"{dash}/>'
                      f'<text x="{left - 6}" y="{y(share) + 4:.1f}" text-anchor="end" fill="#000">{share:.0%}</text>')
     for t in DEFAULT_GRID:
-        parts.append(f'<text x="{x(t):.1f}" y="{height - bottom + 16}" text-anchor="middle" fill="#000">t = {t:g}</text>')
+        parts.append(f'<text x="{x(t):.1f}" y="{height - bottom + 22}" text-anchor="middle" fill="#000">t = {t:g}</text>')
     parts.append(f'<text x="{x(0)}" y="{height - 10}" text-anchor="start" fill="#b45309">◀ Parent A: {a}</text>'
                  f'<text x="{x(1)}" y="{height - 10}" text-anchor="end" fill="#1d4ed8">Parent B: {b} ▶</text>')
     if points:
@@ -140,8 +140,8 @@ def plot_svg(points: list[SweepPoint], config: MergeConfig) -> str:
         label = "Parent A" if p.t == 0 else "Parent B" if p.t == 1 else f"{p.resemblance_b:.0%}"
         anchor = "start" if p.t == 0 else "end" if p.t == 1 else "middle"
         shift = 10 if p.t == 0 else -10 if p.t == 1 else 0
-        above = y(p.resemblance_b) - 10 if p.resemblance_b < 0.9 else y(p.resemblance_b) + 20
-        parts.append(f'<text x="{x(p.t) + shift:.1f}" y="{above:.1f}" text-anchor="{anchor}" fill="{colour}">{label}</text>')
+        parts.append(f'<text x="{x(p.t) + shift:.1f}" y="{y(p.resemblance_b) - 12:.1f}" text-anchor="{anchor}" fill="{colour}">'
+                     f'{label}</text>')
     parts.append("</svg>")
     return "".join(parts)
 

@@ -56,7 +56,7 @@ def build_demo(session: CancelSession, progress=gr.Progress()):  # noqa: B008 --
         return *[gr.skip()] * 7, CANCELLED
     pair = defaults.demo_pair(folder)
     message = (f"Demo parent ready in {time.perf_counter() - started:.0f} s. Parent A is the original, parent B the pirate, "
-               f"on the {pair.preset} curve: press **Merge**, or open the Chat tab.")
+               f"on the {pair.preset} curve: press **Merge**, then **Chat with this merge**.")
     return (*_form_updates(pair), notice_html(pair), message)
 
 

@@ -1,6 +1,7 @@
 """Slerp Arena: SLERP-merge two language models (mergekit-compatible), then chat with the
 merge beside its parents. This file joins the tabs (ui/merge_tab.py, ui/chat_tab.py) and
-holds the one link between them: "Chat with this merge"."""
+holds the links between them: "Chat with this merge", and the first Chat, which merges
+the Merge tab's defaults when nothing is merged yet (ui/first_run.py)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,16 @@ from core.errors import UserError
 from core.sources import DEFAULT_MODEL, resolve_model
 from ui.chat_tab import build_chat_tab
 from ui.context import PRIVATE
+from ui.first_run import merge_defaults, on_chat_opened
 from ui.merge_tab import build_merge_tab
 
 
 def chat_with_merge(output_path: str, parent_a: str, parent_b: str):
+    """The merge and its parents into the Chat tab, which opens; the first-chat notice,
+    which described another merge, is cleared."""
     if not output_path:
         raise gr.Error("merge: nothing merged yet — run a merge first")
-    return output_path, parent_a, parent_b, gr.Tabs(selected="chat")
+    return output_path, parent_a, parent_b, gr.Tabs(selected="chat"), ""
 
 
 def build_app() -> gr.Blocks:
@@ -27,10 +31,20 @@ def build_app() -> gr.Blocks:
         with gr.Tabs() as tabs:
             with gr.Tab("Merge", id="merge"):
                 merge = build_merge_tab(demo)
-            with gr.Tab("Chat", id="chat"):
+            with gr.Tab("Chat", id="chat") as chat_page:
+                first_notice = gr.Markdown(elem_id="first-chat-notice")
                 chat = build_chat_tab(demo)
         merge.to_chat.click(chat_with_merge, [merge.output_path, merge.parent_a, merge.parent_b],
-                            [chat.merged_ref, chat.parent_a, chat.parent_b, tabs], api_visibility=PRIVATE)
+                            [chat.merged_ref, chat.parent_a, chat.parent_b, tabs, first_notice], api_visibility=PRIVATE)
+        # Opened with no merged model, the Chat tab merges the defaults first (ui/first_run.py):
+        # the select decides at once; a needed merge is a new `default_merge`, whose change runs it.
+        models = [chat.merged_ref, chat.parent_a, chat.parent_b]
+        default_merge = gr.State(None)
+        chat_page.select(on_chat_opened, models, [*models, first_notice, default_merge], api_visibility=PRIVATE,
+                         concurrency_limit=None)
+        default_merge.change(merge_defaults, default_merge, [*models, first_notice], api_visibility=PRIVATE,
+                             concurrency_id="device", concurrency_limit=1)
+        chat.merged_ref.input(lambda: "", None, first_notice, api_visibility=PRIVATE)  # a typed model: the notice is stale
     return demo
 
 

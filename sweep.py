@@ -51,6 +51,18 @@ class SweepPoint:
         return f"t={self.t:.2f} resemblance_b={self.resemblance_b:.2f} gap={self.gap:+.2f} n={self.n}"
 
 
+def parse_grid(text: str, field: str) -> tuple[float, ...]:
+    """t values from "0, 0.25, 0.5" (commas and/or spaces), each in [0, 1], sorted and
+    without repeats: the sweep's plot and table read left to right along t."""
+    try:
+        grid = sorted({float(v) for v in text.replace(",", " ").split()})
+    except ValueError:
+        grid = []
+    if not grid or not all(0.0 <= t <= 1.0 for t in grid):
+        raise UserError(field, f"'{text.strip()}' is not a list of numbers in [0, 1]", "write e.g. 0, 0.25, 0.5, 0.75, 1")
+    return tuple(grid)
+
+
 def config_at(config: MergeConfig, t: float, scale_curve: bool) -> MergeConfig:
     """The config at grid point t: one constant t everywhere, or (scale_curve) every curve
     of the config multiplied by t."""
@@ -149,13 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     args = parser.parse_args(argv)
     try:
-        grid = tuple(float(v) for v in args.grid.split(",") if v.strip())
-        if not grid or not all(0.0 <= t <= 1.0 for t in grid):
-            raise ValueError
-    except ValueError:
-        print(f"error: --grid: '{args.grid}' is not a list of numbers in [0, 1] — write e.g. 0,0.5,1", file=sys.stderr)
-        return 2
-    try:
+        grid = parse_grid(args.grid, "--grid")
         prompts = read_prompts(args.prompts, "--prompts")[: args.limit]
         points = t_sweep(load_config(args.config), prompts, grid, args.scale_curve, args.max_new_tokens)
     except UserError as exc:

@@ -34,6 +34,12 @@ class MergeForm:
     dtype: str = "bfloat16"
 
 
+def form_from_fields(a: str | None, b: str | None, attn: str | None, mlp: str | None, default: str | None,
+                     start: float | None, end: float | None, dtype: str) -> MergeForm:
+    """The form from the page's eight fields as Gradio sends them (an emptied one is None)."""
+    return MergeForm(a or "", b or "", attn or "", mlp or "", default or "", int(start or 0), int(end or 0), dtype)
+
+
 def parse_gradient(text: str, field: str) -> tuple[float, ...]:
     parts = [p for p in text.replace("[", " ").replace("]", " ").replace(",", " ").split() if p]
     values = []

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 LAZY_T = """
   t:
@@ -51,6 +52,16 @@ def load_weights(folder: Path) -> dict[str, torch.Tensor]:
     for file in sorted(folder.glob("*.safetensors")):
         weights.update(load_file(file))
     return weights
+
+
+def peaked(folder: Path, out: Path) -> Path:
+    """A copy whose lm_head is scaled up: random tiny models predict almost uniformly, and
+    real models (the t-sweep's subject) do not."""
+    shutil.copytree(folder, out)
+    weights = load_file(out / "model.safetensors")
+    weights["lm_head.weight"] = weights["lm_head.weight"] * 40
+    save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
+    return out
 
 
 def tiny_yaml(a, b, t="0.5") -> str:

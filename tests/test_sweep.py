@@ -1,11 +1,8 @@
 """t-sweep: at t = 0 the merge is parent A and prefers A's replies, at t = 1 it is B."""
 
 import re
-import shutil
-from pathlib import Path
 
-from helpers import run_main, tiny_yaml
-from safetensors.torch import load_file, save_file
+from helpers import peaked, run_main, tiny_yaml
 
 import sweep
 from inference.prompt_set import PromptCase
@@ -13,16 +10,6 @@ from merging import parse_config
 
 PROMPTS = [PromptCase(({"role": "user", "content": text},)) for text in
            ("hello", "What is the capital of France?", "how are you?", "SLERP merges two models")]
-
-
-def peaked(folder: Path, out: Path) -> Path:
-    """A copy whose lm_head is scaled up: random tiny models predict almost uniformly, and
-    real models (the sweep's subject) do not."""
-    shutil.copytree(folder, out)
-    weights = load_file(out / "model.safetensors")
-    weights["lm_head.weight"] = weights["lm_head.weight"] * 40
-    save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
-    return out
 
 
 def test_resemblance_to_b_goes_from_a_to_b_along_t(tiny_models, tmp_path):

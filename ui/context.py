@@ -6,13 +6,14 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import threading
 from pathlib import Path
 
 import gradio as gr
 
 from core.errors import UserError
 from core.policy import AccessPolicy, policy_from_env
-from core.sources import DEFAULT_MODEL
+from core.sources import BUNDLED_PREFIX, DEFAULT_MODEL
 from inference import ModelCache
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,6 +23,28 @@ ON_SPACE = bool(os.environ.get("SPACE_ID"))
 DEFAULT_A, DEFAULT_B = ("Qwen/Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B") if ON_SPACE else (DEFAULT_MODEL, DEFAULT_MODEL)
 
 MODELS = ModelCache()  # shared by all visitors: each (model, precision) is loaded once
+
+
+class CancelSession:
+    """Per visitor (gr.State): the event their Cancel sets for one kind of long job (a
+    merge, a t-sweep, the demo parent's build). A plain class, not a dataclass: Gradio
+    serializes dataclass states, and Events don't."""
+
+    def __init__(self) -> None:
+        self.cancel = threading.Event()
+
+    def __deepcopy__(self, memo: dict) -> CancelSession:  # gr.State copies its default per session
+        return CancelSession()
+
+
+def cancel(session: CancelSession) -> None:
+    """A Cancel button: ask the running job to stop; its own handler then shows the cancelled state."""
+    session.cancel.set()
+
+
+def short_name(ref: str) -> str:
+    """A model reference as a label: the folder's or the bundled model's name."""
+    return Path(ref.removeprefix(BUNDLED_PREFIX).rstrip("/")).name or ref
 
 
 def outputs_root() -> Path:

@@ -1,13 +1,11 @@
 """The Merge tab: pick two parents, shape t per layer (form <-> YAML), plan, merge with
-progress and cancel, look at θ, push to the Hub."""
+progress and cancel, look at θ, sweep t, push to the Hub."""
 
 from __future__ import annotations
 
 import re
 import shutil
 import tempfile
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,54 +13,37 @@ import gradio as gr
 import pandas as pd
 
 from core.errors import UserError
-from core.sources import BUNDLED_PREFIX, DEFAULT_MODEL, cache_root, is_converted, kind_of, resolve_model
-from inference.demo_parent import build_demo_parent
+from core.sources import is_converted, kind_of, resolve_model
 from merging import Progress, parse_config, run_merge
 from merging.analyze import angles_of_merge, divergence, divergence_grid
 from merging.checkpoint import open_checkpoint
 from merging.config import DTYPES, MergeConfig
 from merging.dry_run import dry_run
-from merging.form import CUSTOM, INVALID_YAML, PRESETS, MergeForm, config_from_form, config_to_run, form_from_yaml, preset_of, t_curves
+from merging.form import (
+    CUSTOM,
+    INVALID_YAML,
+    PRESETS,
+    config_from_form,
+    config_to_run,
+    form_from_fields,
+    form_from_yaml,
+    preset_of,
+    t_curves,
+)
 from merging.hub import HubOffline, push_folder
 from merging.inspect import compatibility_problems, inspect_model
 from merging.merge import MergeCancelled
-from ui import context
-from ui.context import DEFAULT_A, DEFAULT_B, ON_SPACE, PRIVATE, check_models
+from ui import context, defaults
+from ui.context import PRIVATE, CancelSession, check_models, short_name
+from ui.context import CancelSession as MergeSession  # the name the merge's handler and tests use
+from ui.context import cancel as cancel_merge
+from ui.defaults import known_models
+from ui.demo_panel import build_demo, demo_row, fresh_defaults
+from ui.sweep_panel import build_sweep_panel
 from ui.zerogpu import MERGE_SECONDS, gpu
 
-DEFAULT_PRESET = "V-shape" if ON_SPACE else "constant 0.5"
 FALLBACK_LAYERS = 24  # for the t plot while a parent's layer count is unknown
-
-
-class MergeSession:
-    """Per visitor (gr.State): the event their Cancel sets. A plain class, not a
-    dataclass: Gradio serializes dataclass states, and Events don't."""
-
-    def __init__(self) -> None:
-        self.cancel = threading.Event()
-
-    def __deepcopy__(self, memo: dict) -> MergeSession:  # gr.State copies its default per session
-        return MergeSession()
-
-
-def known_models() -> list[str]:
-    def folders(root: Path) -> list[str]:
-        return sorted(str(p) for p in root.glob("*") if (p / "config.json").is_file()) if root.is_dir() else []
-
-    return [DEFAULT_MODEL, *folders(cache_root() / "demo-parent"), *folders(context.outputs_root())]
-
-
-def build_demo(progress=gr.Progress()):  # noqa: B008 -- Gradio injects it
-    """The offline demo's second parent (SmolLM2 with a distilled pirate persona): built
-    once (about two minutes on 2 cores), then cached. Sets it as parent B."""
-    def on_progress(stage: str, done: int, total: int) -> None:
-        progress(done / total, desc=f"{stage} {done}/{total}")
-
-    started = time.perf_counter()
-    folder = str(build_demo_parent(str(resolve_model(DEFAULT_MODEL)), on_progress=on_progress))
-    choices = known_models()
-    message = f"Demo parent ready in {time.perf_counter() - started:.0f} s: `{folder}` (set as parent B)."
-    return gr.Dropdown(choices=choices), gr.Dropdown(choices=choices, value=folder), message
+T_TITLE = "t (0 = parent A, 1 = parent B)"  # the t plot's y axis
 
 
 def describe_parents(a: str, b: str) -> tuple[str, int]:
@@ -90,16 +71,12 @@ def apply_preset(name: str):
     return PRESETS[name] if name in PRESETS else (gr.skip(), gr.skip(), gr.skip())  # "custom" keeps the fields
 
 
-def _form(a: str, b: str, attn: str, mlp: str, default: str, start: float, end: float, dtype: str) -> MergeForm:
-    return MergeForm(a or "", b or "", attn or "", mlp or "", default or "", int(start or 0), int(end or 0), dtype)
-
-
 def form_to_yaml(a: str, b: str, attn: str, mlp: str, default: str, start: float, end: float, dtype: str,
                  base_layers: int = 0) -> tuple[str, gr.LinePlot, str, str, str]:
     """Form -> (YAML text, t plot, message, preset, plan box). While a field is invalid the
     YAML box says so (a comment) and the plot is empty: nothing stale stays on screen. Any
     edit clears the last plan, which described another config."""
-    form = _form(a, b, attn, mlp, default, start, end, dtype)
+    form = form_from_fields(a, b, attn, mlp, default, start, end, dtype)
     try:
         config = config_from_form(form)
     except UserError as exc:
@@ -136,12 +113,9 @@ def t_plot(config: MergeConfig | None, base_layers: int = 0) -> gr.LinePlot:
     last = max(base_layers, int(frame["layer"].max()) + 1 if len(frame) else 0, 1) - 1
     if config is None:  # an empty value, not an empty frame: Gradio keeps the old lines for the latter
         return gr.LinePlot(value=None, y_title="t", x_lim=[0, max(last, 1)], caption="no valid config: fix the field named below")
-    return gr.LinePlot(value=frame, y_title="t (0 = parent A, 1 = parent B)", x_lim=[0, max(last, 1)],
-                       caption=f"t = 0: {_short(config.base_model)} (parent A, base) · t = 1: {_short(config.other_model)} (parent B)")
-
-
-def _short(ref: str) -> str:
-    return Path(ref.removeprefix(BUNDLED_PREFIX).rstrip("/")).name or ref
+    a, b = short_name(config.base_model), short_name(config.other_model)
+    return gr.LinePlot(value=frame, y_title=T_TITLE, x_lim=[0, max(last, 1)],
+                       caption=f"t = 0: {a} (parent A, base) · t = 1: {b} (parent B)")
 
 
 # The results panel (result, model card, output folder, θ map) is a small state machine:
@@ -160,7 +134,7 @@ def start_merge(yaml_text: str, a: str, b: str, attn: str, mlp: str, default: st
     """First step of a Merge click: the running state (previous result cleared), and the
     YAML approved to run; or the failed state and "" when the form refuses."""
     try:
-        config_to_run(_form(a, b, attn, mlp, default, start, end, dtype), yaml_text)
+        config_to_run(form_from_fields(a, b, attn, mlp, default, start, end, dtype), yaml_text)
     except UserError as exc:
         return *failed(exc), ""
     return RUNNING, "", "", "", yaml_text
@@ -213,7 +187,7 @@ def card_page(card: str) -> str:
 def plan(yaml_text: str, a: str, b: str, attn: str, mlp: str, default: str, start: float, end: float, dtype: str) -> str:
     """Dry run of the YAML shown: sizes, peak RAM, time estimate and warnings, nothing written."""
     try:
-        config = config_to_run(_form(a, b, attn, mlp, default, start, end, dtype), yaml_text)
+        config = config_to_run(form_from_fields(a, b, attn, mlp, default, start, end, dtype), yaml_text)
         check_models(*config.models)
         return "```\n" + dry_run(config).describe() + "\n```"
     except UserError as exc:
@@ -224,14 +198,14 @@ def divergence_map(yaml_text: str, a: str, b: str, attn: str, mlp: str, default:
                    progress=gr.Progress()) -> str:  # noqa: B008 -- Gradio injects it
     """Heatmap of the angle between the parents of the YAML shown, per layer and component."""
     try:
-        config = config_to_run(_form(a, b, attn, mlp, default, start, end, dtype), yaml_text)
+        config = config_to_run(form_from_fields(a, b, attn, mlp, default, start, end, dtype), yaml_text)
         first, second = config.base_model, config.other_model
         check_models(first, second)
         angles = divergence(open_checkpoint(first, resolve_model(first)), open_checkpoint(second, resolve_model(second)),
                             on_progress=lambda done, total: progress(done / total, desc=f"{done}/{total} tensors"))
     except UserError as exc:
         return f"⚠️ {exc}"
-    return heatmap_html(*divergence_grid(angles), title=f"θ between {_short(first)} and {_short(second)} (degrees)")
+    return heatmap_html(*divergence_grid(angles), title=f"θ between {short_name(first)} and {short_name(second)} (degrees)")
 
 
 def heatmap_html(columns: list[str], rows: list[tuple[str, list[float | None]]], title: str) -> str:
@@ -256,11 +230,6 @@ def heatmap_html(columns: list[str], rows: list[tuple[str, list[float | None]]],
             "Large θ (tens of degrees) means unrelated weights; SLERP then keeps the norm a plain average would lose.")
     return (f"<div style='max-height:420px;overflow:auto'><b>{title}</b><p style='font-size:12px;margin:4px 0'>{note}</p>"
             f"<table style='border-collapse:collapse;font-size:12px'><tr><th></th>{head}</tr>{body}</table></div>")
-
-
-def cancel_merge(session: MergeSession) -> None:
-    """Ask the running merge to stop; its own handler then shows the cancelled state."""
-    session.cancel.set()
 
 
 def push_to_hub(output_path: str, repo_id: str, token: str) -> tuple[str, str | None]:
@@ -291,26 +260,28 @@ def build_merge_tab(demo: gr.Blocks) -> MergeTab:
     session = gr.State(MergeSession())
     base_layers = gr.State(0)
     approved = gr.State(None)  # the YAML start_merge let through ("" when it refused)
-    # Initial values are computed here (no I/O), so the first page shows a filled form,
-    # YAML and plot at once, even while the bundled model is still being converted.
-    initial = form_to_yaml(DEFAULT_A, DEFAULT_B, *PRESETS[DEFAULT_PRESET], 0, 0, "bfloat16")
-    converting = any(kind_of(ref) in ("bundled", "gguf") and not is_converted(ref) for ref in (DEFAULT_A, DEFAULT_B))
+    build_session = gr.State(CancelSession())
+    # Initial values are computed here (file checks, no model I/O), so the first page shows
+    # a filled form, YAML and plot at once, even while the bundled model is being converted.
+    pair = defaults.start_pair()
+    first_a, first_b, first_attn, first_mlp, first_default, *_ = pair.fields()
+    # Not form_to_yaml: it also builds a gr.LinePlot, and one built here, inside the Blocks,
+    # is rendered (a stray caption box at the top of the tab).
+    initial_yaml = pair.yaml()
+    converting = any(kind_of(ref) in ("bundled", "gguf") and not is_converted(ref) for ref in (first_a, first_b))
+    demo_parent = demo_row(pair)
     with gr.Row():
-        parent_a = gr.Dropdown(known_models(), value=DEFAULT_A, label="Parent A (base_model, t = 0)", allow_custom_value=True)
-        parent_b = gr.Dropdown(known_models(), value=DEFAULT_B, label="Parent B (t = 1)", allow_custom_value=True)
+        parent_a = gr.Dropdown(known_models(), value=first_a, label="Parent A (base_model, t = 0)", allow_custom_value=True)
+        parent_b = gr.Dropdown(known_models(), value=first_b, label="Parent B (t = 1)", allow_custom_value=True)
     parents_info = gr.Markdown(
         "⏳ **Preparing the bundled SmolLM2** (GGUF → safetensors, first start on this machine only, about 30 s). "
         "The form below works meanwhile." if converting else "⏳ Reading the parents…")
-    with gr.Row(equal_height=True):
-        demo_button = gr.Button("Build demo parent", size="sm", scale=0, min_width=160)
-        gr.Markdown("A second offline parent: SmolLM2 fine-tuned to talk like a pirate (about 2 min once, then cached).")
-    demo_message = gr.Markdown()
     with gr.Row():
         with gr.Column(scale=3):
-            preset = gr.Radio([*PRESETS, CUSTOM], value=DEFAULT_PRESET, label="Preset (follows the fields and pasted YAML)")
-            attn = gr.Textbox(PRESETS[DEFAULT_PRESET][0], label="t gradient for self_attn")
-            mlp = gr.Textbox(PRESETS[DEFAULT_PRESET][1], label="t gradient for mlp")
-            default = gr.Textbox(PRESETS[DEFAULT_PRESET][2], label="t gradient for everything else")
+            preset = gr.Radio([*PRESETS, CUSTOM], value=pair.preset, label="Preset (follows the fields and pasted YAML)")
+            attn = gr.Textbox(first_attn, label="t gradient for self_attn")
+            mlp = gr.Textbox(first_mlp, label="t gradient for mlp")
+            default = gr.Textbox(first_default, label="t gradient for everything else")
             with gr.Row():
                 layer_start = gr.Number(0, label="first layer", precision=0, minimum=0)
                 layer_end = gr.Number(0, label="end layer (0 = all)", precision=0, minimum=0)
@@ -322,10 +293,10 @@ def build_merge_tab(demo: gr.Blocks) -> MergeTab:
             # Empty until the parents' layer count is read: a first frame drawn with a guessed
             # count stayed on screen when the load replaced it (seen in Chromium: 24 of 30 layers).
             plot = gr.LinePlot(None, x="layer", y="t", color="filter", color_title="filter", y_lim=[0, 1],
-                               x_title="layer", y_title=initial[1].y_title, caption="reading the parents' layer counts…",
+                               x_title="layer", y_title=T_TITLE, caption="reading the parents' layer counts…",
                                label="t per layer")
     form_message = gr.Markdown()
-    yaml_box = gr.Code(initial[0], language="yaml", label="mergekit YAML (edit or paste: the form follows)", lines=14)
+    yaml_box = gr.Code(initial_yaml, language="yaml", label="mergekit YAML (edit or paste: the form follows)", lines=14)
     with gr.Row():
         run = gr.Button("Merge", variant="primary")
         cancel = gr.Button("Cancel")
@@ -336,6 +307,8 @@ def build_merge_tab(demo: gr.Blocks) -> MergeTab:
     heatmap = gr.HTML()
     output_path = gr.Textbox(label="Output folder", interactive=False)
     to_chat = gr.Button("Chat with this merge")
+    form_inputs = [parent_a, parent_b, attn, mlp, default, layer_start, layer_end, dtype]
+    build_sweep_panel(yaml_box, form_inputs)
     with gr.Accordion("Model card", open=False):
         card = gr.Markdown()
     with gr.Accordion("Push to the Hub", open=False):
@@ -345,7 +318,6 @@ def build_merge_tab(demo: gr.Blocks) -> MergeTab:
         push_message = gr.Markdown()
         push_file = gr.File(label="Merged folder (zip)", visible=True, interactive=False)
 
-    form_inputs = [parent_a, parent_b, attn, mlp, default, layer_start, layer_end, dtype]
     to_yaml = dict(fn=form_to_yaml, inputs=[*form_inputs, base_layers], outputs=[yaml_box, plot, form_message, preset, plan_box],
                    api_visibility=PRIVATE)
     for component in (parent_a, parent_b):
@@ -357,11 +329,15 @@ def build_merge_tab(demo: gr.Blocks) -> MergeTab:
         component.input(**to_yaml, trigger_mode="always_last")
     yaml_box.input(yaml_to_form, [yaml_box, base_layers], [*form_inputs, plot, form_message, preset, plan_box],
                    api_visibility=PRIVATE, trigger_mode="always_last")
-    # The form, YAML and plot are already on the page; this fills the parents panel (the
-    # first start waits for the bundled model's conversion here) and the plot's layer count.
-    demo.load(describe_parents, [parent_a, parent_b], [parents_info, base_layers], api_visibility=PRIVATE).then(**to_yaml)
-    demo_button.click(build_demo, None, [parent_a, parent_b, demo_message], api_visibility=PRIVATE,
-                      concurrency_id="device", concurrency_limit=1)
+    demo_outputs = [parent_a, parent_b, preset, attn, mlp, default, demo_parent.notice]
+    # The form, YAML and plot are already on the page; this switches them to the demo pair
+    # if it was built since start-up, fills the parents panel (the first start waits for the
+    # bundled model's conversion here) and the plot's layer count.
+    demo.load(lambda: fresh_defaults(pair), None, demo_outputs, api_visibility=PRIVATE).then(
+        describe_parents, [parent_a, parent_b], [parents_info, base_layers], api_visibility=PRIVATE).then(**to_yaml)
+    demo_parent.build.click(build_demo, build_session, [*demo_outputs, demo_parent.message], api_visibility=PRIVATE,
+                            concurrency_id="device", concurrency_limit=1).then(**to_yaml)
+    demo_parent.cancel.click(cancel_merge, build_session, None, concurrency_limit=None, api_visibility=PRIVATE)
     plan_button.click(plan, [yaml_box, *form_inputs], plan_box, api_visibility=PRIVATE)
     divergence_button.click(divergence_map, [yaml_box, *form_inputs], heatmap, api_visibility=PRIVATE,
                             concurrency_id="device", concurrency_limit=1)

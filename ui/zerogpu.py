@@ -2,7 +2,7 @@
 
 On such a Space (the `spaces` package importable and SPACES_ZERO_GPU set, as Hugging
 Face sets it on ZeroGPU hardware) the handlers that run models (merge, chat, regenerate,
-t-preview) are wrapped in `spaces.GPU(duration=…)`, so the GPU is attached for at most
+t-preview, t-sweep) are wrapped in `spaces.GPU(duration=…)`, so the GPU is attached for at most
 `duration` seconds per call. Everywhere else the handler is returned unchanged.
 """
 
@@ -13,6 +13,7 @@ import os
 
 MERGE_SECONDS = 300  # a merge of two 7B parents fits in five minutes at disk speed
 CHAT_SECONDS = 120  # one round of replies in three panes
+SWEEP_SECONDS = 240  # a t-sweep: both parents answer, then a merge and a scoring pass per t
 
 
 def on_zerogpu() -> bool:

@@ -1,0 +1,165 @@
+"""First run: the Merge tab's defaults with and without the built demo parent, its build
+(progress, Cancel), and the Chat tab opened with no merge, which merges the defaults."""
+
+from pathlib import Path
+
+import gradio as gr
+import pytest
+
+from core.sources import DEFAULT_MODEL
+from merging.form import PRESETS
+from ui import context, defaults, demo_panel, first_run, merge_tab
+from ui.context import CancelSession
+
+pytestmark = pytest.mark.usefixtures("isolated_app")
+NO_PROGRESS = {"progress": lambda *args, **kwargs: None}
+
+
+def demo_parent_is(monkeypatch, folder: Path | None) -> None:
+    """The demo parent as built (folder) or not (None), on a machine whose bundled model is converted."""
+    monkeypatch.setattr(defaults, "is_converted", lambda ref: True)
+    monkeypatch.setattr(defaults, "built_demo_parent", lambda: folder)
+
+
+def page_form() -> merge_tab.MergeTab:
+    with gr.Blocks() as demo:
+        return merge_tab.build_merge_tab(demo)
+
+
+def test_without_the_demo_parent_the_default_is_the_original_with_itself_and_the_tab_says_so(monkeypatch):
+    demo_parent_is(monkeypatch, None)
+    pair = defaults.start_pair()
+    assert pair == defaults.StartPair(DEFAULT_MODEL, DEFAULT_MODEL, "constant 0.5", blend=False)
+    tab = page_form()
+    assert (tab.parent_a.value, tab.parent_b.value) == (DEFAULT_MODEL, DEFAULT_MODEL)
+    notice = demo_panel.notice_html(pair)
+    assert "The demo parent is not built yet" in notice and "background:#fff4ce" in notice  # highlighted
+    assert "three panes will answer alike" in notice and "Build demo parent" in notice
+
+
+def test_with_the_demo_parent_built_the_default_is_a_v_shaped_blend_of_the_original_and_it(monkeypatch, tiny_models):
+    folder = tiny_models("llama", 7)
+    demo_parent_is(monkeypatch, folder)
+    pair = defaults.start_pair()
+    assert pair == defaults.StartPair(DEFAULT_MODEL, str(folder), "V-shape", blend=True)
+    assert pair.fields() == (DEFAULT_MODEL, str(folder), *PRESETS["V-shape"], 0, 0, "bfloat16")
+    tab = page_form()
+    assert (tab.parent_a.value, tab.parent_b.value) == (DEFAULT_MODEL, str(folder))
+    yaml_text = merge_tab.form_to_yaml(*pair.fields())[0]
+    assert f"base_model: {DEFAULT_MODEL}" in yaml_text and "[0, 0.5, 1, 0.5, 0]" in yaml_text
+    notice = demo_panel.notice_html(pair)
+    assert "Demo parent built" in notice and folder.name in notice and "background" not in notice
+    # A page made before the build switches to the demo pair when it (re)loads.
+    before = defaults.StartPair(DEFAULT_MODEL, DEFAULT_MODEL, "constant 0.5", blend=False)
+    a, b, preset, attn, mlp, default, shown_notice = demo_panel.fresh_defaults(before)
+    assert (a.value, b.value, preset, attn, mlp, default) == (DEFAULT_MODEL, str(folder), "V-shape", *PRESETS["V-shape"])
+    assert shown_notice == notice
+    assert demo_panel.fresh_defaults(pair) == (gr.skip(),) * 7  # unchanged: the form is left as the visitor has it
+
+
+def test_start_up_does_not_look_for_the_demo_parent_before_the_bundled_model_is_converted(monkeypatch):
+    def never(*args):
+        raise AssertionError("built_demo_parent would convert the GGUF first (30 s) at start-up")
+
+    monkeypatch.setattr(defaults, "is_converted", lambda ref: False)
+    monkeypatch.setattr(defaults, "built_demo_parent", never)
+    assert defaults.start_pair().blend is False
+
+
+def test_the_build_switches_the_form_to_the_demo_pair_and_cancel_stops_it(monkeypatch, tiny_models, tmp_path):
+    folder = tiny_models("llama", 7)
+
+    def fake_build(base, on_progress):  # the real one takes minutes; its own test is in test_demo_parent.py
+        for done in range(1, 4):
+            on_progress("fine-tuning", done, 3)
+        return folder
+
+    monkeypatch.setattr(demo_panel, "build_demo_parent", fake_build)
+    monkeypatch.setattr(demo_panel, "resolve_model", lambda ref: tmp_path)
+    stages = []
+    a, b, preset, attn, mlp, default, notice, message = demo_panel.build_demo(
+        CancelSession(), progress=lambda fraction, desc="": stages.append(desc))
+    assert stages == ["fine-tuning 1/3", "fine-tuning 2/3", "fine-tuning 3/3"]
+    assert (a.value, b.value, preset, attn, mlp, default) == (DEFAULT_MODEL, str(folder), "V-shape", *PRESETS["V-shape"])
+    assert "Demo parent built" in notice and message.startswith("Demo parent ready in") and "press **Merge**" in message
+    session = CancelSession()
+
+    def cancel_at_once(fraction, desc=""):
+        context.cancel(session)
+
+    assert demo_panel.build_demo(session, progress=cancel_at_once) == (*[gr.skip()] * 7, demo_panel.CANCELLED)
+    assert demo_panel.CANCELLED.startswith("⏹ Build cancelled — nothing was saved")
+
+
+@pytest.fixture
+def tiny_defaults(monkeypatch, tiny_models):
+    """The start pair as two tiny models (the real one is SmolLM2: see the browser test)."""
+    pair = defaults.StartPair(str(tiny_models("llama", 1)), str(tiny_models("llama", 2)), "V-shape", blend=True)
+    monkeypatch.setattr(defaults, "start_pair", lambda: pair)
+    return pair
+
+
+def open_chat(merged: str = "", a: str = context.DEFAULT_A, b: str = context.DEFAULT_B) -> list[tuple]:
+    """What the page gets on opening the Chat tab: the select's four outputs, then, when it
+    asked for the default merge (a new State value, whose change event runs it), the merge's."""
+    *shown, request = first_run.on_chat_opened(merged, a, b)
+    if not isinstance(request, first_run.DefaultMerge):
+        assert request == gr.skip()  # no State change: nothing is queued for the device
+        return [tuple(shown)]
+    return [tuple(shown), first_run.merge_defaults(request, **NO_PROGRESS)]
+
+
+def test_opening_the_chat_with_no_merge_merges_the_defaults_once_and_fills_the_three_models(tiny_defaults):
+    updates = open_chat()
+    assert updates[0] == (gr.skip(), gr.skip(), gr.skip(), first_run.RUNNING)  # the notice line says what runs
+    merged, a, b, notice = updates[-1]
+    folder = context.outputs_root() / "demo-merge"
+    assert (merged, a, b) == (str(folder), tiny_defaults.a, tiny_defaults.b)
+    assert (folder / "mergekit_config.yml").read_text() == merge_tab.form_to_yaml(*tiny_defaults.fields())[0]
+    assert notice.startswith("✅ **First chat:** merged llama-1- (parent A) with llama-2- (parent B) on the V-shape curve")
+    assert "`outputs/demo-merge`" in notice
+    # Again with the merged field emptied: the same merge is reused at once, not redone.
+    stamp = (folder / "mergekit_config.yml").stat().st_mtime_ns
+    assert open_chat() == [updates[-1]]
+    assert (folder / "mergekit_config.yml").stat().st_mtime_ns == stamp
+
+
+def test_two_requests_queued_before_the_first_merge_ends_merge_once(tiny_defaults):
+    """The tab opened twice while the device was busy: the second request finds the first's merge."""
+    first, second = (first_run.on_chat_opened("", context.DEFAULT_A, context.DEFAULT_B)[-1] for _ in range(2))
+    assert first != second  # each is a change of the State, so each runs
+    assert first_run.merge_defaults(first, **NO_PROGRESS) == first_run.merge_defaults(second, **NO_PROGRESS)
+    assert sorted(p.name for p in context.outputs_root().iterdir()) == ["demo-merge"]
+
+
+def test_a_different_merge_named_demo_merge_is_never_replaced(tiny_defaults):
+    other = merge_tab.form_to_yaml(tiny_defaults.a, tiny_defaults.b, "0.2", "0.2", "0.2", 0, 0, "bfloat16")[0]
+    assert merge_tab.merge(other, "demo-merge", False, CancelSession(), **NO_PROGRESS)[0].startswith("### ✅")
+    merged, *_ = open_chat()[-1]
+    assert merged == str(context.outputs_root() / "demo-merge-2")
+    assert (context.outputs_root() / "demo-merge" / "mergekit_config.yml").read_text() == other
+
+
+def test_a_loaded_merge_is_kept_and_gets_its_parents_and_typed_parents_are_left_alone(tiny_defaults):
+    output = merge_tab.merge(tiny_defaults.yaml(), "mine", False, CancelSession(), **NO_PROGRESS)[2]
+    assert open_chat(output) == [(gr.skip(), tiny_defaults.a, tiny_defaults.b, gr.skip())]
+    for merged in (output, ""):  # parents the visitor typed are theirs: nothing is merged or replaced
+        assert open_chat(merged, "org/typed-a") == [(gr.skip(),) * 4]
+    assert not (context.outputs_root() / "demo-merge").exists()
+
+
+def test_the_self_merge_says_that_the_demo_parent_gives_a_real_blend(monkeypatch, tiny_models):
+    a = str(tiny_models("llama", 1))
+    monkeypatch.setattr(defaults, "start_pair", lambda: defaults.StartPair(a, a, "constant 0.5", blend=False))
+    *_, notice = open_chat()[-1]
+    assert "the original SmolLM2 with itself, so all three panes answer alike" in notice
+    assert "press **Build demo parent** on the Merge tab" in notice
+
+
+def test_a_failed_default_merge_says_why_in_one_line_and_fills_nothing(monkeypatch, tmp_path):
+    missing = str(tmp_path / "gone")
+    monkeypatch.setattr(defaults, "start_pair", lambda: defaults.StartPair(missing, missing, "V-shape", blend=True))
+    *models, notice = open_chat()[-1]
+    assert models == [gr.skip()] * 3
+    assert notice.startswith("⚠️ The default merge failed: model: '") and notice.endswith("— merge on the Merge tab.")
+    assert "\n" not in notice

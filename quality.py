@@ -28,7 +28,7 @@ from merging.form import PRESETS, MergeForm, config_from_form
 from merging.merge import merge_in_memory
 
 # The candidates: temperature x top_p x repetition penalty; (0, 1, 1.0) is plain greedy.
-GRID = tuple(itertools.product((0.0, 0.3, 0.5, 0.7), (0.9, 1.0), (1.0, 1.1, 1.2, 1.3)))
+GRID = tuple(itertools.product((0.0, 0.3, 0.5, 0.7), (0.9, 1.0), (1.0, 1.1, 1.2)))
 DEMO_PRESET = "V-shape"
 
 
@@ -66,6 +66,17 @@ def measure(models: dict[str, LoadedModel], cases: list[PromptCase], settings: G
     return Figures(settings, by_model)
 
 
+def best(results: list[Figures]) -> Figures:
+    """The rule the app's defaults were chosen by: no loop and no profanity in any model's
+    replies, then the highest mean on-topic share over the models, then the higher
+    temperature (more varied replies for the same quality)."""
+    def key(f: Figures) -> tuple:
+        clean = all(q.loops == 0 and q.profane == 0 for q in f.by_model.values())
+        return clean, sum(q.on_topic for q in f.by_model.values()), f.settings.temperature
+
+    return max(results, key=key)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m quality", description=__doc__.split("\n\n")[0])
     parser.add_argument("--prompts", default=str(DEMO_PROMPTS), help="a .jsonl prompt set with topic words")
@@ -94,9 +105,14 @@ def main(argv: list[str] | None = None) -> int:
             candidates = [GenerationSettings()]
         models = demo_models()
         print(f"# {len(chosen)} cases ({half} half of {args.prompts}), {args.seeds} seeds when sampling", flush=True)
+        results = []
         for settings in candidates:
-            for line in measure(models, chosen, replace(settings, max_new_tokens=args.max_new_tokens), args.seeds).lines():
+            results.append(measure(models, chosen, replace(settings, max_new_tokens=args.max_new_tokens), args.seeds))
+            for line in results[-1].lines():
                 print(line, flush=True)
+        if len(results) > 1:
+            s = best(results).settings
+            print(f"best: temperature={s.temperature:g} top_p={s.top_p:g} repetition_penalty={s.repetition_penalty:g}")
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -41,7 +41,7 @@ REPORT = "demo_report.json"
 
 @dataclass(frozen=True)
 class DistillSettings:
-    answer_tokens: int = 64
+    answer_tokens: int = 56
     teacher_repetition_penalty: float = 1.2  # greedy without it looped on 8 of 38 demo prompts
     epochs: int = 3
     batch_size: int = 8
@@ -78,12 +78,13 @@ def build_demo_parent(base: str = DEFAULT_MODEL, settings: DistillSettings = Dis
     report = on_progress or (lambda stage, done, total: None)
     torch.manual_seed(settings.seed)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     seen, held_out = split_halves(read_prompts(prompt_set, "prompt set"))
-    examples = teacher_examples(model, tokenizer, teacher_data.training_cases(settings.seed) + seen, settings, report)
+    # bf16 for generating (2.4x faster than fp32 here: 2.9 vs 7.0 s for 24 replies of 48 tokens).
+    original = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).eval()
+    examples = teacher_examples(original, tokenizer, teacher_data.training_cases(settings.seed) + seen, settings, report)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     fine_tune(model, tokenizer, examples, settings, report)
     student = model.to(torch.bfloat16).eval()
-    original = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).eval()
     figures = {"original": evaluate(original, tokenizer, held_out, report, "report: original"),
                "demo parent": evaluate(student, tokenizer, held_out, report, "report: demo parent")}
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -127,7 +128,12 @@ def fine_tune(model, tokenizer, examples: list[tuple[PromptCase, str]], settings
         prompt = build_prompt(tokenizer, list(case.messages)).input_ids  # no system prompt: the voice goes in the weights
         reply = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         rows.append((prompt + reply, [-100] * len(prompt) + reply))  # learn the answer, not the question
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.0)
+    # The (tied) embedding stays frozen: the vocabulary and the output layer keep the
+    # original's knowledge, and the voice is learned in the layers. Steps run under bf16
+    # autocast with fp32 weights: 2.0 s against 4.8 s in fp32 for 8 x 110 tokens here.
+    model.get_input_embeddings().weight.requires_grad_(False)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=settings.learning_rate, weight_decay=0.0)
     order = random.Random(settings.seed)
     batches = -(-len(rows) // settings.batch_size)
     losses, step, total = [], 0, settings.epochs * batches
@@ -137,12 +143,13 @@ def fine_tune(model, tokenizer, examples: list[tuple[PromptCase, str]], settings
         epoch_loss = 0.0
         for start in range(0, len(rows), settings.batch_size):
             ids, labels, mask = _padded(rows[start:start + settings.batch_size], tokenizer.eos_token_id)
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(trained, 1.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            epoch_loss += float(loss)
+            epoch_loss += loss.item()
             step += 1
             report("fine-tuning", step, total)
         losses.append(epoch_loss / batches)

@@ -32,7 +32,7 @@ SUBJECTS = (
     ("clocks", "clock"), ("kites", "kite"), ("candles", "candle"), ("dinosaurs", "dinosaur"), ("islands", "island"),
     ("the wind", "wind"), ("bridges", "bridge"), ("tigers", "tiger"), ("rice", "rice"), ("honey", "honey"),
 )
-QUESTION_TEMPLATES = ("What is {s}?", "Tell me about {s}.", "Why are {s} important?", "Explain {s} simply.",
+QUESTION_TEMPLATES = ("What do you know about {s}?", "Tell me about {s}.", "Why do people care about {s}?", "Explain {s} simply.",
                       "Give me a fun fact about {s}.", "Describe {s} in two sentences.", "Write a short poem about {s}.",
                       "What do people love about {s}?")
 TASKS = (

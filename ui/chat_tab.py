@@ -30,6 +30,7 @@ CHAT_PRECISIONS = ["auto", "fp8", "int8", "bf16"]
 PREVIEW_MAX_BYTES = 2 * 10**9  # in-memory t-previews: small models only
 CHAT_HEIGHT = 330  # px: three panes, the message box and Send fit a 1400x900 screen
 STOP_WAIT_S = 60.0  # Clear / Regenerate wait this long at most for stopped replies to end
+DEFAULTS = GenerationSettings()  # the sampling a first visitor gets
 NO_MERGE_HINT = "No merged model yet: run a merge on the Merge tab and press 'Chat with this merge', or open Models and type a folder."
 
 
@@ -55,8 +56,9 @@ class ChatSession:
         self.idle.wait(timeout=STOP_WAIT_S)
 
 
-def _settings(temperature: float, top_p: float, max_new_tokens: float, seed: float) -> GenerationSettings:
-    return GenerationSettings(temperature=float(temperature), top_p=float(top_p), max_new_tokens=int(max_new_tokens), seed=int(seed))
+def _settings(temperature: float, top_p: float, max_new_tokens: float, seed: float, repetition_penalty: float) -> GenerationSettings:
+    return GenerationSettings(temperature=float(temperature), top_p=float(top_p), max_new_tokens=int(max_new_tokens), seed=int(seed),
+                              repetition_penalty=float(repetition_penalty))
 
 
 def _configure(session: ChatSession, refs: list[str], merged_precision: str, parent_precision: str, enabled: list[bool]) -> None:
@@ -113,21 +115,22 @@ def queue_message(message: str, session: ChatSession) -> tuple[str, str]:
 @shown_as_toast
 def chat(message: str, system_prompt: str, temperature: float, top_p: float, max_new_tokens: float, seed: float,
          merged_ref: str, parent_a_ref: str, parent_b_ref: str, merged_on: bool, parent_a_on: bool, parent_b_on: bool,
-         merged_precision: str, parent_precision: str, session: ChatSession):
+         merged_precision: str, parent_precision: str, session: ChatSession, repetition_penalty: float = DEFAULTS.repetition_penalty):
     """The `chat` API: answer `message` (after any queued ones) in every switched-on pane;
     yields (3 chats, 3 stats, vote row, best, worst, pending line)."""
     if not message.strip():
         raise UserError("message", "empty message", "type a message before sending")
     session.pending.append(message)
     yield from answer_pending(system_prompt, temperature, top_p, max_new_tokens, seed, merged_ref, parent_a_ref, parent_b_ref,
-                              merged_on, parent_a_on, parent_b_on, merged_precision, parent_precision, session)
+                              merged_on, parent_a_on, parent_b_on, merged_precision, parent_precision, session, repetition_penalty)
 
 
 @gpu(CHAT_SECONDS)
 @shown_as_toast
 def answer_pending(system_prompt: str, temperature: float, top_p: float, max_new_tokens: float, seed: float,
                    merged_ref: str, parent_a_ref: str, parent_b_ref: str, merged_on: bool, parent_a_on: bool, parent_b_on: bool,
-                   merged_precision: str, parent_precision: str, session: ChatSession):
+                   merged_precision: str, parent_precision: str, session: ChatSession,
+                   repetition_penalty: float = DEFAULTS.repetition_penalty):
     """Send's second step: answer every queued message, in order (nothing queued: the
     outputs left alone: an earlier run took the message, and a view from here could land
     after a Clear's)."""
@@ -135,7 +138,7 @@ def answer_pending(system_prompt: str, temperature: float, top_p: float, max_new
         yield tuple(gr.skip() for _ in range(len(PANE_LABELS) * 2 + 4))
         return
     _configure(session, [merged_ref, parent_a_ref, parent_b_ref], merged_precision, parent_precision, [merged_on, parent_a_on, parent_b_on])
-    settings = _settings(temperature, top_p, max_new_tokens, seed)
+    settings = _settings(temperature, top_p, max_new_tokens, seed, repetition_penalty)
     session.idle.clear()
     try:
         yield _view(session)
@@ -154,7 +157,7 @@ def answer_pending(system_prompt: str, temperature: float, top_p: float, max_new
 @gpu(CHAT_SECONDS)
 @shown_as_toast
 def regenerate_last(system_prompt: str, temperature: float, top_p: float, max_new_tokens: float, seed: float, lock_seed: bool,
-                    session: ChatSession):
+                    session: ChatSession, repetition_penalty: float = DEFAULTS.repetition_penalty):
     """Answer the last message again, after any running reply has stopped; a new seed
     unless `lock_seed`. Yields the chat view and the seed used."""
     session.wait_idle()
@@ -163,8 +166,8 @@ def regenerate_last(system_prompt: str, temperature: float, top_p: float, max_ne
     session.stop.clear()
     session.idle.clear()
     try:
-        for _ in regenerate(session.arena, context.MODELS, _settings(temperature, top_p, max_new_tokens, seed), system_prompt,
-                            session.stop):
+        settings = _settings(temperature, top_p, max_new_tokens, seed, repetition_penalty)
+        for _ in regenerate(session.arena, context.MODELS, settings, system_prompt, session.stop):
             yield (*_view(session), int(seed))
     finally:
         session.idle.set()
@@ -252,6 +255,15 @@ def open_chat(merged_ref: str, session: ChatSession) -> tuple:
     return ref, *session.arena.statuses(), *show_results(ref, False)
 
 
+def drop_no_merge_hint(merged_ref: str, session: ChatSession) -> tuple:
+    """A model in the Merged field (the first-chat merge, a link, a typed folder) makes
+    open_chat's "No merged model yet" line stale."""
+    pane = session.arena.pane("Merged")
+    if merged_ref.strip() and pane.notice == NO_MERGE_HINT:
+        pane.notice = ""
+    return session.arena.statuses()
+
+
 @gpu(CHAT_SECONDS)
 @shown_as_toast
 def preview_t(attn: str, mlp: str, default: str, merged_ref: str, merged_precision: str, session: ChatSession):
@@ -317,6 +329,8 @@ def build_chat_tab(demo: gr.Blocks) -> ChatTab:
         regen_button = gr.Button("Regenerate", scale=0, min_width=110)
         lock_seed = gr.Checkbox(False, label="lock seed", scale=0, min_width=110, container=False)
         clear_button = gr.Button("Clear", scale=0, min_width=70, elem_id="chat-clear")
+        # One click to deterministic replies (temperature 0 and no penalty: plain greedy).
+        greedy_button = gr.Button("Greedy", scale=0, min_width=80, elem_id="chat-greedy")
     pending = gr.Markdown(elem_id="chat-pending")
     with gr.Row(visible=False, equal_height=True) as vote_row:
         best = gr.Radio(["Model 1", "Model 2", "Model 3", TIE, ALL_BAD], value=None, label="Best reply (required)", scale=3,
@@ -332,11 +346,15 @@ def build_chat_tab(demo: gr.Blocks) -> ChatTab:
         results_plot = gr.HTML()
         results_table = gr.Markdown()
         card_message = gr.Markdown()
-    with gr.Accordion("Sampling (shared by all panes)", open=False), gr.Row():
-        temperature = gr.Slider(0, 2, 0.7, step=0.05, label="temperature (0 = greedy)")
-        top_p = gr.Slider(0.05, 1, 1.0, step=0.05, label="top_p")
-        max_new_tokens = gr.Slider(1, 1024, 256, step=1, label="max new tokens")
-        seed = gr.Number(0, label="seed (Regenerate draws a new one unless locked)", precision=0)
+    with gr.Accordion("Sampling (shared by all panes; defaults measured on the demo prompt set, see README)", open=False):
+        with gr.Row():
+            temperature = gr.Slider(0, 2, DEFAULTS.temperature, step=0.05, label="temperature (0 = greedy)")
+            top_p = gr.Slider(0.05, 1, DEFAULTS.top_p, step=0.05, label="top_p")
+            repetition_penalty = gr.Slider(1, 2, DEFAULTS.repetition_penalty, step=0.05, label="repetition penalty (1 = off)")
+        with gr.Row():
+            max_new_tokens = gr.Slider(1, 1024, DEFAULTS.max_new_tokens, step=1, label="max new tokens")
+            seed = gr.Number(DEFAULTS.seed, label="seed (Regenerate draws a new one unless locked)", precision=0)
+            defaults_button = gr.Button("Default sampling", size="sm", scale=0, min_width=150)
     with gr.Accordion("Export this comparison (Markdown + JSON)", open=False):
         export_button = gr.Button("Export", size="sm")
         export_files = gr.File(label="Exported files", file_count="multiple", interactive=False, visible=False)
@@ -353,14 +371,14 @@ def build_chat_tab(demo: gr.Blocks) -> ChatTab:
     model_inputs = [merged_ref, chat_a, chat_b, *switches, merged_precision, parent_precision, session]
     chat_outputs = [*bots, *stats_boxes, vote_row, best, worst, pending]
     api_chat = gr.Button(visible=False)  # the `chat` API: message first, streamed, as before
-    api_chat.click(chat, [message, system_prompt, *sampling, *model_inputs], chat_outputs, api_name="chat",
+    api_chat.click(chat, [message, system_prompt, *sampling, *model_inputs, repetition_penalty], chat_outputs, api_name="chat",
                    concurrency_id="device", concurrency_limit=1)
     for trigger in (send_button.click, message.submit):
         trigger(queue_message, [message, session], [message, pending], concurrency_limit=None, api_visibility=PRIVATE).success(
-            answer_pending, [system_prompt, *sampling, *model_inputs], chat_outputs, api_visibility=PRIVATE,
+            answer_pending, [system_prompt, *sampling, *model_inputs, repetition_penalty], chat_outputs, api_visibility=PRIVATE,
             concurrency_id="device", concurrency_limit=1, trigger_mode="multiple")
     regen_button.click(stop_chat, session, None, concurrency_limit=None, api_visibility=PRIVATE).then(
-        regenerate_last, [system_prompt, *sampling, lock_seed, session], [*chat_outputs, seed], api_name="regenerate",
+        regenerate_last, [system_prompt, *sampling, lock_seed, session, repetition_penalty], [*chat_outputs, seed], api_name="regenerate",
         concurrency_id="device", concurrency_limit=1)
     stop_button.click(stop_chat, session, None, concurrency_limit=None, api_visibility=PRIVATE)
     for clearing in (clear_button.click, *[bot.clear for bot in bots]):  # a pane's trash icon clears the arena too
@@ -374,5 +392,9 @@ def build_chat_tab(demo: gr.Blocks) -> ChatTab:
     export_button.click(export_session, session, export_files, api_visibility=PRIVATE)
     preview_button.click(preview_t, [preview_attn, preview_mlp, preview_default, merged_ref, merged_precision, session],
                          [merged_ref, preview_message], api_visibility=PRIVATE, concurrency_id="device", concurrency_limit=1)
+    greedy_button.click(lambda: (0, 1.0), None, [temperature, repetition_penalty], api_visibility=PRIVATE)
+    defaults_button.click(lambda: (DEFAULTS.temperature, DEFAULTS.top_p, DEFAULTS.repetition_penalty), None,
+                          [temperature, top_p, repetition_penalty], api_visibility=PRIVATE)
     demo.load(open_chat, [merged_ref, session], [merged_ref, *stats_boxes, results_plot, results_table], api_visibility=PRIVATE)
+    merged_ref.change(drop_no_merge_hint, [merged_ref, session], stats_boxes, api_visibility=PRIVATE, concurrency_limit=None)
     return ChatTab(merged_ref, chat_a, chat_b)

@@ -93,7 +93,7 @@ def run_prompt_set(models: list[ChatModel], prompts: list[PromptCase], settings:
 def run_demo_parent(base: str) -> int:
     from tqdm import tqdm
 
-    from inference.demo_parent import build_demo_parent
+    from inference.demo_parent import build_demo_parent, demo_report
 
     bars: dict[str, tqdm] = {}
 
@@ -107,6 +107,9 @@ def run_demo_parent(base: str) -> int:
     for bar in bars.values():
         bar.close()
     print(f"demo parent: {folder} ({time.perf_counter() - started:.1f} s)")
+    print("held-out half of prompts/demo.jsonl, default sampling:")
+    for name, quality in demo_report(folder).items():
+        print(f"  {name}: {quality.line()}")
     return 0
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from core.errors import UserError
 from core.sources import DEFAULT_MODEL, cache_root, resolve_model
 from inference import teacher_data
 from inference.batch import batch_replies
@@ -37,6 +38,7 @@ from inference.reply_quality import Quality, loops, on_topic, profane, score
 
 NAME = "SmolLM2-135M-Pirate"
 REPORT = "demo_report.json"
+MIN_EXAMPLES = 20  # the bundled SmolLM2 keeps 121 of 159
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,11 @@ def build_demo_parent(base: str = DEFAULT_MODEL, settings: DistillSettings = Dis
     seen, held_out = split_halves(read_prompts(prompt_set, "prompt set"))
     # bf16 for generating (2.4x faster than fp32 here: 2.9 vs 7.0 s for 24 replies of 48 tokens).
     original = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).eval()
-    examples = teacher_examples(original, tokenizer, teacher_data.training_cases(settings.seed) + seen, settings, report)
+    cases = teacher_data.training_cases(settings.seed) + seen
+    examples = teacher_examples(original, tokenizer, cases, settings, report)
+    if len(examples) < MIN_EXAMPLES:
+        raise UserError("demo parent", f"only {len(examples)} of {len(cases)} of the base model's answers were usable "
+                        "(on topic, loop-free, clean)", "build it from an instruct model such as the bundled SmolLM2")
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     fine_tune(model, tokenizer, examples, settings, report)
     student = model.to(torch.bfloat16).eval()

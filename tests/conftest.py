@@ -45,6 +45,20 @@ def smollm2_dir() -> Path:
     return resolve_model("bundled:SmolLM2-135M-Instruct")
 
 
+@pytest.fixture(scope="session")
+def demo_parent(smollm2_dir: Path) -> tuple[Path, list[tuple[str, int, int]], float]:
+    """The real demo parent, built once per run (about 2.5 min on 2 cores): its folder,
+    the progress reports, and the build's seconds."""
+    import time
+
+    from inference.demo_parent import build_demo_parent
+
+    stages: list[tuple[str, int, int]] = []
+    started = time.perf_counter()
+    folder = build_demo_parent(on_progress=lambda stage, done, total: stages.append((stage, done, total)))
+    return folder, stages, time.perf_counter() - started
+
+
 @pytest.fixture
 def isolated_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """The app module with its own outputs folder, votes database and model cache."""

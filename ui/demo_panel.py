@@ -12,13 +12,13 @@ from pathlib import Path
 import gradio as gr
 
 from core.sources import DEFAULT_MODEL, resolve_model
-from inference.demo_parent import build_demo_parent
+from inference.demo_parent import build_demo_parent, demo_report
 from merging.form import PRESETS
 from ui import defaults
 from ui.context import ON_SPACE, CancelSession
 
 WHAT = "SmolLM2 fine-tuned to talk like a pirate without being asked"
-ABOUT = f"{WHAT} (about 2 min once on 2 cores, then cached)"
+ABOUT = f"{WHAT} (about 2½ min once on 2 cores, then cached)"
 CANCELLED = "⏹ Build cancelled — nothing was saved; the defaults stay the original with itself."
 
 
@@ -56,8 +56,14 @@ def build_demo(session: CancelSession, progress=gr.Progress()):  # noqa: B008 --
         return *[gr.skip()] * 7, CANCELLED
     pair = defaults.demo_pair(folder)
     message = (f"Demo parent ready in {time.perf_counter() - started:.0f} s. Parent A is the original, parent B the pirate, "
-               f"on the {pair.preset} curve: press **Merge**, then **Chat with this merge**.")
+               f"on the {pair.preset} curve: press **Merge**, then **Chat with this merge**.\n\n{report_text(Path(folder))}")
     return (*_form_updates(pair), notice_html(pair), message)
+
+
+def report_text(folder: Path) -> str:
+    """The build's figures on the held-out half of prompts/demo.jsonl, one line per model."""
+    lines = [f"- {name}: {quality.line()}" for name, quality in demo_report(folder).items()]
+    return "Held-out prompts, default sampling:\n" + "\n".join(lines)
 
 
 def fresh_defaults(shown: defaults.StartPair) -> tuple:

@@ -51,7 +51,8 @@ class DistillSettings:
     seed: int = 0
 
     def key(self, base: str) -> str:
-        recipe = [base, asdict(self), teacher_data.SUBJECTS, teacher_data.QUESTION_TEMPLATES, teacher_data.TASKS,
+        recipe = [base, asdict(self), asdict(GenerationSettings()), teacher_data.SUBJECTS, teacher_data.QUESTION_TEMPLATES,
+                  teacher_data.TASKS,
                   teacher_data.OPENINGS, teacher_data.CLOSINGS, teacher_data.SWAPS, DEMO_PROMPTS.read_text(encoding="utf-8")]
         return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -2,13 +2,21 @@
 says prominently that the demo parent is not built, and opening the Chat tab merges the
 defaults and fills the merged model. Screenshots go to artifacts/."""
 
+import pytest
 from conftest import ARTIFACTS
 from playwright.sync_api import expect
 
-from ui import context
+from inference.reply_quality import in_persona
+from ui import context, defaults
 
 
-def test_a_fresh_app_says_to_build_the_demo_parent_and_the_chat_tab_merges_the_defaults(browser_page, smollm2_dir):
+@pytest.fixture
+def no_demo_parent(monkeypatch):
+    """A machine where the demo parent was never built (another test may have built it)."""
+    monkeypatch.setattr(defaults, "built_demo_parent", lambda: None)
+
+
+def test_a_fresh_app_says_to_build_the_demo_parent_and_the_chat_tab_merges_the_defaults(no_demo_parent, browser_page, smollm2_dir):
     page = browser_page
     expect(page.get_by_text("✅ compatible")).to_be_visible(timeout=60_000)
     notice = page.locator("#demo-notice")
@@ -24,3 +32,21 @@ def test_a_fresh_app_says_to_build_the_demo_parent_and_the_chat_tab_merges_the_d
     expect(page.get_by_text("Error", exact=True)).to_have_count(0)
     page.screenshot(path=str(ARTIFACTS / "chat-tab-first-run.png"), full_page=True)
     assert (context.outputs_root() / "demo-merge" / "mergekit_config.yml").is_file()
+
+
+def test_with_the_demo_parent_the_first_message_gets_three_different_replies(demo_parent, browser_page):
+    """The offline demo as a first visitor sees it: open Chat, ask, and the merge, the
+    original and the pirate answer differently (no merge made by hand, no stale hint)."""
+    page = browser_page
+    expect(page.locator("#demo-notice")).to_contain_text("Demo parent built", timeout=60_000)
+    page.get_by_role("tab", name="Chat").click()
+    expect(page.locator("#first-chat-notice")).to_contain_text("demo-merge", timeout=120_000)
+    expect(page.get_by_text("No merged model yet")).to_have_count(0)
+    page.locator("#chat-message textarea").fill("Tell me about bees.")
+    page.get_by_role("button", name="Send").click()
+    expect(page.locator(".message.bot")).to_have_count(3, timeout=60_000)
+    expect(page.locator("#chat-panes").get_by_text("tok/s")).to_have_count(3, timeout=240_000)
+    replies = page.locator(".message.bot").all_inner_texts()
+    page.screenshot(path=str(ARTIFACTS / "chat-first-message-demo.png"), full_page=True)
+    assert len(set(replies)) == 3, replies
+    assert in_persona(replies[2]) and not in_persona(replies[1]), replies  # B is the pirate, A the original

@@ -54,7 +54,7 @@ def test_a_sweep_shows_resemblance_along_t_with_the_parents_at_the_ends(pair):
     ("0, 2", 3, "0.5", "grid: '0, 2' is not a list of numbers in [0, 1] — write e.g. 0, 0.25, 0.5, 0.75, 1"),
     ("0, half, 1", 3, "0.5", "grid: '0, half, 1' is not a list of numbers in [0, 1] — write e.g. 0, 0.25, 0.5, 0.75, 1"),
     ("", 3, "0.5", "grid: '' is not a list of numbers in [0, 1] — write e.g. 0, 0.25, 0.5, 0.75, 1"),
-    ("0, 1", 0, "0.5", "prompts: 0 is not between 1 and 32 — choose 1 to 32 prompts"),
+    ("0, 1", 0, "0.5", "prompts: 0 is not between 1 and 38 — choose 1 to 38 prompts"),
     ("0, 1", 3, "1.5", "t (everything else): 1.5 is outside [0, 1] — use numbers between 0 (base_model) and 1 (the other)"),
 ])
 def test_bad_input_refuses_in_one_line_naming_the_field_and_the_fix(pair, grid, count, default, message):

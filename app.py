@@ -45,6 +45,10 @@ def build_app() -> gr.Blocks:
         default_merge.change(merge_defaults, default_merge, [*models, first_notice], api_visibility=PRIVATE,
                              concurrency_id="device", concurrency_limit=1)
         chat.merged_ref.input(lambda: "", None, first_notice, api_visibility=PRIVATE)  # a typed model: the notice is stale
+        # The notice names the parents: hidden in blind mode, whichever comes first (seen in
+        # Chromium: "merged SmolLM2… with…" above a blind round).
+        chat.blind.change(lambda on: gr.Markdown(visible=not on), chat.blind, first_notice, api_visibility=PRIVATE,
+                          concurrency_limit=None)
     return demo
 
 

@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grid", action="store_true", help="measure every candidate setting")
     parser.add_argument("--settings", help="temperature,top_p,repetition_penalty (default: the app's)")
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--preset", choices=tuple(PRESETS), default=DEMO_PRESET, help="the merge's t curve")
     parser.add_argument("--max-new-tokens", type=int, default=GenerationSettings().max_new_tokens)
     args = parser.parse_args(argv)
     try:
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             candidates = [GenerationSettings(temperature=t, top_p=p, repetition_penalty=r)]
         else:
             candidates = [GenerationSettings()]
-        models = demo_models()
+        models = demo_models(preset=args.preset)
         print(f"# {len(chosen)} cases ({half} half of {args.prompts}), {args.seeds} seeds when sampling", flush=True)
         results = []
         for settings in candidates:

@@ -17,7 +17,10 @@ def test_merge_smollm2_with_itself_then_chat_with_three_panes(browser_page, smol
     page.get_by_role("button", name="Chat with this merge").click()
 
     page.get_by_text("Sampling (shared by all panes)").click()
-    page.get_by_label("temperature (0 = greedy)").first.fill("0")
+    expect(page.get_by_label("repetition penalty (1 = off)").first).to_have_value("1.2")  # the measured default
+    page.get_by_role("button", name="Greedy").click()  # one click to deterministic replies
+    expect(page.get_by_label("temperature (0 = greedy)").first).to_have_value("0")
+    expect(page.get_by_label("repetition penalty (1 = off)").first).to_have_value("1")
     page.get_by_label("max new tokens").first.fill("12")
     page.get_by_label("Message").fill("What is the capital of France?")
     page.get_by_role("button", name="Send").click()

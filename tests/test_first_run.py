@@ -7,6 +7,7 @@ import gradio as gr
 import pytest
 
 from core.sources import DEFAULT_MODEL
+from inference.reply_quality import Quality
 from merging.form import PRESETS
 from ui import context, defaults, demo_panel, first_run, merge_tab
 from ui.context import CancelSession
@@ -75,6 +76,7 @@ def test_the_build_switches_the_form_to_the_demo_pair_and_cancel_stops_it(monkey
         return folder
 
     monkeypatch.setattr(demo_panel, "build_demo_parent", fake_build)
+    monkeypatch.setattr(demo_panel, "demo_report", lambda f: {"demo parent": Quality(19, 0.95, 0.9, 0, 0)})
     monkeypatch.setattr(demo_panel, "resolve_model", lambda ref: tmp_path)
     stages = []
     a, b, preset, attn, mlp, default, notice, message = demo_panel.build_demo(
@@ -82,6 +84,7 @@ def test_the_build_switches_the_form_to_the_demo_pair_and_cancel_stops_it(monkey
     assert stages == ["fine-tuning 1/3", "fine-tuning 2/3", "fine-tuning 3/3"]
     assert (a.value, b.value, preset, attn, mlp, default) == (DEFAULT_MODEL, str(folder), "V-shape", *PRESETS["V-shape"])
     assert "Demo parent built" in notice and message.startswith("Demo parent ready in") and "press **Merge**" in message
+    assert "- demo parent: persona=95% on_topic=90% loops=0 profane=0 n=19" in message  # the build's held-out report
     session = CancelSession()
 
     def cancel_at_once(fraction, desc=""):

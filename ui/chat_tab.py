@@ -295,6 +295,7 @@ class ChatTab:
     merged_ref: gr.Textbox
     parent_a: gr.Textbox
     parent_b: gr.Textbox
+    blind: gr.Checkbox
 
 
 def build_chat_tab(demo: gr.Blocks) -> ChatTab:
@@ -346,7 +347,7 @@ def build_chat_tab(demo: gr.Blocks) -> ChatTab:
         results_plot = gr.HTML()
         results_table = gr.Markdown()
         card_message = gr.Markdown()
-    with gr.Accordion("Sampling (shared by all panes; defaults measured on the demo prompt set, see README)", open=False):
+    with gr.Accordion("Sampling (shared by all panes)", open=False):
         with gr.Row():
             temperature = gr.Slider(0, 2, DEFAULTS.temperature, step=0.05, label="temperature (0 = greedy)")
             top_p = gr.Slider(0.05, 1, DEFAULTS.top_p, step=0.05, label="top_p")
@@ -397,4 +398,4 @@ def build_chat_tab(demo: gr.Blocks) -> ChatTab:
                           [temperature, top_p, repetition_penalty], api_visibility=PRIVATE)
     demo.load(open_chat, [merged_ref, session], [merged_ref, *stats_boxes, results_plot, results_table], api_visibility=PRIVATE)
     merged_ref.change(drop_no_merge_hint, [merged_ref, session], stats_boxes, api_visibility=PRIVATE, concurrency_limit=None)
-    return ChatTab(merged_ref, chat_a, chat_b)
+    return ChatTab(merged_ref, chat_a, chat_b, blind)

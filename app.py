@@ -42,7 +42,7 @@ def build_app() -> gr.Blocks:
         default_merge = gr.State(None)
         chat_page.select(on_chat_opened, models, [*models, first_notice, default_merge], api_visibility=PRIVATE,
                          concurrency_limit=None)
-        default_merge.change(merge_defaults, default_merge, [*models, first_notice], api_visibility=PRIVATE,
+        default_merge.change(merge_defaults, [default_merge, *models], [*models, first_notice], api_visibility=PRIVATE,
                              concurrency_id="device", concurrency_limit=1)
         chat.merged_ref.input(lambda: "", None, first_notice, api_visibility=PRIVATE)  # a typed model: the notice is stale
         # The notice names the parents: hidden in blind mode, whichever comes first (seen in

@@ -121,9 +121,9 @@ def test_opening_the_chat_with_no_merge_merges_the_defaults_once_and_fills_the_t
     assert (folder / "mergekit_config.yml").read_text() == merge_tab.form_to_yaml(*tiny_defaults.fields())[0]
     assert notice.startswith("✅ **First chat:** merged llama-1- (parent A) with llama-2- (parent B) on the V-shape curve")
     assert "`outputs/demo-merge`" in notice
-    # Again with the merged field emptied: the same merge is reused at once, not redone.
+    # Again with the merged field emptied: the latest merge (this one) is shown at once, not redone.
     stamp = (folder / "mergekit_config.yml").stat().st_mtime_ns
-    assert open_chat() == [updates[-1]]
+    assert open_chat() == [(str(folder), tiny_defaults.a, tiny_defaults.b, gr.skip())]
     assert (folder / "mergekit_config.yml").stat().st_mtime_ns == stamp
 
 
@@ -135,11 +135,19 @@ def test_two_requests_queued_before_the_first_merge_ends_merge_once(tiny_default
     assert sorted(p.name for p in context.outputs_root().iterdir()) == ["demo-merge"]
 
 
+def test_models_typed_while_the_default_merge_runs_are_kept(tiny_defaults, tiny_models):
+    """Seen in Chromium: parents typed during the first-chat merge were replaced by the default pair."""
+    request = first_run.on_chat_opened("", context.DEFAULT_A, context.DEFAULT_B)[-1]
+    mine = str(tiny_models("llama", 3))
+    assert first_run.merge_defaults(request, "", mine, mine, **NO_PROGRESS) == (gr.skip(), gr.skip(), gr.skip(), "")
+    assert (context.outputs_root() / "demo-merge" / "config.json").is_file()  # merged all the same, for later
+
+
 def test_a_different_merge_named_demo_merge_is_never_replaced(tiny_defaults):
     other = merge_tab.form_to_yaml(tiny_defaults.a, tiny_defaults.b, "0.2", "0.2", "0.2", 0, 0, "bfloat16")[0]
     assert merge_tab.merge(other, "demo-merge", False, CancelSession(), **NO_PROGRESS)[0].startswith("### ✅")
     merged, *_ = open_chat()[-1]
-    assert merged == str(context.outputs_root() / "demo-merge-2")
+    assert merged == str(context.outputs_root() / "demo-merge")  # a merge on disk is shown, not merged over
     assert (context.outputs_root() / "demo-merge" / "mergekit_config.yml").read_text() == other
 
 

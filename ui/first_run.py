@@ -17,6 +17,7 @@ import gradio as gr
 from core.errors import UserError
 from merging import parse_config
 from ui import context, defaults, merge_tab
+from ui.chat_tab import latest_merge
 from ui.context import CancelSession, short_name
 
 DEMO_MERGE = "demo-merge"
@@ -62,8 +63,11 @@ def on_chat_opened(merged_ref: str, chat_a: str, chat_b: str) -> tuple:
     already on disk, else the running notice and the request for merge_defaults."""
     if (chat_a, chat_b) != (context.DEFAULT_A, context.DEFAULT_B):
         return (gr.skip(),) * 5
-    if (merged_ref or "").strip():
-        return gr.skip(), *parents_of(merged_ref), gr.skip(), gr.skip()
+    # The page's load fills the latest merge; a tab opened before that load lands must not
+    # start a default merge (seen in Chromium: a chat queued 60 s behind it on a fresh cache).
+    typed = (merged_ref or "").strip()
+    if ref := typed or latest_merge(context.outputs_root()):
+        return gr.skip() if typed else ref, *parents_of(ref), gr.skip(), gr.skip()
     pair = defaults.start_pair()
     name, done = merge_name(pair.yaml())
     if done:
@@ -71,9 +75,12 @@ def on_chat_opened(merged_ref: str, chat_a: str, chat_b: str) -> tuple:
     return gr.skip(), gr.skip(), gr.skip(), RUNNING, DefaultMerge(pair, name, time.monotonic_ns())
 
 
-def merge_defaults(request: DefaultMerge, progress=gr.Progress()) -> tuple:  # noqa: B008 -- Gradio injects it
+def merge_defaults(request: DefaultMerge, merged_ref: str = "", chat_a: str = context.DEFAULT_A, chat_b: str = context.DEFAULT_B,
+                   progress=gr.Progress()) -> tuple:  # noqa: B008 -- Gradio injects it
     """The default merge, on the device queue: (merged model, parent A, parent B, notice).
-    A request that an earlier one already fulfilled (the tab opened twice) reuses its merge."""
+    A request that an earlier one already fulfilled (the tab opened twice) reuses its merge.
+    Models the visitor chose while it ran (the model fields, as they are now) are theirs and
+    stay: seen in Chromium, typed parents were replaced by the default pair seconds later."""
     pair = request.pair
     name, done = merge_name(pair.yaml())
     if not done:
@@ -82,6 +89,8 @@ def merge_defaults(request: DefaultMerge, progress=gr.Progress()) -> tuple:  # n
         summary, _, output, _ = merge_tab.merge(pair.yaml(), name, False, CancelSession(), progress=progress)
         if not output:
             return gr.skip(), gr.skip(), gr.skip(), f"⚠️ The default merge failed: {summary.splitlines()[-1]} — merge on the Merge tab."
+    if (merged_ref or "").strip() or (chat_a, chat_b) != (context.DEFAULT_A, context.DEFAULT_B):
+        return gr.skip(), gr.skip(), gr.skip(), ""
     return filled(pair, name)
 
 

@@ -90,3 +90,19 @@ def run_main(main, argv: list[str], capsys) -> tuple[int, str, str]:
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def streamed_together(snapshots) -> tuple[bool, list]:
+    """Drain side-by-side snapshots: (every pane had text before any pane finished, the
+    final snapshot). True means the panes really ran at the same time."""
+    changed, previous, snapshot = [], None, []
+    for snapshot in snapshots:
+        previous = previous or [""] * len(snapshot)
+        for i, reply in enumerate(snapshot):
+            if reply.text != previous[i]:
+                changed.append(i)
+                previous[i] = reply.text
+    panes = range(len(snapshot))
+    first = [changed.index(i) for i in panes]
+    last = [len(changed) - 1 - changed[::-1].index(i) for i in panes]
+    return max(first) < min(last), snapshot

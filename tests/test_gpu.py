@@ -12,7 +12,7 @@ import threading
 
 import pytest
 import torch
-from helpers import tiny_yaml
+from helpers import streamed_together, tiny_yaml
 from reference import bf16_ulps, reference_slerp
 
 from core.sources import read_config
@@ -122,15 +122,8 @@ def test_three_panes_stream_side_by_side_on_the_gpu():
     panes = [load_model(SMOLLM2, precision, CUDA) for precision in ("auto", "bf16", "int8")]
     for pane in panes:  # warm up: the first generate on a GPU compiles and allocates
         generate_reply(pane, QUESTION, greedy(2), threading.Event())
-    changed, previous = [], ["", "", ""]
-    for snapshot in stream_side_by_side(panes, [QUESTION] * 3, greedy(96, min_new_tokens=96)):
-        for i, reply in enumerate(snapshot):
-            if reply.text != previous[i]:
-                changed.append(i)
-                previous[i] = reply.text
-    first = {i: changed.index(i) for i in range(3)}
-    last = {i: len(changed) - 1 - changed[::-1].index(i) for i in range(3)}
-    assert max(first.values()) < min(last.values())  # every pane had text before any pane finished
+    together, snapshot = streamed_together(stream_side_by_side(panes, [QUESTION] * 3, greedy(96, min_new_tokens=96)))
+    assert together  # every pane had text before any pane finished
     for reply in snapshot:
         assert not reply.error and reply.stats.new_tokens == 96 and "Paris" in reply.text, reply
 

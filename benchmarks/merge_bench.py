@@ -12,6 +12,11 @@ that only imports the merge code.
 
 Run: `make bench` (or `python benchmarks/merge_bench.py [--smollm2-only]`). Prints a table;
 asserts nothing.
+
+`--size 7b` (or 1b, tiny) measures instead a Mistral-7B-shaped pair against mergekit and
+the IO floor, warm and cold (benchmarks/real_size.py; needs about 45 GB of disk under
+`--work DIR`, default the cache folder; `--rounds N`, `--also-max-ram 1GB` adds a project
+run with that budget).
 """
 
 from __future__ import annotations
@@ -205,6 +210,20 @@ def bench_mergekit(python: str, a: Path, b: Path, work: Path) -> float:
 
 
 def main() -> None:
+    args = sys.argv[1:]
+    if "--size" in args:
+        import argparse
+
+        from real_size import SIZES, run_sized
+
+        parser = argparse.ArgumentParser(prog="benchmarks/merge_bench.py")
+        parser.add_argument("--size", choices=list(SIZES), required=True)
+        parser.add_argument("--work", type=Path, default=cache_root() / "bench-sized", help="where the pair is built (kept)")
+        parser.add_argument("--rounds", type=int, default=2, help="warm runs of each contender, alternating")
+        parser.add_argument("--also-max-ram", help="also run the project with this --max-ram")
+        parsed = parser.parse_args(args)
+        run_sized(parsed.size, parsed.work / parsed.size, parsed.rounds, parsed.also_max_ram)
+        return
     work = cache_root() / "bench"
     work.mkdir(parents=True, exist_ok=True)
     smol_a = resolve_model("bundled:SmolLM2-135M-Instruct")

@@ -15,8 +15,8 @@ asserts nothing.
 
 `--size 7b` (or 1b, tiny) measures instead a Mistral-7B-shaped pair against mergekit and
 the IO floor, warm and cold (benchmarks/real_size.py; needs about 45 GB of disk under
-`--work DIR`, default the cache folder; `--rounds N`, `--also-max-ram 1GB` adds a project
-run with that budget).
+`--work DIR`, default the cache folder; `--rounds N`; `--also-max-ram 1GB` adds a project
+run with that budget; `--mergekit-threads 1` runs mergekit with OMP_NUM_THREADS=1).
 """
 
 from __future__ import annotations
@@ -126,11 +126,12 @@ PEAK_RSS_REPORTER = (
 )
 
 
-def run_measured(args: list[str], python: str = sys.executable) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of `python <args>` in a child process."""
+def run_measured(args: list[str], python: str = sys.executable, env: dict[str, str] | None = None) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of `python <args>` in a child process (`env`: added
+    to this one's)."""
     start = time.perf_counter()
     done = subprocess.run([python, "-c", PEAK_RSS_REPORTER, *args], cwd=ROOT, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)
+                          stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
     wall = time.perf_counter() - start
     peaks = re.findall(r"^VmHWM (\d+)$", done.stderr, re.MULTILINE)
     if done.returncode != 0 or not peaks:
@@ -221,8 +222,9 @@ def main() -> None:
         parser.add_argument("--work", type=Path, default=cache_root() / "bench-sized", help="where the pair is built (kept)")
         parser.add_argument("--rounds", type=int, default=2, help="warm runs of each contender, alternating")
         parser.add_argument("--also-max-ram", help="also run the project with this --max-ram")
+        parser.add_argument("--mergekit-threads", type=int, help="run mergekit with OMP_NUM_THREADS set to this")
         parsed = parser.parse_args(args)
-        run_sized(parsed.size, parsed.work / parsed.size, parsed.rounds, parsed.also_max_ram)
+        run_sized(parsed.size, parsed.work / parsed.size, parsed.rounds, parsed.also_max_ram, parsed.mergekit_threads)
         return
     work = cache_root() / "bench"
     work.mkdir(parents=True, exist_ok=True)

@@ -210,7 +210,7 @@ def check_output(out: Path, a: Path, b: Path, n_layers: int) -> float:
     return bf16_ulps(tensor(out), expected, float(torch.cat([v0.reshape(-1), v1.reshape(-1)]).abs().max()))
 
 
-def run_sized(size: str, work: Path, rounds: int = 2, extra_max_ram: str | None = None) -> None:
+def run_sized(size: str, work: Path, rounds: int = 2, extra_max_ram: str | None = None, mergekit_threads: int | None = None) -> None:
     from merge_bench import run_measured
 
     s = SIZES[size]
@@ -233,14 +233,19 @@ def run_sized(size: str, work: Path, rounds: int = 2, extra_max_ram: str | None 
     print(f"dry run (default budget): estimated {plan.seconds_estimate:.1f} s (IO {plan.io_seconds:.1f} s, math "
           f"{plan.math_seconds:.1f} s), peak {plan.peak_ram_bytes / 1e6:.0f} MB of working set, "
           f"{plan.reread_bytes / 1e9:.1f} GB read twice", flush=True)
-    contenders = {f"project (--max-ram {DEFAULT_MAX_RAM // 10**6}MB)": (sys.executable, ["merging", str(config), str(out)])}
+    # name: (python, arguments, environment added)
+    contenders = {f"project (--max-ram {DEFAULT_MAX_RAM // 10**6}MB)": (sys.executable, ["merging", str(config), str(out)], {})}
     if extra_max_ram:
         parse_max_ram(extra_max_ram)
         args = ["merging", str(config), str(out), "--max-ram", extra_max_ram]
-        contenders[f"project (--max-ram {extra_max_ram})"] = (sys.executable, args)
+        contenders[f"project (--max-ram {extra_max_ram})"] = (sys.executable, args, {})
     if mergekit:
         run = f"import sys; sys.argv = ['mergekit-yaml', {str(config)!r}, {str(out)!r}]; from mergekit.scripts.run_yaml import main; main()"
-        contenders["mergekit 0.1.5"] = (mergekit, ["-c", run])
+        if mergekit_threads:  # torch's threads stall on a busy machine: this shows mergekit at its best there
+            threads = {"OMP_NUM_THREADS": str(mergekit_threads)}
+            contenders[f"mergekit 0.1.5 (OMP_NUM_THREADS={mergekit_threads})"] = (mergekit, ["-c", run], threads)
+        else:
+            contenders["mergekit 0.1.5"] = (mergekit, ["-c", run], {})
     runs: dict[str, list[tuple[float, float]]] = {name: [] for name in [*contenders, "IO floor"]}
     cold: dict[str, float] = {}
     output_bytes = plan.output_bytes
@@ -250,11 +255,11 @@ def run_sized(size: str, work: Path, rounds: int = 2, extra_max_ram: str | None 
         if name == "IO floor":
             wall, rss, note = io_floor([a, b], output_bytes, work / "floor.bin"), 0.0, ""
         else:
-            python, args = contenders[name]
-            wall, rss = run_measured(args, python=python)
+            python, args, env = contenders[name]
+            wall, rss = run_measured(args, python=python, env=env)
             note = f"  (output within {check_output(out, a, b, s.layers):.2f} bf16 ulp of the reference)"
             shutil.rmtree(out, ignore_errors=True)
-        print(f"  {label:<5} {name:<30} wall {wall:7.1f} s   peak RSS {f'{rss:.0f} MB' if rss else '-':>9}{note}", flush=True)
+        print(f"  {label:<5} {name:<36} wall {wall:7.1f} s   peak RSS {f'{rss:.0f} MB' if rss else '-':>9}{note}", flush=True)
         return wall, rss
 
     for r in range(rounds):
@@ -270,15 +275,15 @@ def run_sized(size: str, work: Path, rounds: int = 2, extra_max_ram: str | None 
 
 def print_table(runs: dict[str, list[tuple[float, float]]], cold: dict[str, float]) -> None:
     floor = statistics.median(w for w, _ in runs["IO floor"])
-    mergekit = next((statistics.median(w for w, _ in v) for k, v in runs.items() if k.startswith("mergekit")), None)
-    mergekit_cold = next((v for k, v in cold.items() if k.startswith("mergekit")), None)
-    print(f"\n| {'':<30} | warm runs (s)  | median | cold (s) | peak RSS | / IO floor (warm, cold) | / mergekit (warm, cold) |")
-    print(f"|{'-' * 32}|----------------|--------|----------|----------|-------------------------|-------------------------|")
+    mergekit = min((statistics.median(w for w, _ in v) for k, v in runs.items() if k.startswith("mergekit")), default=None)
+    mergekit_cold = min((v for k, v in cold.items() if k.startswith("mergekit")), default=None)  # one mergekit at most
+    print(f"\n| {'':<36} | warm runs (s)  | median | cold (s) | peak RSS | / IO floor (warm, cold) | / mergekit (warm, cold) |")
+    print(f"|{'-' * 38}|----------------|--------|----------|----------|-------------------------|-------------------------|")
     for name, values in runs.items():
         walls = [w for w, _ in values]
         median = statistics.median(walls)
         rss = max(r for _, r in values)
         vs_floor = f"{median / floor:.2f}x, {cold[name] / cold['IO floor']:.2f}x"
         vs_mergekit = f"{median / mergekit:.2f}x, {cold[name] / mergekit_cold:.2f}x" if mergekit else "-"
-        print(f"| {name:<30} | {', '.join(f'{w:.1f}' for w in walls):<14} | {median:6.1f} | {cold[name]:8.1f} | "
+        print(f"| {name:<36} | {', '.join(f'{w:.1f}' for w in walls):<14} | {median:6.1f} | {cold[name]:8.1f} | "
               f"{f'{rss:.0f} MB' if rss else '-':>8} | {vs_floor:>23} | {vs_mergekit:>23} |")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from merging.config import MergeConfig
-from merging.feed import CHUNK_ELEMENTS, DEFAULT_MAX_RAM, Feed, job_for, slots_for
+from merging.feed import CHUNK_ELEMENTS, DEFAULT_MAX_RAM, Feed, job_for, single_threaded_math, slots_for
 from merging.merge import load_parents, merge_tensor, working_set_bytes
 from merging.planning import TensorPlan, plan_merge
 from merging.sizes import megabytes
@@ -89,7 +89,8 @@ def dry_run(config: MergeConfig, max_ram: int = DEFAULT_MAX_RAM) -> PlanSummary:
     samples = [(m[0], 0) for m in kinds.values() if len(m) > 1] + [(m[-1], len(m)) for m in kinds.values()]
     math_seconds = 0.0
     writer = _DiscardingWriter()
-    with Feed([t for t, _ in samples], max_ram) as feed:  # the reader runs ahead, as in a merge: this times the math
+    # The reader runs ahead, as in a merge: this times the math.
+    with single_threaded_math(), Feed([t for t, _ in samples], max_ram) as feed:
         for tensor, count in samples:
             started = time.perf_counter()
             merge_tensor(tensor, writer, feed)

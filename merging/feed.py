@@ -1,15 +1,16 @@
-"""The merge's working set under one RAM budget (--max-ram): a reader thread that fetches
-the parents' bytes into a fixed set of slots ahead of the math, and the float32 scratch
-the math runs in. Everything the merge allocates per chunk lives here, allocated once.
+"""The merge's working set under one RAM budget (--max-ram): a reader thread that maps
+the parents' blocks ahead of the math, at most `slots` of them at a time, and the float32
+scratch the math runs in, allocated once.
 
 Why reuse: on the 2-core dev machine, blending one 1M-element bf16 pair took 7.6 ms with
 fresh buffers (as the engine did before) and 0.55 ms in reused ones: every new 4 MB
-buffer is paid for again in page faults.
+buffer is paid for again in page faults. Why map (safetensors_io.map_elements): the
+blocks are read where the page cache holds them, without a copy.
 
 A blended tensor needs two passes (the angle is a sum over the whole tensor). Its blocks
-stay in their slots between the passes when the budget has room (one read per tensor);
-beyond it, the first blocks are kept and the others read again for the second pass
-(straight from the page cache: they were read a moment ago).
+stay mapped between the passes when the budget has room (one read per tensor); beyond
+it, the first blocks are kept and the others mapped again for the second pass (straight
+from the page cache: they were read a moment ago).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import os
 import queue
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -26,7 +28,7 @@ import torch
 
 from core.errors import UserError
 from merging.planning import TensorPlan
-from merging.safetensors_io import WRITE_BLOCK_BYTES, WRITE_BLOCKS, TensorEntry, read_into
+from merging.safetensors_io import WRITE_BLOCK_BYTES, WRITE_BLOCKS, TensorEntry, map_elements
 from merging.sizes import megabytes, parse_size
 
 # The math's unit: the angle's sums are taken per 1M-element piece (4 MB of float32), so
@@ -35,6 +37,7 @@ from merging.sizes import megabytes, parse_size
 CHUNK_ELEMENTS = 1024 * 1024
 # One block of a pair: 4M bf16 elements, 2M float32, 1M float64; always whole pieces.
 SLOT_BYTES = 16 * CHUNK_ELEMENTS
+PAGE = 4096  # a block's mapping starts on a page: up to one more page per parent
 SCRATCH_BYTES = 2 * CHUNK_ELEMENTS * 4  # the pair's float32 piece
 # The plan, headers, threads and what the allocator keeps beyond the live buffers:
 # calibrated against the VmHWM of real merges (tests/test_dry_run.py measures them).
@@ -57,6 +60,32 @@ def parse_max_ram(text: str | int | None, field: str = "--max-ram") -> int:
         need = math.ceil(MIN_MAX_RAM / 1e6)
         raise UserError(field, f"{megabytes(nbytes)} is less than the {need} MB a merge needs", f"use {need}MB or more")
     return nbytes
+
+
+@contextmanager
+def single_threaded_math() -> Iterator[None]:
+    """Run this thread's torch ops on one core, leaving other threads as they are.
+
+    Why: the merge's reader and writer threads need a core too, and torch's 2 OpenMP
+    threads stall whenever another thread holds one of the 2 cores (they wait for each
+    other at every op): the 0.98 GB synthetic pair merged in 37.8 s with the previous
+    engine at 2 threads, 3.4 s here at 1, while one other process ran (measured on the
+    2-core dev machine). One thread also sums the angle in one order on any machine,
+    so a merge gives the same bits whatever the core count (at 2 threads, 930 of 491M
+    elements of that pair came out one bf16 ulp apart).
+
+    torch.set_num_threads sets both this thread's count and the default new threads
+    start with; a short-lived helper thread puts the default back at once, so a chat
+    thread started during a merge keeps its cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    restore = threading.Thread(target=torch.set_num_threads, args=(before,))
+    restore.start()
+    restore.join()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def slots_for(max_ram: int) -> int:
@@ -99,17 +128,6 @@ class Job:
     def pair_itemsize(self) -> int:
         return sum(e.dtype.itemsize for e in self.entries)
 
-    @property
-    def offsets(self) -> tuple[int, ...]:
-        """Where each entry's part starts in a slot: the second one 64-byte aligned after
-        the first one's largest part (aligned for any dtype; a full block is 1 MB-aligned)."""
-        first = min(self.block, self.numel) * self.entries[0].dtype.itemsize
-        return (0, -(-first // 64) * 64)[: len(self.entries)]
-
-    @property
-    def slot_bytes(self) -> int:
-        return self.offsets[-1] + min(self.block, self.numel) * self.entries[-1].dtype.itemsize
-
 
 def job_for(plan: TensorPlan, slots: int) -> Job:
     # A copy (non-float, or a model merged with itself) reads the base alone; a blend and
@@ -127,15 +145,21 @@ def job_for(plan: TensorPlan, slots: int) -> Job:
 
 def working_set(tensors: list[TensorPlan], max_ram: int) -> int:
     """The RAM a merge of `tensors` under `max_ram` adds to the process running it: the
-    slots it fills, the scratch and the writer's blocks it touches (never above max_ram)."""
+    blocks mapped at once, the scratch and the writer's buffers (never above max_ram).
+    The reader runs ahead as far as the slots let it, so at its peak it holds the largest
+    run of `slots` blocks in the order it maps them."""
     slots = slots_for(max_ram)
     jobs = [job_for(t, slots) for t in tensors]
     if not jobs:
         return FIXED_BYTES
+    mapped = [(j.range(i)[1] - j.range(i)[0]) * j.pair_itemsize + PAGE * len(j.entries) for j in jobs for i in j.reads()]
+    window = peak = sum(mapped[:slots])
+    for i in range(slots, len(mapped)):
+        window += mapped[i] - mapped[i - slots]
+        peak = max(peak, window)
     piece = min(CHUNK_ELEMENTS, max(t.numel for t in tensors))
     out_chunk = min(WRITE_BLOCK_BYTES, piece * max(t.out_dtype.itemsize for t in tensors))
-    total_read = sum(j.numel * j.pair_itemsize for j in jobs)  # a small model never fills every slot
-    return FIXED_BYTES + 2 * piece * 4 + WRITE_BLOCKS * out_chunk + min(slots * max(j.slot_bytes for j in jobs), total_read)
+    return FIXED_BYTES + 2 * piece * 4 + WRITE_BLOCKS * out_chunk + peak
 
 
 def working_set_for(largest_numel: int, max_ram: int = DEFAULT_MAX_RAM) -> int:
@@ -163,15 +187,12 @@ class Block:
 
 
 class Feed:
-    """Reads every job's blocks, in order, ahead of the math, into at most `slots` slots."""
+    """Maps every job's blocks, in order, ahead of the math: at most `slots` at a time."""
 
     def __init__(self, tensors: list[TensorPlan], max_ram: int = DEFAULT_MAX_RAM, device: torch.device | None = None):
         self.slots = slots_for(max_ram)
         self.jobs = {t.name: job_for(t, self.slots) for t in tensors}
-        # Slots as large as the largest block (SLOT_BYTES at most): a tiny model's stay tiny.
-        self._slot_bytes = -(-max((j.slot_bytes for j in self.jobs.values()), default=0) // 64) * 64
-        self._memory = torch.empty(self.slots * self._slot_bytes, dtype=torch.uint8)  # pages are touched as slots fill
-        self._free = list(range(self.slots))[::-1]  # a stack: the slots used last are reused first
+        self._free = list(range(self.slots))
         self._cond = threading.Condition()
         self._closed = False
         self._ready: queue.Queue[Block | BaseException] = queue.Queue()
@@ -195,13 +216,8 @@ class Feed:
                     if slot is None:
                         return
                     start, stop = job.range(i)
-                    base = slot * self._slot_bytes
-                    parts = []
-                    for entry, offset in zip(job.entries, job.offsets, strict=True):
-                        raw = self._memory[base + offset: base + offset + (stop - start) * entry.dtype.itemsize]
-                        read_into(self._fd(entry.file), entry, start, stop, raw)
-                        parts.append(raw.view(entry.dtype))
-                    self._ready.put(Block(job.name, start, stop, slot, tuple(parts)))
+                    parts = tuple(map_elements(self._fd(e.file), e, start, stop) for e in job.entries)
+                    self._ready.put(Block(job.name, start, stop, slot, parts))
         except BaseException as exc:  # raised in the math's thread by next()
             self._ready.put(exc)
 
@@ -225,9 +241,11 @@ class Feed:
             raise RuntimeError(f"merge reader out of order: got {item.name}@{item.start}, expected {job.name}@{job.range(i)[0]}")
         return item
 
-    def release(self, block: Block) -> None:
+    def release(self, slot: int) -> None:
+        """Give a block's slot back, once no view of the block is left (its mapping goes
+        with the last one)."""
         with self._cond:
-            self._free.append(block.slot)
+            self._free.append(slot)
             self._cond.notify()
 
     def close(self) -> None:

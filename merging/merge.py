@@ -24,7 +24,7 @@ from core.sources import resolve_model
 from merging.chat_templates import resolve_template
 from merging.checkpoint import Checkpoint, open_checkpoint
 from merging.config import MergeConfig
-from merging.feed import DEFAULT_MAX_RAM, Feed, working_set
+from merging.feed import DEFAULT_MAX_RAM, Block, Feed, single_threaded_math, working_set
 from merging.model_card import model_card
 from merging.planning import MergePlan, TensorPlan, plan_merge
 from merging.safetensors_io import PlannedTensor, StreamingWriter
@@ -191,7 +191,7 @@ def merge_in_memory(config: MergeConfig, max_output_bytes: int, device: str | No
         raise UserError("t-preview", f"this merge is {plan.output_bytes / 1e9:.1f} GB; in-memory previews stop at "
                          f"{max_output_bytes / 1e9:.1f} GB", "run the merge to disk from the Merge tab")
     weights = {}
-    with Feed(plan.tensors, max_ram, math_on) as feed:
+    with single_threaded_math(), Feed(plan.tensors, max_ram, math_on) as feed:
         for tensor in plan.tensors:
             collector = CollectingWriter()
             merge_tensor(tensor, collector, feed, math_on)
@@ -207,7 +207,8 @@ def _write_shards(plan: MergePlan, folder: Path, shard_bytes: int, on_progress: 
     reports: list[TensorReport] = []
     written = 0
     total = plan.output_bytes
-    with Feed(plan.tensors, max_ram, device) as feed:  # one reader, ahead of the math across shards
+    # One reader, ahead of the math across shards.
+    with single_threaded_math(), Feed(plan.tensors, max_ram, device) as feed:
         for shard, shard_name in zip(shards, names, strict=True):
             writer = StreamingWriter(folder / shard_name, [PlannedTensor(t.name, t.out_dtype, t.shape) for t in shard])
             try:
@@ -247,9 +248,15 @@ def merge_tensor(plan: TensorPlan, writer: ChunkWriter, feed: Feed, device: torc
     """One output tensor, from the feed's blocks, in pieces of CHUNK_ELEMENTS. Blending
     needs two passes (the angle is a global quantity); t = 0 / 1 and a model merged with
     itself need one. The math runs on `device` (CPU by default) in the feed's scratch;
-    what reaches the writer is always on the CPU."""
+    what reaches the writer is always on the CPU.
+
+    Each block is handled in a function of its own whose frame holds the only view of
+    it, and its slot is given back after that function returns: the block's mapping is
+    gone before the reader maps another one into its place (the RAM budget holds)."""
     job = feed.jobs[plan.name]
     fa, fb = feed.scratch
+    stats = PairStats()
+    kept: dict[int, Block] = {}
     written = 0
 
     def emit(values: torch.Tensor) -> int:
@@ -258,41 +265,46 @@ def merge_tensor(plan: TensorPlan, writer: ChunkWriter, feed: Feed, device: torc
         cast_into(out, values, plan.compute_dtype)
         return writer.write(out)
 
-    if len(job.entries) == 1:  # a copy of the base
-        for i in job.reads():
-            block = feed.next(job, i)
-            for _, (a,) in block.pieces():
-                written += emit(a)
-            feed.release(block)
-        theta = 0.0 if plan.compute_dtype.is_floating_point else None
-        return TensorReport(plan.name, plan.layer, plan.t, theta, theta is not None, plan.blends), written
-
     def load(n: int, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # mergekit's load-time cast to `dtype`, then float32 once for all the math.
         cast_into(fa[:n], a, plan.compute_dtype)
         cast_into(fb[:n], b, plan.compute_dtype)
         return fa[:n], fb[:n]
 
-    stats = PairStats()
-    kept = []
-    for i in range(job.blocks):  # pass 1: the angle (and the output itself when t is 0 or 1)
+    def copy(i: int) -> tuple[int, int | None]:  # a copy of the base
         block = feed.next(job, i)
+        return sum(emit(a) for _, (a,) in block.pieces()), block.slot
+
+    def first_pass(i: int) -> tuple[int, int | None]:  # the angle (and the output itself when t is 0 or 1)
+        block, nbytes = feed.next(job, i), 0
         for n, (a, b) in block.pieces():
             va, vb = load(n, a, b)
             stats.add(va, vb)
             if not plan.blends:
-                written += emit(vb if plan.t == 1.0 else va)
+                nbytes += emit(vb if plan.t == 1.0 else va)
         if i < job.kept:
-            kept.append(block)
-        else:
-            feed.release(block)
+            kept[i] = block
+            return nbytes, None
+        return nbytes, block.slot
+
+    def second_pass(i: int) -> tuple[int, int | None]:  # the blend, from a kept block or one read again
+        block = kept.pop(i) if i < job.kept else feed.next(job, i)
+        return sum(emit(combine_into(c, *load(n, a, b))) for n, (a, b) in block.pieces()), block.slot
+
+    def run(step: Callable[[int], tuple[int, int | None]], i: int) -> int:
+        nbytes, slot = step(i)
+        if slot is not None:
+            feed.release(slot)
+        return nbytes
+
+    if len(job.entries) == 1:
+        written = sum(run(copy, i) for i in range(job.blocks))
+        theta = 0.0 if plan.compute_dtype.is_floating_point else None
+        return TensorReport(plan.name, plan.layer, plan.t, theta, theta is not None, plan.blends), written
+    written = sum(run(first_pass, i) for i in range(job.blocks))
     c = coefficients(stats, plan.t)
-    if plan.blends:  # pass 2: the blend, from the kept blocks, then the ones read again
-        for i in range(job.blocks):
-            block = kept[i] if i < job.kept else feed.next(job, i)
-            for n, (a, b) in block.pieces():
-                written += emit(combine_into(c, *load(n, a, b)))
-            feed.release(block)
+    if plan.blends:
+        written += sum(run(second_pass, i) for i in range(job.blocks))
     return TensorReport(plan.name, plan.layer, plan.t, c.theta_degrees, c.lerp, plan.blends), written
 
 

@@ -58,14 +58,13 @@ def pair_config(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("max_ram", [MIN_MAX_RAM, DEFAULT_MAX_RAM, 256 * 10**6])
 def test_peak_ram_stays_within_the_budget_and_the_plan_predicts_it(pair_config: Path, tmp_path: Path, max_ram: int):
-    # One run's peak depends on how far the reader and the writer run ahead (59-66 MB
-    # measured at the smallest budget), so the plan is compared with the median of three.
-    # Within 25% on this machine; 50% here, so that a loaded CI machine does not fail it.
+    # Measured on the 2-core dev machine (median of three): 56.3 / 79.4 / 119.3 MB against
+    # 57.6 / 80.7 / 120.6 MB planned. 25% allowed, for allocators and page sizes elsewhere.
     runs = sorted(merge_working_set(pair_config, tmp_path / f"out{i}", max_ram) for i in range(3))
     planned = dry_run(parse_config(pair_config.read_text()), max_ram).peak_ram_bytes
     print(f"budget {max_ram / 1e6:.0f} MB: planned {planned / 1e6:.1f} MB, measured {[round(r / 1e6, 1) for r in runs]} MB")
     assert planned <= max_ram and runs[-1] <= max_ram, (planned, runs)
-    assert abs(planned - runs[1]) <= 0.5 * runs[1], (planned, runs)
+    assert abs(planned - runs[1]) <= 0.25 * runs[1], (planned, runs)
     # The budget, not the model, sets the peak: the largest budget's slots outgrow this pair.
     if max_ram == MIN_MAX_RAM:
         assert runs[1] < 0.8 * DEFAULT_MAX_RAM

@@ -308,8 +308,9 @@ def test_one_read_and_two_pass_paths_give_the_same_bits(tmp_path, monkeypatch):
     b = synthetic_model(tmp_path / "b", 2, hidden=512, intermediate=9216, vocab=16400, seed=2)
     text = tiny_yaml(a, b, "0.3")
     read = []
-    original = feed.read_into
-    monkeypatch.setattr(feed, "read_into", lambda fd, e, start, stop, out: (read.append(out.numel()), original(fd, e, start, stop, out)))
+    original = feed.map_elements
+    monkeypatch.setattr(feed, "map_elements", lambda fd, e, start, stop: (read.append((stop - start) * e.dtype.itemsize),
+                                                                          original(fd, e, start, stop))[1])
     outputs, reread = {}, {}
     for budget in (feed.MIN_MAX_RAM, feed.RESERVED_BYTES + 3 * feed.SLOT_BYTES, 10**9):
         read.clear()
@@ -326,3 +327,20 @@ def test_one_read_and_two_pass_paths_give_the_same_bits(tmp_path, monkeypatch):
     first, *others = outputs.values()
     assert all(set(o) == set(first) and all(torch.equal(o[k], first[k]) for k in first) for o in others)
     assert_matches_reference(text, tmp_path / str(feed.MIN_MAX_RAM), a, b)
+
+
+def test_the_math_runs_on_one_thread_and_leaves_other_threads_their_cores(tiny_models, tmp_path):
+    import threading
+
+    before = torch.get_num_threads()
+    seen = []
+
+    def on_progress(_):  # runs in the merging thread, between tensors
+        started = []
+        other = threading.Thread(target=lambda: started.append(torch.get_num_threads()))
+        other.start()
+        other.join()
+        seen.append((torch.get_num_threads(), started[0]))
+
+    run_merge(parse_config(slices_config(tiny_models("llama", 1), tiny_models("llama", 2))), tmp_path / "out", on_progress=on_progress)
+    assert seen and set(seen) == {(1, before)} and torch.get_num_threads() == before

@@ -126,17 +126,28 @@ PEAK_RSS_REPORTER = (
 )
 
 
-def run_measured(args: list[str], python: str = sys.executable, env: dict[str, str] | None = None) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of `python <args>` in a child process (`env`: added
-    to this one's)."""
+def run_measured(args: list[str], python: str = sys.executable) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of `python <args>` in a child process."""
+    return run_timed(args, python)[:2]
+
+
+def run_timed(args: list[str], python: str = sys.executable, env: dict[str, str] | None = None) -> tuple[float, float, float]:
+    """Wall seconds, peak RSS (MB) and CPU seconds (user + system) of `python <args>` in a
+    child process (`env`: added to this one's). CPU time shows what a run cost where other
+    work on the machine stretches its wall time."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run([python, "-c", PEAK_RSS_REPORTER, *args], cwd=ROOT, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     peaks = re.findall(r"^VmHWM (\d+)$", done.stderr, re.MULTILINE)
     if done.returncode != 0 or not peaks:
         raise SystemExit(f"{' '.join(args)} failed:\n{done.stderr}")
-    return wall, int(peaks[-1]) / 1024
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return wall, int(peaks[-1]) / 1024, cpu
 
 
 def io_floor(parents: list[Path], output_bytes: int, out: Path) -> float:

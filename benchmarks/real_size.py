@@ -154,8 +154,11 @@ def folder_bytes(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.glob("*.safetensors"))
 
 
-def io_floor(parents: list[Path], output_bytes: int, out: Path) -> float:
-    """Read every parent byte, then write the output's size and fsync."""
+def io_floor(parents: list[Path], output_bytes: int, out: Path) -> tuple[float, float]:
+    """Read every parent byte, then write the output's size and fsync: (wall, CPU seconds)."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
     buffer = bytearray(16 * 2**20)
     for parent in parents:
@@ -169,7 +172,8 @@ def io_floor(parents: list[Path], output_bytes: int, out: Path) -> float:
             left -= sink.write(view[: min(left, len(buffer))])
         os.fsync(sink.fileno())
     out.unlink()
-    return time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return time.perf_counter() - started, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
 
 
 def drop_caches(parents: list[Path]) -> str:
@@ -211,7 +215,7 @@ def check_output(out: Path, a: Path, b: Path, n_layers: int) -> float:
 
 
 def run_sized(size: str, work: Path, rounds: int = 2, extra_max_ram: str | None = None, mergekit_threads: int | None = None) -> None:
-    from merge_bench import run_measured
+    from merge_bench import run_timed
 
     s = SIZES[size]
     work.mkdir(parents=True, exist_ok=True)
@@ -253,13 +257,14 @@ def run_sized(size: str, work: Path, rounds: int = 2, extra_max_ram: str | None 
     def one(name: str, label: str) -> tuple[float, float]:
         shutil.rmtree(out, ignore_errors=True)
         if name == "IO floor":
-            wall, rss, note = io_floor([a, b], output_bytes, work / "floor.bin"), 0.0, ""
+            (wall, cpu), rss, note = io_floor([a, b], output_bytes, work / "floor.bin"), 0.0, ""
         else:
             python, args, env = contenders[name]
-            wall, rss = run_measured(args, python=python, env=env)
+            wall, rss, cpu = run_timed(args, python=python, env=env)
             note = f"  (output within {check_output(out, a, b, s.layers):.2f} bf16 ulp of the reference)"
             shutil.rmtree(out, ignore_errors=True)
-        print(f"  {label:<5} {name:<36} wall {wall:7.1f} s   peak RSS {f'{rss:.0f} MB' if rss else '-':>9}{note}", flush=True)
+        print(f"  {label:<5} {name:<36} wall {wall:7.1f} s   cpu {cpu:6.1f} s   peak RSS {f'{rss:.0f} MB' if rss else '-':>9}"
+              f"   load {os.getloadavg()[0]:.1f}{note}", flush=True)
         return wall, rss
 
     for r in range(rounds):

@@ -89,12 +89,12 @@ def dry_run(config: MergeConfig, max_ram: int = DEFAULT_MAX_RAM) -> PlanSummary:
     samples = [(m[0], 0) for m in kinds.values() if len(m) > 1] + [(m[-1], len(m)) for m in kinds.values()]
     math_seconds = 0.0
     writer = _DiscardingWriter()
-    # The reader runs ahead, as in a merge: this times the math.
+    # The reader runs ahead, as in a merge; its reads are left out of the math's time.
     with single_threaded_math(), Feed([t for t, _ in samples], max_ram) as feed:
         for tensor, count in samples:
-            started = time.perf_counter()
+            started, waited = time.perf_counter(), feed.waited
             merge_tensor(tensor, writer, feed)
-            math_seconds += (time.perf_counter() - started) * count
+            math_seconds += (time.perf_counter() - started - (feed.waited - waited)) * count  # the reads count as IO
     slots = slots_for(max_ram)
     jobs = [job_for(t, slots) for t in plan.tensors]
     read, reread = sum(j.numel * j.pair_itemsize for j in jobs), sum(j.reread_bytes for j in jobs)

@@ -19,6 +19,7 @@ import math
 import os
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -193,6 +194,7 @@ class Feed:
         self.slots = slots_for(max_ram)
         self.jobs = {t.name: job_for(t, self.slots) for t in tensors}
         self._free = list(range(self.slots))
+        self.waited = 0.0  # seconds the math spent waiting for the reader (the dry run times the math without it)
         self._cond = threading.Condition()
         self._closed = False
         self._ready: queue.Queue[Block | BaseException] = queue.Queue()
@@ -234,7 +236,9 @@ class Feed:
 
     def next(self, job: Job, i: int) -> Block:
         """Block i of `job`: the reader's next one (they come in the order of Job.reads)."""
+        started = time.perf_counter()
         item = self._ready.get()
+        self.waited += time.perf_counter() - started
         if isinstance(item, BaseException):
             raise item
         if (item.name, item.start) != (job.name, job.range(i)[0]):

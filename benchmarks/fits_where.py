@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from inference.loading import KEEP_FREE_FRACTION, Footprint, allowance_of, estimate_footprint  # noqa: E402
 from inference.quantize import Hardware  # noqa: E402
-from merging.merge import working_set_for  # noqa: E402
+from merging.feed import working_set_for  # noqa: E402
 
 GB = 10**9
 
@@ -150,7 +150,7 @@ def footnotes() -> str:
         f"process ({APP_PROCESS_BYTES / GB:.2f} GB) comes on top. A load asks for the model in bf16, whatever precision it ends in.",
         f"The {KEEP_FREE_FRACTION:.0%} kept free ({kept}) is the headroom for the KV cache and activations: "
         f"three panes × {KV_TOKENS} tokens of bf16 KV cache take {kv}.",
-        f"A merge running beside the panes adds its working set, in RAM: {merge} (merging.merge.working_set_for).",
+        f"A merge running beside the panes adds its working set, in RAM: {merge} (merging.feed.working_set_for, at the default --max-ram).",
     ])
 
 

@@ -12,6 +12,11 @@ that only imports the merge code.
 
 Run: `make bench` (or `python benchmarks/merge_bench.py [--smollm2-only]`). Prints a table;
 asserts nothing.
+
+`--size 7b` (or 1b, tiny) measures instead a Mistral-7B-shaped pair against mergekit and
+the IO floor, warm and cold (benchmarks/real_size.py; needs about 45 GB of disk under
+`--work DIR`, default the cache folder; `--rounds N`; `--also-max-ram 1GB` adds a project
+run with that budget; `--mergekit-threads 1` runs mergekit with OMP_NUM_THREADS=1).
 """
 
 from __future__ import annotations
@@ -123,14 +128,26 @@ PEAK_RSS_REPORTER = (
 
 def run_measured(args: list[str], python: str = sys.executable) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of `python <args>` in a child process."""
+    return run_timed(args, python)[:2]
+
+
+def run_timed(args: list[str], python: str = sys.executable, env: dict[str, str] | None = None) -> tuple[float, float, float]:
+    """Wall seconds, peak RSS (MB) and CPU seconds (user + system) of `python <args>` in a
+    child process (`env`: added to this one's). CPU time shows what a run cost where other
+    work on the machine stretches its wall time."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run([python, "-c", PEAK_RSS_REPORTER, *args], cwd=ROOT, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)
+                          stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     peaks = re.findall(r"^VmHWM (\d+)$", done.stderr, re.MULTILINE)
     if done.returncode != 0 or not peaks:
         raise SystemExit(f"{' '.join(args)} failed:\n{done.stderr}")
-    return wall, int(peaks[-1]) / 1024
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return wall, int(peaks[-1]) / 1024, cpu
 
 
 def io_floor(parents: list[Path], output_bytes: int, out: Path) -> float:
@@ -205,6 +222,21 @@ def bench_mergekit(python: str, a: Path, b: Path, work: Path) -> float:
 
 
 def main() -> None:
+    args = sys.argv[1:]
+    if "--size" in args:
+        import argparse
+
+        from real_size import SIZES, run_sized
+
+        parser = argparse.ArgumentParser(prog="benchmarks/merge_bench.py")
+        parser.add_argument("--size", choices=list(SIZES), required=True)
+        parser.add_argument("--work", type=Path, default=cache_root() / "bench-sized", help="where the pair is built (kept)")
+        parser.add_argument("--rounds", type=int, default=2, help="warm runs of each contender, alternating")
+        parser.add_argument("--also-max-ram", help="also run the project with this --max-ram")
+        parser.add_argument("--mergekit-threads", type=int, help="run mergekit with OMP_NUM_THREADS set to this")
+        parsed = parser.parse_args(args)
+        run_sized(parsed.size, parsed.work / parsed.size, parsed.rounds, parsed.also_max_ram, parsed.mergekit_threads)
+        return
     work = cache_root() / "bench"
     work.mkdir(parents=True, exist_ok=True)
     smol_a = resolve_model("bundled:SmolLM2-135M-Instruct")

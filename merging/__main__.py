@@ -1,24 +1,16 @@
-"""CLI: python -m merging CONFIG.yml OUTPUT_DIR [--shard-size 2GB] [--overwrite] [--device cpu|cuda]"""
+"""CLI: python -m merging CONFIG.yml OUTPUT_DIR [--shard-size 2GB] [--max-ram 128MB] [--overwrite] [--dry-run] [--device cpu|cuda]"""
 
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import threading
 
 from core.errors import UserError
 from merging.config import load_config
+from merging.feed import DEFAULT_MAX_RAM, parse_max_ram
 from merging.merge import DEFAULT_SHARD_BYTES, Progress, run_merge
-
-UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
-
-
-def parse_size(text: str) -> int:
-    match = re.fullmatch(r"\s*([\d.]+)\s*([A-Za-z]*)\s*", text)
-    if not match or match.group(2).upper() not in UNITS or float(match.group(1)) <= 0:
-        raise UserError("--shard-size", f"'{text}' is not a size", "write e.g. 2GB, 500MB or 1GiB")
-    return int(float(match.group(1)) * UNITS[match.group(2).upper()])
+from merging.sizes import parse_size
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,11 +23,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("output_dir", help="folder to create with the merged model")
     parser.add_argument("--shard-size", default=f"{DEFAULT_SHARD_BYTES // 10**9}GB", help="max bytes per safetensors shard (default 2GB)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    parser.add_argument("--max-ram", default=f"{DEFAULT_MAX_RAM // 10**6}MB",
+                        help=f"RAM the merge may use beside the process itself (default {DEFAULT_MAX_RAM // 10**6}MB): "
+                             "tensors whose pair fits are read once, larger ones partly twice; peak RAM stays flat in model size")
     parser.add_argument("--dry-run", action="store_true", help="print size, peak RAM, disk and time estimates; write nothing")
     parser.add_argument("--device", default="cpu", help="where the SLERP math runs: cpu (default) or cuda (same tensors within 1 bf16 ulp)")
     args = parser.parse_args(argv)
     if args.dry_run:
-        return plan_only(args.config)
+        return plan_only(args.config, args.max_ram)
 
     from tqdm import tqdm
 
@@ -48,9 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         bar.update(p.bytes_written - bar.n)
 
     try:
-        shard_bytes = parse_size(args.shard_size)  # cheap checks first
-        result = run_merge(load_config(args.config), args.output_dir, shard_bytes=shard_bytes,
-                           overwrite=args.overwrite, on_progress=on_progress, cancel=cancel, device=args.device)
+        shard_bytes = parse_size(args.shard_size, "--shard-size", "2GB, 500MB or 1GiB")  # cheap checks first
+        max_ram = parse_max_ram(args.max_ram)
+        result = run_merge(load_config(args.config), args.output_dir, shard_bytes=shard_bytes, overwrite=args.overwrite,
+                           on_progress=on_progress, cancel=cancel, device=args.device, max_ram=max_ram)
     except UserError as exc:
         bar.close()
         print(f"error: {exc}", file=sys.stderr)
@@ -66,11 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def plan_only(config_path: str) -> int:
+def plan_only(config_path: str, max_ram: str) -> int:
     from merging.dry_run import dry_run
 
     try:
-        print(dry_run(load_config(config_path)).describe())
+        print(dry_run(load_config(config_path), parse_max_ram(max_ram)).describe())
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

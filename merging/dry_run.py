@@ -1,10 +1,12 @@
-"""Dry run: what a merge will cost, without writing anything.
+"""Dry run: what a merge will cost under a RAM budget, without writing anything.
 
-Time is estimated from the real merge code, measured here and now: one tensor of every
-kind in the plan (shape, dtypes, blended or copied) goes through merge_tensor with a
-writer that discards the bytes, and each kind's time is multiplied by how often it occurs.
-Peak RAM is the merge's own working set (merge.working_set_bytes), not the RSS of the
-process that asks: in the app that process also holds the chat models.
+Time is the longer of two figures. The IO: every byte the merge moves (both parents
+read, the blocks over the budget read again, the output written) at IO_BYTES_PER_S, a
+rate measured on a real 7B merge. The math: one tensor of every kind in the plan (shape,
+dtypes, blended or copied) goes through merge_tensor here and now, with a writer that
+discards the bytes, and each kind's time is multiplied by how often it occurs.
+Peak RAM is the merge's own working set under the budget (feed.working_set), not the RSS
+of the process that asks: in the app that process also holds the chat models.
 """
 
 from __future__ import annotations
@@ -15,8 +17,17 @@ from dataclasses import dataclass
 import torch
 
 from merging.config import MergeConfig
+from merging.feed import CHUNK_ELEMENTS, DEFAULT_MAX_RAM, Feed, job_for, single_threaded_math, slots_for
 from merging.merge import load_parents, merge_tensor, working_set_bytes
 from merging.planning import TensorPlan, plan_merge
+from merging.sizes import megabytes
+
+# Bytes moved per second by `python -m merging` on the Mistral-7B-shaped pair of
+# benchmarks/merge_bench.py --size 7b (2 cores, 24 GB RAM, so the 43 GB of parents and
+# output never fit the page cache), default budget: reads + re-reads + writes over the
+# median wall time. PROVISIONAL until the 7B run; see the commit that sets it.
+IO_BYTES_PER_S = 1_000 * 10**6
+IO_RATE_SOURCE = "a 7B merge's rate on the 2-core dev machine"
 
 
 @dataclass(frozen=True)
@@ -28,47 +39,73 @@ class PlanSummary:
     output_bytes: int
     peak_ram_bytes: int
     seconds_estimate: float
-    measured_bytes_per_s: float
+    measured_bytes_per_s: float  # the output's bytes over the math's measured time
     warnings: list[str]
+    max_ram_bytes: int = DEFAULT_MAX_RAM
+    read_once: int = 0  # blended tensors whose blocks all stay in RAM between the two passes
+    read_bytes: int = 0  # what the merge reads of the parents (a sub-slice leaves layers out)
+    reread_bytes: int = 0
+    math_seconds: float = 0.0
+    io_seconds: float = 0.0
 
     def describe(self) -> str:
+        moved = self.read_bytes + self.reread_bytes + self.output_bytes
         lines = [
             f"output: {self.tensors} tensors ({self.blended} blended), {self.num_layers} layers, "
             f"{self.output_bytes / 1e6:,.0f} MB on disk (disk needed: {self.output_bytes / 1e6:,.0f} MB + a few kB of metadata)",
-            f"parents read: {self.parents_bytes / 1e6:,.0f} MB",
-            f"estimated peak RAM: {self.peak_ram_bytes / 1e6:,.0f} MB of working set (flat in model size; the process "
-            "running the merge adds its own, about 220 MB for `python -m merging`)",
-            f"estimated time: {self.seconds_estimate:.1f} s (one tensor of each kind merged here: "
-            f"{self.measured_bytes_per_s / 1e6:,.0f} MB/s)",
+            f"parents read: {self.read_bytes / 1e6:,.0f} MB of {self.parents_bytes / 1e6:,.0f} MB, and "
+            f"{self.reread_bytes / 1e6:,.0f} MB of it twice ({self.read_once} of {self.blended} blended tensors fit "
+            "the budget and are read once)",
+            f"RAM budget: {megabytes(self.max_ram_bytes)}; estimated peak RAM: {megabytes(self.peak_ram_bytes)} "
+            "of working set (flat in model size; the process running the merge adds its own, about 245 MB for "
+            "`python -m merging`)",
+            f"estimated time: {self.seconds_estimate:.1f} s (the longer of: {moved / 1e6:,.0f} MB moved at "
+            f"{IO_BYTES_PER_S / 1e6:,.0f} MB/s, {IO_RATE_SOURCE}: {self.io_seconds:.1f} s; the math, one tensor "
+            f"of each kind merged here: {self.math_seconds:.1f} s)",
         ]
         return "\n".join(lines + [f"warning: {w}" for w in self.warnings])
 
 
 class _DiscardingWriter:
+    def __init__(self) -> None:
+        self._block = torch.empty(CHUNK_ELEMENTS * 8, dtype=torch.uint8)
+
+    def buffer(self, numel: int, dtype: torch.dtype) -> torch.Tensor:
+        return self._block[: numel * dtype.itemsize].view(dtype) if numel <= CHUNK_ELEMENTS else torch.empty(numel, dtype=dtype)
+
     def write(self, chunk: torch.Tensor) -> int:
         return chunk.numel() * chunk.element_size()
 
 
-def dry_run(config: MergeConfig) -> PlanSummary:
+def dry_run(config: MergeConfig, max_ram: int = DEFAULT_MAX_RAM) -> PlanSummary:
     base, other = load_parents(config)
     plan = plan_merge(config, base, other)
     kinds: dict[tuple, list[TensorPlan]] = {}
     for tensor in plan.tensors:
         key = (tensor.shape, tensor.base.dtype, tensor.compute_dtype, tensor.out_dtype, tensor.blends, tensor.same_bytes)
         kinds.setdefault(key, []).append(tensor)
-    seconds = 0.0
-    for members in kinds.values():
-        if len(members) > 1:  # warm-up: a first call's costs (fresh buffers, page faults) are not multiplied
-            merge_tensor(members[0], _DiscardingWriter())
-        started = time.perf_counter()
-        merge_tensor(members[-1], _DiscardingWriter())
-        seconds += (time.perf_counter() - started) * len(members)
-    rate = plan.output_bytes / max(seconds, 1e-6)
+    # (tensor, how many it stands for): a kind's first member warms up (fresh buffers and
+    # page faults are not multiplied), its last is timed.
+    samples = [(m[0], 0) for m in kinds.values() if len(m) > 1] + [(m[-1], len(m)) for m in kinds.values()]
+    math_seconds = 0.0
+    writer = _DiscardingWriter()
+    # The reader runs ahead, as in a merge; its reads are left out of the math's time.
+    with single_threaded_math(), Feed([t for t, _ in samples], max_ram) as feed:
+        for tensor, count in samples:
+            started, waited = time.perf_counter(), feed.waited
+            merge_tensor(tensor, writer, feed)
+            math_seconds += (time.perf_counter() - started - (feed.waited - waited)) * count  # the reads count as IO
+    slots = slots_for(max_ram)
+    jobs = [job_for(t, slots) for t in plan.tensors]
+    read, reread = sum(j.numel * j.pair_itemsize for j in jobs), sum(j.reread_bytes for j in jobs)
+    parents = base.nbytes + (other.nbytes if other is not base else 0)
+    io_seconds = (read + reread + plan.output_bytes) / IO_BYTES_PER_S
     warnings = list(plan.warnings)
     if "lm_head.weight" not in base.tensors:
         warnings.append("tied embeddings: no lm_head tensor; the merged model ties them too")
     if plan.num_layers != base.num_layers:
         warnings.append(f"sub-slice: the output has {plan.num_layers} of the base's {base.num_layers} layers")
-    parents = base.nbytes + (other.nbytes if other is not base else 0)
     return PlanSummary(len(plan.tensors), sum(1 for t in plan.tensors if t.blends), plan.num_layers, parents, plan.output_bytes,
-                       working_set_bytes(plan), seconds, rate, warnings)
+                       working_set_bytes(plan, max_ram), max(math_seconds, io_seconds),
+                       plan.output_bytes / max(math_seconds, 1e-6), warnings, max_ram,
+                       sum(1 for j in jobs if j.blend and j.kept == j.blocks), read, reread, math_seconds, io_seconds)

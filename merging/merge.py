@@ -24,24 +24,13 @@ from core.sources import resolve_model
 from merging.chat_templates import resolve_template
 from merging.checkpoint import Checkpoint, open_checkpoint
 from merging.config import MergeConfig
+from merging.feed import DEFAULT_MAX_RAM, Block, Feed, single_threaded_math, working_set
 from merging.model_card import model_card
 from merging.planning import MergePlan, TensorPlan, plan_merge
-from merging.safetensors_io import PlannedTensor, StreamingWriter, chunk_ranges, read_elements
-from merging.slerp import PairStats, coefficients, combine, math_device
+from merging.safetensors_io import PlannedTensor, StreamingWriter
+from merging.slerp import PairStats, coefficients, combine_into, math_device
 
 DEFAULT_SHARD_BYTES = 2 * 10**9
-# 1M elements: 4 MB per float32 buffer. Large enough that per-chunk Python overhead is
-# noise (and that most layer tensors of small models are one chunk), small enough that
-# peak RSS stays flat whatever the model size.
-CHUNK_ELEMENTS = 1024 * 1024
-# Peak memory of merge_tensor + StreamingWriter, in float32 buffers of one chunk (or of
-# the largest tensor when it is smaller): the two parents' reads and float32 copies, the
-# blend's temporaries and result, its cast, and the chunks queued for the disk writer,
-# plus a fixed part (plan, headers, writer thread). Calibrated against the VmHWM of real
-# merges (tests/test_dry_run.py measures one) rather than counted by hand: the allocator
-# keeps more than the live buffers.
-WORKING_SET_BUFFERS = 12
-WORKING_SET_FIXED_BYTES = 8 * 10**6
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json",
     "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json", "generation_config.json",
@@ -57,8 +46,12 @@ class ChunkWriter(Protocol):
     """Where merge_tensor puts an output tensor's chunks, in order: a shard on disk
     (StreamingWriter), memory (an in-memory preview) or nowhere (the dry run's timing)."""
 
+    def buffer(self, numel: int, dtype: torch.dtype) -> torch.Tensor:
+        """A 1-D tensor for the next chunk; the writer may reuse its memory once written."""
+        ...
+
     def write(self, chunk: torch.Tensor) -> int:
-        """Take one chunk; return its size in bytes."""
+        """Take one chunk (a buffer() filled in); return its size in bytes."""
         ...
 
 
@@ -120,11 +113,13 @@ def run_merge(
     policy: AccessPolicy | None = None,
     exists_fix: str = "choose another output name, or overwrite it (--overwrite)",
     device: str | None = None,
+    max_ram: int = DEFAULT_MAX_RAM,
 ) -> MergeResult:
     """Merge `config` into `output_dir`. `policy` (public mode) restricts which local
     paths may be read or written and how big a merge may be. `exists_fix` is the advice
     when the output exists, in the words of the caller's own controls (flag or checkbox).
-    `device`: where the SLERP math runs (slerp.math_device; CPU by default)."""
+    `device`: where the SLERP math runs (slerp.math_device; CPU by default). `max_ram`:
+    the merge's working set in bytes (feed.parse_max_ram reads what users type)."""
     started = time.perf_counter()
     math_on = math_device(device)
     output = Path(output_dir)
@@ -145,7 +140,7 @@ def run_merge(
     _remove_stale_partials(output)
     work = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-{os.getpid()}-", dir=output.parent))
     try:
-        reports, written = _write_shards(plan, work, shard_bytes, on_progress, cancel, math_on)
+        reports, written = _write_shards(plan, work, shard_bytes, on_progress, cancel, math_on, max_ram)
         _copy_tokenizer(tokenizer_dir, work, template)
         _write_config(plan, work)
         (work / "mergekit_config.yml").write_text(config.to_yaml())
@@ -164,15 +159,9 @@ def run_merge(
                        list(plan.warnings), plan.vocab_size)
 
 
-def working_set_bytes(plan: MergePlan) -> int:
+def working_set_bytes(plan: MergePlan, max_ram: int = DEFAULT_MAX_RAM) -> int:
     """The RAM a merge of `plan` adds to the process running it (not the process itself)."""
-    return working_set_for(max((t.numel for t in plan.tensors), default=0))
-
-
-def working_set_for(largest_numel: int) -> int:
-    """The same for a merge whose largest tensor has `largest_numel` elements: sizing a
-    merge from a config, without the files."""
-    return WORKING_SET_BUFFERS * min(largest_numel, CHUNK_ELEMENTS) * 4 + WORKING_SET_FIXED_BYTES
+    return working_set(plan.tensors, max_ram)
 
 
 class CollectingWriter:
@@ -181,15 +170,20 @@ class CollectingWriter:
     def __init__(self) -> None:
         self.chunks: list[torch.Tensor] = []
 
+    def buffer(self, numel: int, dtype: torch.dtype) -> torch.Tensor:
+        return torch.empty(numel, dtype=dtype)  # kept: never reused
+
     def write(self, chunk: torch.Tensor) -> int:
         self.chunks.append(chunk)
         return chunk.numel() * chunk.element_size()
 
 
-def merge_in_memory(config: MergeConfig, max_output_bytes: int, device: str | None = None) -> dict[str, torch.Tensor]:
+def merge_in_memory(config: MergeConfig, max_output_bytes: int, device: str | None = None,
+                    max_ram: int = DEFAULT_MAX_RAM) -> dict[str, torch.Tensor]:
     """The merged weights as a state dict (on the CPU), nothing written to disk: for
     re-merging a small model at a new t and swapping it in. Larger outputs are refused
-    (RAM, not disk). `device`: where the SLERP math runs (slerp.math_device)."""
+    (RAM, not disk). `device`: where the SLERP math runs (slerp.math_device); `max_ram`:
+    the working set beside the result, as in run_merge."""
     math_on = math_device(device)
     base, other = load_parents(config)
     plan = plan_merge(config, base, other)
@@ -197,36 +191,39 @@ def merge_in_memory(config: MergeConfig, max_output_bytes: int, device: str | No
         raise UserError("t-preview", f"this merge is {plan.output_bytes / 1e9:.1f} GB; in-memory previews stop at "
                          f"{max_output_bytes / 1e9:.1f} GB", "run the merge to disk from the Merge tab")
     weights = {}
-    for tensor in plan.tensors:
-        collector = CollectingWriter()
-        merge_tensor(tensor, collector, math_on)
-        weights[tensor.name] = torch.cat(collector.chunks).reshape(tensor.shape)
+    with single_threaded_math(), Feed(plan.tensors, max_ram, math_on) as feed:
+        for tensor in plan.tensors:
+            collector = CollectingWriter()
+            merge_tensor(tensor, collector, feed, math_on)
+            weights[tensor.name] = torch.cat(collector.chunks).reshape(tensor.shape)
     return weights
 
 
 def _write_shards(plan: MergePlan, folder: Path, shard_bytes: int, on_progress: Callable[[Progress], None] | None,
-                  cancel: threading.Event | None, device: torch.device) -> tuple[list[TensorReport], int]:
+                  cancel: threading.Event | None, device: torch.device, max_ram: int) -> tuple[list[TensorReport], int]:
     shards = _assign_shards(plan.tensors, shard_bytes)
     names = ["model.safetensors"] if len(shards) == 1 else [
         f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
     reports: list[TensorReport] = []
     written = 0
     total = plan.output_bytes
-    for shard, shard_name in zip(shards, names, strict=True):
-        writer = StreamingWriter(folder / shard_name, [PlannedTensor(t.name, t.out_dtype, t.shape) for t in shard])
-        try:
-            for tensor in shard:
-                if cancel is not None and cancel.is_set():
-                    raise MergeCancelled()
-                report, nbytes = merge_tensor(tensor, writer, device)
-                reports.append(report)
-                written += nbytes
-                if on_progress is not None:
-                    on_progress(Progress(len(reports), len(plan.tensors), written, total, tensor.name))
-        except BaseException:
-            writer.abort()
-            raise
-        writer.close()
+    # One reader, ahead of the math across shards.
+    with single_threaded_math(), Feed(plan.tensors, max_ram, device) as feed:
+        for shard, shard_name in zip(shards, names, strict=True):
+            writer = StreamingWriter(folder / shard_name, [PlannedTensor(t.name, t.out_dtype, t.shape) for t in shard])
+            try:
+                for tensor in shard:
+                    if cancel is not None and cancel.is_set():
+                        raise MergeCancelled()
+                    report, nbytes = merge_tensor(tensor, writer, feed, device)
+                    reports.append(report)
+                    written += nbytes
+                    if on_progress is not None:
+                        on_progress(Progress(len(reports), len(plan.tensors), written, total, tensor.name))
+            except BaseException:
+                writer.abort()
+                raise
+            writer.close()
     if len(shards) > 1:
         weight_map = {t.name: n for shard, n in zip(shards, names, strict=True) for t in shard}
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
@@ -247,52 +244,74 @@ def _assign_shards(tensors: list[TensorPlan], shard_bytes: int) -> list[list[Ten
     return shards
 
 
-def merge_tensor(plan: TensorPlan, writer: ChunkWriter, device: torch.device | None = None) -> tuple[TensorReport, int]:
-    """One output tensor, streamed in chunks. Blending needs two passes (the angle is a
-    global quantity); t = 0 / 1 and a model merged with itself need one. The math runs on
-    `device` (CPU by default); what reaches the writer is always on the CPU."""
-    device = device or torch.device("cpu")
+def merge_tensor(plan: TensorPlan, writer: ChunkWriter, feed: Feed, device: torch.device | None = None) -> tuple[TensorReport, int]:
+    """One output tensor, from the feed's blocks, in pieces of CHUNK_ELEMENTS. Blending
+    needs two passes (the angle is a global quantity); t = 0 / 1 and a model merged with
+    itself need one. The math runs on `device` (CPU by default) in the feed's scratch;
+    what reaches the writer is always on the CPU.
 
-    def cast(x: torch.Tensor) -> torch.Tensor:
-        # mergekit casts parents to `dtype` on load and the result back to it; then out_dtype.
-        return x.to(plan.compute_dtype).to(plan.out_dtype).cpu()
-
-    def read(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
-        # To the math's device in the stored dtype (fewer bytes to move), cast to `dtype`
-        # (mergekit's load-time cast), then to float32 once for all the math.
-        a = read_elements(plan.base, start, stop).to(device).to(plan.compute_dtype).float()
-        b = read_elements(plan.other, start, stop).to(device).to(plan.compute_dtype).float()
-        return a, b
-
-    ranges = list(chunk_ranges(plan.numel, CHUNK_ELEMENTS))
+    Each block is handled in a function of its own whose frame holds the only view of
+    it, and its slot is given back after that function returns: the block's mapping is
+    gone before the reader maps another one into its place (the RAM budget holds)."""
+    job = feed.jobs[plan.name]
+    fa, fb = feed.scratch
+    stats = PairStats()
+    kept: dict[int, Block] = {}
     written = 0
-    if not plan.compute_dtype.is_floating_point or plan.same_bytes:
-        for start, stop in ranges:
-            written += writer.write(cast(read_elements(plan.base, start, stop)))
+
+    def emit(values: torch.Tensor) -> int:
+        # mergekit casts the result back to `dtype`, then to out_dtype.
+        out = writer.buffer(values.numel(), plan.out_dtype)
+        cast_into(out, values, plan.compute_dtype)
+        return writer.write(out)
+
+    def load(n: int, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # mergekit's load-time cast to `dtype`, then float32 once for all the math.
+        cast_into(fa[:n], a, plan.compute_dtype)
+        cast_into(fb[:n], b, plan.compute_dtype)
+        return fa[:n], fb[:n]
+
+    def copy(i: int) -> tuple[int, int | None]:  # a copy of the base
+        block = feed.next(job, i)
+        return sum(emit(a) for _, (a,) in block.pieces()), block.slot
+
+    def first_pass(i: int) -> tuple[int, int | None]:  # the angle (and the output itself when t is 0 or 1)
+        block, nbytes = feed.next(job, i), 0
+        for n, (a, b) in block.pieces():
+            va, vb = load(n, a, b)
+            stats.add(va, vb)
+            if not plan.blends:
+                nbytes += emit(vb if plan.t == 1.0 else va)
+        if i < job.kept:
+            kept[i] = block
+            return nbytes, None
+        return nbytes, block.slot
+
+    def second_pass(i: int) -> tuple[int, int | None]:  # the blend, from a kept block or one read again
+        block = kept.pop(i) if i < job.kept else feed.next(job, i)
+        return sum(emit(combine_into(c, *load(n, a, b))) for n, (a, b) in block.pieces()), block.slot
+
+    def run(step: Callable[[int], tuple[int, int | None]], i: int) -> int:
+        nbytes, slot = step(i)
+        if slot is not None:
+            feed.release(slot)
+        return nbytes
+
+    if len(job.entries) == 1:
+        written = sum(run(copy, i) for i in range(job.blocks))
         theta = 0.0 if plan.compute_dtype.is_floating_point else None
         return TensorReport(plan.name, plan.layer, plan.t, theta, theta is not None, plan.blends), written
-
-    stats = PairStats()
-    if not plan.blends:  # t is 0 or 1: the output is one parent; the angle comes for free
-        for start, stop in ranges:
-            a, b = read(start, stop)
-            stats.add(a, b)
-            written += writer.write(cast(b if plan.t == 1.0 else a))
-        c = coefficients(stats, plan.t)
-        return TensorReport(plan.name, plan.layer, plan.t, c.theta_degrees, c.lerp, plan.blends), written
-
-    if len(ranges) == 1:  # the common case: one read serves both passes
-        a, b = read(0, plan.numel)
-        stats.add(a, b)
-        c = coefficients(stats, plan.t)
-        written += writer.write(cast(combine(c, a, b)))
-        return TensorReport(plan.name, plan.layer, plan.t, c.theta_degrees, c.lerp, plan.blends), written
-    for start, stop in ranges:
-        stats.add(*read(start, stop))
+    written = sum(run(first_pass, i) for i in range(job.blocks))
     c = coefficients(stats, plan.t)
-    for start, stop in ranges:
-        written += writer.write(cast(combine(c, *read(start, stop))))
+    if plan.blends:
+        written += sum(run(second_pass, i) for i in range(job.blocks))
     return TensorReport(plan.name, plan.layer, plan.t, c.theta_degrees, c.lerp, plan.blends), written
+
+
+def cast_into(out: torch.Tensor, values: torch.Tensor, via: torch.dtype) -> None:
+    """out <- values cast to `via`, then to out's dtype (mergekit's casts); one copy when
+    either step changes nothing. Also moves between devices."""
+    out.copy_(values if via in (values.dtype, out.dtype) else values.to(via))
 
 
 def _tokenizer_dir(config: MergeConfig, base: Checkpoint, other: Checkpoint) -> Path:

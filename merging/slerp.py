@@ -66,9 +66,15 @@ def coefficients(stats: PairStats, t: float) -> Coefficients:
 
 
 def combine(c: Coefficients, v0: torch.Tensor, v1: torch.Tensor) -> torch.Tensor:
-    """s0·v0 + s1·v1 in float32. Exact parents are returned bit-exact: t=0 gives v0,
-    t=1 gives v1, and identical chunks give themselves (lerp of x with x is x)."""
-    a, b = v0.float(), v1.float()
+    """s0·v0 + s1·v1 in float32, in new memory (see combine_into)."""
+    return combine_into(c, v0.to(torch.float32, copy=True), v1.to(torch.float32, copy=True))
+
+
+def combine_into(c: Coefficients, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """s0·a + s1·b for two float32 tensors, computed in their own memory (both may be
+    overwritten; the result is one of them): the streaming merge reuses its buffers.
+    Exact parents are returned bit-exact: t=0 gives a, t=1 gives b, and identical chunks
+    give themselves (lerp of x with x is x)."""
     if c.s1 == 0.0 and c.s0 == 1.0:
         return a
     if c.s0 == 0.0 and c.s1 == 1.0:
@@ -76,7 +82,7 @@ def combine(c: Coefficients, v0: torch.Tensor, v1: torch.Tensor) -> torch.Tensor
     if c.lerp and torch.equal(a, b):
         return a
     # Two products then a sum, as mergekit does (no fused multiply-add): exact opposites cancel to 0.
-    return (a * c.s0).add_(b * c.s1)
+    return a.mul_(c.s0).add_(b.mul_(c.s1))
 
 
 def slerp(t: float, v0: torch.Tensor, v1: torch.Tensor) -> torch.Tensor:

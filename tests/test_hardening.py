@@ -183,6 +183,9 @@ def test_bad_input_through_the_api_leaves_the_app_serving(served_app, tiny_model
     a = str(tiny_models("llama", 1))
     summary, *_ = client.predict(tiny_yaml(a, a), "good", False, api_name="/merge")
     assert "Merged into" in summary
+    # The page's Max RAM box is the API's fourth argument: it reaches the merge.
+    refused, *_ = client.predict(tiny_yaml(a, a), "small", False, "10MB", api_name="/merge")
+    assert refused.startswith("### ❌ Merge failed\nMax RAM: 10 MB is less than the")
 
 
 def test_four_chatting_clients_and_a_merge_do_not_mix(served_app, tiny_models):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import load_weights, slices_config, v_config
+from helpers import load_weights, slices_config, tiny_yaml, v_config
 from reference import bf16_ulps, reference_gradient, reference_slerp
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -287,3 +287,60 @@ def test_truncated_safetensors_is_a_clear_error(tiny_models, tmp_path):
     with pytest.raises(UserError, match="truncated"):
         run_merge(parse_config(slices_config(tiny_models("llama", 1), broken)), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_one_read_and_two_pass_paths_give_the_same_bits(tmp_path, monkeypatch):
+    """The RAM budget picks the path per tensor: a 3-block embedding and 2-block MLPs
+    (bf16 blocks are 4M elements) are re-read for the second pass at the smallest budget,
+    partly kept at 3 slots, read once at 1 GB. Same bytes out every time, and as many
+    bytes read as the dry run says."""
+    import sys
+
+    from conftest import ROOT
+
+    from merging import feed
+    from merging.dry_run import dry_run
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from merge_bench import synthetic_model
+
+    a = synthetic_model(tmp_path / "a", 2, hidden=512, intermediate=9216, vocab=16400, seed=1)
+    b = synthetic_model(tmp_path / "b", 2, hidden=512, intermediate=9216, vocab=16400, seed=2)
+    text = tiny_yaml(a, b, "0.3")
+    read = []
+    original = feed.map_elements
+    monkeypatch.setattr(feed, "map_elements", lambda fd, e, start, stop: (read.append((stop - start) * e.dtype.itemsize),
+                                                                          original(fd, e, start, stop))[1])
+    outputs, reread = {}, {}
+    for budget in (feed.MIN_MAX_RAM, feed.RESERVED_BYTES + 3 * feed.SLOT_BYTES, 10**9):
+        read.clear()
+        run_merge(parse_config(text), tmp_path / str(budget), max_ram=budget)
+        merge_read = sum(read)
+        outputs[budget] = load_weights(tmp_path / str(budget))
+        plan = dry_run(parse_config(text), budget)
+        assert merge_read == plan.read_bytes + plan.reread_bytes, budget
+        reread[budget] = plan.reread_bytes
+    embed, mlp = 16400 * 512 * 4, 9216 * 512 * 4  # bytes of one tensor pair
+    assert reread[feed.MIN_MAX_RAM] == 2 * embed + 2 * 3 * mlp  # embed_tokens, lm_head and every MLP: twice
+    assert reread[feed.RESERVED_BYTES + 3 * feed.SLOT_BYTES] == 2 * (embed - feed.SLOT_BYTES)  # one block kept
+    assert reread[10**9] == 0
+    first, *others = outputs.values()
+    assert all(set(o) == set(first) and all(torch.equal(o[k], first[k]) for k in first) for o in others)
+    assert_matches_reference(text, tmp_path / str(feed.MIN_MAX_RAM), a, b)
+
+
+def test_the_math_runs_on_one_thread_and_leaves_other_threads_their_cores(tiny_models, tmp_path):
+    import threading
+
+    before = torch.get_num_threads()
+    seen = []
+
+    def on_progress(_):  # runs in the merging thread, between tensors
+        started = []
+        other = threading.Thread(target=lambda: started.append(torch.get_num_threads()))
+        other.start()
+        other.join()
+        seen.append((torch.get_num_threads(), started[0]))
+
+    run_merge(parse_config(slices_config(tiny_models("llama", 1), tiny_models("llama", 2))), tmp_path / "out", on_progress=on_progress)
+    assert seen and set(seen) == {(1, before)} and torch.get_num_threads() == before

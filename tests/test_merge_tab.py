@@ -122,3 +122,21 @@ def test_the_model_card_renders_as_a_page_with_its_front_matter_in_a_yaml_block(
     page = merge_tab.card_page(card)
     assert page.startswith("```yaml\nbase_model:\n- org/a\ntags:\n- merge\n```\n") and page.endswith("# my-merge\n\nText.")
     assert merge_tab.card_page("# no front matter") == "# no front matter"
+
+
+def test_the_max_ram_box_reaches_the_merge_and_the_plan(tiny_models, monkeypatch):
+    a, b = tiny_models("llama", 1), tiny_models("llama", 2)
+    form = form_of(a, b)
+    shown = merge_tab.form_to_yaml(*form)[0]
+    budgets = []
+    real = merge_tab.run_merge
+    monkeypatch.setattr(merge_tab, "run_merge", lambda *args, **kwargs: (budgets.append(kwargs["max_ram"]), real(*args, **kwargs))[1])
+    approved = merge_tab.start_merge(shown, *form)[-1]
+    assert merge_tab.merge(shown, "budget", False, merge_tab.MergeSession(), approved, "300MB", **NO_PROGRESS)[0].startswith("### ✅")
+    assert merge_tab.merge(shown, "default", False, merge_tab.MergeSession(), approved, "", **NO_PROGRESS)[0].startswith("### ✅")
+    assert budgets == [300 * 10**6, 128 * 10**6]
+    assert "RAM budget: 300 MB" in merge_tab.plan(shown, *form, "300MB")
+    refused = merge_tab.merge(shown, "never", False, merge_tab.MergeSession(), approved, "lots", **NO_PROGRESS)
+    assert refused == ("### ❌ Merge failed\nMax RAM: 'lots' is not a size — write e.g. 128MB, 512MB or 2GB", "", "", "")
+    assert merge_tab.plan(shown, *form, "10MB") == "⚠️ Max RAM: 10 MB is less than the 67 MB a merge needs — use 67MB or more"
+    assert len(budgets) == 2 and not (context.outputs_root() / "never").exists()

@@ -19,6 +19,7 @@ from merging.analyze import angles_of_merge, divergence, divergence_grid
 from merging.checkpoint import open_checkpoint
 from merging.config import DTYPES, MergeConfig
 from merging.dry_run import dry_run
+from merging.feed import DEFAULT_MAX_RAM, parse_max_ram
 from merging.form import (
     CUSTOM,
     INVALID_YAML,
@@ -44,6 +45,7 @@ from ui.zerogpu import MERGE_SECONDS, gpu
 
 FALLBACK_LAYERS = 24  # for the t plot while a parent's layer count is unknown
 T_TITLE = "t (0 = parent A, 1 = parent B)"  # the t plot's y axis
+MAX_RAM_FIELD = "Max RAM"  # the budget's box, as its errors name it
 
 
 def describe_parents(a: str, b: str) -> tuple[str, int]:
@@ -142,10 +144,11 @@ def start_merge(yaml_text: str, a: str, b: str, attn: str, mlp: str, default: st
 
 @gpu(MERGE_SECONDS)
 def merge(yaml_text: str, output_name: str, overwrite: bool, session: MergeSession, approved: str | None = None,
-          progress=gr.Progress()):  # noqa: B008 -- Gradio injects it
+          max_ram: str = "", progress=gr.Progress()):  # noqa: B008 -- Gradio injects it
     """Run the merge in the YAML. Returns the panel: (result, model card, output path, θ
     heatmap). In the page `approved` is what start_merge let through (the API has none);
-    errors and Cancel end in the panel, not as an exception."""
+    `max_ram` is the Max RAM box ("" = the default). Errors and Cancel end in the panel,
+    not as an exception."""
     if approved == "":
         return gr.skip(), gr.skip(), gr.skip(), gr.skip()  # start_merge refused; its message is in the panel
     if approved is not None and approved != yaml_text:
@@ -161,9 +164,10 @@ def merge(yaml_text: str, output_name: str, overwrite: bool, session: MergeSessi
     try:
         if not name:
             raise UserError("output name", "empty", "type a name for the merged model")
+        budget = parse_max_ram(max_ram, MAX_RAM_FIELD)
         result = run_merge(parse_config(yaml_text), context.outputs_root() / name, overwrite=overwrite, on_progress=on_progress,
                            cancel=session.cancel, policy=context.access_policy(),
-                           exists_fix="choose another output name, or tick “overwrite”")
+                           exists_fix="choose another output name, or tick “overwrite”", max_ram=budget)
     except MergeCancelled:
         return CANCELLED, "", "", ""
     except UserError as exc:
@@ -184,12 +188,15 @@ def card_page(card: str) -> str:
     return card
 
 
-def plan(yaml_text: str, a: str, b: str, attn: str, mlp: str, default: str, start: float, end: float, dtype: str) -> str:
-    """Dry run of the YAML shown: sizes, peak RAM, time estimate and warnings, nothing written."""
+def plan(yaml_text: str, a: str, b: str, attn: str, mlp: str, default: str, start: float, end: float, dtype: str,
+         max_ram: str = "") -> str:
+    """Dry run of the YAML shown under the Max RAM budget: sizes, peak RAM, time estimate
+    and warnings, nothing written."""
     try:
         config = config_to_run(form_from_fields(a, b, attn, mlp, default, start, end, dtype), yaml_text)
+        budget = parse_max_ram(max_ram, MAX_RAM_FIELD)
         check_models(*config.models)
-        return "```\n" + dry_run(config).describe() + "\n```"
+        return "```\n" + dry_run(config, budget).describe() + "\n```"
     except UserError as exc:
         return f"⚠️ {exc}"
 
@@ -288,6 +295,8 @@ def build_merge_tab(demo: gr.Blocks) -> MergeTab:
                 dtype = gr.Dropdown(list(DTYPES), value="bfloat16", label="dtype")
             with gr.Row():
                 output_name = gr.Textbox("my-merge", label="Output name (under outputs/)", scale=3)
+                max_ram = gr.Textbox(f"{DEFAULT_MAX_RAM // 10**6}MB", label=MAX_RAM_FIELD, scale=1,
+                                     info="the merge's RAM; more reads large tensors once")
                 overwrite = gr.Checkbox(False, label="overwrite", scale=1)
         with gr.Column(scale=2):
             # Empty until the parents' layer count is read: a first frame drawn with a guessed
@@ -338,12 +347,12 @@ def build_merge_tab(demo: gr.Blocks) -> MergeTab:
     demo_parent.build.click(build_demo, build_session, [*demo_outputs, demo_parent.message], api_visibility=PRIVATE,
                             concurrency_id="device", concurrency_limit=1).then(**to_yaml)
     demo_parent.cancel.click(cancel_merge, build_session, None, concurrency_limit=None, api_visibility=PRIVATE)
-    plan_button.click(plan, [yaml_box, *form_inputs], plan_box, api_visibility=PRIVATE)
+    plan_button.click(plan, [yaml_box, *form_inputs, max_ram], plan_box, api_visibility=PRIVATE)
     divergence_button.click(divergence_map, [yaml_box, *form_inputs], heatmap, api_visibility=PRIVATE,
                             concurrency_id="device", concurrency_limit=1)
     panel = [result, card, output_path, heatmap]
     merge_event = run.click(start_merge, [yaml_box, *form_inputs], [*panel, approved], api_visibility=PRIVATE).then(
-        merge, [yaml_box, output_name, overwrite, session, approved], panel, api_name="merge", concurrency_id="device",
+        merge, [yaml_box, output_name, overwrite, session, approved, max_ram], panel, api_name="merge", concurrency_id="device",
         concurrency_limit=1)
     merge_event.then(lambda: (gr.Dropdown(choices=known_models()), gr.Dropdown(choices=known_models())), None, [parent_a, parent_b],
                      api_visibility=PRIVATE)

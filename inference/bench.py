@@ -3,7 +3,8 @@
     python -m inference bench [MODEL] [--tokens 128] [--space-default]
 
 Every line is measured in this run: tok/s for `--tokens` greedy tokens (each reply is made
-that long), time to first token for a 1,000-token prompt (prefill), the ratio to bf16 and,
+that long) through the app's decode loop and, for comparison, through transformers'
+generate (`generate_tok_s`), time to first token for a 1,000-token prompt (prefill), the ratio to bf16 and,
 when `llama_cpp` is importable, to llama.cpp on the same model requantized to Q8_0 with
 the same prompt, token count and thread count. `--space-default` adds a random-weight
 model with Qwen2.5-0.5B's exact config (the online Space's default size): one pane per
@@ -22,6 +23,7 @@ import torch
 
 from core.sources import BUNDLED_PREFIX, bundled_gguf, cache_root, kind_of
 from inference.chat import build_prompt
+from inference.decoder import DECODER_ENV
 from inference.generation import GenerationSettings, generate_reply, run_side_by_side
 from inference.loading import LoadedModel, load_model
 
@@ -31,7 +33,21 @@ LLAMA_CPP_HINT = ("llama.cpp not measured: `pip install llama-cpp-python==0.3.36
                   "from source, about 10 minutes on 2 cores) to compare in the same run")
 
 
-def decode_tok_s(loaded: LoadedModel, tokens: int) -> float:
+def decode_tok_s(loaded: LoadedModel, tokens: int, decoder: str = "") -> float:
+    """Greedy decode speed; decoder="transformers" measures transformers' generate instead
+    of the lean loop (inference/decoder.py), for the side-by-side ratio."""
+    previous = os.environ.pop(DECODER_ENV, None)
+    if decoder:
+        os.environ[DECODER_ENV] = decoder
+    try:
+        return _decode_tok_s(loaded, tokens)
+    finally:
+        os.environ.pop(DECODER_ENV, None)
+        if previous is not None:
+            os.environ[DECODER_ENV] = previous
+
+
+def _decode_tok_s(loaded: LoadedModel, tokens: int) -> float:
     history = [{"role": "user", "content": BENCH_PROMPT}]
     generate_reply(loaded, history, GenerationSettings(temperature=0.0, max_new_tokens=8), threading.Event())  # warm-up
     settings = GenerationSettings(temperature=0.0, max_new_tokens=tokens, min_new_tokens=tokens)
@@ -91,12 +107,13 @@ def bench_model(ref: str, tokens: int, label: str, llama_cpp: bool = True) -> di
             reference = llama_cpp_tok_s(ref, loaded, tokens)
             print(f"model={label} precision=llama.cpp-q8_0 tok_s={reference:.1f}" if reference else LLAMA_CPP_HINT, flush=True)
         speeds[precision] = decode_tok_s(loaded, tokens)
+        generate = decode_tok_s(loaded, tokens, "transformers")
         r = loaded.report
         ratio = f"{speeds[precision] / reference:.2f}" if reference else "n/a"
         print(f"model={label} precision={precision} backend={r.backend.replace(' ', '_')} tok_s={speeds[precision]:.1f} "
               f"prefill_{PREFILL_TOKENS}_s={prefill_seconds(loaded):.2f} weight_mb={r.weight_bytes / 1e6:.0f} "
               f"linear_vs_bf16={r.linear_bytes / r.linear_bf16_bytes:.2f} vs_bf16={speeds[precision] / speeds['bf16']:.2f} "
-              f"vs_llama_cpp={ratio}", flush=True)
+              f"vs_llama_cpp={ratio} generate_tok_s={generate:.1f} vs_generate={speeds[precision] / generate:.2f}", flush=True)
         models[precision] = loaded
     return models
 

@@ -26,6 +26,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from core.errors import UserError
 from inference.chat import Message, build_prompt
+from inference.decoder import decode, lean_decoder, processors_for
 from inference.loading import LoadedModel
 
 MAX_MODELS = 4
@@ -172,19 +173,25 @@ def generate_reply(loaded: LoadedModel, history: list[Message], settings: Genera
         device = next(model.parameters()).device
         input_ids = torch.tensor([prompt.input_ids], device=device)
         streamer = _ReplyStreamer(loaded.tokenizer, show, started, reply.stats)
-        processors = LogitsProcessorList([SeededSampler(settings)] if settings.temperature > 0 else [])
         max_new_tokens = min(settings.max_new_tokens, loaded.context_length - len(prompt.input_ids))
         if max_new_tokens < settings.max_new_tokens:
             reply.notice = "; ".join(filter(None, [reply.notice, f"reply limited to {max_new_tokens} tokens by the context"]))
         eos = eos_ids(loaded)
-        pad = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else eos[0]
+        sampler = SeededSampler(settings) if settings.temperature > 0 else None
+        min_new = min(settings.min_new_tokens, max_new_tokens)
+        decoder = lean_decoder(model)
         with torch.inference_mode(), loaded.in_use():  # a busy model is never evicted from a cache
-            model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), do_sample=False,
-                           max_new_tokens=max_new_tokens, min_new_tokens=min(settings.min_new_tokens, max_new_tokens) or None,
-                           repetition_penalty=settings.repetition_penalty, eos_token_id=eos, pad_token_id=pad,
-                           logits_processor=processors,
-                           stopping_criteria=StoppingCriteriaList([EventStop(stop)]), streamer=streamer,
-                           temperature=None, top_p=None, top_k=None)
+            if decoder is not None and decoder.fits(len(prompt.input_ids) + max_new_tokens):
+                processors = processors_for(len(prompt.input_ids), settings.repetition_penalty, min_new, eos, sampler)
+                decode(decoder, prompt.input_ids, max_new_tokens, processors, eos, stop, streamer)
+            else:
+                pad = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else eos[0]
+                model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), do_sample=False,
+                               max_new_tokens=max_new_tokens, min_new_tokens=min_new or None,
+                               repetition_penalty=settings.repetition_penalty, eos_token_id=eos, pad_token_id=pad,
+                               logits_processor=LogitsProcessorList([sampler] if sampler else []),
+                               stopping_criteria=StoppingCriteriaList([EventStop(stop)]), streamer=streamer,
+                               temperature=None, top_p=None, top_k=None)
         reply.text = streamer.text
         reply.stopped = stop.is_set()
     except UserError as exc:

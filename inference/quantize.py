@@ -64,14 +64,18 @@ class Int8Linear(nn.Module):
 
     backend = "torch._weight_int8pack_mm (int8 weight-only)"
 
-    def __init__(self, linear: nn.Linear):
+    def __init__(self, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None):
         super().__init__()
+        self.out_features, self.in_features = weight.shape
+        self.register_buffer("weight", weight)
+        self.register_buffer("scale", scale)
+        self.bias = bias
+
+    @classmethod
+    def of(cls, linear: nn.Linear) -> Int8Linear:
         w = linear.weight.detach().float()
         scale = _per_channel_scale(w, 127.0)
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.register_buffer("weight", torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8))
-        self.register_buffer("scale", scale.to(linear.weight.dtype))
-        self.bias = linear.bias
+        return cls(torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8), scale.to(linear.weight.dtype), linear.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).to(self.scale.dtype)
@@ -82,16 +86,20 @@ class Int8Linear(nn.Module):
 class FP8Linear(nn.Module):
     """float8_e4m3fn weights with a per-output-channel scale."""
 
-    def __init__(self, linear: nn.Linear, native: bool):
+    def __init__(self, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, native: bool):
         super().__init__()
-        w = linear.weight.detach().float()
-        scale = _per_channel_scale(w, FP8_MAX)
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.register_buffer("weight", (w / scale[:, None]).to(torch.float8_e4m3fn))
+        self.out_features, self.in_features = weight.shape
+        self.register_buffer("weight", weight)
         self.register_buffer("scale", scale)
-        self.bias = linear.bias
+        self.bias = bias
         # torch._scaled_mm wants both matrix dims to be multiples of 16.
         self.native = native and self.in_features % 16 == 0 and self.out_features % 16 == 0
+
+    @classmethod
+    def of(cls, linear: nn.Linear, native: bool) -> FP8Linear:
+        w = linear.weight.detach().float()
+        scale = _per_channel_scale(w, FP8_MAX)
+        return cls((w / scale[:, None]).to(torch.float8_e4m3fn), scale, linear.bias, native)
 
     @property
     def backend(self) -> str:
@@ -130,10 +138,41 @@ def quantize_linears(model: nn.Module, precision: str, device: torch.device, har
             continue
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        replacement = Int8Linear(module) if precision == "int8" or module is output else FP8Linear(module, hardware.native_fp8)
+        replacement = Int8Linear.of(module) if precision == "int8" or module is output else FP8Linear.of(module, hardware.native_fp8)
         setattr(parent, child, replacement.to(device))
         backends.add(replacement.backend)
     return sorted(backends)
+
+
+def fuse_linears(linears: list[nn.Module]) -> nn.Module:
+    """One linear computing `linears` side by side (outputs concatenated), for one matmul
+    dispatch instead of several per token: fusing q/k/v and gate/up took SmolLM2's int8
+    decode from 85-92 to 103 tok/s (2 cores). The scales are per output channel, so every
+    output is computed exactly as before. The originals are re-pointed at views of the
+    fused weights, so memory does not grow and the model's own forward (prefill in
+    transformers' generate, batched scoring) still works."""
+    first = linears[0]
+    cat = lambda name: None if getattr(first, name) is None else torch.cat([getattr(m, name).detach() for m in linears])  # noqa: E731
+    if isinstance(first, Int8Linear):
+        fused = Int8Linear(cat("weight"), cat("scale"), cat("bias"))
+    elif isinstance(first, FP8Linear):
+        fused = FP8Linear(cat("weight"), cat("scale"), cat("bias"), first.native)
+    else:
+        fused = nn.Linear(first.in_features, sum(m.out_features for m in linears), bias=first.bias is not None,
+                          device="meta")
+        fused.weight = nn.Parameter(cat("weight"), requires_grad=False)
+        fused.bias = None if first.bias is None else nn.Parameter(cat("bias"), requires_grad=False)
+    start = 0
+    for m in linears:
+        rows = slice(start, start + m.out_features)
+        start += m.out_features
+        for name in ("weight", "scale", "bias"):
+            old = getattr(m, name, None)
+            if old is None:
+                continue
+            view = getattr(fused, name)[rows]
+            setattr(m, name, nn.Parameter(view, requires_grad=False) if isinstance(old, nn.Parameter) else view)
+    return fused
 
 
 def stored_bytes(model: nn.Module) -> int:

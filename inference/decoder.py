@@ -99,7 +99,10 @@ class LeanDecoder:
                 positions = torch.arange(max(length, 2 * self._rope[0].shape[0]), dtype=torch.float32)
                 freqs = positions[:, None] * self.inv_freq[None]
                 angles = torch.cat((freqs, freqs), dim=-1)
-                self._rope = ((angles.cos() * self.rope_scale).to(self.dtype), (angles.sin() * self.rope_scale).to(self.dtype))
+                sin = (angles.sin() * self.rope_scale).to(self.dtype)
+                half = self.head_dim // 2
+                sin[:, :half] = -sin[:, :half]  # rotate_half negates the first half: roll(x) * this sin is exact
+                self._rope = ((angles.cos() * self.rope_scale).to(self.dtype), sin)
             return self._rope
 
     def new_cache(self, length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -108,6 +111,7 @@ class LeanDecoder:
         return [(torch.empty(shape), torch.empty(shape)) for _ in self.layers]
 
     def _rms(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """As transformers' RMSNorm: normalized in float32, rounded, then scaled."""
         return weight * F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
 
     def forward(self, ids: torch.Tensor, position: int, cache: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
@@ -116,26 +120,26 @@ class LeanDecoder:
         n = ids.shape[1]
         heads, kv, d = self.heads, self.kv_heads, self.head_dim
         cos, sin = (t[position:position + n, None] for t in self.rope(position + n))
-        half, end = d // 2, position + n
-        x = F.embedding(ids, self.embed)
+        end = position + n
+        x = F.embedding(ids[0], self.embed)  # [n, hidden]
         for layer, (keys, values) in zip(self.layers, cache, strict=True):
             qkv = layer.qkv(self._rms(x, layer.ln1)).view(n, heads + 2 * kv, d)
             qk = qkv[:, :heads + kv]
-            qk = qk * cos + torch.cat((-qk[..., half:], qk[..., :half]), dim=-1) * sin  # rotate_half, as transformers
+            qk = qk * cos + qk.roll(d // 2, dims=-1) * sin  # rotate_half(qk) * sin, with the sign in `sin`
             keys[:, position:end] = qk[:, heads:].transpose(0, 1)
             values[:, position:end] = qkv[:, heads + kv:].transpose(0, 1)
             if n == 1:
                 q = qk[0, :heads].reshape(kv, heads // kv, d).float()  # query heads grouped by their kv head
                 weights = torch.bmm(q, keys[:, :end].transpose(1, 2)).mul_(self.scaling).softmax(dim=-1)
-                attended = torch.bmm(weights, values[:, :end]).to(x.dtype).reshape(1, 1, heads * d)
+                attended = torch.bmm(weights, values[:, :end]).to(x.dtype).view(1, heads * d)
             else:
                 q, k, v = qk[:, :heads].transpose(0, 1), qk[:, heads:].transpose(0, 1), qkv[:, heads + kv:].transpose(0, 1)
                 attended = F.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=True, scale=self.scaling,
-                                                          enable_gqa=True).transpose(1, 2).reshape(1, n, heads * d)
+                                                          enable_gqa=True)[0].transpose(0, 1).reshape(n, heads * d)
             x = x + layer.o(attended)
             gate, up = layer.gate_up(self._rms(x, layer.ln2)).chunk(2, dim=-1)
             x = x + layer.down(F.silu(gate) * up)
-        return self.lm_head(self._rms(x[:, -1:], self.norm))[:, -1].float()
+        return self.lm_head(self._rms(x[-1:], self.norm)).float()
 
 
 _decoders: weakref.WeakKeyDictionary[nn.Module, LeanDecoder | None] = weakref.WeakKeyDictionary()

@@ -9,8 +9,9 @@ turned SmolLM2's greedy "The capital of France is Paris." into "L'Étoile, la Ci
 Cité…" (measured), while int8 keeps it. On CUDA an FP8 model keeps a bf16 lm_head.
 
 Backends, chosen by the hardware:
-- int8 on CPU: `torch._weight_int8pack_mm` (int8 weight-only, measured ~3x faster than a
-  bf16 linear at batch 1 here; bitsandbytes on CPU decodes at half the bf16 speed).
+- int8 on CPU: a C kernel for decode and `torch._weight_int8pack_mm` for prefill
+  (cpu_kernels.py; int8 weight-only, measured ~3x faster than a bf16 linear at batch 1
+  here; bitsandbytes on CPU decodes at half the bf16 speed).
 - int8 on CUDA: bitsandbytes LLM.int8, applied at load time (see loading.py).
 - fp8 on CUDA with compute capability >= 8.9 (Ada, Hopper): native `torch._scaled_mm`
   with a dynamic per-row activation scale.
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from inference.fp8_cpu import fp8_linear_cpu
+from inference.cpu_kernels import fp8_linear_cpu, int8_linear_cpu, kernel
 
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
 FORCE_FALLBACK_ENV = "SLERP_ARENA_FP8_FALLBACK"  # "1": no native FP8 anywhere (see above)
@@ -62,8 +63,6 @@ def _per_channel_scale(weight: torch.Tensor, limit: float) -> torch.Tensor:
 class Int8Linear(nn.Module):
     """y = x @ (int8_weight * scale).T + bias, through the CPU int8 weight-only kernel."""
 
-    backend = "torch._weight_int8pack_mm (int8 weight-only)"
-
     def __init__(self, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None):
         super().__init__()
         self.out_features, self.in_features = weight.shape
@@ -77,9 +76,14 @@ class Int8Linear(nn.Module):
         scale = _per_channel_scale(w, 127.0)
         return cls(torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8), scale.to(linear.weight.dtype), linear.bias)
 
+    @property
+    def backend(self) -> str:
+        return ("C kernel for decode, torch._weight_int8pack_mm for prefill (int8 weight-only)" if kernel()
+                else "torch._weight_int8pack_mm (int8 weight-only)")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).to(self.scale.dtype)
-        y = torch._weight_int8pack_mm(flat, self.weight, self.scale).reshape(*x.shape[:-1], self.out_features)
+        y = int8_linear_cpu(flat, self.weight, self.scale).reshape(*x.shape[:-1], self.out_features)
         return y if self.bias is None else y + self.bias
 
 

@@ -20,7 +20,7 @@ from inference import (
     run_side_by_side,
     stream_side_by_side,
 )
-from inference.fp8_cpu import decode_fp8, fp8_linear_cpu
+from inference.cpu_kernels import decode_fp8, fp8_linear_cpu, int8_linear_cpu
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -77,13 +77,35 @@ def test_quantized_logits_stay_close_to_bf16(tiny_models, arch, precision, toler
     assert error > 0  # the weights really were quantized
 
 
-def test_fp8_cpu_kernel_decodes_every_code_exactly():
+@pytest.mark.parametrize("width", [1, 64])  # 64: the vectorized loop; 1: the scalar tail
+def test_fp8_cpu_kernel_decodes_every_code_exactly(width):
     codes = torch.arange(256, dtype=torch.uint8)
     codes = codes[~torch.isnan(codes.view(torch.float8_e4m3fn).float())]  # 0x7F / 0xFF are NaN
-    weight = codes.view(torch.float8_e4m3fn).reshape(-1, 1)
-    y = fp8_linear_cpu(torch.ones(1, 1), weight, torch.ones(weight.shape[0]))
-    assert torch.equal(y.reshape(-1), weight.float().reshape(-1))
+    weight = torch.zeros(len(codes), width, dtype=torch.uint8)
+    weight[:, -1] = codes
+    weight = weight.view(torch.float8_e4m3fn)
+    x = torch.zeros(1, width, dtype=torch.bfloat16)
+    x[0, -1] = 1
+    y = fp8_linear_cpu(x, weight, torch.ones(weight.shape[0]))
+    assert torch.equal(y.float().reshape(-1), codes.view(torch.float8_e4m3fn).float())  # every e4m3 value is a bf16 value
     assert torch.equal(decode_fp8(weight, torch.float32), weight.float())
+
+
+# 100: a tail after the 32-wide loop (torch's own int8 matmul crashes on that width);
+# 9 rows: above the kernel's, torch's path.
+@pytest.mark.parametrize("rows, width", [(1, 576), (3, 576), (8, 576), (9, 576), (1, 100), (8, 100)])
+def test_int8_cpu_kernel_rounds_the_exact_product_once(rows, width):
+    """Within bf16's rounding (2^-8 relative) of the float64 product, and on SmolLM2's
+    shapes the same bits as torch's int8 matmul for one token."""
+    torch.manual_seed(rows * width)
+    weight = torch.randint(-127, 128, (300, width), dtype=torch.int8)
+    scale = (torch.rand(300) / 50).bfloat16()
+    x = torch.randn(rows, width).bfloat16()
+    exact = (x.double() @ weight.double().T) * scale.double()
+    y = int8_linear_cpu(x, weight, scale).double()
+    assert bool(((y - exact).abs() <= exact.abs() * 2**-8 + 1e-6).all())
+    if width == 576 and rows == 1:
+        assert torch.equal(int8_linear_cpu(x, weight, scale), torch._weight_int8pack_mm(x, weight, scale))
 
 
 def test_different_chat_templates_give_different_prompts(tmp_path):
@@ -202,7 +224,7 @@ def test_cli_chat_prints_each_reply_with_stats(tiny_models):
                           cwd=ROOT, capture_output=True, text=True, timeout=300, env=os.environ.copy())
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("=== ") == 2 and done.stdout.count("tok/s") == 2
-    assert "int8 via torch._weight_int8pack_mm" in done.stderr
+    assert "int8 via C kernel for decode, torch._weight_int8pack_mm for prefill" in done.stderr
 
 
 def test_incremental_detokenization_equals_decoding_the_whole_reply(smollm2_dir):

@@ -19,6 +19,7 @@ int8 goes through `_weight_int8pack_mm` and FP8 through a 256-entry lookup table
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -27,6 +28,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -109,28 +111,56 @@ static float dot_fp8_over_256(const float *x, const uint8_t *w, int n) {
     return acc;
 }
 
+static float dot_bf16(const float *x, const uint16_t *w, int n) {
+    float acc = 0.0f;
+    int i = 0;
+#ifdef __AVX512F__
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    for (; i + 32 <= n; i += 32) {
+        __m512 w0 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(w + i))), 16));
+        __m512 w1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(w + i + 16))), 16));
+        a0 = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + i), a0);
+        a1 = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + i + 16), a1);
+    }
+    acc = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+#endif
+    for (; i < n; i++) acc += bf16_to_float(w[i]) * x[i];
+    return acc;
+}
+
 static float *rows_to_float(const uint16_t *x, long n) {
     float *xf = malloc(n * sizeof *xf);
     for (long i = 0; i < n; i++) xf[i] = bf16_to_float(x[i]);
     return xf;
 }
 
-/* y[m, o] = bf16(scale[o] * sum_i x[m, i] * w[o, i])   x: rows x in (bf16), w: out x in */
-void int8_gemv(const uint16_t *x, const int8_t *w, const uint16_t *scale, uint16_t *y, int rows, int in, int out) {
+/* y[m, o] = bf16(scale[o] * sum_i x[m, i] * w[o, i])   x: rows x in (bf16), w: out x in;
+   `threads` cores share the output rows. */
+void int8_gemv(const uint16_t *x, const int8_t *w, const uint16_t *scale, uint16_t *y, int rows, int in, int out, int threads) {
     float *xf = rows_to_float(x, (long)rows * in);
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) num_threads(threads)
     for (int o = 0; o < out; o++)
         for (int m = 0; m < rows; m++)
             y[(long)m * out + o] = float_to_bf16(dot_int8(xf + (long)m * in, w + (long)o * in, in) * bf16_to_float(scale[o]));
     free(xf);
 }
 
-void fp8_gemv(const uint16_t *x, const uint8_t *w, const float *scale, uint16_t *y, int rows, int in, int out) {
+void fp8_gemv(const uint16_t *x, const uint8_t *w, const float *scale, uint16_t *y, int rows, int in, int out, int threads) {
     float *xf = rows_to_float(x, (long)rows * in);
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) num_threads(threads)
     for (int o = 0; o < out; o++)
         for (int m = 0; m < rows; m++)
             y[(long)m * out + o] = float_to_bf16(dot_fp8_over_256(xf + (long)m * in, w + (long)o * in, in) * 256.0f * scale[o]);
+    free(xf);
+}
+
+/* bf16 weights: no scale (the argument is ignored). */
+void bf16_gemv(const uint16_t *x, const uint16_t *w, const void *scale, uint16_t *y, int rows, int in, int out, int threads) {
+    float *xf = rows_to_float(x, (long)rows * in);
+    #pragma omp parallel for schedule(static) num_threads(threads)
+    for (int o = 0; o < out; o++)
+        for (int m = 0; m < rows; m++)
+            y[(long)m * out + o] = float_to_bf16(dot_bf16(xf + (long)m * in, w + (long)o * in, in));
     free(xf);
 }
 """
@@ -164,8 +194,8 @@ def _load_kernel() -> ctypes.CDLL | bool:
                 return False
             built.rename(library)  # atomic: concurrent builders never see a half-written file
     lib = ctypes.CDLL(str(library))
-    for function in (lib.int8_gemv, lib.fp8_gemv):
-        function.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int] * 3
+    for function in (lib.int8_gemv, lib.fp8_gemv, lib.bf16_gemv):
+        function.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int] * 4
         function.restype = None
     return lib
 
@@ -192,13 +222,44 @@ def _kernel_for(flat: torch.Tensor, weight: torch.Tensor) -> ctypes.CDLL | None:
     return kernel()
 
 
-def _call(function, flat: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+_generations = 0  # replies decoding now, in this process
+_generations_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def sharing_cores() -> Iterator[None]:
+    """Count a reply as decoding while inside: concurrent replies split the cores (below)."""
+    global _generations
+    with _generations_lock:
+        _generations += 1
+    try:
+        yield
+    finally:
+        with _generations_lock:
+            _generations -= 1
+
+
+def kernel_threads() -> int:
+    """Cores per kernel call: all of torch's threads for one reply, a share of them when
+    several decode at once. Three panes each asking for both cores put 6 OpenMP threads
+    on 2 cores, spinning at every barrier."""
+    return max(1, torch.get_num_threads() // max(1, _generations))
+
+
+def _call(function, flat: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
     # Every buffer C reads is bound to a name until the call returns: a temporary's
     # data_ptr() would be freed before C reads it.
-    x, w, s = flat.contiguous(), weight.contiguous(), scale.contiguous()
+    x, w, s = flat.contiguous(), weight.contiguous(), None if scale is None else scale.contiguous()
     y = torch.empty(flat.shape[0], weight.shape[0], dtype=torch.bfloat16)
-    function(x.data_ptr(), w.data_ptr(), s.data_ptr(), y.data_ptr(), flat.shape[0], weight.shape[1], weight.shape[0])
+    function(x.data_ptr(), w.data_ptr(), None if s is None else s.data_ptr(), y.data_ptr(), flat.shape[0], weight.shape[1],
+             weight.shape[0], kernel_threads())
     return y
+
+
+def bf16_linear_cpu(flat: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """flat [rows, in] @ weight.T for bf16 weights [out, in] (no bias)."""
+    lib = _kernel_for(flat, weight) if weight.dtype == torch.bfloat16 else None
+    return _call(lib.bf16_gemv, flat, weight, None) if lib else F.linear(flat, weight)
 
 
 def int8_linear_cpu(flat: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

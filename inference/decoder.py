@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import LogitsProcessorList, MinNewTokensLengthLogitsProcessor, RepetitionPenaltyLogitsProcessor
 
+from inference.cpu_kernels import bf16_linear_cpu
 from inference.quantize import fuse_linears
 
 SUPPORTED_TYPES = ("llama", "mistral", "qwen2")
@@ -54,14 +56,23 @@ def unsupported_reason(model: nn.Module) -> str | None:
     return None
 
 
+def _kernel_linear(module: nn.Module):
+    """The linear as the loop calls it: a bf16 nn.Linear through the CPU kernel for one
+    token (torch's bf16 matmul for a prompt); int8 and FP8 linears pick theirs already."""
+    if type(module) is not nn.Linear or module.weight.dtype != torch.bfloat16:
+        return module
+    weight, bias = module.weight, module.bias
+    return lambda x: bf16_linear_cpu(x, weight) if bias is None else bf16_linear_cpu(x, weight) + bias
+
+
 @dataclass
 class _Layer:
     ln1: torch.Tensor
     ln2: torch.Tensor
-    qkv: nn.Module
-    o: nn.Module
-    gate_up: nn.Module
-    down: nn.Module
+    qkv: Callable[[torch.Tensor], torch.Tensor]
+    o: Callable[[torch.Tensor], torch.Tensor]
+    gate_up: Callable[[torch.Tensor], torch.Tensor]
+    down: Callable[[torch.Tensor], torch.Tensor]
 
 
 class LeanDecoder:
@@ -75,14 +86,15 @@ class LeanDecoder:
         self.head_dim, self.scaling = attention.head_dim, attention.scaling
         self.eps = config.rms_norm_eps
         self.dtype = body.embed_tokens.weight.dtype
-        self.embed, self.norm, self.lm_head = body.embed_tokens.weight, body.norm.weight, model.get_output_embeddings()
+        self.embed, self.norm, self.lm_head = body.embed_tokens.weight, body.norm.weight, _kernel_linear(model.get_output_embeddings())
         self.inv_freq, self.rope_scale = body.rotary_emb.inv_freq.float(), body.rotary_emb.attention_scaling
         # Mistral applies its window to every layer; Qwen2 per layer (None where full).
         windows = [getattr(layer.self_attn, "sliding_window", getattr(config, "sliding_window", None)) for layer in body.layers]
         self.window = min((w for w in windows if w), default=None)
         self.layers = [_Layer(layer.input_layernorm.weight, layer.post_attention_layernorm.weight,
-                              fuse_linears([layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj]),
-                              layer.self_attn.o_proj, fuse_linears([layer.mlp.gate_proj, layer.mlp.up_proj]), layer.mlp.down_proj)
+                              _kernel_linear(fuse_linears([layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj])),
+                              _kernel_linear(layer.self_attn.o_proj),
+                              _kernel_linear(fuse_linears([layer.mlp.gate_proj, layer.mlp.up_proj])), _kernel_linear(layer.mlp.down_proj))
                        for layer in body.layers]
         self._rope = (torch.empty(0, self.head_dim, dtype=self.dtype),) * 2
         self._rope_lock = threading.Lock()

@@ -26,6 +26,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from core.errors import UserError
 from inference.chat import Message, build_prompt
+from inference.cpu_kernels import sharing_cores
 from inference.decoder import decode, lean_decoder, processors_for
 from inference.loading import LoadedModel
 
@@ -180,7 +181,7 @@ def generate_reply(loaded: LoadedModel, history: list[Message], settings: Genera
         sampler = SeededSampler(settings) if settings.temperature > 0 else None
         min_new = min(settings.min_new_tokens, max_new_tokens)
         decoder = lean_decoder(model)
-        with torch.inference_mode(), loaded.in_use():  # a busy model is never evicted from a cache
+        with torch.inference_mode(), loaded.in_use(), sharing_cores():  # a busy model is never evicted from a cache
             if decoder is not None and decoder.fits(len(prompt.input_ids) + max_new_tokens):
                 processors = processors_for(len(prompt.input_ids), settings.repetition_penalty, min_new, eos, sampler)
                 decode(decoder, prompt.input_ids, max_new_tokens, processors, eos, stop, streamer)

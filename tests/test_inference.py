@@ -188,7 +188,7 @@ def test_a_failing_model_shows_its_error_while_the_others_finish(tiny_models):
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory")
 
-    bad.model.model.layers[0].mlp.down_proj.forward = broken  # on every path: the lean loop and generate
+    bad.tokenizer.decode = broken  # mid-reply, on every path (the lean loop and generate)
     ok, failed = run_side_by_side([good, bad], [QUESTION] * 2, greedy(8, min_new_tokens=8))
     assert ok.text and not ok.error
     assert "out of memory" in failed.error and failed.done

@@ -41,13 +41,14 @@ from core.sources import cache_root, resolve_model  # noqa: E402
 from merging import parse_config, run_merge  # noqa: E402
 from merging.dry_run import dry_run  # noqa: E402
 
-SMOL_CONFIG = """
+# The seed's V-shaped SLERP over {n} layers (real_size.py uses it at 7B).
+SEED_CONFIG = """
 slices:
   - sources:
       - model: {a}
-        layer_range: [0, 30]
+        layer_range: [0, {n}]
       - model: {b}
-        layer_range: [0, 30]
+        layer_range: [0, {n}]
 merge_method: slerp
 base_model: {a}
 parameters:
@@ -59,6 +60,7 @@ parameters:
     - value: 0.5
 dtype: bfloat16
 """
+SMOL_CONFIG = SEED_CONFIG.replace("{n}", "30")
 
 
 def perturbed_copy(source: Path, target: Path, seed: int = 0, scale: float = 0.05) -> Path:
@@ -251,11 +253,10 @@ def main() -> None:
     if os.environ.get("MERGEKIT_PYTHON"):
         theirs = bench_mergekit(os.environ["MERGEKIT_PYTHON"], smol_a, smol_b, work)
         print(f"{'':<22} mergekit / slerp-arena wall time: {theirs / ours:.1f}x")
-    generic = SMOL_CONFIG.replace("layer_range: [0, 30]", "layer_range: [0, {n}]")
     for layers in (2, 7):
         a = synthetic_model(work / f"synthetic-{layers}-a", layers, seed=1)
         b = synthetic_model(work / f"synthetic-{layers}-b", layers, seed=2)
-        bench_pair(f"synthetic {layers} layers", a, b, generic.replace("{n}", str(layers)), work)
+        bench_pair(f"synthetic {layers} layers", a, b, SEED_CONFIG.replace("{n}", str(layers)), work)
         shutil.rmtree(work / f"synthetic-{layers}-layers-merged", ignore_errors=True)
 
 

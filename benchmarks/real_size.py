@@ -56,25 +56,6 @@ SIZES = {
     "tiny": Shape(256, 4, 768, 4000, 8, 2, 2 * 10**6),  # a smoke test of the benchmark itself
 }
 
-CONFIG = """
-slices:
-  - sources:
-      - model: {a}
-        layer_range: [0, {n}]
-      - model: {b}
-        layer_range: [0, {n}]
-merge_method: slerp
-base_model: {a}
-parameters:
-  t:
-    - filter: self_attn
-      value: [0, 0.5, 0.3, 0.7, 1]
-    - filter: mlp
-      value: [1, 0.5, 0.7, 0.3, 0]
-    - value: 0.5
-dtype: bfloat16
-"""
-
 
 def tensor_shapes(s: Shape) -> list[tuple[str, tuple[int, ...]]]:
     head_dim = s.hidden // s.heads
@@ -215,7 +196,7 @@ def check_output(out: Path, a: Path, b: Path, n_layers: int) -> float:
 
 
 def run_sized(size: str, work: Path, rounds: int = 2, extra_max_ram: str | None = None, mergekit_threads: int | None = None) -> None:
-    from merge_bench import run_timed
+    from merge_bench import SEED_CONFIG, run_timed
 
     s = SIZES[size]
     work.mkdir(parents=True, exist_ok=True)
@@ -223,7 +204,7 @@ def run_sized(size: str, work: Path, rounds: int = 2, extra_max_ram: str | None 
     print(f"torch {torch.__version__}, {os.cpu_count()} cores, {free / 1e9:.0f} GB free under {work}", flush=True)
     a, b = build_pair(work, s)
     config = work / "merge.yml"
-    config.write_text(CONFIG.format(a=a, b=b, n=s.layers))
+    config.write_text(SEED_CONFIG.format(a=a, b=b, n=s.layers))
     out = work / "merged"
     mergekit = os.environ.get("MERGEKIT_PYTHON")
     if not mergekit:

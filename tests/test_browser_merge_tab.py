@@ -76,3 +76,31 @@ def test_t_plot_shows_one_line_per_filter_with_a_legend(browser_page, smollm2_di
         expect(page.get_by_text(name, exact=True).first).to_be_visible()
     time.sleep(1)  # the plot animates in
     page.screenshot(path=str(ARTIFACTS / "merge-tab-plot-legend.png"), full_page=True)
+
+
+def test_a_bad_max_ram_is_one_line_in_plan_and_merge_and_a_good_one_reaches_the_plan(browser_page, smollm2_dir):
+    page = browser_page
+    wait_until_ready(page)
+    box = page.get_by_label("Max RAM")
+
+    def type_into(text: str) -> None:  # typed as a visitor does: fill() alone fires no Gradio input event
+        box.fill("")
+        box.press_sequentially(text)
+
+    type_into("lots")
+    page.get_by_role("button", name="Plan (dry run)").click()
+    message = "Max RAM: 'lots' is not a size — write e.g. 128MB, 512MB or 2GB"
+    expect(page.get_by_text(message).first).to_be_visible(timeout=30_000)
+    page.get_by_role("button", name="Merge", exact=True).click()
+    expect(page.get_by_text("Merge failed")).to_be_visible(timeout=30_000)
+    expect(page.get_by_text(message).first).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "merge-tab-bad-max-ram.png"), full_page=True)
+    assert not context.outputs_root().exists() or not any(context.outputs_root().iterdir())
+    type_into("256MB")  # the fixed value: the failure that named the old one goes
+    expect(page.get_by_text("Merge failed")).to_have_count(0, timeout=10_000)
+    expect(page.get_by_text(message)).to_have_count(0)
+    page.get_by_role("button", name="Plan (dry run)").click()
+    expect(page.get_by_text("RAM budget: 256 MB").first).to_be_visible(timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / "merge-tab-max-ram-plan.png"), full_page=True)
+    type_into("512MB")  # the plan was made for 256 MB: it goes too
+    expect(page.get_by_text("RAM budget: 256 MB")).to_have_count(0, timeout=10_000)

@@ -140,3 +140,9 @@ def test_the_max_ram_box_reaches_the_merge_and_the_plan(tiny_models, monkeypatch
     assert refused == ("### ❌ Merge failed\nMax RAM: 'lots' is not a size — write e.g. 128MB, 512MB or 2GB", "", "", "")
     assert merge_tab.plan(shown, *form, "10MB") == "⚠️ Max RAM: 10 MB is less than the 67 MB a merge needs — use 67MB or more"
     assert len(budgets) == 2 and not (context.outputs_root() / "never").exists()
+
+
+def test_an_edit_drops_the_plan_and_a_failure_but_keeps_a_finished_merge():
+    assert merge_tab.after_edit("### ❌ Merge failed\nMax RAM: 'lots' is not a size") == ("", merge_tab.IDLE)
+    done = "### ✅ Merged 272 tensors"
+    assert merge_tab.after_edit(done) == ("", done)

@@ -127,8 +127,19 @@ RUNNING = "⏳ **Merging…** progress is shown here; **Cancel** stops it and wr
 CANCELLED = "### ⏹ Cancelled — nothing was written"
 
 
+FAILED = "### ❌ Merge failed"
+
+
 def failed(exc: UserError) -> tuple[str, str, str, str]:
-    return f"### ❌ Merge failed\n{exc}", "", "", ""
+    return f"{FAILED}\n{exc}", "", "", ""
+
+
+def after_edit(result: str) -> tuple[str, str]:
+    """An input of the merge was edited: the plan (made for the old values) goes, and so
+    does a failure, which named a value that may be fixed now (a visitor who fixed the
+    Max RAM box still read "Merge failed: Max RAM: 'lots'…", seen in Chromium). A finished
+    merge stays: its folder and card are still true."""
+    return "", IDLE if result.startswith(FAILED) else result
 
 
 def start_merge(yaml_text: str, a: str, b: str, attn: str, mlp: str, default: str, start: float, end: float,
@@ -350,6 +361,9 @@ def build_merge_tab(demo: gr.Blocks) -> MergeTab:
     plan_button.click(plan, [yaml_box, *form_inputs, max_ram], plan_box, api_visibility=PRIVATE)
     divergence_button.click(divergence_map, [yaml_box, *form_inputs], heatmap, api_visibility=PRIVATE,
                             concurrency_id="device", concurrency_limit=1)
+    for component in (*form_inputs, yaml_box, output_name, max_ram):
+        component.input(after_edit, result, [plan_box, result], queue=False, api_visibility=PRIVATE)
+    overwrite.input(after_edit, result, [plan_box, result], queue=False, api_visibility=PRIVATE)
     panel = [result, card, output_path, heatmap]
     merge_event = run.click(start_merge, [yaml_box, *form_inputs], [*panel, approved], api_visibility=PRIVATE).then(
         merge, [yaml_box, output_name, overwrite, session, approved, max_ram], panel, api_name="merge", concurrency_id="device",

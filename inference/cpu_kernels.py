@@ -204,9 +204,10 @@ def _load_kernel() -> ctypes.CDLL | bool:
 
 def kernel() -> ctypes.CDLL | None:
     global _kernel
-    with _kernel_lock:
-        if _kernel is None:
-            _kernel = _load_kernel()
+    if _kernel is None:  # the lock only until the first load: this runs for every matmul of every token
+        with _kernel_lock:
+            if _kernel is None:
+                _kernel = _load_kernel()
     return _kernel or None
 
 

@@ -171,8 +171,6 @@ def generate_reply(loaded: LoadedModel, history: list[Message], settings: Genera
         prompt = build_prompt(loaded.tokenizer, history, system_prompt, loaded.context_length, settings.max_new_tokens)
         reply.notice = prompt.notice
         model = loaded.model
-        device = next(model.parameters()).device
-        input_ids = torch.tensor([prompt.input_ids], device=device)
         streamer = _ReplyStreamer(loaded.tokenizer, show, started, reply.stats)
         max_new_tokens = min(settings.max_new_tokens, loaded.context_length - len(prompt.input_ids))
         if max_new_tokens < settings.max_new_tokens:
@@ -187,6 +185,7 @@ def generate_reply(loaded: LoadedModel, history: list[Message], settings: Genera
                 decode(decoder, prompt.input_ids, max_new_tokens, processors, eos, stop, streamer)
             else:
                 pad = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else eos[0]
+                input_ids = torch.tensor([prompt.input_ids], device=next(model.parameters()).device)
                 model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), do_sample=False,
                                max_new_tokens=max_new_tokens, min_new_tokens=min_new or None,
                                repetition_penalty=settings.repetition_penalty, eos_token_id=eos, pad_token_id=pad,

@@ -156,7 +156,10 @@ def fuse_linears(linears: list[nn.Module]) -> nn.Module:
     fused weights, so memory does not grow and the model's own forward (prefill in
     transformers' generate, batched scoring) still works."""
     first = linears[0]
-    cat = lambda name: None if getattr(first, name) is None else torch.cat([getattr(m, name).detach() for m in linears])  # noqa: E731
+
+    def cat(name: str) -> torch.Tensor | None:
+        return None if getattr(first, name) is None else torch.cat([getattr(m, name).detach() for m in linears])
+
     if isinstance(first, Int8Linear):
         fused = Int8Linear(cat("weight"), cat("scale"), cat("bias"))
     elif isinstance(first, FP8Linear):

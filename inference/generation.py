@@ -238,8 +238,14 @@ def stream_side_by_side(models: list[ChatModel], histories: list[list[Message]],
     running = len(threads)
     try:
         while running:
-            if updates.get() is None:
-                running -= 1
+            # Every update waiting is folded into one snapshot (each shows the whole reply so
+            # far): a consumer slower than the decoding, such as a page on a slow link, would
+            # otherwise replay stale snapshots after the replies ended, and a Clear in the
+            # Chromium test waited out 15 s of them.
+            waiting = [updates.get()]
+            while not updates.empty():
+                waiting.append(updates.get_nowait())
+            running -= waiting.count(None)
             # Copies: the worker threads keep writing into the live objects.
             yield [replace(r, stats=replace(r.stats)) for r in replies]
     finally:

@@ -12,6 +12,7 @@ really end; Gradio cancelling the consumer alone would leave them running.
 
 from __future__ import annotations
 
+import atexit
 import collections
 import queue
 import threading
@@ -31,6 +32,19 @@ from inference.decoder import decode, lean_decoder, processors_for
 from inference.loading import LoadedModel
 
 MAX_MODELS = 4
+STOP_AT_EXIT_S = 10.0  # how long an exiting process waits for its stopped replies
+_streaming: set[tuple[threading.Event, tuple[threading.Thread, ...]]] = set()  # the replies decoding right now
+
+
+@atexit.register
+def _stop_replies_at_exit() -> None:
+    """Stop and join the reply threads still decoding when the process exits. They are
+    daemons, and a process that ended under one mid-matmul aborted ("terminate called
+    without an active exception", exit 134), seen when the app was stopped mid-reply."""
+    for stop, threads in list(_streaming):
+        stop.set()
+        for thread in threads:
+            thread.join(STOP_AT_EXIT_S)
 
 
 @dataclass(frozen=True)
@@ -236,6 +250,8 @@ def stream_side_by_side(models: list[ChatModel], histories: list[list[Message]],
     for thread in threads:
         thread.start()
     running = len(threads)
+    live = (stop, tuple(threads))
+    _streaming.add(live)
     try:
         while running:
             # Every update waiting is folded into one snapshot (each shows the whole reply so
@@ -253,6 +269,7 @@ def stream_side_by_side(models: list[ChatModel], histories: list[list[Message]],
             stop.set()
         for thread in threads:
             thread.join()
+        _streaming.discard(live)
 
 
 def run_side_by_side(models: list[ChatModel], histories: list[list[Message]], settings: GenerationSettings,

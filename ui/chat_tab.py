@@ -4,6 +4,7 @@ blind rounds with votes, export, and an instant t-preview of the merge."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import tempfile
 import threading
 import time
@@ -30,6 +31,7 @@ CHAT_PRECISIONS = ["auto", "fp8", "int8", "bf16"]
 PREVIEW_MAX_BYTES = 2 * 10**9  # in-memory t-previews: small models only
 CHAT_HEIGHT = 330  # px: three panes, the message box and Send fit a 1400x900 screen
 STOP_WAIT_S = 60.0  # Clear / Regenerate wait this long at most for stopped replies to end
+SHOWN_WAIT_S = 10.0  # … and this long at most for the page to confirm it has the stream's end
 DEFAULTS = GenerationSettings()  # the sampling a first visitor gets
 NO_MERGE_HINT = "No merged model yet: run a merge on the Merge tab and press 'Chat with this merge', or open Models and type a folder."
 
@@ -45,15 +47,21 @@ class ChatSession:
         self.stop = threading.Event()
         self.idle = threading.Event()  # cleared while this visitor's replies stream
         self.idle.set()
+        self.shown = threading.Event()  # cleared from a page stream's start until the page has its end
+        self.shown.set()
         self.pending: list[str] = []  # sent while replies streamed: answered next, in order, never dropped
 
     def __deepcopy__(self, memo: dict) -> ChatSession:  # gr.State copies its default per session
         return ChatSession()
 
     def wait_idle(self) -> None:
-        """Stop this visitor's running replies and wait until their threads have ended."""
+        """Stop this visitor's running replies and wait until their threads have ended and
+        the page has the stream's end. Gradio re-sends a stream's last view once it has
+        ended; a view returned before that message left was overwritten by it (a CI run:
+        a Clear that woke as the replies ended showed them back, for good)."""
         self.stop.set()
         self.idle.wait(timeout=STOP_WAIT_S)
+        self.shown.wait(timeout=SHOWN_WAIT_S)
 
 
 def _settings(temperature: float, top_p: float, max_new_tokens: float, seed: float, repetition_penalty: float) -> GenerationSettings:
@@ -171,6 +179,20 @@ def regenerate_last(system_prompt: str, temperature: float, top_p: float, max_ne
             yield (*_view(session), int(seed))
     finally:
         session.idle.set()
+
+
+def page_stream(stream):
+    """A stream the page runs: `session.shown` is cleared until the page's next step
+    (`page_has_the_end`) says the stream's last message has arrived."""
+    @functools.wraps(stream)
+    def streaming(*args, **kwargs):
+        next(arg for arg in args if isinstance(arg, ChatSession)).shown.clear()
+        yield from stream(*args, **kwargs)
+    return streaming
+
+
+def page_has_the_end(session: ChatSession) -> None:
+    session.shown.set()
 
 
 def stop_chat(session: ChatSession) -> None:
@@ -376,11 +398,13 @@ def build_chat_tab(demo: gr.Blocks) -> ChatTab:
                    concurrency_id="device", concurrency_limit=1)
     for trigger in (send_button.click, message.submit):
         trigger(queue_message, [message, session], [message, pending], concurrency_limit=None, api_visibility=PRIVATE).success(
-            answer_pending, [system_prompt, *sampling, *model_inputs, repetition_penalty], chat_outputs, api_visibility=PRIVATE,
-            concurrency_id="device", concurrency_limit=1, trigger_mode="multiple")
+            page_stream(answer_pending), [system_prompt, *sampling, *model_inputs, repetition_penalty], chat_outputs,
+            api_visibility=PRIVATE, concurrency_id="device", concurrency_limit=1, trigger_mode="multiple").then(
+            page_has_the_end, session, None, concurrency_limit=None, api_visibility=PRIVATE)
     regen_button.click(stop_chat, session, None, concurrency_limit=None, api_visibility=PRIVATE).then(
-        regenerate_last, [system_prompt, *sampling, lock_seed, session, repetition_penalty], [*chat_outputs, seed], api_name="regenerate",
-        concurrency_id="device", concurrency_limit=1)
+        page_stream(regenerate_last), [system_prompt, *sampling, lock_seed, session, repetition_penalty], [*chat_outputs, seed],
+        api_name="regenerate", concurrency_id="device", concurrency_limit=1).then(
+        page_has_the_end, session, None, concurrency_limit=None, api_visibility=PRIVATE)
     stop_button.click(stop_chat, session, None, concurrency_limit=None, api_visibility=PRIVATE)
     for clearing in (clear_button.click, *[bot.clear for bot in bots]):  # a pane's trash icon clears the arena too
         clearing(clear_chat, session, chat_outputs, concurrency_limit=None, api_visibility=PRIVATE)

@@ -1,0 +1,126 @@
+/* Weight-only GEMV kernels for decode (inference/cpu_kernels.py says why and what they measured). */
+#include <stdint.h>
+#include <stdlib.h>
+#include <math.h>
+#include <string.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
+
+static inline float bf16_to_float(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static inline uint16_t float_to_bf16(float f) {  /* round to nearest even, as torch does */
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof bits);
+    return (uint16_t)((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+}
+
+/* e4m3fn byte -> float without float denormals (slow on x86): normal numbers are rebuilt
+   by moving exponent and mantissa into float32 position and adding the bias difference
+   (127 - 7); subnormals (exponent 0) are m * 2^-9. */
+static inline float fp8_e4m3_to_float(uint8_t b) {
+    uint32_t em = b & 0x7Fu;
+    uint32_t bits = ((uint32_t)(b & 0x80u) << 24) | ((em << 20) + (120u << 23));
+    float normal;
+    memcpy(&normal, &bits, sizeof normal);
+    float sub = (float)em * 0.001953125f * ((b & 0x80u) ? -1.0f : 1.0f);
+    return (em >> 3) ? normal : sub;
+}
+
+static float dot_int8(const float *x, const int8_t *w, int n) {
+    float acc = 0.0f;
+    int i = 0;
+#ifdef __AVX512F__
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    for (; i + 32 <= n; i += 32) {
+        __m512 w0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(w + i))));
+        __m512 w1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(w + i + 16))));
+        a0 = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + i), a0);
+        a1 = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + i + 16), a1);
+    }
+    acc = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+#endif
+    for (; i < n; i++) acc += (float)w[i] * x[i];
+    return acc;
+}
+
+/* sum x[i] * e4m3(w[i]) / 256: on AVX-512 each byte becomes the float16 with the same
+   exponent and mantissa bits (e4m3's bias 7 vs float16's 15 is the 2^8; subnormals map to
+   subnormals), and the CPU converts 16 of those to float at once. */
+static float dot_fp8_over_256(const float *x, const uint8_t *w, int n) {
+    float acc = 0.0f;
+    int i = 0;
+#ifdef __AVX512F__
+    const __m256i sign = _mm256_set1_epi16(0x80), rest = _mm256_set1_epi16(0x7F);
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    for (; i + 32 <= n; i += 32) {
+        __m256i b0 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(w + i)));
+        __m256i b1 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(w + i + 16)));
+        __m256i h0 = _mm256_or_si256(_mm256_slli_epi16(_mm256_and_si256(b0, sign), 8), _mm256_slli_epi16(_mm256_and_si256(b0, rest), 7));
+        __m256i h1 = _mm256_or_si256(_mm256_slli_epi16(_mm256_and_si256(b1, sign), 8), _mm256_slli_epi16(_mm256_and_si256(b1, rest), 7));
+        a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(h0), _mm512_loadu_ps(x + i), a0);
+        a1 = _mm512_fmadd_ps(_mm512_cvtph_ps(h1), _mm512_loadu_ps(x + i + 16), a1);
+    }
+    acc = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+#endif
+    for (; i < n; i++) acc += fp8_e4m3_to_float(w[i]) * 0.00390625f * x[i];
+    return acc;
+}
+
+static float dot_bf16(const float *x, const uint16_t *w, int n) {
+    float acc = 0.0f;
+    int i = 0;
+#ifdef __AVX512F__
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    for (; i + 32 <= n; i += 32) {
+        __m512 w0 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(w + i))), 16));
+        __m512 w1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(w + i + 16))), 16));
+        a0 = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + i), a0);
+        a1 = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + i + 16), a1);
+    }
+    acc = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+#endif
+    for (; i < n; i++) acc += bf16_to_float(w[i]) * x[i];
+    return acc;
+}
+
+static float *rows_to_float(const uint16_t *x, long n) {
+    float *xf = malloc(n * sizeof *xf);
+    for (long i = 0; i < n; i++) xf[i] = bf16_to_float(x[i]);
+    return xf;
+}
+
+/* y[m, o] = bf16(scale[o] * sum_i x[m, i] * w[o, i])   x: rows x in (bf16), w: out x in;
+   `threads` cores share the output rows. */
+void int8_gemv(const uint16_t *x, const int8_t *w, const uint16_t *scale, uint16_t *y, int rows, int in, int out, int threads) {
+    float *xf = rows_to_float(x, (long)rows * in);
+    #pragma omp parallel for schedule(static) num_threads(threads)
+    for (int o = 0; o < out; o++)
+        for (int m = 0; m < rows; m++)
+            y[(long)m * out + o] = float_to_bf16(dot_int8(xf + (long)m * in, w + (long)o * in, in) * bf16_to_float(scale[o]));
+    free(xf);
+}
+
+void fp8_gemv(const uint16_t *x, const uint8_t *w, const float *scale, uint16_t *y, int rows, int in, int out, int threads) {
+    float *xf = rows_to_float(x, (long)rows * in);
+    #pragma omp parallel for schedule(static) num_threads(threads)
+    for (int o = 0; o < out; o++)
+        for (int m = 0; m < rows; m++)
+            y[(long)m * out + o] = float_to_bf16(dot_fp8_over_256(xf + (long)m * in, w + (long)o * in, in) * 256.0f * scale[o]);
+    free(xf);
+}
+
+/* bf16 weights: no scale (the argument is ignored). */
+void bf16_gemv(const uint16_t *x, const uint16_t *w, const void *scale, uint16_t *y, int rows, int in, int out, int threads) {
+    float *xf = rows_to_float(x, (long)rows * in);
+    #pragma omp parallel for schedule(static) num_threads(threads)
+    for (int o = 0; o < out; o++)
+        for (int m = 0; m < rows; m++)
+            y[(long)m * out + o] = float_to_bf16(dot_bf16(xf + (long)m * in, w + (long)o * in, in));
+    free(xf);
+}

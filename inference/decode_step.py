@@ -1,0 +1,102 @@
+"""The C decode step (csrc/decode_step.c) as the lean loop calls it: one call runs a token
+through every layer, where the torch loop dispatched ~25 small ops per layer.
+
+It runs a bf16 model on CPU whose fused linears are bf16, int8 or (not native) FP8 and
+whose norms are plain RMSNorm; `plan` says None otherwise and the loop keeps torch.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import torch
+from torch import nn
+
+from inference.cpu_kernels import kernel, kernel_threads
+from inference.quantize import FP8Linear, Int8Linear
+
+_ptr = ctypes.c_void_p
+
+
+class Linear(ctypes.Structure):
+    _fields_ = [("kind", ctypes.c_int), ("weight", _ptr), ("scale", _ptr), ("bias", _ptr), ("inputs", ctypes.c_int),
+                ("outputs", ctypes.c_int)]
+
+
+class Layer(ctypes.Structure):
+    _fields_ = [("ln1", _ptr), ("ln2", _ptr), ("qkv", Linear), ("o", Linear), ("gate_up", Linear), ("down", Linear),
+                ("keys", _ptr), ("values", _ptr)]
+
+
+class Dims(ctypes.Structure):
+    _fields_ = [("hidden", ctypes.c_int), ("heads", ctypes.c_int), ("kv_heads", ctypes.c_int), ("head_dim", ctypes.c_int),
+                ("inter", ctypes.c_int), ("capacity", ctypes.c_int), ("eps", ctypes.c_float), ("scaling", ctypes.c_float)]
+
+
+def _linear(module: nn.Module, keep: list[torch.Tensor]) -> Linear | None:
+    """The C view of a fused linear; its tensors go into `keep` (C holds raw pointers)."""
+    if type(module) is nn.Linear and module.weight.dtype == torch.bfloat16:
+        kind, scale = 0, None
+    elif type(module) is Int8Linear and module.scale.dtype == torch.bfloat16:
+        kind, scale = 1, module.scale.contiguous()
+    elif type(module) is FP8Linear and not module.native:
+        kind, scale = 2, module.scale.float().contiguous()
+    else:
+        return None
+    bias = None if module.bias is None else module.bias.detach().contiguous()
+    if bias is not None and bias.dtype != torch.bfloat16:
+        return None
+    weight = module.weight.detach().contiguous()
+    keep.extend(t for t in (weight, scale, bias) if t is not None)
+    out_features, in_features = weight.shape
+    return Linear(kind, weight.data_ptr(), None if scale is None else scale.data_ptr(),
+                  None if bias is None else bias.data_ptr(), in_features, out_features)
+
+
+class Bound:
+    """The layers with one reply's cache: replies of one model run at once, each its own."""
+
+    def __init__(self, layers: list[Layer], dims: Dims, cache: list[tuple[torch.Tensor, torch.Tensor]]):
+        self.layers = (Layer * len(layers))(*layers)
+        for layer, (keys, values) in zip(self.layers, cache, strict=True):
+            layer.keys, layer.values = keys.data_ptr(), values.data_ptr()
+        self.dims = Dims.from_buffer_copy(dims)
+        self.dims.capacity = cache[0][0].shape[1]
+        self.cache = cache  # C writes into it through the pointers above
+
+    def step(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, position: int) -> None:
+        """x: the token's hidden state [hidden], bf16, run through every layer in place;
+        cos/sin: the rotary rows of `position` [head_dim], bf16."""
+        kernel().decode_step(self.layers, len(self.layers), ctypes.byref(self.dims), x.data_ptr(), cos.data_ptr(), sin.data_ptr(),
+                             position, kernel_threads())
+
+
+class Plan:
+    """A model's layers for decode_step, built once per decoder."""
+
+    def __init__(self, layers: list[Layer], dims: Dims, keep: list[torch.Tensor]):
+        self.layers, self.dims, self._keep = layers, dims, keep
+
+    def bind(self, cache: list[tuple[torch.Tensor, torch.Tensor]]) -> Bound:
+        return Bound(self.layers, self.dims, cache)
+
+
+def plan(dtype: torch.dtype, layers: list, heads: int, kv_heads: int, head_dim: int, eps: float, scaling: float) -> Plan | None:
+    """`layers`: the decoder's (ln1, ln2, qkv, o, gate_up, down) modules per layer."""
+    lib = kernel()
+    if lib is None or dtype != torch.bfloat16:
+        return None
+    if not getattr(lib.decode_step, "argtypes", None):
+        lib.decode_step.argtypes = [_ptr, ctypes.c_int, _ptr, _ptr, _ptr, _ptr, ctypes.c_int, ctypes.c_int]
+        lib.decode_step.restype = None
+    keep: list[torch.Tensor] = []
+    built = []
+    for ln1, ln2, *linears in layers:
+        views = [_linear(module, keep) for module in linears]
+        if any(view is None for view in views) or ln1.dtype != torch.bfloat16:
+            return None
+        norms = [ln1.detach().contiguous(), ln2.detach().contiguous()]
+        keep.extend(norms)
+        built.append(Layer(norms[0].data_ptr(), norms[1].data_ptr(), *views, None, None))
+    hidden, inter = layers[0][0].shape[0], layers[0][4].weight.shape[0] // 2
+    return Plan(built, Dims(hidden, heads, kv_heads, head_dim, inter, 0, eps, scaling), keep)

@@ -233,7 +233,7 @@ def main() -> None:
         parser = argparse.ArgumentParser(prog="benchmarks/merge_bench.py")
         parser.add_argument("--size", choices=list(SIZES), required=True)
         parser.add_argument("--work", type=Path, default=cache_root() / "bench-sized", help="where the pair is built (kept)")
-        parser.add_argument("--rounds", type=int, default=2, help="warm runs of each contender, alternating")
+        parser.add_argument("--rounds", type=int, default=3, help="warm runs of each, alternating (3: one slow run moves no median)")
         parser.add_argument("--also-max-ram", help="also run the project with this --max-ram")
         parser.add_argument("--mergekit-threads", type=int, help="run mergekit with OMP_NUM_THREADS set to this")
         parsed = parser.parse_args(args)

@@ -7,10 +7,12 @@ of its own in each model, so the parents differ and are far from parallel (θ �
 Shards of ~5 GB with an index, as on the Hub. The 7B pair takes 29 GB and one output 14.5
 GB: outputs are removed after every run.
 
-Runs alternate (project, mergekit, …), at least twice each: the page cache (smaller than
-parents plus output on a 24 GB machine) carries over from run to run, so only
-alternating runs compare. Each run prints wall time and the child's peak RSS (VmHWM).
-The IO floor reads both parents fully, then writes the output's size and fsyncs. Cold
+Runs alternate (project, mergekit, …), three times each by default: the page cache
+(smaller than parents plus output on a 24 GB machine) carries over from run to run, so
+only alternating runs compare. Each run starts after a sync and its time includes
+syncing its own output, so no run pays for another's writes. Each run prints wall time
+and the child's peak RSS (VmHWM). The IO floor reads both parents fully, then writes the
+output's size and fsyncs. Cold
 figures: the page cache is dropped (`echo 3 > /proc/sys/vm/drop_caches`, as root) or,
 where that is refused, the parents' pages are evicted file by file
 (posix_fadvise DONTNEED) before the run.
@@ -237,11 +239,18 @@ def run_sized(size: str, work: Path, rounds: int = 2, extra_max_ram: str | None 
 
     def one(name: str, label: str) -> tuple[float, float]:
         shutil.rmtree(out, ignore_errors=True)
+        # Nobody pays for the writes before it: a run started while the build's 29 GB (or
+        # the last run's output) was still being written back took 55 s where the next
+        # took 24. Each run's own output is made durable inside its time, as the floor's.
+        os.sync()
         if name == "IO floor":
             (wall, cpu), rss, note = io_floor([a, b], output_bytes, work / "floor.bin"), 0.0, ""
         else:
             python, args, env = contenders[name]
             wall, rss, cpu = run_timed(args, python=python, env=env)
+            synced = time.perf_counter()
+            os.sync()
+            wall += time.perf_counter() - synced
             note = f"  (output within {check_output(out, a, b, s.layers):.2f} bf16 ulp of the reference)"
             shutil.rmtree(out, ignore_errors=True)
         print(f"  {label:<5} {name:<36} wall {wall:7.1f} s   cpu {cpu:6.1f} s   peak RSS {f'{rss:.0f} MB' if rss else '-':>9}"

@@ -32,11 +32,12 @@ static inline float round_bf16(float f) { return bf16_to_float(float_to_bf16(f))
 
 /* y[o] = bf16(scale[o] * w[o] . x) (+ bias, rounded again: the torch loop adds it after). */
 static void linear(const Linear *l, const float *x, float *y, int threads) {
+    Int8Input q = l->kind == 1 ? int8_input(x, l->in) : (Int8Input){x, NULL, NULL};
     #pragma omp parallel for schedule(static) num_threads(threads)
     for (int o = 0; o < l->out; o++) {
         float v;
         if (l->kind == 1)
-            v = dot_int8(x, (const int8_t *)l->weight + (long)o * l->in, l->in) * bf16_to_float(((const uint16_t *)l->scale)[o]);
+            v = dot_int8_input(&q, (const int8_t *)l->weight + (long)o * l->in, l->in) * bf16_to_float(((const uint16_t *)l->scale)[o]);
         else if (l->kind == 2)
             v = dot_fp8_over_256(x, (const uint8_t *)l->weight + (long)o * l->in, l->in) * 256.0f * ((const float *)l->scale)[o];
         else
@@ -44,6 +45,7 @@ static void linear(const Linear *l, const float *x, float *y, int threads) {
         v = round_bf16(v);
         y[o] = l->bias ? round_bf16(v + bf16_to_float(l->bias[o])) : v;
     }
+    int8_input_free(&q);
 }
 
 /* out = bf16(w * bf16(x / rms(x))), as transformers' RMSNorm in bf16. */

@@ -2,12 +2,13 @@
 
     python -m inference bench [MODEL] [--tokens 128] [--space-default]
 
-Every line is measured in this run: tok/s (median of 3 replies) for `--tokens` greedy tokens (each reply is made
-that long) through the app's decode loop and, for comparison, through transformers'
-generate (`generate_tok_s`), time to first token for a 1,000-token prompt (prefill), the ratio to bf16 and,
-when `llama_cpp` is importable, to llama.cpp on the same model requantized to Q8_0 with
-the same prompt, token count and thread count. `--space-default` adds a random-weight
-model with Qwen2.5-0.5B's exact config (the online Space's default size): one pane per
+Every line is measured in this run: tok/s (median of 3 rounds, each running every
+contender in turn) for `--tokens` greedy tokens (each reply is made that long) through the
+app's decode loop and, for comparison, through transformers' generate (`generate_tok_s`),
+time to first token for a 1,000-token prompt (prefill), the ratio to bf16 and, when
+`llama_cpp` is importable, to llama.cpp on the same model requantized to Q8_0 with the
+same prompt, token count and thread count. `--space-default` adds a random-weight model
+with Qwen2.5-0.5B's exact config (the online Space's default size): one pane per
 precision, then three panes at once (merged int8 beside two bf16 parents).
 """
 
@@ -18,6 +19,7 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -30,32 +32,47 @@ from inference.loading import LoadedModel, load_model
 
 BENCH_PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
 PREFILL_TOKENS = 1000
-# Decode figures are medians of this many replies: single 128-token runs of one model in one
+# Decode figures are medians of this many rounds: single 128-token runs of one model in one
 # sitting varied from 158 to 241 tok/s here (SmolLM2 int8, 2 shared cores).
 REPEATS = 3
 LLAMA_CPP_HINT = ("llama.cpp not measured: `pip install llama-cpp-python==0.3.36` (no wheel on the registry: it compiles "
                   "from source, about 10 minutes on 2 cores) to compare in the same run")
 
 
-def decode_tok_s(loaded: LoadedModel, tokens: int, decoder: str = "") -> float:
-    """Greedy decode speed; decoder="transformers" measures transformers' generate instead
-    of the lean loop (inference/decoder.py), for the side-by-side ratio."""
-    previous = os.environ.pop(DECODER_ENV, None)
-    if decoder:
-        os.environ[DECODER_ENV] = decoder
-    try:
-        return _decode_tok_s(loaded, tokens)
-    finally:
-        os.environ.pop(DECODER_ENV, None)
-        if previous is not None:
-            os.environ[DECODER_ENV] = previous
-
-
-def _decode_tok_s(loaded: LoadedModel, tokens: int) -> float:
+def one_reply(loaded: LoadedModel, tokens: int) -> Callable[[], float]:
+    """A function that decodes one `tokens`-long greedy reply and returns its tok/s."""
     history = [{"role": "user", "content": BENCH_PROMPT}]
     generate_reply(loaded, history, GenerationSettings(temperature=0.0, max_new_tokens=8), threading.Event())  # warm-up
     settings = GenerationSettings(temperature=0.0, max_new_tokens=tokens, min_new_tokens=tokens)
-    return statistics.median(generate_reply(loaded, history, settings, threading.Event()).stats.tokens_per_s for _ in range(REPEATS))
+    return lambda: generate_reply(loaded, history, settings, threading.Event()).stats.tokens_per_s
+
+
+def interleaved_medians(runs: dict[str, Callable[[], float | None]]) -> dict[str, float | None]:
+    """REPEATS rounds, each running every contender once in turn; the median per contender.
+    Measured one after another instead, a neighbour's load on the shared memory bus fell on
+    one precision and not the other (0.5B-shaped int8 over bf16: 2.09x in one run, 1.19x in
+    the next)."""
+    measured: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(REPEATS):
+        for name, run in runs.items():
+            speed = run()
+            if speed:
+                measured[name].append(speed)
+    return {name: statistics.median(speeds) if speeds else None for name, speeds in measured.items()}
+
+
+def generate_tok_s(loaded: LoadedModel, tokens: int) -> float:
+    """The same reply through transformers' generate instead of the lean loop
+    (inference/decoder.py), for the side-by-side ratio."""
+    previous = os.environ.get(DECODER_ENV)
+    os.environ[DECODER_ENV] = "transformers"
+    try:
+        run = one_reply(loaded, tokens)
+        return statistics.median(run() for _ in range(REPEATS))
+    finally:
+        os.environ.pop(DECODER_ENV)
+        if previous is not None:
+            os.environ[DECODER_ENV] = previous
 
 
 def prefill_seconds(loaded: LoadedModel) -> float:
@@ -68,9 +85,10 @@ def prefill_seconds(loaded: LoadedModel) -> float:
     return reply.stats.first_token_s or reply.stats.seconds
 
 
-def llama_cpp_tok_s(ref: str, loaded: LoadedModel, tokens: int) -> float | None:
-    """llama.cpp on the same model: the GGUF requantized to Q8_0 through llama-cpp-python's
-    own quantize API, the same chat-templated prompt, token count and thread count."""
+def llama_cpp_reply(ref: str, loaded: LoadedModel, tokens: int) -> Callable[[], float | None] | None:
+    """llama.cpp on the same model, as a function that decodes one reply and returns its
+    tok/s: the GGUF requantized to Q8_0 through llama-cpp-python's own quantize API, the
+    same chat-templated prompt, token count and thread count."""
     try:
         import llama_cpp
     except ImportError:
@@ -102,28 +120,28 @@ def llama_cpp_tok_s(ref: str, loaded: LoadedModel, tokens: int) -> float | None:
             count += 1
         return (count - 1) / (last - first) if count > 1 and last > first else None
 
-    runs = [speed for speed in (one_run() for _ in range(REPEATS)) if speed]
-    return statistics.median(runs) if runs else None
+    return one_run
 
 
 def bench_model(ref: str, tokens: int, label: str, llama_cpp: bool = True) -> dict[str, LoadedModel]:
-    speeds: dict[str, float] = {}
-    models: dict[str, LoadedModel] = {}
-    reference = None
-    for precision in ("bf16", "int8", "fp8"):
-        loaded = load_model(ref, precision)
-        if precision == "bf16" and llama_cpp:
-            reference = llama_cpp_tok_s(ref, loaded, tokens)
-            print(f"model={label} precision=llama.cpp-q8_0 tok_s={reference:.1f}" if reference else LLAMA_CPP_HINT, flush=True)
-        speeds[precision] = decode_tok_s(loaded, tokens)
-        generate = decode_tok_s(loaded, tokens, "transformers")
+    models = {precision: load_model(ref, precision) for precision in ("bf16", "int8", "fp8")}
+    runs = {precision: one_reply(loaded, tokens) for precision, loaded in models.items()}
+    reference = llama_cpp_reply(ref, models["bf16"], tokens) if llama_cpp else None
+    if reference:
+        runs = {"llama.cpp-q8_0": reference, **runs}
+    elif llama_cpp:
+        print(LLAMA_CPP_HINT, flush=True)
+    speeds = interleaved_medians(runs)
+    if reference:
+        print(f"model={label} precision=llama.cpp-q8_0 tok_s={speeds['llama.cpp-q8_0']:.1f}", flush=True)
+    for precision, loaded in models.items():
+        generate = generate_tok_s(loaded, tokens)
         r = loaded.report
-        ratio = f"{speeds[precision] / reference:.2f}" if reference else "n/a"
+        ratio = f"{speeds[precision] / speeds['llama.cpp-q8_0']:.2f}" if reference else "n/a"
         print(f"model={label} precision={precision} backend={r.backend.replace(' ', '_')} tok_s={speeds[precision]:.1f} "
               f"prefill_{PREFILL_TOKENS}_s={prefill_seconds(loaded):.2f} weight_mb={r.weight_bytes / 1e6:.0f} "
               f"linear_vs_bf16={r.linear_bytes / r.linear_bf16_bytes:.2f} vs_bf16={speeds[precision] / speeds['bf16']:.2f} "
               f"vs_llama_cpp={ratio} generate_tok_s={generate:.1f} vs_generate={speeds[precision] / generate:.2f}", flush=True)
-        models[precision] = loaded
     return models
 
 

@@ -172,19 +172,22 @@ def test_clear_mid_reply_stops_first_and_leaves_no_error(tiny_models, monkeypatc
 def test_a_clear_waits_until_the_page_has_the_streams_end(tiny_models):
     """Gradio re-sends a stream's last view after the stream has ended; a Clear view sent
     before that was overwritten (a CI run of the Chromium test showed the old replies back
-    for good). Clear returns only once the page's step after the stream has run."""
+    for good). Clear returns only once the page's step after every stream begun has run,
+    also when one stream's confirmation comes after the next stream has begun."""
     a = str(tiny_models("llama", 1))
     state = chat_tab.ChatSession()
-    chat_tab.queue_message("hello", state)
-    views = list(chat_tab.page_stream(chat_tab.answer_pending)("", 0.0, 1.0, 4, 0, "", a, "", False, True, False, "bf16", "bf16",
-                                                              state))
+    stream = chat_tab.page_stream(chat_tab.answer_pending)
+    for message in ("hello", "again"):
+        chat_tab.queue_message(message, state)
+        views = list(stream("", 0.0, 1.0, 4, 0, "", a, "", False, True, False, "bf16", "bf16", state))
     assert unpack(views[-1])[0][1][-1]["content"] and state.idle.is_set()
     cleared = []
     thread = threading.Thread(target=lambda: cleared.append(chat_tab.clear_chat(state)))
     thread.start()
-    thread.join(0.5)
-    assert not cleared  # the threads have ended, but the page has not had the stream's end yet
-    chat_tab.page_has_the_end(state)
+    for _ in range(2):
+        thread.join(0.5)
+        assert not cleared  # the threads have ended, but the page has not had every stream's end yet
+        chat_tab.page_has_the_end(state)
     thread.join(10)
     assert unpack(cleared[0])[0] == [[], [], []]
 

@@ -47,8 +47,10 @@ class ChatSession:
         self.stop = threading.Event()
         self.idle = threading.Event()  # cleared while this visitor's replies stream
         self.idle.set()
-        self.shown = threading.Event()  # cleared from a page stream's start until the page has its end
-        self.shown.set()
+        # Page streams begun whose end the page has not confirmed yet (page_stream): a
+        # count, as one stream's confirmation can arrive after the next one has begun.
+        self.unconfirmed = 0
+        self.confirmed = threading.Condition()
         self.pending: list[str] = []  # sent while replies streamed: answered next, in order, never dropped
 
     def __deepcopy__(self, memo: dict) -> ChatSession:  # gr.State copies its default per session
@@ -61,7 +63,8 @@ class ChatSession:
         a Clear that woke as the replies ended showed them back, for good)."""
         self.stop.set()
         self.idle.wait(timeout=STOP_WAIT_S)
-        self.shown.wait(timeout=SHOWN_WAIT_S)
+        with self.confirmed:
+            self.confirmed.wait_for(lambda: self.unconfirmed == 0, timeout=SHOWN_WAIT_S)
 
 
 def _settings(temperature: float, top_p: float, max_new_tokens: float, seed: float, repetition_penalty: float) -> GenerationSettings:
@@ -182,17 +185,21 @@ def regenerate_last(system_prompt: str, temperature: float, top_p: float, max_ne
 
 
 def page_stream(stream):
-    """A stream the page runs: `session.shown` is cleared until the page's next step
+    """A stream the page runs: counted as unconfirmed until the page's next step
     (`page_has_the_end`) says the stream's last message has arrived."""
     @functools.wraps(stream)
     def streaming(*args, **kwargs):
-        next(arg for arg in args if isinstance(arg, ChatSession)).shown.clear()
+        session = next(arg for arg in args if isinstance(arg, ChatSession))
+        with session.confirmed:
+            session.unconfirmed += 1
         yield from stream(*args, **kwargs)
     return streaming
 
 
 def page_has_the_end(session: ChatSession) -> None:
-    session.shown.set()
+    with session.confirmed:
+        session.unconfirmed = max(0, session.unconfirmed - 1)
+        session.confirmed.notify_all()
 
 
 def stop_chat(session: ChatSession) -> None:

@@ -26,12 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,7 +33,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from core.sources import cache_root
+from core.native import build
 
 KERNEL_MAX_ROWS = 8  # above this, widening once and using torch's GEMM is faster
 
@@ -50,31 +44,10 @@ _kernel_lock = threading.Lock()
 _kernel: ctypes.CDLL | None | bool = None  # None: not tried yet, False: unavailable
 
 
-def _cpu_id() -> str:
-    try:
-        return next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor()
-
-
 def _load_kernel() -> ctypes.CDLL | bool:
-    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
-    if compiler is None or platform.system() != "Linux":
+    lib = build("cpu", SOURCES, ["-fopenmp"])
+    if lib is None:
         return False
-    code = "\n".join(source.read_text() for source in SOURCES)
-    key = hashlib.sha256(f"{code}|{_cpu_id()}|{platform.machine()}".encode()).hexdigest()[:16]
-    library = cache_root() / "kernels" / f"cpu-{key}.so"
-    if not library.is_file():
-        library.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=library.parent) as work:
-            source, built = Path(work) / "kernels.c", Path(work) / "kernels.so"
-            source.write_text(code)
-            flags = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC"]
-            done = subprocess.run([compiler, *flags, str(source), "-o", str(built), "-lm"], capture_output=True)
-            if done.returncode != 0:
-                return False
-            built.rename(library)  # atomic: concurrent builders never see a half-written file
-    lib = ctypes.CDLL(str(library))
     for function in (lib.int8_gemv, lib.fp8_gemv, lib.bf16_gemv):
         function.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int] * 4
         function.restype = None

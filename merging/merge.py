@@ -21,6 +21,7 @@ import torch
 from core.errors import UserError
 from core.policy import AccessPolicy
 from core.sources import resolve_model
+from merging import slerp_kernel
 from merging.chat_templates import resolve_template
 from merging.checkpoint import Checkpoint, open_checkpoint
 from merging.config import MergeConfig
@@ -256,6 +257,7 @@ def merge_tensor(plan: TensorPlan, writer: ChunkWriter, feed: Feed, device: torc
     job = feed.jobs[plan.name]
     fa, fb = feed.scratch
     stats = PairStats()
+    in_c = plan.blends and slerp_kernel.applies((plan.base.dtype, plan.other.dtype), plan.compute_dtype, plan.out_dtype, device)
     kept: dict[int, Block] = {}
     written = 0
 
@@ -278,6 +280,9 @@ def merge_tensor(plan: TensorPlan, writer: ChunkWriter, feed: Feed, device: torc
     def first_pass(i: int) -> tuple[int, int | None]:  # the angle (and the output itself when t is 0 or 1)
         block, nbytes = feed.next(job, i), 0
         for n, (a, b) in block.pieces():
+            if in_c:
+                stats.include(*slerp_kernel.sums(a, b))
+                continue
             va, vb = load(n, a, b)
             stats.add(va, vb)
             if not plan.blends:
@@ -287,9 +292,18 @@ def merge_tensor(plan: TensorPlan, writer: ChunkWriter, feed: Feed, device: torc
             return nbytes, None
         return nbytes, block.slot
 
+    def blend(n: int, a: torch.Tensor, b: torch.Tensor) -> int:
+        if not in_c:
+            return emit(combine_into(c, *load(n, a, b)))
+        if c.lerp and torch.equal(a, b):  # lerp of x with x is x, bit-exact (as combine_into)
+            return emit(a)
+        out = writer.buffer(n, plan.out_dtype)
+        slerp_kernel.combine(a, b, c.s0, c.s1, out)
+        return writer.write(out)
+
     def second_pass(i: int) -> tuple[int, int | None]:  # the blend, from a kept block or one read again
         block = kept.pop(i) if i < job.kept else feed.next(job, i)
-        return sum(emit(combine_into(c, *load(n, a, b))) for n, (a, b) in block.pieces()), block.slot
+        return sum(blend(n, a, b) for n, (a, b) in block.pieces()), block.slot
 
     def run(step: Callable[[int], tuple[int, int | None]], i: int) -> int:
         nbytes, slot = step(i)

@@ -38,7 +38,10 @@ class PairStats:
     def add(self, v0: torch.Tensor, v1: torch.Tensor) -> None:
         a, b = v0.reshape(-1).float(), v1.reshape(-1).float()
         sums = torch.stack([torch.dot(a, a), torch.dot(b, b), torch.dot(a, b)]).double()
-        sq0, sq1, dot = sums.tolist()
+        self.include(*sums.tolist())
+
+    def include(self, sq0: float, sq1: float, dot: float) -> None:
+        """Sums taken elsewhere (merging/slerp_kernel.py)."""
         self.sq0 += sq0
         self.sq1 += sq1
         self.dot += dot

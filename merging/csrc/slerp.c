@@ -1,0 +1,67 @@
+/* The merge's two passes over a bf16 tensor pair, one read of the pair each
+   (merging/slerp_kernel.py says what the torch version cost). Built with
+   -ffp-contract=off: s0*a + s1*b is two rounded products and a rounded sum, as
+   mergekit computes it, never a fused multiply-add. */
+#include <stdint.h>
+#include <string.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
+
+static inline float bf16_to_float(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static inline uint16_t float_to_bf16(float f) {  /* round to nearest even, as torch does; NaN stays NaN */
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof bits);
+    if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((bits >> 16) | 0x40u);
+    return (uint16_t)((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+}
+
+#define SUM_BLOCK 4096  /* float32 partial sums per block, added up in float64 */
+
+/* sums[0] += a.a, sums[1] += b.b, sums[2] += a.b over n elements. */
+void slerp_sums(const uint16_t *a, const uint16_t *b, long n, double *sums) {
+    double aa = 0.0, bb = 0.0, ab = 0.0;
+    for (long start = 0; start < n; start += SUM_BLOCK) {
+        long end = start + SUM_BLOCK < n ? start + SUM_BLOCK : n, i = start;
+        float faa = 0.0f, fbb = 0.0f, fab = 0.0f;
+#ifdef __AVX512F__
+        __m512 vaa = _mm512_setzero_ps(), vbb = _mm512_setzero_ps(), vab = _mm512_setzero_ps();
+        for (; i + 16 <= end; i += 16) {
+            __m512 va = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(a + i))), 16));
+            __m512 vb = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(b + i))), 16));
+            vaa = _mm512_add_ps(vaa, _mm512_mul_ps(va, va));
+            vbb = _mm512_add_ps(vbb, _mm512_mul_ps(vb, vb));
+            vab = _mm512_add_ps(vab, _mm512_mul_ps(va, vb));
+        }
+        faa = _mm512_reduce_add_ps(vaa), fbb = _mm512_reduce_add_ps(vbb), fab = _mm512_reduce_add_ps(vab);
+#endif
+        for (; i < end; i++) {
+            float x = bf16_to_float(a[i]), y = bf16_to_float(b[i]);
+            faa += x * x, fbb += y * y, fab += x * y;
+        }
+        aa += faa, bb += fbb, ab += fab;
+    }
+    sums[0] += aa, sums[1] += bb, sums[2] += ab;
+}
+
+/* out = bf16(s0 * a + s1 * b), each product and the sum rounded to float32. */
+void slerp_combine(const uint16_t *a, const uint16_t *b, long n, float s0, float s1, uint16_t *out) {
+    long i = 0;
+#ifdef __AVX512F__
+    const __m512 v0 = _mm512_set1_ps(s0), v1 = _mm512_set1_ps(s1);
+    for (; i + 16 <= n; i += 16) {
+        __m512 va = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(a + i))), 16));
+        __m512 vb = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(b + i))), 16));
+        float lanes[16];
+        _mm512_storeu_ps(lanes, _mm512_add_ps(_mm512_mul_ps(va, v0), _mm512_mul_ps(vb, v1)));
+        for (int k = 0; k < 16; k++) out[i + k] = float_to_bf16(lanes[k]);
+    }
+#endif
+    for (; i < n; i++) out[i] = float_to_bf16(bf16_to_float(a[i]) * s0 + bf16_to_float(b[i]) * s1);
+}

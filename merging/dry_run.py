@@ -24,10 +24,11 @@ from merging.sizes import megabytes
 
 # Bytes moved per second by `python -m merging` on the Mistral-7B-shaped pair of
 # benchmarks/merge_bench.py --size 7b (2 cores, 24 GB RAM, so the 43 GB of parents and
-# output never fit the page cache), default budget: reads + re-reads + writes over the
-# median wall time. PROVISIONAL until the 7B run; see the commit that sets it.
-IO_BYTES_PER_S = 1_000 * 10**6
-IO_RATE_SOURCE = "a 7B merge's rate on the 2-core dev machine"
+# output never fit the page cache), default budget: reads + re-reads + writes (61.0 GB)
+# over the cold run's 41.4 s, output synced (README "Merge at 7B"). The warm median,
+# 27.1 s, is 2.25 GB/s: the estimate is for a first merge, with nothing cached.
+IO_BYTES_PER_S = 1_470 * 10**6
+IO_RATE_SOURCE = "a cold 7B merge's rate on the 2-core dev machine"
 
 
 @dataclass(frozen=True)

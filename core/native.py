@@ -1,6 +1,7 @@
 """C kernels built with the system C compiler on first use and cached per CPU and source,
 for the decode loop (inference/cpu_kernels.py) and the merge's math (merging/slerp_kernel.py).
-Without a compiler, or off Linux, `build` says None and the callers use torch."""
+Without a compiler, off Linux, or where the library will not load, `build` says None and
+the callers use torch."""
 
 from __future__ import annotations
 
@@ -40,4 +41,7 @@ def build(name: str, sources: list[Path], flags: list[str]) -> ctypes.CDLL | Non
             if subprocess.run(command, capture_output=True).returncode != 0:
                 return None
             built.rename(library)  # atomic: concurrent builders never see a half-written file
-    return ctypes.CDLL(str(library))
+    try:
+        return ctypes.CDLL(str(library))
+    except OSError:  # a cached file this system cannot load (a copied cache, a full disk mid-write)
+        return None

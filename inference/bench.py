@@ -123,6 +123,15 @@ def llama_cpp_reply(ref: str, loaded: LoadedModel, tokens: int) -> Callable[[], 
     return one_run
 
 
+def _shown(value: float | None, digits: int) -> str:
+    """A speed, or n/a where every run of it was too short to time."""
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _ratio(value: float | None, reference: float | None) -> str:
+    return "n/a" if value is None or not reference else f"{value / reference:.2f}"
+
+
 def bench_model(ref: str, tokens: int, label: str, llama_cpp: bool = True) -> dict[str, LoadedModel]:
     models = {precision: load_model(ref, precision) for precision in ("bf16", "int8", "fp8")}
     runs = {precision: one_reply(loaded, tokens) for precision, loaded in models.items()}
@@ -133,15 +142,16 @@ def bench_model(ref: str, tokens: int, label: str, llama_cpp: bool = True) -> di
         print(LLAMA_CPP_HINT, flush=True)
     speeds = interleaved_medians(runs)
     if reference:
-        print(f"model={label} precision=llama.cpp-q8_0 tok_s={speeds['llama.cpp-q8_0']:.1f}", flush=True)
+        print(f"model={label} precision=llama.cpp-q8_0 tok_s={_shown(speeds['llama.cpp-q8_0'], 1)}", flush=True)
     for precision, loaded in models.items():
         generate = generate_tok_s(loaded, tokens)
         r = loaded.report
-        ratio = f"{speeds[precision] / speeds['llama.cpp-q8_0']:.2f}" if reference else "n/a"
-        print(f"model={label} precision={precision} backend={r.backend.replace(' ', '_')} tok_s={speeds[precision]:.1f} "
+        speed = speeds[precision]
+        print(f"model={label} precision={precision} backend={r.backend.replace(' ', '_')} tok_s={_shown(speed, 1)} "
               f"prefill_{PREFILL_TOKENS}_s={prefill_seconds(loaded):.2f} weight_mb={r.weight_bytes / 1e6:.0f} "
-              f"linear_vs_bf16={r.linear_bytes / r.linear_bf16_bytes:.2f} vs_bf16={speeds[precision] / speeds['bf16']:.2f} "
-              f"vs_llama_cpp={ratio} generate_tok_s={generate:.1f} vs_generate={speeds[precision] / generate:.2f}", flush=True)
+              f"linear_vs_bf16={r.linear_bytes / r.linear_bf16_bytes:.2f} vs_bf16={_ratio(speed, speeds['bf16'])} "
+              f"vs_llama_cpp={_ratio(speed, speeds.get('llama.cpp-q8_0'))} generate_tok_s={generate:.1f} "
+              f"vs_generate={_ratio(speed, generate)}", flush=True)
     return models
 
 

@@ -56,13 +56,15 @@ def _linear(module: nn.Module, keep: list[torch.Tensor]) -> Linear | None:
 class Bound:
     """The layers with one reply's cache: replies of one model run at once, each its own."""
 
-    def __init__(self, layers: list[Layer], dims: Dims, cache: list[tuple[torch.Tensor, torch.Tensor]]):
+    def __init__(self, layers: list[Layer], dims: Dims, cache: list[tuple[torch.Tensor, torch.Tensor]], keep: list[torch.Tensor]):
         self.layers = (Layer * len(layers))(*layers)
         for layer, (keys, values) in zip(self.layers, cache, strict=True):
             layer.keys, layer.values = keys.data_ptr(), values.data_ptr()
         self.dims = Dims.from_buffer_copy(dims)
         self.dims.capacity = cache[0][0].shape[1]
-        self.cache = cache  # C writes into it through the pointers above
+        # The cache is not held here: it holds this (Cache.bound), and a cycle would keep
+        # a reply's cache until the garbage collector ran. The weights are.
+        self._keep = keep
 
     def step(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, position: int) -> None:
         """x: the token's hidden state [hidden], bf16, run through every layer in place;
@@ -78,7 +80,7 @@ class Plan:
         self.layers, self.dims, self._keep = layers, dims, keep
 
     def bind(self, cache: list[tuple[torch.Tensor, torch.Tensor]]) -> Bound:
-        return Bound(self.layers, self.dims, cache)
+        return Bound(self.layers, self.dims, cache, self._keep)
 
 
 def plan(dtype: torch.dtype, layers: list, heads: int, kv_heads: int, head_dim: int, eps: float, scaling: float) -> Plan | None:

@@ -71,7 +71,8 @@ def _kernel_linear(module: nn.Module):
 
 
 class Cache(list):
-    """A reply's keys and values per layer, and the same bound for the C step (or None)."""
+    """A reply's keys and values per layer, and the same bound for the C step (or None),
+    which points into them: the cache must outlive its `bound`, as it does by holding it."""
     bound: decode_step.Bound | None
 
 
@@ -131,7 +132,7 @@ class LeanDecoder:
     def new_cache(self, length: int) -> Cache:
         """Per layer, keys and values for `length` positions: [kv_heads, length, head_dim]."""
         shape = (self.kv_heads, length, self.head_dim)
-        cache = Cache((torch.empty(shape), torch.empty(shape)) for _ in self.layers)
+        cache = Cache((torch.empty(shape, dtype=torch.float32), torch.empty(shape, dtype=torch.float32)) for _ in self.layers)
         cache.bound = self.step.bind(cache) if self.step else None
         return cache
 

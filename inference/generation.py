@@ -32,7 +32,7 @@ from inference.decoder import decode, lean_decoder, processors_for
 from inference.loading import LoadedModel
 
 MAX_MODELS = 4
-STOP_AT_EXIT_S = 10.0  # how long an exiting process waits for its stopped replies
+STOP_AT_EXIT_S = 10.0  # how long an exiting process waits for each stopped reply thread (a stopped one ends within a token)
 _streaming: set[tuple[threading.Event, tuple[threading.Thread, ...]]] = set()  # the replies decoding right now
 
 

@@ -167,11 +167,11 @@ def answer_pending(system_prompt: str, temperature: float, top_p: float, max_new
 
 @gpu(CHAT_SECONDS)
 @shown_as_toast
-def regenerate_last(system_prompt: str, temperature: float, top_p: float, max_new_tokens: float, seed: float, lock_seed: bool,
-                    session: ChatSession, repetition_penalty: float = DEFAULTS.repetition_penalty):
-    """Answer the last message again, after any running reply has stopped; a new seed
+def regenerate_stopped(system_prompt: str, temperature: float, top_p: float, max_new_tokens: float, seed: float, lock_seed: bool,
+                       session: ChatSession, repetition_penalty: float = DEFAULTS.repetition_penalty):
+    """Answer the last message again, once the running replies have stopped (the page's
+    Regenerate waits in a step of its own, before its stream counts as begun); a new seed
     unless `lock_seed`. Yields the chat view and the seed used."""
-    session.wait_idle()
     if not lock_seed:
         seed = session.arena.rng.randrange(2**31)
     session.stop.clear()
@@ -182,6 +182,14 @@ def regenerate_last(system_prompt: str, temperature: float, top_p: float, max_ne
             yield (*_view(session), int(seed))
     finally:
         session.idle.set()
+
+
+def regenerate_last(system_prompt: str, temperature: float, top_p: float, max_new_tokens: float, seed: float, lock_seed: bool,
+                    session: ChatSession, repetition_penalty: float = DEFAULTS.repetition_penalty):
+    """The `regenerate` API: stop any running reply, wait for it, then answer the last
+    message again."""
+    session.wait_idle()
+    yield from regenerate_stopped(system_prompt, temperature, top_p, max_new_tokens, seed, lock_seed, session, repetition_penalty)
 
 
 def page_stream(stream):
@@ -403,15 +411,24 @@ def build_chat_tab(demo: gr.Blocks) -> ChatTab:
     api_chat = gr.Button(visible=False)  # the `chat` API: message first, streamed, as before
     api_chat.click(chat, [message, system_prompt, *sampling, *model_inputs, repetition_penalty], chat_outputs, api_name="chat",
                    concurrency_id="device", concurrency_limit=1)
+    # Every step of the two page chains runs once per trigger ("multiple"): under the
+    # default "once", a step still running drops the next trigger, and a dropped
+    # `page_has_the_end` would leave a stream counted as unconfirmed (Clear then waits 10 s).
+    each = {"api_visibility": PRIVATE, "trigger_mode": "multiple"}
     for trigger in (send_button.click, message.submit):
         trigger(queue_message, [message, session], [message, pending], concurrency_limit=None, api_visibility=PRIVATE).success(
             page_stream(answer_pending), [system_prompt, *sampling, *model_inputs, repetition_penalty], chat_outputs,
-            api_visibility=PRIVATE, concurrency_id="device", concurrency_limit=1, trigger_mode="multiple").then(
-            page_has_the_end, session, None, concurrency_limit=None, api_visibility=PRIVATE)
+            concurrency_id="device", concurrency_limit=1, **each).then(
+            page_has_the_end, session, None, concurrency_limit=None, **each)
+    regen_inputs = [system_prompt, *sampling, lock_seed, session, repetition_penalty]
+    api_regen = gr.Button(visible=False)  # the `regenerate` API: no page step after it to confirm its end
+    api_regen.click(regenerate_last, regen_inputs, [*chat_outputs, seed], api_name="regenerate", concurrency_id="device",
+                    concurrency_limit=1)
     regen_button.click(stop_chat, session, None, concurrency_limit=None, api_visibility=PRIVATE).then(
-        page_stream(regenerate_last), [system_prompt, *sampling, lock_seed, session, repetition_penalty], [*chat_outputs, seed],
-        api_name="regenerate", concurrency_id="device", concurrency_limit=1).then(
-        page_has_the_end, session, None, concurrency_limit=None, api_visibility=PRIVATE)
+        ChatSession.wait_idle, session, None, concurrency_limit=None, **each).then(
+        page_stream(regenerate_stopped), regen_inputs, [*chat_outputs, seed], concurrency_id="device", concurrency_limit=1,
+        **each).then(
+        page_has_the_end, session, None, concurrency_limit=None, **each)
     stop_button.click(stop_chat, session, None, concurrency_limit=None, api_visibility=PRIVATE)
     for clearing in (clear_button.click, *[bot.clear for bot in bots]):  # a pane's trash icon clears the arena too
         clearing(clear_chat, session, chat_outputs, concurrency_limit=None, api_visibility=PRIVATE)

@@ -1,6 +1,7 @@
 /* Weight-only GEMV kernels for decode (inference/cpu_kernels.py says why and what they measured). */
 #include <stdint.h>
 #include <stdlib.h>
+#include <float.h>
 #include <math.h>
 #include <string.h>
 #ifdef __AVX512F__
@@ -66,8 +67,9 @@ static Int8Input int8_input(const float *x, int n) {
     for (int b = 0; b < n; b += Q16_BLOCK) {
         int e = b + Q16_BLOCK < n ? b + Q16_BLOCK : n;
         float top = 0.0f;
-        for (int i = b; i < e; i++) top = fabsf(x[i]) > top ? fabsf(x[i]) : top;
-        float inv = top > 0.0f ? 32767.0f / top : 0.0f;
+        /* a NaN makes the block's scale NaN, so it reaches the output as in torch's product */
+        for (int i = b; i < e; i++) top = fabsf(x[i]) > top || x[i] != x[i] ? fabsf(x[i]) : top;
+        float inv = top > 0.0f && top <= FLT_MAX ? 32767.0f / top : 0.0f;
         in.scales[b / Q16_BLOCK] = top / 32767.0f;
         for (int i = b; i < e; i++) in.q[i] = (int16_t)lrintf(x[i] * inv);
     }

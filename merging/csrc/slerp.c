@@ -15,10 +15,10 @@ static inline float bf16_to_float(uint16_t h) {
     return f;
 }
 
-static inline uint16_t float_to_bf16(float f) {  /* round to nearest even, as torch does; NaN stays NaN */
+static inline uint16_t float_to_bf16(float f) {  /* round to nearest even; any NaN is torch's 0x7FC0 */
     uint32_t bits;
     memcpy(&bits, &f, sizeof bits);
-    if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((bits >> 16) | 0x40u);
+    if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return 0x7FC0u;
     return (uint16_t)((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
 }
 

@@ -113,20 +113,21 @@ def test_second_send_mid_reply_is_queued_and_clear_mid_reply_leaves_no_error(bro
 
 
 def test_regenerate_mid_reply_answers_again_at_once_and_a_clear_after_it_empties_the_panes(browser_page, merged, monkeypatch):
-    """Regenerate once waited out its own stream's confirmation (10 s) before it began."""
+    """Regenerate once waited out its own stream's confirmation (SHOWN_WAIT_S) before it began."""
     slowed(monkeypatch, 0.08)
+    monkeypatch.setattr(chat_tab, "SHOWN_WAIT_S", 60.0)  # such a stall now outlasts the wait below by far
     page, (output, a, b) = browser_page, merged
     open_chat(page, output, a, b, blind=False, max_tokens=64)
     send(page, "first message")
     expect(page.locator("#chat-panes .message.bot")).to_have_count(3, timeout=60_000)  # streaming
     page.get_by_role("button", name="Regenerate").click()
     new_seed = page.locator("#chat-panes").get_by_text(re.compile(r"seed [1-9]\d*"))
-    expect(new_seed).to_have_count(3, timeout=5_000)  # begun at once (a stalled one showed seed 0 for 10 s)
+    expect(new_seed).to_have_count(3, timeout=20_000)  # begun at once (a stalled one showed seed 0 for 60 s)
     expect(page.locator("#chat-panes .message.user")).to_have_count(3)  # the message answered again, not repeated
     page.screenshot(path=str(ARTIFACTS / "regenerated-mid-reply.png"))
     expect(page.locator("#chat-panes").get_by_text(re.compile(r"^\d+ tokens"))).to_have_count(3, timeout=60_000)
     page.locator("#chat-clear").click()
-    expect(page.locator("#chat-panes .message")).to_have_count(0, timeout=5_000)
+    expect(page.locator("#chat-panes .message")).to_have_count(0, timeout=20_000)
     page.wait_for_timeout(1500)  # a late view would show the replies back by now
     expect(page.locator("#chat-panes .message")).to_have_count(0)
     assert_no_error(page)

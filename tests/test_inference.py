@@ -20,7 +20,7 @@ from inference import (
     run_side_by_side,
     stream_side_by_side,
 )
-from inference.cpu_kernels import decode_fp8, fp8_linear_cpu, int8_linear_cpu
+from inference.cpu_kernels import bf16_linear_cpu, decode_fp8, fp8_linear_cpu, int8_linear_cpu
 from inference.quantize import Int8Linear
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,6 +111,21 @@ def test_int8_cpu_kernel_is_the_exact_product_rounded_once(rows, width):
     activation_rounding = (step @ weight.double().abs().T) * scale.double()
     assert bool(((y - exact).abs() <= (exact.abs() + activation_rounding) * 2**-8 + activation_rounding + 1e-6).all())
     assert float((y - exact).norm() / exact.norm()) < 2**-9  # and far from the bound on the whole
+
+
+# 100: the 64-wide loop, then the 32-wide one, then a tail; 600: a tail after 64-wide only.
+@pytest.mark.parametrize("rows, width", [(1, 576), (3, 100), (1, 600), (8, 896)])
+def test_bf16_cpu_kernel_is_the_exact_product_rounded_once(rows, width):
+    """The bf16 kernel (vdpbf16ps where the CPU has AVX512-BF16, float FMAs elsewhere):
+    every output within bf16's rounding of the float64 product, plus float32 sums."""
+    torch.manual_seed(rows * width)
+    weight = torch.randn(300, width).bfloat16()
+    x = torch.randn(rows, width).bfloat16()
+    exact = x.double() @ weight.double().T
+    y = bf16_linear_cpu(x, weight).double()
+    sums = (x.double().abs() @ weight.double().abs().T) * 2**-20  # float32 accumulation, generously
+    assert bool(((y - exact).abs() <= exact.abs() * 2**-8 + sums).all())
+    assert float((y - exact).norm() / exact.norm()) < 2**-9
 
 
 def test_int8_kernel_keeps_outlier_activations_within_the_weights_own_rounding():

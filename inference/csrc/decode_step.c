@@ -35,6 +35,11 @@ static inline float round_bf16(float f) { return bf16_to_float(float_to_bf16(f))
 /* y[o] = bf16(scale[o] * w[o] . x) (+ bias, rounded again: the torch loop adds it after). */
 static void linear(const Linear *l, const float *x, float *y, int threads) {
     Int8Input q = l->kind == 1 ? int8_input(x, l->in) : (Int8Input){x, NULL, NULL};
+#if defined(__AVX512BF16__)
+    uint16_t xb[l->kind == 0 ? l->in : 1];  /* x holds bf16 values (rounded where torch rounds): exact */
+    if (l->kind == 0)
+        for (int i = 0; i < l->in; i++) xb[i] = float_to_bf16(x[i]);
+#endif
     #pragma omp parallel for schedule(static) num_threads(threads)
     for (int o = 0; o < l->out; o++) {
         float v;
@@ -43,7 +48,11 @@ static void linear(const Linear *l, const float *x, float *y, int threads) {
         else if (l->kind == 2)
             v = dot_fp8_over_256(x, (const uint8_t *)l->weight + (long)o * l->in, l->in) * 256.0f * ((const float *)l->scale)[o];
         else
+#if defined(__AVX512BF16__)
+            v = dot_bf16_bf16(xb, (const uint16_t *)l->weight + (long)o * l->in, l->in);
+#else
             v = dot_bf16(x, (const uint16_t *)l->weight + (long)o * l->in, l->in);
+#endif
         v = round_bf16(v);
         y[o] = l->bias ? round_bf16(v + bf16_to_float(l->bias[o])) : v;
     }

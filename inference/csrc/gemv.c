@@ -139,6 +139,30 @@ static float dot_bf16(const float *x, const uint16_t *w, int n) {
     return acc;
 }
 
+/* bf16 weights against a bf16 row: with AVX512-BF16, vdpbf16ps multiplies 32 pairs per
+   instruction into float32 sums (bf16 products are exact in float32) with no widening of
+   the weights. On a 2-core Zen 4 host: the 0.5B model's 272 MB bf16 lm_head 10.5 -> 9.3-9.9
+   ms; a bf16 0.5B pane 24.3 -> 29.2 tok/s, and three panes' bf16 parents 10.3 / 10.7 ->
+   12.9 / 12.6 (one benchmark run each). The products are the same; the sums run in
+   another order, and the instruction reads a subnormal bf16 (below 1e-38) as zero. */
+static float dot_bf16_bf16(const uint16_t *x, const uint16_t *w, int n) {
+    float acc = 0.0f;
+    int i = 0;
+#if defined(__AVX512BF16__)
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    for (; i + 64 <= n; i += 64) {
+        a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512((const void *)(x + i)), (__m512bh)_mm512_loadu_si512((const void *)(w + i)));
+        a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_loadu_si512((const void *)(x + i + 32)),
+                              (__m512bh)_mm512_loadu_si512((const void *)(w + i + 32)));
+    }
+    for (; i + 32 <= n; i += 32)
+        a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512((const void *)(x + i)), (__m512bh)_mm512_loadu_si512((const void *)(w + i)));
+    acc = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+#endif
+    for (; i < n; i++) acc += bf16_to_float(w[i]) * bf16_to_float(x[i]);
+    return acc;
+}
+
 static float *rows_to_float(const uint16_t *x, long n) {
     float *xf = malloc(n * sizeof *xf);
     for (long i = 0; i < n; i++) xf[i] = bf16_to_float(x[i]);
@@ -170,10 +194,17 @@ void fp8_gemv(const uint16_t *x, const uint8_t *w, const float *scale, uint16_t 
 
 /* bf16 weights: no scale (the argument is ignored). */
 void bf16_gemv(const uint16_t *x, const uint16_t *w, const void *scale, uint16_t *y, int rows, int in, int out, int threads) {
+#if defined(__AVX512BF16__)
+    #pragma omp parallel for schedule(static) num_threads(threads)
+    for (int o = 0; o < out; o++)
+        for (int m = 0; m < rows; m++)
+            y[(long)m * out + o] = float_to_bf16(dot_bf16_bf16(x + (long)m * in, w + (long)o * in, in));
+#else
     float *xf = rows_to_float(x, (long)rows * in);
     #pragma omp parallel for schedule(static) num_threads(threads)
     for (int o = 0; o < out; o++)
         for (int m = 0; m < rows; m++)
             y[(long)m * out + o] = float_to_bf16(dot_bf16(xf + (long)m * in, w + (long)o * in, in));
     free(xf);
+#endif
 }

@@ -1,7 +1,7 @@
 """C kernels built with the system C compiler on first use and cached per CPU and source,
 for the decode loop (inference/cpu_kernels.py) and the merge's math (merging/slerp_kernel.py).
-Without a compiler, off Linux, or where the library will not load, `build` says None and
-the callers use torch."""
+A cached library that will not load is built again. Without a compiler, off Linux, or
+where the build fails, `build` says None and the callers use torch."""
 
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ def build(name: str, sources: list[Path], flags: list[str]) -> ctypes.CDLL | Non
     code = "\n".join(source.read_text() for source in sources)
     key = hashlib.sha256(f"{code}|{flags}|{_cpu_id()}|{platform.machine()}".encode()).hexdigest()[:16]
     library = cache_root() / "kernels" / f"{name}-{key}.so"
-    if not library.is_file():
+    loaded = _load(library) if library.is_file() else None
+    if loaded is None:  # not built yet, or a cached file this system cannot load: build it (again)
         library.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=library.parent) as work:
             source, built = Path(work) / f"{name}.c", Path(work) / f"{name}.so"
@@ -40,8 +41,13 @@ def build(name: str, sources: list[Path], flags: list[str]) -> ctypes.CDLL | Non
             command = [compiler, "-O3", "-march=native", "-shared", "-fPIC", *flags, str(source), "-o", str(built), "-lm"]
             if subprocess.run(command, capture_output=True).returncode != 0:
                 return None
-            built.rename(library)  # atomic: concurrent builders never see a half-written file
+            built.replace(library)  # atomic: concurrent builders never see a half-written file
+        loaded = _load(library)
+    return loaded
+
+
+def _load(library: Path) -> ctypes.CDLL | None:
     try:
         return ctypes.CDLL(str(library))
-    except OSError:  # a cached file this system cannot load (a copied cache, a full disk mid-write)
+    except OSError:  # a truncated or foreign cached file (a copied cache, a full disk mid-write)
         return None

@@ -61,14 +61,15 @@ def interleaved_medians(runs: dict[str, Callable[[], float | None]]) -> dict[str
     return {name: statistics.median(speeds) if speeds else None for name, speeds in measured.items()}
 
 
-def generate_tok_s(loaded: LoadedModel, tokens: int) -> float:
+def generate_tok_s(loaded: LoadedModel, tokens: int) -> float | None:
     """The same reply through transformers' generate instead of the lean loop
     (inference/decoder.py), for the side-by-side ratio."""
     previous = os.environ.get(DECODER_ENV)
     os.environ[DECODER_ENV] = "transformers"
     try:
         run = one_reply(loaded, tokens)
-        return statistics.median(run() for _ in range(REPEATS))
+        speeds = [speed for speed in (run() for _ in range(REPEATS)) if speed]
+        return statistics.median(speeds) if speeds else None
     finally:
         os.environ.pop(DECODER_ENV)
         if previous is not None:
@@ -150,7 +151,7 @@ def bench_model(ref: str, tokens: int, label: str, llama_cpp: bool = True) -> di
         print(f"model={label} precision={precision} backend={r.backend.replace(' ', '_')} tok_s={_shown(speed, 1)} "
               f"prefill_{PREFILL_TOKENS}_s={prefill_seconds(loaded):.2f} weight_mb={r.weight_bytes / 1e6:.0f} "
               f"linear_vs_bf16={r.linear_bytes / r.linear_bf16_bytes:.2f} vs_bf16={_ratio(speed, speeds['bf16'])} "
-              f"vs_llama_cpp={_ratio(speed, speeds.get('llama.cpp-q8_0'))} generate_tok_s={generate:.1f} "
+              f"vs_llama_cpp={_ratio(speed, speeds.get('llama.cpp-q8_0'))} generate_tok_s={_shown(generate, 1)} "
               f"vs_generate={_ratio(speed, generate)}", flush=True)
     return models
 

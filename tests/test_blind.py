@@ -227,3 +227,19 @@ def test_regenerate_mid_reply_stops_first_and_draws_a_new_seed(tiny_models, monk
 def test_vote_needs_a_blind_round_with_replies():
     with pytest.raises(UserError, match="blind rounds"):
         vote(ArenaSession(), VoteStore(Path(chat_tab.context.votes_path())), "Model 1", "", "h", [])
+
+
+def test_a_stop_while_regenerate_waits_for_the_device_cancels_it(tiny_models):
+    """The page's Regenerate waits for the running replies in a step of its own, then for
+    the device; a Stop (or Clear) pressed in between once went unheard."""
+    a = str(tiny_models("llama", 1))
+    state = chat_tab.ChatSession()
+    list(chat_tab.chat("hello", "", 0.0, 1.0, 4, 5, "", a, "", False, True, False, "bf16", "bf16", state))
+    before = [dict(m) for m in state.arena.panes[1].history]
+    chat_tab.stopped_replies(state)
+    chat_tab.stop_chat(state)
+    views = list(chat_tab.regenerate_stopped("", 0.7, 1.0, 4, 5, False, state))
+    assert views == [tuple(gr.skip() for _ in range(11))] and state.arena.panes[1].history == before and state.idle.is_set()
+    chat_tab.stopped_replies(state)  # no Stop this time: answered again
+    views = list(chat_tab.regenerate_stopped("", 0.7, 1.0, 4, 5, False, state))
+    assert views[-1][-1] != 5 and state.arena.panes[1].turns[-1].settings["seed"] == views[-1][-1]

@@ -112,7 +112,7 @@ def test_second_send_mid_reply_is_queued_and_clear_mid_reply_leaves_no_error(bro
     assert_no_error(page)
 
 
-def test_regenerate_mid_reply_answers_again_at_once_and_a_clear_after_it_empties_the_panes(browser_page, merged, monkeypatch):
+def test_regenerate_mid_reply_answers_again_at_once_and_a_clear_mid_regeneration_empties_the_panes(browser_page, merged, monkeypatch):
     """Regenerate once waited out its own stream's confirmation (SHOWN_WAIT_S) before it began."""
     slowed(monkeypatch, 0.08)
     monkeypatch.setattr(chat_tab, "SHOWN_WAIT_S", 60.0)  # such a stall now outlasts the wait below by far
@@ -125,8 +125,7 @@ def test_regenerate_mid_reply_answers_again_at_once_and_a_clear_after_it_empties
     expect(new_seed).to_have_count(3, timeout=20_000)  # begun at once (a stalled one showed seed 0 for 60 s)
     expect(page.locator("#chat-panes .message.user")).to_have_count(3)  # the message answered again, not repeated
     page.screenshot(path=str(ARTIFACTS / "regenerated-mid-reply.png"))
-    expect(page.locator("#chat-panes").get_by_text(re.compile(r"^\d+ tokens"))).to_have_count(3, timeout=60_000)
-    page.locator("#chat-clear").click()
+    page.locator("#chat-clear").click()  # mid-regeneration: 64 tokens at 0.08 s each
     expect(page.locator("#chat-panes .message")).to_have_count(0, timeout=20_000)
     page.wait_for_timeout(1500)  # a late view would show the replies back by now
     expect(page.locator("#chat-panes .message")).to_have_count(0)

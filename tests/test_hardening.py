@@ -214,3 +214,21 @@ def test_four_chatting_clients_and_a_merge_do_not_mix(served_app, tiny_models):
                                api_name="/chat")
     _, a_chat, *_ = second.result()
     assert [text_of(m) for m in a_chat if m["role"] == "user"] == ["message from client 0", "second from client 0"]
+
+
+def test_a_cached_kernel_that_will_not_load_is_built_again(tmp_path, monkeypatch):
+    """A truncated or foreign .so in the kernel cache once meant torch's slow path for good
+    (ctypes raised; the file stayed). Each step runs in a fresh process: dlopen reuses a
+    library already loaded under the same path."""
+    monkeypatch.setenv("SLERP_ARENA_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "answer.c").write_text("int answer(void) { return 42; }\n")
+    script = ("import sys; from pathlib import Path; from core import native; "
+              "lib = native.build('answer', [Path(sys.argv[1])], []); print(lib.answer(), lib._name)")
+    first = subprocess.run([sys.executable, "-c", script, str(tmp_path / "answer.c")], capture_output=True, text=True, check=True,
+                           cwd=Path(__file__).parent.parent)
+    answer, library = first.stdout.split()
+    assert answer == "42"
+    Path(library).write_bytes(b"half a library")
+    again = subprocess.run([sys.executable, "-c", script, str(tmp_path / "answer.c")], capture_output=True, text=True, check=True,
+                           cwd=Path(__file__).parent.parent)
+    assert again.stdout.split() == ["42", library]

@@ -169,14 +169,17 @@ def answer_pending(system_prompt: str, temperature: float, top_p: float, max_new
 @shown_as_toast
 def regenerate_stopped(system_prompt: str, temperature: float, top_p: float, max_new_tokens: float, seed: float, lock_seed: bool,
                        session: ChatSession, repetition_penalty: float = DEFAULTS.repetition_penalty):
-    """Answer the last message again, once the running replies have stopped (the page's
-    Regenerate waits in a step of its own, before its stream counts as begun); a new seed
-    unless `lock_seed`. Yields the chat view and the seed used."""
-    if not lock_seed:
-        seed = session.arena.rng.randrange(2**31)
-    session.stop.clear()
-    session.idle.clear()
+    """Answer the last message again, once the running replies have stopped
+    (`stopped_replies`: the page's Regenerate waits in a step of its own, before its stream
+    counts as begun); a new seed unless `lock_seed`. Yields the chat view and the seed
+    used; nothing where a Stop or Clear came while it waited for the device."""
+    session.idle.clear()  # first: a Clear from now on waits for this
     try:
+        if session.stop.is_set():
+            yield tuple(gr.skip() for _ in range(len(PANE_LABELS) * 2 + 5))
+            return
+        if not lock_seed:
+            seed = session.arena.rng.randrange(2**31)
         settings = _settings(temperature, top_p, max_new_tokens, seed, repetition_penalty)
         for _ in regenerate(session.arena, context.MODELS, settings, system_prompt, session.stop):
             yield (*_view(session), int(seed))
@@ -186,10 +189,18 @@ def regenerate_stopped(system_prompt: str, temperature: float, top_p: float, max
 
 def regenerate_last(system_prompt: str, temperature: float, top_p: float, max_new_tokens: float, seed: float, lock_seed: bool,
                     session: ChatSession, repetition_penalty: float = DEFAULTS.repetition_penalty):
-    """The `regenerate` API: stop any running reply, wait for it, then answer the last
-    message again."""
-    session.wait_idle()
+    """The `regenerate` API: stop this session's running reply (the page's; an API `chat`
+    of its own holds the device until it ends), wait for it, then answer the last message
+    again."""
+    stopped_replies(session)
     yield from regenerate_stopped(system_prompt, temperature, top_p, max_new_tokens, seed, lock_seed, session, repetition_penalty)
+
+
+def stopped_replies(session: ChatSession) -> None:
+    """Regenerate's first step: stop the running replies and wait for them; then a Stop or
+    Clear pressed before the new reply begins cancels it."""
+    session.wait_idle()
+    session.stop.clear()
 
 
 def page_stream(stream):
@@ -411,9 +422,10 @@ def build_chat_tab(demo: gr.Blocks) -> ChatTab:
     api_chat = gr.Button(visible=False)  # the `chat` API: message first, streamed, as before
     api_chat.click(chat, [message, system_prompt, *sampling, *model_inputs, repetition_penalty], chat_outputs, api_name="chat",
                    concurrency_id="device", concurrency_limit=1)
-    # Every step of the two page chains runs once per trigger ("multiple"): under the
-    # default "once", a step still running drops the next trigger, and a dropped
-    # `page_has_the_end` would leave a stream counted as unconfirmed (Clear then waits 10 s).
+    # A stream and the step after it run once per trigger ("multiple"): under the default
+    # "once", a step still running drops the next trigger, and a dropped `page_has_the_end`
+    # would leave a stream counted as unconfirmed (Clear then waits 10 s). Regenerate's
+    # wait keeps "once": clicks while it waits are one request, not one blocked worker each.
     each = {"api_visibility": PRIVATE, "trigger_mode": "multiple"}
     for trigger in (send_button.click, message.submit):
         trigger(queue_message, [message, session], [message, pending], concurrency_limit=None, api_visibility=PRIVATE).success(
@@ -425,7 +437,7 @@ def build_chat_tab(demo: gr.Blocks) -> ChatTab:
     api_regen.click(regenerate_last, regen_inputs, [*chat_outputs, seed], api_name="regenerate", concurrency_id="device",
                     concurrency_limit=1)
     regen_button.click(stop_chat, session, None, concurrency_limit=None, api_visibility=PRIVATE).then(
-        ChatSession.wait_idle, session, None, concurrency_limit=None, **each).then(
+        stopped_replies, session, None, concurrency_limit=None, api_visibility=PRIVATE).then(
         page_stream(regenerate_stopped), regen_inputs, [*chat_outputs, seed], concurrency_id="device", concurrency_limit=1,
         **each).then(
         page_has_the_end, session, None, concurrency_limit=None, **each)

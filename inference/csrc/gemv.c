@@ -67,7 +67,7 @@ static Int8Input int8_input(const float *x, int n) {
     for (int b = 0; b < n; b += Q16_BLOCK) {
         int e = b + Q16_BLOCK < n ? b + Q16_BLOCK : n;
         float top = 0.0f;
-        /* a NaN makes the block's scale NaN, so it reaches the output as in torch's product */
+        /* a NaN or an infinity makes the block's scale non-finite and the output NaN (torch: NaN or +-inf) */
         for (int i = b; i < e; i++) top = fabsf(x[i]) > top || x[i] != x[i] ? fabsf(x[i]) : top;
         float inv = top > 0.0f && top <= FLT_MAX ? 32767.0f / top : 0.0f;
         in.scales[b / Q16_BLOCK] = top / 32767.0f;

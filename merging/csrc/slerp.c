@@ -15,7 +15,7 @@ static inline float bf16_to_float(uint16_t h) {
     return f;
 }
 
-static inline uint16_t float_to_bf16(float f) {  /* round to nearest even; any NaN is torch's 0x7FC0 */
+static inline uint16_t float_to_bf16(float f) {  /* round to nearest even; a NaN stays a NaN (0x7FC0, as torch's scalar conversion) */
     uint32_t bits;
     memcpy(&bits, &f, sizeof bits);
     if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return 0x7FC0u;

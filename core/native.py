@@ -16,6 +16,8 @@ from pathlib import Path
 
 from core.sources import cache_root
 
+BF16_HEADER = Path(__file__).parent / "csrc" / "bf16.h"  # bf16 <-> float, for the sources of both engines
+
 
 def _cpu_id() -> str:
     try:

@@ -33,11 +33,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from core.native import build
+from core.native import BF16_HEADER, build
 
 KERNEL_MAX_ROWS = 8  # above this, widening once and using torch's GEMM is faster
 
-SOURCES = [Path(__file__).parent / "csrc" / name for name in ("gemv.c", "decode_step.c")]  # one library, in this order
+# One library, in this order, after the shared bf16 conversions.
+SOURCES = [BF16_HEADER, *(Path(__file__).parent / "csrc" / name for name in ("gemv.c", "decode_step.c"))]
 
 _LOOKUP = torch.arange(256, dtype=torch.uint8).view(torch.float8_e4m3fn).to(torch.float32)
 _kernel_lock = threading.Lock()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from core.native import build
+from core.native import BF16_HEADER, build
 
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None | bool = None  # None: not tried yet, False: unavailable
@@ -28,7 +28,7 @@ def kernel() -> ctypes.CDLL | None:
     if _lib is None:
         with _lock:
             if _lib is None:
-                lib = build("slerp", [Path(__file__).parent / "csrc" / "slerp.c"], ["-ffp-contract=off"])
+                lib = build("slerp", [BF16_HEADER, Path(__file__).parent / "csrc" / "slerp.c"], ["-ffp-contract=off"])
                 if lib is not None:
                     lib.slerp_sums.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p]
                     lib.slerp_combine.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_float, ctypes.c_float,

@@ -1,5 +1,4 @@
 /* Weight-only GEMV kernels for decode (inference/cpu_kernels.py says why and what they measured). */
-#include <stdint.h>
 #include <stdlib.h>
 #include <float.h>
 #include <math.h>
@@ -7,19 +6,6 @@
 #ifdef __AVX512F__
 #include <immintrin.h>
 #endif
-
-static inline float bf16_to_float(uint16_t h) {
-    uint32_t bits = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
-static inline uint16_t float_to_bf16(float f) {  /* round to nearest even, as torch does */
-    uint32_t bits;
-    memcpy(&bits, &f, sizeof bits);
-    return (uint16_t)((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
-}
 
 /* e4m3fn byte -> float without float denormals (slow on x86): normal numbers are rebuilt
    by moving exponent and mantissa into float32 position and adding the bias difference

@@ -2,25 +2,10 @@
    (merging/slerp_kernel.py says what the torch version cost). Built with
    -ffp-contract=off: s0*a + s1*b is two rounded products and a rounded sum, as
    mergekit computes it, never a fused multiply-add. */
-#include <stdint.h>
 #include <string.h>
 #ifdef __AVX512F__
 #include <immintrin.h>
 #endif
-
-static inline float bf16_to_float(uint16_t h) {
-    uint32_t bits = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
-static inline uint16_t float_to_bf16(float f) {  /* round to nearest even; a NaN stays a NaN (0x7FC0, as torch's scalar conversion) */
-    uint32_t bits;
-    memcpy(&bits, &f, sizeof bits);
-    if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return 0x7FC0u;
-    return (uint16_t)((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
-}
 
 #define SUM_BLOCK 4096  /* float32 partial sums per block, added up in float64 */
 

@@ -13,7 +13,8 @@ import pytest
 from helpers import tiny_yaml, unpack
 
 from core.errors import UserError
-from ui import arena, chat_tab, merge_tab
+from inference import generation
+from ui import chat_tab, merge_tab
 from ui.arena import ArenaSession, Turn, vote
 from ui.votes import VoteStore, config_hash
 
@@ -32,15 +33,18 @@ def say(state, output, a, b, message="hello", tokens=6, seed=0):
 
 
 def slowed(monkeypatch, seconds=0.05):
-    """Replies stream one token per `seconds`, so a test can act mid-reply."""
-    real = arena.stream_side_by_side
+    """Replies decode one piece of text per `seconds`, so a test can act mid-reply. The
+    decoding itself is slowed: slowing the snapshots let the replies run ahead and end
+    within a few of them (folded together), and a "mid-reply" Send came after the end."""
+    real = generation.generate_reply
 
-    def slow(*args, **kwargs):
-        for snapshot in real(*args, **kwargs):
+    def slow(*args, on_text=None, **kwargs):
+        def slow_text(text):
             time.sleep(seconds)
-            yield snapshot
+            on_text(text)
+        return real(*args, on_text=slow_text if on_text else None, **kwargs)
 
-    monkeypatch.setattr(arena, "stream_side_by_side", slow)
+    monkeypatch.setattr(generation, "generate_reply", slow)
 
 
 def test_blind_round_is_anonymous_until_an_explicit_vote(tiny_models):

@@ -112,6 +112,11 @@ def _view(session: ChatSession, relabel: bool = False) -> tuple:
     return (*bots, *arena.statuses(), gr.Row(visible=voting), *reset, _pending_line(session))
 
 
+def _left_alone() -> tuple:
+    """A chat view (as `_view` gives) that changes nothing on the page."""
+    return tuple(gr.skip() for _ in range(len(PANE_LABELS) * 2 + 4))
+
+
 def queue_message(message: str, session: ChatSession) -> tuple[str, str]:
     """Send's first step, at once even while replies stream: the message joins this
     visitor's queue (shown as pending) and the box empties."""
@@ -146,7 +151,7 @@ def answer_pending(system_prompt: str, temperature: float, top_p: float, max_new
     outputs left alone: an earlier run took the message, and a view from here could land
     after a Clear's)."""
     if not session.pending:
-        yield tuple(gr.skip() for _ in range(len(PANE_LABELS) * 2 + 4))
+        yield _left_alone()
         return
     _configure(session, [merged_ref, parent_a_ref, parent_b_ref], merged_precision, parent_precision, [merged_on, parent_a_on, parent_b_on])
     settings = _settings(temperature, top_p, max_new_tokens, seed, repetition_penalty)
@@ -176,7 +181,7 @@ def regenerate_stopped(system_prompt: str, temperature: float, top_p: float, max
     session.idle.clear()  # first: a Clear from now on waits for this
     try:
         if session.stop.is_set():
-            yield tuple(gr.skip() for _ in range(len(PANE_LABELS) * 2 + 5))
+            yield (*_left_alone(), gr.skip())  # and the seed
             return
         if not lock_seed:
             seed = session.arena.rng.randrange(2**31)
@@ -436,8 +441,7 @@ def build_chat_tab(demo: gr.Blocks) -> ChatTab:
     api_regen = gr.Button(visible=False)  # the `regenerate` API: no page step after it to confirm its end
     api_regen.click(regenerate_last, regen_inputs, [*chat_outputs, seed], api_name="regenerate", concurrency_id="device",
                     concurrency_limit=1)
-    regen_button.click(stop_chat, session, None, concurrency_limit=None, api_visibility=PRIVATE).then(
-        stopped_replies, session, None, concurrency_limit=None, api_visibility=PRIVATE).then(
+    regen_button.click(stopped_replies, session, None, concurrency_limit=None, api_visibility=PRIVATE).then(
         page_stream(regenerate_stopped), regen_inputs, [*chat_outputs, seed], concurrency_id="device", concurrency_limit=1,
         **each).then(
         page_has_the_end, session, None, concurrency_limit=None, **each)

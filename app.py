@@ -9,8 +9,11 @@ import threading
 
 import gradio as gr
 
+from core import zerogpu
 from core.errors import UserError
 from core.sources import DEFAULT_MODEL, resolve_model
+from inference import cpu_kernels
+from merging import slerp_kernel
 from ui.chat_tab import build_chat_tab
 from ui.context import PRIVATE
 from ui.first_run import merge_defaults, on_chat_opened
@@ -53,14 +56,17 @@ def build_app() -> gr.Blocks:
 
 
 def prepare_default_model() -> None:
-    """Convert the bundled GGUF in the background at start-up (once per machine), so the
-    page answers at once and the first visitor's parents panel and chat find it ready."""
+    """Convert the bundled GGUF and build the C kernels in the background at start-up (once
+    per machine), so the page answers at once and the first visitor's parents panel, chat
+    and merge find them ready."""
     try:
         resolve_model(DEFAULT_MODEL)
     except UserError as exc:
         print(f"warning: {exc}")
+    cpu_kernels.kernel(), slerp_kernel.kernel()  # where they cannot be built, each says why once
 
 
 if __name__ == "__main__":
+    zerogpu.start()
     threading.Thread(target=prepare_default_model, name="prepare default model", daemon=True).start()
     build_app().queue(default_concurrency_limit=1).launch(show_error=True)

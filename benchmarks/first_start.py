@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,14 +22,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from testkit.browser import free_port, launch_chromium
 
 
 def wait_http(url: str, deadline: float) -> None:
@@ -63,7 +55,7 @@ def main() -> int:
         wait_http(url, started + 300)
         server = time.time() - started
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium", args=CHROMIUM_FLAGS)
+            browser = launch_chromium(p)
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             navigated = time.time()
             page.goto(url)

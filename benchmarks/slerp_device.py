@@ -10,16 +10,12 @@ Run: `.venv/bin/python benchmarks/slerp_device.py`
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from merging.slerp import slerp  # noqa: E402
+from merging.slerp import slerp
 
 SHAPE = (4096, 4096)
 T = 0.5

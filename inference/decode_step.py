@@ -2,7 +2,8 @@
 through every layer, where the torch loop dispatched ~25 small ops per layer.
 
 It runs a bf16 model on CPU whose fused linears are bf16, int8 or (not native) FP8 and
-whose norms are plain RMSNorm; `plan` says None otherwise and the loop keeps torch.
+whose norms are plain RMSNorm; `plan` says None otherwise and the loop keeps torch, as it
+does where one layer of the step measured slower than the loop's (decoder.py).
 """
 
 from __future__ import annotations
@@ -81,6 +82,15 @@ class Plan:
 
     def bind(self, cache: list[tuple[torch.Tensor, torch.Tensor]]) -> Bound:
         return Bound(self.layers, self.dims, cache, self._keep)
+
+    def first_layer(self) -> Plan:
+        return Plan(self.layers[:1], self.dims, self._keep)
+
+    def shapes(self) -> tuple:
+        """What the step's speed depends on: each linear's precision and shape, and the heads."""
+        first = self.layers[0]
+        linears = tuple((view.kind, view.inputs, view.outputs) for view in (first.qkv, first.o, first.gate_up, first.down))
+        return linears + (self.dims.heads, self.dims.kv_heads, self.dims.head_dim)
 
 
 def plan(dtype: torch.dtype, layers: list, heads: int, kv_heads: int, head_dim: int, eps: float, scaling: float) -> Plan | None:

@@ -1,18 +1,14 @@
 """A lean decode loop for Llama-family models (Llama, Mistral, Qwen2) on CPU.
 
-transformers' `generate` spends most of a small model's token in Python: cache objects,
-mask building, processors and hooks around every layer. On SmolLM2-135M int8 (2 cores,
-128 tokens) it decoded 68 tok/s; this loop, running the same weights through plain
-torch ops, 107 (`python -m inference bench` prints both). What it does differently:
+transformers' `generate` spends most of a small model's token in Python (cache objects,
+masks, processors, hooks), so this loop runs the same weights with less around them
+(`python -m inference bench` prints both; figures in docs/benchmarks.md):
 - q/k/v and gate/up are one matmul each (quantize.fuse_linears);
-- the KV cache is preallocated per reply, in float32: one query against a cached key is
-  two small float32 bmm calls (13 us), where SDPA's CPU kernel took 87 us per call and a
-  bf16 bmm 64 us (both measured per layer at 180 cached tokens);
+- the KV cache is preallocated per reply, in float32, because two small float32 bmm calls
+  beat SDPA's CPU kernel for one query against the cache;
 - only the last position goes through the lm_head;
 - on a bf16 model whose linears have C kernels, a decoded token runs through all layers
-  in one C call (decode_step.py), with no torch op between the matmuls: SmolLM2 int8 went
-  from 118-122 to 238-254 tok/s, bf16 from 100-106 to 118-125, FP8 from 110-114 to 196
-  (2 cores, 128 greedy tokens, three prompts).
+  in one C call (decode_step.py), with no torch op dispatch between the matmuls.
 
 Prefill runs the same ops on the whole prompt with SDPA, as transformers does: its logits
 equal the model's own forward exactly (tests/test_decoder.py). Decode attention computes
@@ -36,7 +32,7 @@ from torch import nn
 from transformers import LogitsProcessorList, MinNewTokensLengthLogitsProcessor, RepetitionPenaltyLogitsProcessor
 
 from inference import decode_step
-from inference.cpu_kernels import bf16_linear_cpu
+from inference.cpu_kernels import bf16_linear_cpu, kernel_wins
 from inference.quantize import fuse_linears
 
 SUPPORTED_TYPES = ("llama", "mistral", "qwen2")
@@ -106,10 +102,31 @@ class LeanDecoder:
                   fuse_linears([layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj]), layer.self_attn.o_proj,
                   fuse_linears([layer.mlp.gate_proj, layer.mlp.up_proj]), layer.mlp.down_proj) for layer in body.layers]
         self.layers = [_Layer(ln1, ln2, *map(_kernel_linear, linears)) for ln1, ln2, *linears in parts]
-        # One token through all layers in one C call, where the model allows (decode_step.py).
-        self.step = decode_step.plan(self.dtype, parts, self.heads, self.kv_heads, self.head_dim, self.eps, self.scaling)
         self._rope = (torch.empty(0, self.head_dim, dtype=self.dtype),) * 2
         self._rope_lock = threading.Lock()
+        # One token through all layers in one C call, where the model allows (decode_step.py)
+        # and the call is faster than the torch loop here.
+        step = decode_step.plan(self.dtype, parts, self.heads, self.kv_heads, self.head_dim, self.eps, self.scaling)
+        self.step = step if step is not None and self._step_wins(step) else None
+
+    def _step_wins(self, step: decode_step.Plan) -> bool:
+        """One layer, at position 31 of a zeroed cache: the C step against the torch loop's
+        layer, with this model's weights (the same shapes and precisions count once)."""
+        position = 31
+        cache = [tuple(torch.zeros(self.kv_heads, position + 1, self.head_dim) for _ in range(2))]
+        one = step.first_layer().bind(cache)
+        x = self.embed[:1].clone()
+        cos, sin = self.rope(position + 1)
+        angles = cos[position:position + 1, None], sin[position:position + 1, None]
+
+        def in_c() -> None:
+            one.step(x[0].clone(), cos[position], sin[position], position)
+
+        def in_torch() -> None:
+            self._layer(self.layers[0], x, *cache[0], position, *angles)
+
+        with torch.inference_mode():
+            return kernel_wins(("step", self.dtype, *step.shapes()), in_c, in_torch)
 
     def fits(self, length: int) -> bool:
         """Whether a conversation of `length` tokens stays inside the attention window."""
@@ -144,32 +161,37 @@ class LeanDecoder:
         """float32 logits [1, vocab] of the last of `ids` ([1, n]), which sit at `position`
         onward; fills the cache there. A prompt (n > 1) starts at position 0."""
         n = ids.shape[1]
-        heads, kv, d = self.heads, self.kv_heads, self.head_dim
         x = F.embedding(ids[0], self.embed)  # [n, hidden]
         if n == 1 and cache.bound is not None:
             cos, sin = self.rope(position + 1)
             cache.bound.step(x[0], cos[position], sin[position], position)
             return self.lm_head(self._rms(x, self.norm)).float()
         cos, sin = (t[position:position + n, None] for t in self.rope(position + n))
-        end = position + n
         for layer, (keys, values) in zip(self.layers, cache, strict=True):
-            qkv = layer.qkv(self._rms(x, layer.ln1)).view(n, heads + 2 * kv, d)
-            qk = qkv[:, :heads + kv]
-            qk = qk * cos + qk.roll(d // 2, dims=-1) * sin  # rotate_half(qk) * sin, with the sign in `sin`
-            keys[:, position:end] = qk[:, heads:].transpose(0, 1)
-            values[:, position:end] = qkv[:, heads + kv:].transpose(0, 1)
-            if n == 1:
-                q = qk[0, :heads].reshape(kv, heads // kv, d).float()  # query heads grouped by their kv head
-                weights = torch.bmm(q, keys[:, :end].transpose(1, 2)).mul_(self.scaling).softmax(dim=-1)
-                attended = torch.bmm(weights, values[:, :end]).to(x.dtype).view(1, heads * d)
-            else:
-                q, k, v = qk[:, :heads].transpose(0, 1), qk[:, heads:].transpose(0, 1), qkv[:, heads + kv:].transpose(0, 1)
-                attended = F.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=True, scale=self.scaling,
-                                                          enable_gqa=True)[0].transpose(0, 1).reshape(n, heads * d)
-            x = x + layer.o(attended)
-            gate, up = layer.gate_up(self._rms(x, layer.ln2)).chunk(2, dim=-1)
-            x = x + layer.down(F.silu(gate) * up)
+            x = self._layer(layer, x, keys, values, position, cos, sin)
         return self.lm_head(self._rms(x[-1:], self.norm)).float()
+
+    def _layer(self, layer: _Layer, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, position: int, cos: torch.Tensor,
+               sin: torch.Tensor) -> torch.Tensor:
+        """x [n, hidden] at `position` onward through one layer in torch, its cache filled there."""
+        n, heads, kv, d = x.shape[0], self.heads, self.kv_heads, self.head_dim
+        end = position + n
+        qkv = layer.qkv(self._rms(x, layer.ln1)).view(n, heads + 2 * kv, d)
+        qk = qkv[:, :heads + kv]
+        qk = qk * cos + qk.roll(d // 2, dims=-1) * sin  # rotate_half(qk) * sin, with the sign in `sin`
+        keys[:, position:end] = qk[:, heads:].transpose(0, 1)
+        values[:, position:end] = qkv[:, heads + kv:].transpose(0, 1)
+        if n == 1:
+            q = qk[0, :heads].reshape(kv, heads // kv, d).float()  # query heads grouped by their kv head
+            weights = torch.bmm(q, keys[:, :end].transpose(1, 2)).mul_(self.scaling).softmax(dim=-1)
+            attended = torch.bmm(weights, values[:, :end]).to(x.dtype).view(1, heads * d)
+        else:
+            q, k, v = qk[:, :heads].transpose(0, 1), qk[:, heads:].transpose(0, 1), qkv[:, heads + kv:].transpose(0, 1)
+            attended = F.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=True, scale=self.scaling,
+                                                      enable_gqa=True)[0].transpose(0, 1).reshape(n, heads * d)
+        x = x + layer.o(attended)
+        gate, up = layer.gate_up(self._rms(x, layer.ln2)).chunk(2, dim=-1)
+        return x + layer.down(F.silu(gate) * up)
 
 
 _decoders: weakref.WeakKeyDictionary[nn.Module, LeanDecoder | None] = weakref.WeakKeyDictionary()

@@ -1,17 +1,15 @@
 """Weight quantization of a loaded model's linear layers: int8 and FP8 (e4m3).
 
-Both keep one scale per output channel. Every linear is quantized, lm_head included: on
-SmolLM2 the tied bf16 lm_head (49152x576) cost 2.8 ms per token against 0.81 ms through
-`_weight_int8pack_mm`, and on Qwen2.5-0.5B it is 28% of the parameters. The embedding
-lookup stays exact in the model dtype; a tied lm_head gets its own quantized copy.
-The lm_head is int8 in FP8 models too: e4m3's 3 mantissa bits on the output projection
-turned SmolLM2's greedy "The capital of France is Paris." into "L'Étoile, la Cité, la
-Cité…" (measured), while int8 keeps it. On CUDA an FP8 model keeps a bf16 lm_head.
+Both keep one scale per output channel. Every linear is quantized, lm_head included,
+because a bf16 lm_head is a large share of a small model's token (Qwen2.5-0.5B: 28% of
+the parameters). The embedding lookup stays exact in the model dtype; a tied lm_head
+gets its own quantized copy. The lm_head is int8 in FP8 models too, because e4m3's 3
+mantissa bits on the output projection turned SmolLM2's greedy "Paris" into nonsense.
+On CUDA an FP8 model keeps a bf16 lm_head.
 
 Backends, chosen by the hardware:
 - int8 on CPU: a C kernel for decode and `torch._weight_int8pack_mm` for prefill
-  (cpu_kernels.py; int8 weight-only, measured ~3x faster than a bf16 linear at batch 1
-  here; bitsandbytes on CPU decodes at half the bf16 speed).
+  (cpu_kernels.py); not bitsandbytes, which decodes slower than bf16 on CPU.
 - int8 on CUDA: bitsandbytes LLM.int8, applied at load time (see loading.py).
 - fp8 on CUDA with compute capability >= 8.9 (Ada, Hopper): native `torch._scaled_mm`
   with a dynamic per-row activation scale.
@@ -150,8 +148,8 @@ def quantize_linears(model: nn.Module, precision: str, device: torch.device, har
 
 def fuse_linears(linears: list[nn.Module]) -> nn.Module:
     """One linear computing `linears` side by side (outputs concatenated), for one matmul
-    dispatch instead of several per token: fusing q/k/v and gate/up took SmolLM2's int8
-    decode from 85-92 to 103 tok/s (2 cores). The scales are per output channel, so every
+    dispatch instead of several per token (at batch 1 the dispatch is a large share of a
+    small model's matmul time). The scales are per output channel, so every
     output is computed exactly as before. The originals are re-pointed at views of the
     fused weights, so memory does not grow and the model's own forward (prefill in
     transformers' generate, batched scoring) still works."""

@@ -69,11 +69,9 @@ def single_threaded_math() -> Iterator[None]:
 
     Why: the merge's reader and writer threads need a core too, and torch's 2 OpenMP
     threads stall whenever another thread holds one of the 2 cores (they wait for each
-    other at every op): the 0.98 GB synthetic pair merged in 37.8 s with the previous
-    engine at 2 threads, 3.4 s here at 1, while one other process ran (measured on the
-    2-core dev machine). One thread also sums the angle in one order on any machine,
-    so a merge gives the same bits whatever the core count (at 2 threads, 930 of 491M
-    elements of that pair came out one bf16 ulp apart).
+    other at every op), ten times slower when one other process runs. One thread also
+    sums the angle in one order on any machine, so a merge gives the same bits whatever
+    the core count.
 
     torch.set_num_threads sets both this thread's count and the default new threads
     start with; a short-lived helper thread puts the default back at once, so a chat

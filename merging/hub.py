@@ -14,7 +14,7 @@ class HubOffline(UserError):
 
     def __init__(self) -> None:
         super().__init__("push", "this app runs offline (HF_HUB_OFFLINE is set)",
-                         "copy the merged folder to a machine that is online and run `huggingface-cli upload user/name FOLDER`")
+                         "copy the merged folder to a machine that is online and run `hf upload user/name FOLDER`")
 
 
 def push_folder(folder: Path, repo_id: str, token: str) -> str:

@@ -7,7 +7,7 @@ import re
 import yaml
 
 from core.errors import UserError
-from core.sources import hub_id_of
+from core.sources import hub_id_of, kind_of
 from merging.config import MergeConfig
 
 
@@ -23,6 +23,16 @@ def hub_base_models(models: list[str]) -> list[str]:
     return [i for i in dict.fromkeys(ids) if i]
 
 
+def mergekit_note(models: list[str]) -> str:
+    """Whether mergekit can run the configuration as written: it reads Hub ids and folders,
+    not a bundled GGUF or a .gguf file (those are named by their Hub id where they have one)."""
+    other = [m for m in dict.fromkeys(models) if kind_of(m) not in ("hub", "folder")]
+    if not other:
+        return "mergekit-compatible: the configuration below runs unchanged with `mergekit-yaml`"
+    swaps = ", ".join(f"`{m}` with `{hub_id_of(m)}`" if hub_id_of(m) else f"`{m}` with a safetensors folder of it" for m in other)
+    return f"mergekit-compatible: the configuration below runs with `mergekit-yaml` after replacing {swaps}"
+
+
 def model_card(config: MergeConfig, name: str, warnings: list[str]) -> str:
     front: dict = {"base_model": hub_base_models(config.models)} if hub_base_models(config.models) else {}
     front.update({"library_name": "transformers", "tags": ["merge", "slerp", "slerp-arena"]})
@@ -35,7 +45,7 @@ def model_card(config: MergeConfig, name: str, warnings: list[str]) -> str:
 # {name}
 
 This model is a SLERP merge of two language models, made with Slerp Arena
-(mergekit-compatible: the configuration below runs unchanged with `mergekit-yaml`).
+({mergekit_note(config.models)}).
 
 ## Merged models
 {models}

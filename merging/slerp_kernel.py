@@ -7,20 +7,35 @@ time, about the whole run). Here each pass reads the bf16 pair once.
 Sums are taken in float32 per block of 4096 and added in float64, where torch's dot
 summed each piece in float32 in its own order; outputs stay within one bf16 ulp of
 mergekit's (tests/test_merge.py), and t = 0 / 1 and identical pieces stay bit-exact (the
-merge copies those, as before)."""
+merge copies those, as before). The library is built for this CPU's target, AVX2 or
+AVX-512 (core/native.py), and used only where it measured faster than the torch passes
+(once per process)."""
 
 from __future__ import annotations
 
 import ctypes
+import sys
 import threading
 from pathlib import Path
 
 import torch
 
-from core.native import BF16_HEADER, build
+from core.native import BF16_HEADER, SIMD_HEADER, build, faster
+from merging.slerp import PairStats, coefficients, combine_into
 
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None | bool = None  # None: not tried yet, False: unavailable
+
+
+def build_library(target: str | None = "") -> ctypes.CDLL | None:
+    """Build (or find in the cache) and load the library for `target` (core/native.py; ""
+    for this CPU's); None where it cannot be built."""
+    lib = build("slerp", [BF16_HEADER, SIMD_HEADER, Path(__file__).parent / "csrc" / "slerp.c"], ["-ffp-contract=off"], target)
+    if lib is not None:
+        lib.slerp_sums.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p]
+        lib.slerp_combine.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_float, ctypes.c_float,
+                                      ctypes.c_void_p]
+    return lib
 
 
 def kernel() -> ctypes.CDLL | None:
@@ -28,13 +43,32 @@ def kernel() -> ctypes.CDLL | None:
     if _lib is None:
         with _lock:
             if _lib is None:
-                lib = build("slerp", [BF16_HEADER, Path(__file__).parent / "csrc" / "slerp.c"], ["-ffp-contract=off"])
-                if lib is not None:
-                    lib.slerp_sums.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p]
-                    lib.slerp_combine.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_float, ctypes.c_float,
-                                                  ctypes.c_void_p]
-                _lib = lib or False
+                lib = build_library()
+                _lib = lib if lib is not None and _faster_than_torch(lib) else False
     return _lib or None
+
+
+def _faster_than_torch(lib: ctypes.CDLL) -> bool:
+    """Both passes over a 64k-element pair (small: its few MB count in the merge's peak
+    RAM), in C and as the torch path runs them."""
+    generator = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(2**16, generator=generator).bfloat16() for _ in range(2))
+    out, sums = torch.empty_like(a), (ctypes.c_double * 3)()
+    fa, fb = torch.empty(a.numel()), torch.empty(a.numel())
+
+    def in_c() -> None:
+        lib.slerp_sums(a.data_ptr(), b.data_ptr(), a.numel(), sums)
+        lib.slerp_combine(a.data_ptr(), b.data_ptr(), a.numel(), 0.6, 0.5, out.data_ptr())
+
+    def in_torch() -> None:
+        stats = PairStats()
+        stats.add(fa.copy_(a), fb.copy_(b))
+        out.copy_(combine_into(coefficients(stats, 0.5), fa.copy_(a), fb.copy_(b)))
+
+    if faster(in_c, in_torch):
+        return True
+    print("warning: the C merge math measured slower than torch's on this CPU; torch runs instead", file=sys.stderr)
+    return False
 
 
 def applies(parents: tuple[torch.dtype, ...], compute_dtype: torch.dtype, out_dtype: torch.dtype, device: torch.device | None) -> bool:

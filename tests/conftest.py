@@ -1,24 +1,79 @@
+"""Fixtures shared by the tests. Things built once per machine (the converted GGUF, the C
+kernels, the demo parent) live in a test cache keyed by their inputs, so a second run reuses
+them; tests/test_builds.py builds each from scratch in a fresh cache, and publishes what
+it built here, so a fresh machine builds each once."""
+
 from __future__ import annotations
 
 import os
-import sys
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from core.native import kernels_off, supported_targets
+from core.places import ROOT
+from testkit.browser import launch_chromium
+from testkit.tiny_models import build_tiny_model
 
-from tiny_models import build_tiny_model  # noqa: E402
+ARTIFACTS = ROOT / "artifacts"  # screenshots (ignored by git)
+MACHINE_CACHE = Path(os.environ.get("SLERP_ARENA_TEST_CACHE", Path.home() / ".cache" / "slerp-arena-tests"))
 
 
-@pytest.fixture(scope="session", autouse=True)
-def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """GGUF conversions go to a per-run cache, so every run exercises the conversion."""
-    cache = tmp_path_factory.mktemp("slerp-arena-cache")
-    os.environ["SLERP_ARENA_CACHE"] = str(cache)
-    return cache
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ["SLERP_ARENA_CACHE"] = str(MACHINE_CACHE)
+
+
+# A test that uses one of these fixtures gets the marker: `make test-fast` skips both kinds.
+MARKED_BY_FIXTURE = {"browser_page": "browser", "demo_parent": "slow", "fresh_builds": "slow"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture, marker in MARKED_BY_FIXTURE.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(marker)
+
+
+class _KernelEverywhere:
+    """cpu_kernels' choices, as if the kernel had measured faster for every shape."""
+
+    def get(self, key: tuple, default: object = None) -> bool:
+        return True
+
+
+TARGETS = [] if kernels_off() else supported_targets()
+
+
+def use_kernels(target: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both engines' libraries built for `target` and used wherever they apply; "torch": none."""
+    from inference import cpu_kernels
+    from merging import slerp_kernel
+
+    libraries = (False, False) if target == "torch" else (cpu_kernels.build_library(target), slerp_kernel.build_library(target))
+    assert all(lib is not None for lib in libraries), f"the {target} kernels did not build"
+    monkeypatch.setattr(cpu_kernels, "_kernel", libraries[0])
+    monkeypatch.setattr(cpu_kernels, "_choices", _KernelEverywhere())
+    monkeypatch.setattr(slerp_kernel, "_lib", libraries[1])
+
+
+@pytest.fixture(params=TARGETS)
+def kernel_target(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each instruction-set target this CPU runs ("avx2", built without AVX-512, and
+    "avx512" where the CPU has it), in place of the engines' own choice; none with
+    SLERP_ARENA_KERNELS=torch."""
+    use_kernels(request.param, monkeypatch)
+    return request.param
+
+
+@pytest.fixture(params=[*TARGETS, "torch"])
+def math_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """kernel_target's targets, then torch's path with no C kernel."""
+    use_kernels(request.param, monkeypatch)
+    return request.param
 
 
 @pytest.fixture(scope="session")
@@ -39,36 +94,82 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
-    """The bundled SmolLM2 GGUF converted to safetensors (once per run)."""
+    """The bundled SmolLM2 GGUF converted to safetensors (cached per machine)."""
     from core.sources import resolve_model
 
     return resolve_model("bundled:SmolLM2-135M-Instruct")
 
 
+@dataclass
+class FreshBuilds:
+    """What a new machine builds once, built from scratch in an empty cache."""
+    seconds: dict[str, float]  # "conversion", "kernels", "demo parent"
+    kernels: dict[str, bool]  # library -> built and loaded
+    stages: list[tuple[str, int, int]] = field(default_factory=list)  # the demo parent's progress reports
+    demo_parent: Path = Path()  # published in the machine cache
+
+
 @pytest.fixture(scope="session")
-def demo_parent(smollm2_dir: Path) -> tuple[Path, list[tuple[str, int, int]], float]:
-    """The real demo parent, built once per run (about 2.5 min on 2 cores): its folder,
-    the progress reports, and the build's seconds."""
-    import time
+def fresh_builds(tmp_path_factory: pytest.TempPathFactory) -> FreshBuilds:
+    """The bundled model's conversion, the C kernels and the demo parent, each built from
+    scratch in an empty cache and timed; then published into the machine cache where it
+    lacks them (same keys), so a run that needs them builds each once."""
+    from core.sources import DEFAULT_MODEL, cache_root, resolve_model
+    from evaluation.demo_parent import build_demo_parent
+    from inference import cpu_kernels
+    from merging import slerp_kernel
 
-    from inference.demo_parent import build_demo_parent
+    fresh = tmp_path_factory.mktemp("fresh-cache")
+    os.environ["SLERP_ARENA_CACHE"] = str(fresh)
+    try:
+        started = time.perf_counter()
+        resolve_model(DEFAULT_MODEL)
+        converted = time.perf_counter()
+        kernels = {"cpu": cpu_kernels.build_library() is not None, "slerp": slerp_kernel.build_library() is not None}
+        compiled = time.perf_counter()
+        builds = FreshBuilds({"conversion": converted - started, "kernels": compiled - converted}, kernels)
+        folder = build_demo_parent(on_progress=lambda stage, done, total: builds.stages.append((stage, done, total)))
+        builds.seconds["demo parent"] = time.perf_counter() - compiled
+        relative = folder.relative_to(cache_root())
+    finally:
+        os.environ["SLERP_ARENA_CACHE"] = str(MACHINE_CACHE)
+    for kind in ("gguf", "kernels", "demo-parent"):
+        for entry in (fresh / kind).iterdir() if (fresh / kind).is_dir() else ():
+            publish(entry, MACHINE_CACHE / kind / entry.name)
+    builds.demo_parent = MACHINE_CACHE / relative
+    return builds
 
-    stages: list[tuple[str, int, int]] = []
-    started = time.perf_counter()
-    folder = build_demo_parent(on_progress=lambda stage, done, total: stages.append((stage, done, total)))
-    return folder, stages, time.perf_counter() - started
+
+def publish(built: Path, target: Path) -> None:
+    """Copy a cache entry where the machine cache lacks it, under a temporary name first:
+    a reader never sees half of it."""
+    if target.exists():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    copied = work / target.name
+    (shutil.copytree if built.is_dir() else shutil.copy2)(built, copied)
+    copied.rename(target)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def demo_parent(request: pytest.FixtureRequest, smollm2_dir: Path) -> Path:
+    """The real demo parent from the machine cache; where it is missing, the fresh build's."""
+    from evaluation.demo_parent import built_demo_parent
+
+    return built_demo_parent() or request.getfixturevalue("fresh_builds").demo_parent
 
 
 @pytest.fixture
 def isolated_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """The app module with its own outputs folder, votes database and model cache."""
     import app
-    from inference import ModelCache
-    from ui import context
+    from inference import ModelCache, cache
 
     monkeypatch.setenv("SLERP_ARENA_OUTPUTS", str(tmp_path / "outputs"))
     monkeypatch.setenv("SLERP_ARENA_VOTES", str(tmp_path / "votes.sqlite"))
-    monkeypatch.setattr(context, "MODELS", ModelCache())
+    monkeypatch.setattr(cache, "MODELS", ModelCache())
     return app
 
 
@@ -81,22 +182,15 @@ def served_app(isolated_app):
     demo.close()
 
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
-ARTIFACTS = ROOT / "artifacts"  # screenshots (ignored by git)
-
-
 @pytest.fixture
 def browser_page(served_app):
     """A Debian Chromium page (Playwright, no browser download) on the served app,
     1400x900 like a laptop; screenshots go to ARTIFACTS."""
-    import shutil
-
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium", args=CHROMIUM_FLAGS)
+        browser = launch_chromium(p)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.goto(served_app)
         yield page

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import sys
+import time
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from core import zerogpu
+from inference import generation
+from testkit.zerogpu_device import ZeroGPUDevice, zerogpu_space
 
 LAZY_T = """
   t:
@@ -76,11 +83,13 @@ def text_of(message: dict) -> str:
     return "".join(block.get("text", "") for block in content if isinstance(block, dict))
 
 
-def unpack(view: tuple) -> tuple[list[list[dict]], list[str]]:
-    """(three histories with plain-text content, three stats lines) from a chat handler's output."""
-    bots = [bot.value if hasattr(bot, "value") else bot for bot in view[:3]]  # relabelled views carry gr.Chatbot updates
+def unpack(view) -> tuple[list[list[dict]], list[str]]:
+    """(three histories with plain-text content, three stats lines) from a chat handler's
+    ChatView, or from the output tuple the page and the API get (chats first, then stats)."""
+    chats, stats = (view.chats, view.stats) if hasattr(view, "chats") else (view[:3], view[3:6])
+    bots = [bot.value if hasattr(bot, "value") else bot for bot in chats]  # relabelled views carry gr.Chatbot updates
     histories = [[{"role": m["role"], "content": text_of(m)} for m in bot] for bot in bots]
-    return histories, list(view[3:6])
+    return histories, list(stats)
 
 
 
@@ -106,3 +115,34 @@ def streamed_together(snapshots) -> tuple[bool, list]:
     first = [changed.index(i) for i in panes]
     last = [len(changed) - 1 - changed[::-1].index(i) for i in panes]
     return max(first) < min(last), snapshot
+
+
+def slowed(monkeypatch, seconds=0.05):
+    """Replies decode one piece of text per `seconds`, so a test can act mid-reply. The
+    decoding itself is slowed: slowing the snapshots let the replies run ahead and end
+    within a few of them (folded together), and a "mid-reply" Send came after the end."""
+    real = generation.generate_reply
+
+    def slow(*args, on_text=None, **kwargs):
+        def slow_text(text):
+            time.sleep(seconds)
+            on_text(text)
+        return real(*args, on_text=slow_text if on_text else None, **kwargs)
+
+    monkeypatch.setattr(generation, "generate_reply", slow)
+
+
+@contextlib.contextmanager
+def on_zerogpu():
+    """This process as a ZeroGPU Space against the device stand-in (yielded); core.zerogpu
+    wraps afresh in the real spaces.GPU."""
+    device, cuda = ZeroGPUDevice().start(), torch.cuda.is_available()
+    zerogpu.forget_wrappers()
+    try:
+        with zerogpu_space(device):
+            yield device
+    finally:
+        zerogpu.forget_wrappers()
+        device.stop()
+    # Nothing stays for the tests that follow: CUDA as it was, no torch function mode, no spaces.
+    assert torch.cuda.is_available() == cuda and torch._C._len_torch_function_stack() == 0 and "spaces" not in sys.modules

@@ -11,7 +11,9 @@ from merging.__main__ import main
 from merging.analyze import divergence, divergence_grid
 from merging.checkpoint import open_checkpoint
 from merging.dry_run import dry_run
+from merging.form import form_from_yaml
 from ui import merge_tab
+from ui.merge_form import FormRequest
 
 
 def test_analyze_prints_theta_equal_to_arccos_of_the_cosine(tiny_models, capsys):
@@ -56,9 +58,9 @@ def test_dry_run_writes_nothing_and_reports_sizes_time_and_warnings(tiny_models,
 def test_app_plan_and_divergence_map(tiny_models):
     a, b = str(tiny_models("llama", 1)), str(tiny_models("llama", 2))
     text = tiny_yaml(a, b)
-    form = merge_tab.yaml_to_form(text)[:8]  # the form the page shows for this YAML
-    assert "estimated time" in merge_tab.plan(text, *form)
-    assert merge_tab.plan("merge_method: ties", *form).startswith("⚠️ merge_method")
-    heatmap = merge_tab.divergence_map(text, *form, progress=lambda *args, **kwargs: None)
+    form = form_from_yaml(text)  # the form the page shows for this YAML
+    assert "estimated time" in merge_tab.plan(FormRequest(text, form))
+    assert merge_tab.plan(FormRequest("merge_method: ties", form)).startswith("⚠️ merge_method")
+    heatmap = merge_tab.divergence_map(FormRequest(text, form), progress=lambda *args, **kwargs: None)
     assert "<table" in heatmap and "layer 0" in heatmap and "embeddings" in heatmap
     assert "Colours span this map's own range" in heatmap

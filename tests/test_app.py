@@ -7,8 +7,9 @@ from gradio_client import Client
 from helpers import text_of, tiny_yaml, unpack
 
 import app
-from merging.form import PRESETS
-from ui import chat_tab, context, merge_tab
+from core import places
+from merging.form import PRESETS, MergeForm
+from ui import chat_tab, merge_tab
 
 pytestmark = pytest.mark.usefixtures("isolated_app")
 
@@ -16,21 +17,21 @@ pytestmark = pytest.mark.usefixtures("isolated_app")
 def test_form_and_yaml_stay_in_sync_both_ways(tiny_models):
     a, b = str(tiny_models("llama", 1)), str(tiny_models("llama", 2))
     _, base_layers = merge_tab.describe_parents(a, b)
-    yaml_text, plot, message, preset, _ = merge_tab.form_to_yaml(a, b, *PRESETS["LazyMergekit"], 0, 0, "bfloat16", base_layers)
+    yaml_text, plot, message, preset, _ = merge_tab.form_to_yaml(MergeForm(a, b, *PRESETS["LazyMergekit"]), base_layers)
     assert message == "" and "value: [0, 0.5, 0.3, 0.7, 1]" in yaml_text and preset == "LazyMergekit"
     rows = plot.value["data"]
     assert {row[2] for row in rows} == {"self_attn", "mlp", "everything else"} and len(rows) == 3 * 4  # 4 layers per curve
     pasted = yaml_text.replace("value: 0.5", "value: 0.25").replace("bfloat16", "float16")
     filled = merge_tab.yaml_to_form(pasted)
-    assert filled[:8] == (a, b, "0, 0.5, 0.3, 0.7, 1", "1, 0.5, 0.7, 0.3, 0", "0.25", 0, 0, "float16")
-    assert filled[9:] == ("", "custom", "")
+    assert MergeForm(*filled[:8]) == MergeForm(a, b, "0, 0.5, 0.3, 0.7, 1", "1, 0.5, 0.7, 0.3, 0", "0.25", 0, 0, "float16")
+    assert (filled.message, filled.preset, filled.plan) == ("", "custom", "")
 
 
 def test_bad_form_and_bad_yaml_show_one_line_errors(tiny_models):
     a = str(tiny_models("llama", 1))
-    message = merge_tab.form_to_yaml(a, a, "0, oops", "0.5", "0.5", 0, 0, "bfloat16")[2]
+    message = merge_tab.form_to_yaml(MergeForm(a, a, "0, oops")).message
     assert message.startswith("⚠️ t (self_attn): 'oops' is not a number")
-    assert merge_tab.yaml_to_form("merge_method: ties\n")[9].startswith("⚠️ merge_method")
+    assert merge_tab.yaml_to_form("merge_method: ties\n").message.startswith("⚠️ merge_method")
 
 
 def test_parents_panel_shows_architecture_and_incompatibility(tiny_models):
@@ -85,7 +86,7 @@ def test_cancel_stops_a_merge_and_leaves_nothing(tiny_models):
 
     assert merge_tab.merge(tiny_yaml(a, b), "cancelled", False, state, progress=cancel_on_first_tensor) == (
         "### ⏹ Cancelled — nothing was written", "", "", "")
-    assert not context.outputs_root().exists() or not any(context.outputs_root().iterdir())
+    assert not places.outputs_root().exists() or not any(places.outputs_root().iterdir())
 
 
 def test_model_errors_appear_in_their_pane(tiny_models, tmp_path):
@@ -123,3 +124,16 @@ def test_gradio_client_merges_then_streams_a_chat(tiny_models, served_app):
     for history in chats:  # random tiny models may answer in whitespace: count tokens, not letters
         assert [m["role"] for m in history] == ["user", "assistant"] and text_of(history[0]) == "hello"
     assert "fp8" in stats[0] and all("12 tokens" in s and "tok/s" in s for s in stats)
+
+
+def test_start_up_builds_the_kernels_in_its_background_thread(monkeypatch):
+    """Not in a visitor's request: prepare_default_model (app start-up's thread) leaves both
+    engines' kernels built, or marked unavailable (SLERP_ARENA_KERNELS=torch, no compiler)."""
+    from inference import cpu_kernels
+    from merging import slerp_kernel
+
+    monkeypatch.setattr(app, "resolve_model", lambda ref: None)
+    monkeypatch.setattr(cpu_kernels, "_kernel", None)
+    monkeypatch.setattr(slerp_kernel, "_lib", None)
+    app.prepare_default_model()
+    assert cpu_kernels._kernel is not None and slerp_kernel._lib is not None

@@ -1,6 +1,6 @@
 """Blind rounds through the Chat tab's handlers: anonymous until the vote, a new mapping
 per round, explicit votes, flags, results, the model card section, export; and a chat
-loop that loses nothing (queued messages, Clear and Regenerate mid-reply, seeds)."""
+loop that loses nothing (a message typed mid-reply, Stop, Clear and Regenerate, seeds)."""
 
 import json
 import re
@@ -10,13 +10,13 @@ from pathlib import Path
 
 import gradio as gr
 import pytest
-from helpers import tiny_yaml, unpack
+from helpers import slowed, tiny_yaml, unpack
 
+from arena.rounds import ArenaSession, Turn, add_message, reply, vote
+from arena.votes import VoteStore, config_hash
 from core.errors import UserError
-from inference import generation
+from inference.generation import GenerationSettings, Reply
 from ui import chat_tab, merge_tab
-from ui.arena import ArenaSession, Turn, vote
-from ui.votes import VoteStore, config_hash
 
 pytestmark = pytest.mark.usefixtures("isolated_app")
 REVEALING = re.compile(r"int8|bf16|fp8|fp32|torch|MB|tok/s|first token|Merged|Parent|llama", re.IGNORECASE)
@@ -28,47 +28,44 @@ def merged_pair(tiny_models) -> tuple[str, str, str]:
     return output, a, b
 
 
+def request(merged="", a="", b="", tokens=6, seed=0, temperature=0.7, on=(True, True, True), precision="int8"):
+    return chat_tab.ChatRequest(temperature=temperature, max_new_tokens=tokens, seed=seed, merged=merged, parent_a=a, parent_b=b,
+                                merged_on=on[0], parent_a_on=on[1], parent_b_on=on[2], merged_precision=precision,
+                                parent_precision="bf16")
+
+
+def send(state, req, message="hello") -> list:
+    """Send as the page runs it: the first step's view, then the stream step's views."""
+    box, first = chat_tab.take_message(message, req, state)
+    assert box == "", "the message was refused"
+    return [first, *chat_tab.stream(req, state)]
+
+
 def say(state, output, a, b, message="hello", tokens=6, seed=0):
-    return list(chat_tab.chat(message, "", 0.7, 1.0, tokens, seed, output, a, b, True, True, True, "int8", "bf16", state))
-
-
-def slowed(monkeypatch, seconds=0.05):
-    """Replies decode one piece of text per `seconds`, so a test can act mid-reply. The
-    decoding itself is slowed: slowing the snapshots let the replies run ahead and end
-    within a few of them (folded together), and a "mid-reply" Send came after the end."""
-    real = generation.generate_reply
-
-    def slow(*args, on_text=None, **kwargs):
-        def slow_text(text):
-            time.sleep(seconds)
-            on_text(text)
-        return real(*args, on_text=slow_text if on_text else None, **kwargs)
-
-    monkeypatch.setattr(generation, "generate_reply", slow)
+    return send(state, request(output, a, b, tokens, seed), message)
 
 
 def test_blind_round_is_anonymous_until_an_explicit_vote(tiny_models):
     output, a, b = merged_pair(tiny_models)
     state = chat_tab.ChatSession()
     view = chat_tab.set_blind(True, state)
-    assert [bot.label for bot in view[:3]] == ["Model 1", "Model 2", "Model 3"] and view[6].visible is False
+    assert [bot.label for bot in view.chats] == ["Model 1", "Model 2", "Model 3"] and view.voting is False
     final = say(state, output, a, b)[-1]
     _, stats = unpack(final)
-    assert final[6].visible is True and all(re.fullmatch(r"6 tokens · seed 0", s) for s in stats), stats
+    assert final.voting is True and all(re.fullmatch(r"6 tokens · seed 0", s) for s in stats), stats
     refused = [("", "", "nothing chosen"), ("", "Model 1", "nothing chosen"), ("Model 2", "Model 2", "both best and worst"),
                ("all bad", "Model 1", "has no worst")]
     for best, worst, problem in refused:
-        assert problem in chat_tab.submit_vote(best, worst, False, state)[-1]
+        assert problem in chat_tab.submit_vote(best, worst, False, state)[0].note
     md = Path(chat_tab.export_session(state).value[0]["path"]).read_text()  # before the reveal: anonymous
     assert "Model 1" in md and not REVEALING.search(md.replace("Slerp Arena", "")) and output not in md and a not in md, md
     shown_first = state.arena.panes[0].label
-    view = chat_tab.submit_vote("Model 1", "Model 3", False, state)
-    assert view[0].label == f"Model 1 = {shown_first}" and view[6].visible is False
+    view, plot, table = chat_tab.submit_vote("Model 1", "Model 3", False, state)
+    assert view.chats[0].label == f"Model 1 = {shown_first}" and view.voting is False
     _, stats = unpack(view)
     assert all("tok/s" in s and "MB" in s for s in stats)  # speed and memory after the reveal
-    plot, table, note = view[-3:]
-    assert "<svg" in plot and "1 votes" in table and config_hash(output) in table and "Vote recorded" in note
-    assert "already judged" in chat_tab.submit_vote("Model 2", "", False, state)[-1]
+    assert "<svg" in plot and "1 votes" in table and config_hash(output) in table and "Vote recorded" in view.note
+    assert "already judged" in chat_tab.submit_vote("Model 2", "", False, state)[0].note
 
 
 def test_each_round_draws_a_new_mapping_and_resets_the_vote(tiny_models):
@@ -77,14 +74,14 @@ def test_each_round_draws_a_new_mapping_and_resets_the_vote(tiny_models):
     chat_tab.set_blind(True, state)
     mappings = []
     for _ in range(10):
-        first = say(state, output, a, b, tokens=2)[1]  # the first view after the round started
-        assert first[7].value is None and first[8].value is None  # best / worst reset
-        assert [bot.label for bot in first[:3]] == ["Model 1", "Model 2", "Model 3"]
+        first = say(state, output, a, b, tokens=2)[0]  # the first view after the round started
+        assert first.reset_vote and first.updates()[7].value is None  # best / worst emptied
+        assert [bot.label for bot in first.chats] == ["Model 1", "Model 2", "Model 3"]
         mappings.append(tuple(p.label for p in state.arena.panes))
         chat_tab.submit_vote("tie", "", False, state)
         chat_tab.clear_chat(state)
     assert len(set(mappings)) > 1, mappings
-    assert VoteStore(Path(chat_tab.context.votes_path())).count() == 10
+    assert VoteStore(Path(chat_tab.votes_path())).count() == 10
 
 
 def blind_session(replies: dict[str, str], refs: dict[str, str]) -> ArenaSession:
@@ -112,7 +109,7 @@ def test_arena_results_go_into_the_model_card_once(tiny_models):
     output, a, b = merged_pair(tiny_models)
     with pytest.raises(gr.Error, match="no counted votes"):
         chat_tab.add_results_to_card(output, False)
-    store = VoteStore(Path(chat_tab.context.votes_path()))
+    store = VoteStore(Path(chat_tab.votes_path()))
     for _ in range(30):
         store.record(config_hash(output), "q", [("best", "Merged"), ("worst", "Parent B")], {"Merged": output, "Parent A": a,
                      "Parent B": b}, {}, {"seed": 0})
@@ -129,8 +126,8 @@ def test_arena_results_go_into_the_model_card_once(tiny_models):
 def test_export_records_each_turns_settings_seed_and_stop(tiny_models):
     a = str(tiny_models("llama", 1))
     state = chat_tab.ChatSession()
-    list(chat_tab.chat("hello", "", 0.0, 1.0, 4, 7, "", a, "", False, True, False, "bf16", "bf16", state))
-    list(chat_tab.chat("again", "", 0.5, 1.0, 3, 9, "", a, "", False, True, False, "bf16", "bf16", state))
+    send(state, request(a=a, tokens=4, seed=7, temperature=0.0, on=(False, True, False), precision="bf16"), "hello")
+    send(state, request(a=a, tokens=3, seed=9, temperature=0.5, on=(False, True, False), precision="bf16"), "again")
     md, js = [f["path"] for f in chat_tab.export_session(state).value]
     data = json.loads(Path(js).read_text())
     turns = data["panes"][1]["turns"]
@@ -161,89 +158,120 @@ def wait_for(condition, timeout=30.0):
         time.sleep(0.01)
 
 
-def test_clear_mid_reply_stops_first_and_leaves_no_error(tiny_models, monkeypatch):
+def replying(state) -> bool:
+    return any(p.history and p.history[-1]["role"] == "assistant" and p.history[-1]["content"] for p in state.arena.panes)
+
+
+def test_while_replies_stream_the_buttons_are_off_and_a_new_message_stays_in_the_box(tiny_models, monkeypatch):
+    slowed(monkeypatch)
+    a = str(tiny_models("llama", 1))
+    state, req = chat_tab.ChatSession(), request(a=a, tokens=16, on=(False, True, False), precision="bf16")
+    box, first = chat_tab.take_message("first", req, state)
+    assert box == "" and first.streaming is True and first.updates()[-5].interactive is False  # Send off
+    thread, errors = run_in_thread(chat_tab.stream(req, state))
+    wait_for(lambda: replying(state))
+    warnings = []
+    monkeypatch.setattr(chat_tab.gr, "Warning", warnings.append)
+    assert chat_tab.take_message("second", req, state) == (None, None)  # refused: the box keeps "second"
+    assert "stays in the box" in warnings[0]
+    thread.join(30)
+    assert not errors and chat_tab.stream_done(state).streaming is False
+    assert [m["content"] for m in state.arena.panes[1].history if m["role"] == "user"] == ["first"]
+    assert chat_tab.take_message("  ", req, state) == (None, None) and "empty message" in warnings[-1]
+
+
+def test_stop_mid_reply_keeps_the_text_marked_stopped_and_an_older_stream_changes_nothing(tiny_models, monkeypatch):
+    slowed(monkeypatch)
+    a = str(tiny_models("llama", 1))
+    state, req = chat_tab.ChatSession(), request(a=a, tokens=64, on=(False, True, False), precision="bf16")
+    chat_tab.take_message("hello", req, state)
+    views = chat_tab.stream(req, state)
+    thread, errors = run_in_thread(views)
+    wait_for(lambda: replying(state))
+    box, stopped = chat_tab.stop_replies("", state)
+    kept = state.arena.panes[1].history[-1]["content"]
+    thread.join(30)  # the page's cancel closes the stream; here it notices the Stop at its next snapshot
+    assert not errors and box is None and stopped.streaming is False and "stopped" in stopped.stats[1]
+    assert state.arena.panes[1].history[-1]["content"] == kept and state.arena.panes[1].turns[-1].stopped
+
+
+def test_a_stop_before_the_stream_begins_puts_the_message_back_in_the_box(tiny_models):
+    a = str(tiny_models("llama", 1))
+    state, req = chat_tab.ChatSession(), request(a=a, tokens=4, on=(False, True, False), precision="bf16")
+    chat_tab.take_message("waiting for the device", req, state)
+    box, _ = chat_tab.stop_replies("typed meanwhile", state)
+    assert box == "waiting for the device\ntyped meanwhile" and state.arena.panes[1].history == []
+    assert [v.chats for v in chat_tab.stream(req, state)] == [[gr.skip()] * 3]  # the cancelled step, had it run: nothing
+    assert unpack(send(state, req, "hello")[-1])[0][1][-1]["content"]  # and the next message is answered as usual
+
+
+def test_clear_mid_reply_empties_the_panes_and_the_stream_changes_nothing(tiny_models, monkeypatch):
     slowed(monkeypatch)
     output, a, b = merged_pair(tiny_models)
-    state = chat_tab.ChatSession()
-    thread, errors = run_in_thread(chat_tab.chat("hello", "", 0.7, 1.0, 64, 0, output, a, b, True, True, True, "bf16", "bf16", state))
-    wait_for(lambda: any(p.history and p.history[-1]["role"] == "assistant" and p.history[-1]["content"] for p in state.arena.panes))
+    state, req = chat_tab.ChatSession(), request(output, a, b, tokens=64, precision="bf16")
+    chat_tab.take_message("hello", req, state)
+    thread, errors = run_in_thread(chat_tab.stream(req, state))
+    wait_for(lambda: replying(state))
     histories, stats = unpack(chat_tab.clear_chat(state))
     thread.join(30)
-    assert not errors and histories == [[], [], []] and stats == ["", "", ""] and state.idle.is_set()
+    assert not errors and histories == [[], [], []] and stats == ["", "", ""]
     assert all(p.history == [] for p in state.arena.panes)
 
 
-def test_a_clear_waits_until_the_page_has_the_streams_end(tiny_models):
-    """Gradio re-sends a stream's last view after the stream has ended; a Clear view sent
-    before that was overwritten (a CI run of the Chromium test showed the old replies back
-    for good). Clear returns only once the page's step after every stream begun has run,
-    also when one stream's confirmation comes after the next stream has begun."""
+def test_regenerate_draws_a_new_seed_unless_locked_and_a_stop_before_it_begins_keeps_the_replies(tiny_models):
+    a = str(tiny_models("llama", 1))
+    state, req = chat_tab.ChatSession(), request(a=a, tokens=4, seed=5, on=(False, True, False), precision="bf16")
+    send(state, req)
+    before = [dict(m) for m in state.arena.panes[1].history]
+    first = chat_tab.take_regenerate(req, False, state)
+    chat_tab.stop_replies("", state)  # pressed while Regenerate waited for the device
+    assert list(chat_tab.stream(req, state))[0].chats == [gr.skip()] * 3 and state.arena.panes[1].history == before
+    first = chat_tab.take_regenerate(req, False, state)
+    views = list(chat_tab.stream(req, state))
+    assert first.seed != 5 and len(state.arena.panes[1].history) == 2
+    assert state.arena.panes[1].turns[-1].settings["seed"] == first.seed and f"seed {first.seed}" in views[-1].stats[1]
+    locked = chat_tab.take_regenerate(req, True, state)
+    views = list(chat_tab.stream(req, state))
+    assert locked.seed == 5 and "seed 5" in views[-1].stats[1]
+
+
+def test_a_seed_the_box_could_not_hold_is_refused_in_one_line_and_nothing_is_lost(tiny_models, monkeypatch):
     a = str(tiny_models("llama", 1))
     state = chat_tab.ChatSession()
-    stream = chat_tab.page_stream(chat_tab.answer_pending)
-    for message in ("hello", "again"):
-        chat_tab.queue_message(message, state)
-        views = list(stream("", 0.0, 1.0, 4, 0, "", a, "", False, True, False, "bf16", "bf16", state))
-    assert unpack(views[-1])[0][1][-1]["content"] and state.idle.is_set()
-    cleared = []
-    thread = threading.Thread(target=lambda: cleared.append(chat_tab.clear_chat(state)))
-    thread.start()
-    for _ in range(2):
-        thread.join(0.5)
-        assert not cleared  # the threads have ended, but the page has not had every stream's end yet
-        chat_tab.page_has_the_end(state)
-    thread.join(10)
-    assert unpack(cleared[0])[0] == [[], [], []]
-
-
-def test_a_second_message_mid_reply_is_queued_not_lost(tiny_models, monkeypatch):
-    slowed(monkeypatch)
-    a = str(tiny_models("llama", 1))
-    state = chat_tab.ChatSession()
-    box, _ = chat_tab.queue_message("first", state)
-    assert box == ""
-    thread, errors = run_in_thread(chat_tab.answer_pending("", 0.7, 1.0, 16, 0, "", a, "", False, True, False, "bf16", "bf16", state))
-    wait_for(lambda: state.arena.panes[1].history)
-    box, pending = chat_tab.queue_message("second", state)
-    assert box == "" and "second" in pending
-    assert chat_tab.queue_message("  ", state) == (gr.skip(), gr.skip())  # refused with a warning; nothing queued
-    thread.join(30)
-    assert not errors and [m["content"] for m in state.arena.panes[1].history if m["role"] == "user"] == ["first", "second"]
-    assert state.pending == []
-
-
-def test_regenerate_mid_reply_stops_first_and_draws_a_new_seed(tiny_models, monkeypatch):
-    slowed(monkeypatch)
-    a = str(tiny_models("llama", 1))
-    state = chat_tab.ChatSession()
-    thread, errors = run_in_thread(chat_tab.chat("hello", "", 0.7, 1.0, 64, 5, "", a, "", False, True, False, "bf16", "bf16", state))
-    wait_for(lambda: len(state.arena.panes[1].history) == 2 and state.arena.panes[1].history[1]["content"])
-    chat_tab.stop_chat(state)  # what the Regenerate button does first
-    views = list(chat_tab.regenerate_last("", 0.7, 1.0, 4, 5, False, state))
-    thread.join(30)
-    new_seed = views[-1][-1]
-    assert not errors and new_seed != 5 and len(state.arena.panes[1].history) == 2
-    assert state.arena.panes[1].turns[-1].settings["seed"] == new_seed and f"seed {new_seed}" in views[-1][4]
-    locked = list(chat_tab.regenerate_last("", 0.7, 1.0, 4, 5, True, state))
-    assert locked[-1][-1] == 5 and "seed 5" in locked[-1][4]
+    warnings = []
+    monkeypatch.setattr(chat_tab.gr, "Warning", warnings.append)
+    for seed in (None, -1, 2**31, 1.5):  # None: what a number box sends for 99999999999999999999999
+        assert chat_tab.take_message("hello", request(a=a, seed=seed, on=(False, True, False)), state) == (None, None)
+        assert warnings[-1].startswith("seed: ") and "type a seed such as 0 or 1234" in warnings[-1]
+    assert all(p.history == [] for p in state.arena.panes) and not state.waiting
 
 
 def test_vote_needs_a_blind_round_with_replies():
     with pytest.raises(UserError, match="blind rounds"):
-        vote(ArenaSession(), VoteStore(Path(chat_tab.context.votes_path())), "Model 1", "", "h", [])
+        vote(ArenaSession(), VoteStore(Path(chat_tab.votes_path())), "Model 1", "", "h", [])
 
 
-def test_a_stop_while_regenerate_waits_for_the_device_cancels_it(tiny_models):
-    """The page's Regenerate waits for the running replies in a step of its own, then for
-    the device; a Stop (or Clear) pressed in between once went unheard."""
-    a = str(tiny_models("llama", 1))
+def test_a_blind_round_shows_every_pane_at_the_pace_of_the_slowest(tiny_models):
+    """The merge (int8) decodes faster than its bf16 parents: in a blind round its words
+    must not appear first, nor its token count grow faster, nor its reply end first."""
+    output, a, b = merged_pair(tiny_models)
     state = chat_tab.ChatSession()
-    list(chat_tab.chat("hello", "", 0.0, 1.0, 4, 5, "", a, "", False, True, False, "bf16", "bf16", state))
-    before = [dict(m) for m in state.arena.panes[1].history]
-    chat_tab.stopped_replies(state)
-    chat_tab.stop_chat(state)
-    views = list(chat_tab.regenerate_stopped("", 0.7, 1.0, 4, 5, False, state))
-    assert views == [tuple(gr.skip() for _ in range(11))] and state.arena.panes[1].history == before and state.idle.is_set()
-    chat_tab.stopped_replies(state)  # no Stop this time: answered again
-    views = list(chat_tab.regenerate_stopped("", 0.7, 1.0, 4, 5, False, state))
-    assert views[-1][-1] != 5 and state.arena.panes[1].turns[-1].settings["seed"] == views[-1][-1]
+    chat_tab.set_blind(True, state)
+    request(output, a, b).configure(state.arena)
+    add_message(state.arena, "hello")
+    order = [p.label for p in state.arena.panes]
+    speed = {"Merged": 3, "Parent A": 1, "Parent B": 2}  # characters per snapshot
+
+    def stream(request):
+        for step in range(1, 9):
+            yield [Reply(label, "abcdefghijklmnop"[: speed[label] * step], done=speed[label] * step >= 16) for label in order]
+        yield [Reply(label, "abcdefghijklmnop", done=True) for label in order]
+
+    shown = []
+    for session in reply(state.arena, GenerationSettings(), stream=stream):
+        texts = [p.history[-1]["content"] if p.history and p.history[-1]["role"] == "assistant" else "" for p in session.panes]
+        shown.append((texts, [p.status(reveal=False) for p in session.panes]))
+    for texts, stats in shown[:-1]:
+        assert len(set(texts)) == 1, texts  # the same length everywhere: nobody is first
+        assert not any("tokens" in line and not line.startswith("0 tokens") for line in stats), stats
+    assert shown[-1][0] == ["abcdefghijklmnop"] * 3

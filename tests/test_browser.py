@@ -2,11 +2,21 @@
 merges the bundled SmolLM2 with itself, opens the merge in the Chat tab and gets three
 replies. A screenshot lands in artifacts/ (ignored by git)."""
 
+import pytest
 from conftest import ARTIFACTS
 from playwright.sync_api import expect
 
+from evaluation import defaults
 
-def test_merge_smollm2_with_itself_then_chat_with_three_panes(browser_page, smollm2_dir):
+
+@pytest.fixture
+def no_demo_parent(monkeypatch):
+    """A machine whose demo parent is not built (the default pair is then SmolLM2 with itself),
+    whatever the machine cache holds; requested before the page is served."""
+    monkeypatch.setattr(defaults, "built_demo_parent", lambda: None)
+
+
+def test_merge_smollm2_with_itself_then_chat_with_three_panes(no_demo_parent, browser_page, smollm2_dir):
     page = browser_page
     expect(page.get_by_text("Slerp Arena").first).to_be_visible(timeout=60_000)
     expect(page.get_by_text("✅ compatible")).to_be_visible(timeout=60_000)  # parents inspected before anything runs

@@ -1,7 +1,8 @@
 """The Chat tab in Debian's Chromium (Playwright) at 1400x900, on tiny random models:
 a blind round shows nothing that tells the panes apart until an explicit vote; the
-first screen holds the panes, the message box and Send; a second Send mid-reply is
-queued, not lost; Clear mid-reply leaves no error. Screenshots go to artifacts/."""
+first screen holds the panes, the message box and Send; a message typed mid-reply waits
+in the box (Send is off) and Stop keeps the partial replies; Regenerate answers again
+with a new seed; Stop then Clear leaves empty panes and no error. Screenshots go to artifacts/."""
 
 import re
 
@@ -11,8 +12,8 @@ from helpers import tiny_yaml
 from playwright.sync_api import expect
 from test_blind import slowed
 
+from arena.votes import VoteStore, config_hash
 from ui import chat_tab, merge_tab
-from ui.votes import VoteStore, config_hash
 
 REVEALING = re.compile(r"int8|bf16|fp8|fp32|torch|\d MB|tok/s|first token|SmolLM|llama", re.IGNORECASE)
 ROLES = re.compile(r"Merged|Parent A|Parent B")  # case-sensitive: the pane roles
@@ -61,7 +62,7 @@ def merged(tiny_models):
 
 def test_blind_round_in_chromium_reveals_nothing_before_an_explicit_vote(browser_page, merged):
     page, (output, a, b) = browser_page, merged
-    store = VoteStore(chat_tab.context.votes_path())  # earlier rounds of this merge, so the results plot has data
+    store = VoteStore(chat_tab.votes_path())  # earlier rounds of this merge, so the results plot has data
     for i in range(24):
         store.record(config_hash(output), "q", [("best", ["Merged", "Merged", "Parent A"][i % 3]), ("worst", "Parent B")],
                      {"Merged": output, "Parent A": a, "Parent B": b}, {}, {"seed": i})
@@ -96,41 +97,59 @@ def test_blind_round_in_chromium_reveals_nothing_before_an_explicit_vote(browser
     page.screenshot(path=str(ARTIFACTS / "results-plot.png"), full_page=True)
 
 
-def test_second_send_mid_reply_is_queued_and_clear_mid_reply_leaves_no_error(browser_page, merged, monkeypatch):
+def test_a_message_typed_mid_reply_waits_in_the_box_and_stop_keeps_the_partial_replies(browser_page, merged, monkeypatch):
     slowed(monkeypatch, 0.08)
     page, (output, a, b) = browser_page, merged
     open_chat(page, output, a, b, blind=False, max_tokens=64)
     send(page, "first message")
     expect(page.locator(".message.bot")).to_have_count(3, timeout=60_000)  # replies are streaming
-    send(page, "second message")
-    expect(page.locator("#chat-pending")).to_contain_text("second message")
-    expect(page.locator("#chat-message textarea")).to_have_value("")
+    send_button = page.get_by_role("button", name="Send", exact=True)
+    expect(send_button).to_be_disabled()
+    expect(page.locator("#chat-clear")).to_be_disabled()
+    expect(page.locator("#chat-note")).to_contain_text("Replies are streaming")
+    page.locator("#chat-message textarea").fill("second message")  # typed meanwhile: it stays in the box
+    for i in range(3):  # some text in every pane before the Stop
+        expect(page.locator("#chat-panes .message.bot").nth(i)).to_have_text(re.compile(r"\S"), timeout=30_000)
+    page.get_by_role("button", name="Stop", exact=True).click()
+    expect(page.locator("#chat-panes").get_by_text(re.compile(r"stopped"))).to_have_count(3, timeout=20_000)
+    expect(send_button).to_be_enabled()
+    expect(page.get_by_label("Blind mode: shuffled, unnamed panes; vote, then see the names")).to_be_enabled()
+    expect(page.locator("#chat-message textarea")).to_have_value("second message")
+    partial = [len(t) for t in page.locator("#chat-panes .message.bot").all_inner_texts()]
+    assert all(n > 0 for n in partial), partial  # the partial replies stay on screen
+    page.screenshot(path=str(ARTIFACTS / "stopped-mid-reply.png"))
+    send_button.click()
     expect(page.locator("#chat-panes .message.user").filter(has_text="second message")).to_have_count(3, timeout=60_000)
+    expect(page.locator("#chat-message textarea")).to_have_value("")
     expect(page.locator("#chat-panes .message.bot")).to_have_count(6, timeout=60_000)
-    page.screenshot(path=str(ARTIFACTS / "queued-second-message.png"))
-    page.locator("#chat-clear").click()  # mid-reply: the second reply streams for ~5 s
+    page.get_by_role("button", name="Stop", exact=True).click()  # then Clear: the panes empty and nothing comes back
+    page.locator("#chat-clear").click()
     expect(page.locator("#chat-panes .message")).to_have_count(0, timeout=30_000)
-    page.wait_for_timeout(1500)  # a late error would show by now
+    page.wait_for_timeout(1500)  # a late view or error would show by now
+    expect(page.locator("#chat-panes .message")).to_have_count(0)
     assert_no_error(page)
     send(page, "after clear")
     expect(page.locator("#chat-panes .message.user")).to_have_count(3, timeout=60_000)
     assert_no_error(page)
 
 
-def test_regenerate_mid_reply_answers_again_at_once_and_a_clear_mid_regeneration_empties_the_panes(browser_page, merged, monkeypatch):
-    """Regenerate once waited out its own stream's confirmation (SHOWN_WAIT_S) before it began."""
+def test_regenerate_answers_again_with_a_new_seed_and_stop_then_clear_empties_the_panes(browser_page, merged, monkeypatch):
     slowed(monkeypatch, 0.08)
-    monkeypatch.setattr(chat_tab, "SHOWN_WAIT_S", 60.0)  # such a stall now outlasts the wait below by far
     page, (output, a, b) = browser_page, merged
     open_chat(page, output, a, b, blind=False, max_tokens=64)
     send(page, "first message")
-    expect(page.locator("#chat-panes .message.bot")).to_have_count(3, timeout=60_000)  # streaming
-    page.get_by_role("button", name="Regenerate").click()
+    expect(page.locator("#chat-panes").get_by_text(re.compile(r"seed 0\b"))).to_have_count(3, timeout=60_000)
+    regenerate = page.get_by_role("button", name="Regenerate")
+    expect(regenerate).to_be_enabled(timeout=60_000)  # the replies have ended
+    regenerate.click()
+    expect(regenerate).to_be_disabled()
     new_seed = page.locator("#chat-panes").get_by_text(re.compile(r"seed [1-9]\d*"))
-    expect(new_seed).to_have_count(3, timeout=20_000)  # begun at once (a stalled one showed seed 0 for 60 s)
+    expect(new_seed).to_have_count(3, timeout=30_000)
     expect(page.locator("#chat-panes .message.user")).to_have_count(3)  # the message answered again, not repeated
-    page.screenshot(path=str(ARTIFACTS / "regenerated-mid-reply.png"))
-    page.locator("#chat-clear").click()  # mid-regeneration: 64 tokens at 0.08 s each
+    expect(page.locator("#chat-panes .message.bot")).to_have_count(3)
+    page.screenshot(path=str(ARTIFACTS / "regenerating.png"))
+    page.get_by_role("button", name="Stop", exact=True).click()  # mid-regeneration: 64 pieces at 0.08 s each
+    page.locator("#chat-clear").click()
     expect(page.locator("#chat-panes .message")).to_have_count(0, timeout=20_000)
     page.wait_for_timeout(1500)  # a late view would show the replies back by now
     expect(page.locator("#chat-panes .message")).to_have_count(0)

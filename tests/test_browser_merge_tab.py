@@ -6,7 +6,8 @@ import time
 from conftest import ARTIFACTS
 from playwright.sync_api import expect
 
-from ui import context, merge_tab
+from core import places
+from ui import merge_tab
 
 
 def wait_until_ready(page) -> None:
@@ -28,7 +29,7 @@ def test_an_invalid_t_is_shown_as_such_and_merge_refuses_it(browser_page, smollm
     expect(yaml_box).to_contain_text("# invalid: t (everything else): 1.5 is outside [0, 1]")
     expect(yaml_box).not_to_contain_text("value")
     page.screenshot(path=str(ARTIFACTS / "merge-tab-invalid-field.png"), full_page=True)
-    assert not context.outputs_root().exists() or not any(context.outputs_root().iterdir())
+    assert not places.outputs_root().exists() or not any(places.outputs_root().iterdir())
 
 
 def test_every_keystroke_reaches_the_yaml(browser_page, smollm2_dir):
@@ -40,6 +41,29 @@ def test_every_keystroke_reaches_the_yaml(browser_page, smollm2_dir):
     field.fill("")
     field.press_sequentially("0.25", delay=30)
     expect(page.locator(".cm-content").first).to_contain_text("- filter: mlp      value: 0.25", timeout=15_000)
+
+
+def test_backspace_paste_and_select_all_delete_reach_the_yaml(browser_page, smollm2_dir):
+    """A Textbox's .input does not fire on these in Gradio 6.31: the YAML kept the old value
+    and Merge refused with "wait a moment", which never helped."""
+    page = browser_page
+    wait_until_ready(page)
+    field, yaml_box = page.get_by_label("t gradient for mlp"), page.locator(".cm-content").first
+    field.fill("")
+    field.press_sequentially("0.25", delay=30)
+    expect(yaml_box).to_contain_text("- filter: mlp      value: 0.25", timeout=15_000)
+    field.press("End")
+    field.press("Backspace")  # 0.25 -> 0.2
+    expect(yaml_box).to_contain_text("- filter: mlp      value: 0.2    - value", timeout=15_000)
+    field.press("Control+a")
+    field.press("Delete")  # empty: the YAML says the field is invalid
+    expect(yaml_box).to_contain_text("# invalid: t (mlp)", timeout=15_000)
+    page.screenshot(path=str(ARTIFACTS / "merge-tab-emptied-field.png"), full_page=True)
+    field.focus()
+    page.keyboard.insert_text("0.75")  # as a paste inserts text: no key events
+    expect(yaml_box).to_contain_text("- filter: mlp      value: 0.75", timeout=15_000)
+    page.get_by_role("button", name="Plan (dry run)").click()
+    expect(page.get_by_text("estimated time").first).to_be_visible(timeout=30_000)
 
 
 def test_cancel_ends_in_the_cancelled_state_without_error_badges(browser_page, smollm2_dir, monkeypatch):
@@ -61,7 +85,7 @@ def test_cancel_ends_in_the_cancelled_state_without_error_badges(browser_page, s
     expect(page.get_by_text("Cancelling…")).to_have_count(0)
     expect(page.get_by_text("Error", exact=True)).to_have_count(0)
     page.screenshot(path=str(ARTIFACTS / "merge-tab-cancelled.png"), full_page=True)
-    assert not context.outputs_root().exists() or not any(context.outputs_root().iterdir())
+    assert not places.outputs_root().exists() or not any(places.outputs_root().iterdir())
 
 
 def test_t_plot_shows_one_line_per_filter_with_a_legend(browser_page, smollm2_dir):
@@ -95,7 +119,7 @@ def test_a_bad_max_ram_is_one_line_in_plan_and_merge_and_a_good_one_reaches_the_
     expect(page.get_by_text("Merge failed")).to_be_visible(timeout=30_000)
     expect(page.get_by_text(message).first).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "merge-tab-bad-max-ram.png"), full_page=True)
-    assert not context.outputs_root().exists() or not any(context.outputs_root().iterdir())
+    assert not places.outputs_root().exists() or not any(places.outputs_root().iterdir())
     type_into("256MB")  # the fixed value: the failure that named the old one goes
     expect(page.get_by_text("Merge failed")).to_have_count(0, timeout=10_000)
     expect(page.get_by_text(message)).to_have_count(0)

@@ -7,7 +7,7 @@ from conftest import ARTIFACTS
 from helpers import peaked
 from playwright.sync_api import expect
 
-from ui import defaults
+from evaluation import defaults
 
 
 @pytest.fixture

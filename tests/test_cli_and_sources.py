@@ -12,9 +12,8 @@ from helpers import load_weights, run_main, slices_config
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from core.places import ROOT
 from merging.__main__ import main
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

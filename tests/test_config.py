@@ -2,25 +2,10 @@ import pytest
 
 from core.errors import UserError
 from merging.config import TRule, parse_config
+from testkit.pairs import SEED_CONFIG
 
-LAZY_MERGEKIT = """
-slices:
-  - sources:
-      - model: OpenPipe/mistral-ft-optimized-1218
-        layer_range: [0, 32]
-      - model: mlabonne/NeuralHermes-2.5-Mistral-7B
-        layer_range: [0, 32]
-merge_method: slerp
-base_model: OpenPipe/mistral-ft-optimized-1218
-parameters:
-  t:
-    - filter: self_attn
-      value: [0, 0.5, 0.3, 0.7, 1]
-    - filter: mlp
-      value: [1, 0.5, 0.7, 0.3, 0]
-    - value: 0.5
-dtype: bfloat16
-"""
+# The seed config: the LazyMergekit model card's YAML, as users paste it.
+LAZY_MERGEKIT = SEED_CONFIG.format(a="OpenPipe/mistral-ft-optimized-1218", b="mlabonne/NeuralHermes-2.5-Mistral-7B", n=32)
 
 
 def test_lazymergekit_config_parses():

@@ -37,7 +37,7 @@ def test_lean_loop_picks_the_tokens_generate_picks(tiny_models, arch, settings, 
 
 
 @pytest.mark.parametrize("precision", ["bf16", "int8", "fp8"])
-def test_decode_logits_match_the_models_forward(tiny_models, precision):
+def test_decode_logits_match_the_models_forward(tiny_models, math_path, precision):
     """Prefill equals the model's forward exactly; each decode step (one cached token at a
     time) within 2% relative L2 of it: decode attention is float32 where SDPA rounds via bf16."""
     loaded = load_model(str(tiny_models("qwen2", 5)), precision)
@@ -104,7 +104,7 @@ def test_fused_projections_add_no_memory(tiny_models):
 
 
 @pytest.mark.parametrize("precision", ["bf16", "int8", "fp8"])
-def test_the_c_step_computes_what_the_torch_step_computes(tiny_models, precision):
+def test_the_c_step_computes_what_the_torch_step_computes(tiny_models, kernel_target, precision):
     """decode_step.c rounds where the torch loop rounds; only its sums run in another order.
     Over 40 cached positions (GQA, q/k/v biases) the logits stay within 1% and greedy picks
     the same token at every step."""
@@ -122,3 +122,20 @@ def test_the_c_step_computes_what_the_torch_step_computes(tiny_models, precision
             c, reference = decoder.forward(token, position, in_c), decoder.forward(token, position, in_torch)
             error = float((c - reference).norm() / reference.norm())
             assert error < 0.01 and c.argmax() == reference.argmax(), (position, error)
+
+
+class _StepLoses(dict):
+    """Measurements in which the C step lost to the torch loop (each product's as measured)."""
+
+    def get(self, key: tuple, default: object = None) -> object:
+        return False if key[0] == "step" else super().get(key, default)
+
+
+def test_the_torch_loop_runs_where_the_c_step_measured_slower(tiny_models, monkeypatch):
+    from inference import cpu_kernels
+
+    monkeypatch.setattr(cpu_kernels, "_choices", _StepLoses())
+    loaded = load_model(str(tiny_models("qwen2", 5)), "int8")
+    assert lean_decoder(loaded.model).step is None
+    reply = generate_reply(loaded, CONVERSATION, GenerationSettings(temperature=0.0, max_new_tokens=8), threading.Event())
+    assert not reply.error and reply.stats.new_tokens > 0

@@ -11,16 +11,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
 from helpers import run_main
 
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from merge_bench import SMOL_CONFIG, synthetic_model  # noqa: E402
-
-from merging import parse_config  # noqa: E402
-from merging.__main__ import main  # noqa: E402
-from merging.dry_run import dry_run  # noqa: E402
-from merging.feed import DEFAULT_MAX_RAM, MIN_MAX_RAM  # noqa: E402
+from core.places import ROOT
+from merging import parse_config
+from merging.__main__ import main
+from merging.dry_run import dry_run
+from merging.feed import DEFAULT_MAX_RAM, MIN_MAX_RAM
+from testkit.pairs import SMOL_CONFIG, synthetic_model
 
 CHILD = """
 import re, sys

@@ -6,10 +6,12 @@ from pathlib import Path
 import gradio as gr
 import pytest
 
+from core import places
 from core.sources import DEFAULT_MODEL
-from inference.reply_quality import Quality
-from merging.form import PRESETS
-from ui import context, defaults, demo_panel, first_run, merge_tab
+from evaluation import defaults
+from evaluation.reply_quality import Quality
+from merging.form import PRESETS, MergeForm
+from ui import chat_tab, context, demo_panel, first_run, merge_tab
 from ui.context import CancelSession
 
 pytestmark = pytest.mark.usefixtures("isolated_app")
@@ -35,7 +37,7 @@ def test_without_the_demo_parent_the_default_is_the_original_with_itself_and_the
     assert (tab.parent_a.value, tab.parent_b.value) == (DEFAULT_MODEL, DEFAULT_MODEL)
     notice = demo_panel.notice_html(pair)
     assert "The demo parent is not built yet" in notice and "background:#fff4ce" in notice  # highlighted
-    assert "three panes will answer alike" in notice and "Build demo parent" in notice
+    assert "three panes are one model" in notice and "Build demo parent" in notice
 
 
 def test_with_the_demo_parent_built_the_default_is_a_v_shaped_blend_of_the_original_and_it(monkeypatch, tiny_models):
@@ -43,10 +45,10 @@ def test_with_the_demo_parent_built_the_default_is_a_v_shaped_blend_of_the_origi
     demo_parent_is(monkeypatch, folder)
     pair = defaults.start_pair()
     assert pair == defaults.StartPair(DEFAULT_MODEL, str(folder), "V-shape", blend=True)
-    assert pair.fields() == (DEFAULT_MODEL, str(folder), *PRESETS["V-shape"], 0, 0, "bfloat16")
+    assert pair.form() == MergeForm(DEFAULT_MODEL, str(folder), *PRESETS["V-shape"], layer_start=0, layer_end=0, dtype="bfloat16")
     tab = page_form()
     assert (tab.parent_a.value, tab.parent_b.value) == (DEFAULT_MODEL, str(folder))
-    yaml_text = merge_tab.form_to_yaml(*pair.fields())[0]
+    yaml_text = merge_tab.form_to_yaml(pair.form()).yaml_text
     assert f"base_model: {DEFAULT_MODEL}" in yaml_text and "[0, 0.5, 1, 0.5, 0]" in yaml_text
     notice = demo_panel.notice_html(pair)
     assert "Demo parent built" in notice and folder.name in notice and "background" not in notice
@@ -79,18 +81,19 @@ def test_the_build_switches_the_form_to_the_demo_pair_and_cancel_stops_it(monkey
     monkeypatch.setattr(demo_panel, "demo_report", lambda f: {"demo parent": Quality(19, 0.95, 0.9, 0, 0)})
     monkeypatch.setattr(demo_panel, "resolve_model", lambda ref: tmp_path)
     stages = []
-    a, b, preset, attn, mlp, default, notice, message = demo_panel.build_demo(
+    a, b, preset, attn, mlp, default, notice, message, build = demo_panel.build_demo(
         CancelSession(), progress=lambda fraction, desc="": stages.append(desc))
     assert stages == ["fine-tuning 1/3", "fine-tuning 2/3", "fine-tuning 3/3"]
     assert (a.value, b.value, preset, attn, mlp, default) == (DEFAULT_MODEL, str(folder), "V-shape", *PRESETS["V-shape"])
     assert "Demo parent built" in notice and message.startswith("Demo parent ready in") and "press **Merge**" in message
+    assert build.variant == "secondary"  # built: the button is no longer the bright call to action
     assert "- demo parent: persona=95% on_topic=90% loops=0 profane=0 n=19" in message  # the build's held-out report
     session = CancelSession()
 
     def cancel_at_once(fraction, desc=""):
         context.cancel(session)
 
-    assert demo_panel.build_demo(session, progress=cancel_at_once) == (*[gr.skip()] * 7, demo_panel.CANCELLED)
+    assert demo_panel.build_demo(session, progress=cancel_at_once) == (*[gr.skip()] * 7, demo_panel.CANCELLED, gr.skip())
     assert demo_panel.CANCELLED.startswith("⏹ Build cancelled — nothing was saved")
 
 
@@ -102,7 +105,7 @@ def tiny_defaults(monkeypatch, tiny_models):
     return pair
 
 
-def open_chat(merged: str = "", a: str = context.DEFAULT_A, b: str = context.DEFAULT_B) -> list[tuple]:
+def open_chat(merged: str = "", a: str = defaults.DEFAULT_A, b: str = defaults.DEFAULT_B) -> list[tuple]:
     """What the page gets on opening the Chat tab: the select's four outputs, then, when it
     asked for the default merge (a new State value, whose change event runs it), the merge's."""
     *shown, request = first_run.on_chat_opened(merged, a, b)
@@ -116,9 +119,9 @@ def test_opening_the_chat_with_no_merge_merges_the_defaults_once_and_fills_the_t
     updates = open_chat()
     assert updates[0] == (gr.skip(), gr.skip(), gr.skip(), first_run.RUNNING)  # the notice line says what runs
     merged, a, b, notice = updates[-1]
-    folder = context.outputs_root() / "demo-merge"
+    folder = places.outputs_root() / "demo-merge"
     assert (merged, a, b) == (str(folder), tiny_defaults.a, tiny_defaults.b)
-    assert (folder / "mergekit_config.yml").read_text() == merge_tab.form_to_yaml(*tiny_defaults.fields())[0]
+    assert (folder / "mergekit_config.yml").read_text() == merge_tab.form_to_yaml(tiny_defaults.form()).yaml_text
     assert notice.startswith("✅ **First chat:** merged llama-1- (parent A) with llama-2- (parent B) on the V-shape curve")
     assert "`outputs/demo-merge`" in notice
     # Again with the merged field emptied: the latest merge (this one) is shown at once, not redone.
@@ -129,26 +132,54 @@ def test_opening_the_chat_with_no_merge_merges_the_defaults_once_and_fills_the_t
 
 def test_two_requests_queued_before_the_first_merge_ends_merge_once(tiny_defaults):
     """The tab opened twice while the device was busy: the second request finds the first's merge."""
-    first, second = (first_run.on_chat_opened("", context.DEFAULT_A, context.DEFAULT_B)[-1] for _ in range(2))
+    first, second = (first_run.on_chat_opened("", defaults.DEFAULT_A, defaults.DEFAULT_B)[-1] for _ in range(2))
     assert first != second  # each is a change of the State, so each runs
     assert first_run.merge_defaults(first, **NO_PROGRESS) == first_run.merge_defaults(second, **NO_PROGRESS)
-    assert sorted(p.name for p in context.outputs_root().iterdir()) == ["demo-merge"]
+    assert sorted(p.name for p in places.outputs_root().iterdir()) == ["demo-merge"]
 
 
 def test_models_typed_while_the_default_merge_runs_are_kept(tiny_defaults, tiny_models):
     """Seen in Chromium: parents typed during the first-chat merge were replaced by the default pair."""
-    request = first_run.on_chat_opened("", context.DEFAULT_A, context.DEFAULT_B)[-1]
+    request = first_run.on_chat_opened("", defaults.DEFAULT_A, defaults.DEFAULT_B)[-1]
     mine = str(tiny_models("llama", 3))
     assert first_run.merge_defaults(request, "", mine, mine, **NO_PROGRESS) == (gr.skip(), gr.skip(), gr.skip(), "")
-    assert (context.outputs_root() / "demo-merge" / "config.json").is_file()  # merged all the same, for later
+    assert (places.outputs_root() / "demo-merge" / "config.json").is_file()  # merged all the same, for later
 
 
 def test_a_different_merge_named_demo_merge_is_never_replaced(tiny_defaults):
-    other = merge_tab.form_to_yaml(tiny_defaults.a, tiny_defaults.b, "0.2", "0.2", "0.2", 0, 0, "bfloat16")[0]
+    other = merge_tab.form_to_yaml(MergeForm(tiny_defaults.a, tiny_defaults.b, "0.2", "0.2", "0.2")).yaml_text
     assert merge_tab.merge(other, "demo-merge", False, CancelSession(), **NO_PROGRESS)[0].startswith("### ✅")
     merged, *_ = open_chat()[-1]
-    assert merged == str(context.outputs_root() / "demo-merge")  # a merge on disk is shown, not merged over
-    assert (context.outputs_root() / "demo-merge" / "mergekit_config.yml").read_text() == other
+    assert merged == str(places.outputs_root() / "demo-merge-2")  # the start pair's merge, beside it
+    assert (places.outputs_root() / "demo-merge" / "mergekit_config.yml").read_text() == other
+
+
+def test_after_the_demo_parent_is_built_a_fresh_chat_uses_the_demo_pair_not_the_old_self_merge(monkeypatch, tiny_models):
+    """Seen in Chromium: the first visit's self-merge stayed the newest merge, so a fresh page
+    after the build chatted with the original three times over, with no notice."""
+    original, pirate = str(tiny_models("llama", 1)), str(tiny_models("llama", 2))
+    monkeypatch.setattr(defaults, "start_pair", lambda: defaults.StartPair(original, original, "constant 0.5", blend=False))
+    first, *_ = open_chat()[-1]
+    assert first == str(places.outputs_root() / "demo-merge")
+    blend = defaults.StartPair(original, pirate, "V-shape", blend=True)
+    monkeypatch.setattr(defaults, "start_pair", lambda: blend)  # the demo parent is built
+    assert chat_tab.open_chat("", chat_tab.ChatSession())[0] == ""  # a fresh page's load does not pick the self-merge
+    merged, a, b, notice = open_chat()[-1]
+    assert (merged, a, b) == (str(places.outputs_root() / "demo-merge-2"), original, pirate) and notice.startswith("✅")
+    assert chat_tab.open_chat("", chat_tab.ChatSession())[0] == merged
+
+
+def test_a_public_app_offers_no_visitor_its_neighbours_merges(monkeypatch, tiny_defaults):
+    mine = merge_tab.merge(tiny_defaults.yaml(), "someone-elses", False, CancelSession(), **NO_PROGRESS)[2]
+    monkeypatch.setenv("SLERP_ARENA_PUBLIC", "1")
+    assert defaults.latest_merge() == "" and mine not in defaults.known_models()
+    *shown, request = first_run.on_chat_opened("", defaults.DEFAULT_A, defaults.DEFAULT_B)
+    assert shown[0] == gr.skip() and request.name == "demo-merge"  # the first chat merges the start pair instead
+    (places.outputs_root() / "demo-merge").mkdir()
+    (places.outputs_root() / "demo-merge" / "mergekit_config.yml").write_text(tiny_defaults.yaml())
+    assert defaults.latest_merge() == str(places.outputs_root() / "demo-merge")  # the app's own merge is everyone's
+    monkeypatch.setenv("SLERP_ARENA_PUBLIC", "0")
+    assert mine in defaults.known_models()
 
 
 def test_a_loaded_merge_is_kept_and_gets_its_parents_and_typed_parents_are_left_alone(tiny_defaults):
@@ -156,14 +187,14 @@ def test_a_loaded_merge_is_kept_and_gets_its_parents_and_typed_parents_are_left_
     assert open_chat(output) == [(gr.skip(), tiny_defaults.a, tiny_defaults.b, gr.skip())]
     for merged in (output, ""):  # parents the visitor typed are theirs: nothing is merged or replaced
         assert open_chat(merged, "org/typed-a") == [(gr.skip(),) * 4]
-    assert not (context.outputs_root() / "demo-merge").exists()
+    assert not (places.outputs_root() / "demo-merge").exists()
 
 
 def test_the_self_merge_says_that_the_demo_parent_gives_a_real_blend(monkeypatch, tiny_models):
     a = str(tiny_models("llama", 1))
     monkeypatch.setattr(defaults, "start_pair", lambda: defaults.StartPair(a, a, "constant 0.5", blend=False))
     *_, notice = open_chat()[-1]
-    assert "the original SmolLM2 with itself, so all three panes answer alike" in notice
+    assert "the original SmolLM2 with itself, so the three panes are one model" in notice
     assert "press **Build demo parent** on the Merge tab" in notice
 
 

@@ -13,7 +13,6 @@ import threading
 import pytest
 import torch
 from helpers import streamed_together, tiny_yaml
-from reference import bf16_ulps, reference_slerp
 
 from core.sources import read_config
 from inference import GenerationSettings, generate_reply, load_model, stream_side_by_side
@@ -22,6 +21,7 @@ from inference.quantize import FORCE_FALLBACK_ENV, Hardware
 from merging import parse_config
 from merging.merge import merge_in_memory
 from merging.slerp import slerp
+from testkit.reference import bf16_ulps, reference_slerp
 
 pytestmark = [
     pytest.mark.gpu,
@@ -100,13 +100,14 @@ def test_the_footprint_estimate_matches_a_cuda_load(precision):
 
 @pytest.mark.usefixtures("isolated_app")
 def test_the_t_preview_re_merges_in_memory_and_runs_on_the_gpu(tiny_models):
-    from ui import chat_tab, context, merge_tab
+    from inference import cache
+    from ui import chat_tab, merge_tab
 
     a, b = str(tiny_models("llama", 1)), str(tiny_models("llama", 2))
     output = merge_tab.merge(tiny_yaml(a, b), "merged", False, merge_tab.MergeSession(), progress=lambda *x, **k: None)[2]
     state = chat_tab.ChatSession()
     name, message = chat_tab.preview_t("0", "0", "0", output, "auto", state)  # t = 0: parent A's weights
-    preview = context.MODELS.get(name, "auto")
+    preview = cache.MODELS.get(name, "auto")
     assert "Re-merged in memory" in message and preview.report.device == str(CUDA)
     # auto on CUDA: fp8 where native; else bf16 (bitsandbytes int8 only quantizes at load from disk).
     assert preview.report.precision == ("fp8" if native_fp8() else "bf16")
@@ -115,7 +116,7 @@ def test_the_t_preview_re_merges_in_memory_and_runs_on_the_gpu(tiny_models):
 
     smol = merge_tab.merge(tiny_yaml(SMOLLM2, SMOLLM2), "smol", False, merge_tab.MergeSession(), progress=lambda *x, **k: None)[2]
     name, _ = chat_tab.preview_t("0.5", "0.5", "0.5", smol, "auto", state)
-    answers_paris(context.MODELS.get(name, "auto"))
+    answers_paris(cache.MODELS.get(name, "auto"))
 
 
 def test_three_panes_stream_side_by_side_on_the_gpu():

@@ -15,14 +15,14 @@ import torch
 from gradio_client import Client
 from helpers import slices_config, text_of, tiny_yaml
 
+from core import native
 from core.errors import UserError
+from core.places import ROOT
 from core.policy import AccessPolicy
 from inference import load_model
 from merging import parse_config, run_merge
 from merging.safetensors_io import StreamingWriter
 from ui import chat_tab, merge_tab
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -40,6 +40,16 @@ def test_public_mode_refuses_paths_outside_the_roots(roots, ref):
         policy.check_model(ref)
     with pytest.raises(UserError, match="outside the folders"):
         policy.check_output(Path(ref))
+
+
+def test_public_mode_refusals_name_no_server_path_and_say_what_to_do(roots):
+    policy = AccessPolicy((roots[0],), roots[1])
+    with pytest.raises(UserError) as refused:
+        policy.check_model("/etc")
+    assert str(refused.value) == "model: '/etc' is outside the folders this app may use — use a Hub id or a path under models/, outputs/"
+    with pytest.raises(UserError) as empty:
+        policy.check_model("  ")
+    assert str(empty.value) == "model: empty — type a Hub id such as org/name, or pick a model from the list"
 
 
 def test_public_mode_allows_roots_hub_ids_and_the_bundled_model(roots, tiny_models):
@@ -101,7 +111,7 @@ def test_pickle_checkpoints_are_refused_by_merge_and_chat(tiny_models, tmp_path)
 
 
 def test_different_hidden_sizes_are_refused(tiny_models, tmp_path):
-    from tiny_models import build_tiny_model
+    from testkit.tiny_models import build_tiny_model
 
     wide = build_tiny_model(tmp_path / "wide", "llama", 3, hidden=64)
     with pytest.raises(UserError, match="hidden_size differs"):
@@ -147,7 +157,7 @@ def test_disk_full_mid_merge_leaves_nothing(tiny_models, tmp_path, monkeypatch):
 
 
 def test_a_killed_merge_leaves_no_model_and_a_rerun_succeeds(tmp_path):
-    from tiny_models import build_tiny_model
+    from testkit.tiny_models import build_tiny_model
 
     a = build_tiny_model(tmp_path / "a", "llama", 1, hidden=512, num_layers=8)
     b = build_tiny_model(tmp_path / "b", "llama", 2, hidden=512, num_layers=8)
@@ -216,11 +226,13 @@ def test_four_chatting_clients_and_a_merge_do_not_mix(served_app, tiny_models):
     assert [text_of(m) for m in a_chat if m["role"] == "user"] == ["message from client 0", "second from client 0"]
 
 
+@pytest.mark.skipif(not native.supported_targets(), reason="no AVX2 target on this machine: torch only")
 def test_a_cached_kernel_that_will_not_load_is_built_again(tmp_path, monkeypatch):
     """A truncated or foreign .so in the kernel cache once meant torch's slow path for good
     (ctypes raised; the file stayed). Each step runs in a fresh process: dlopen reuses a
     library already loaded under the same path."""
     monkeypatch.setenv("SLERP_ARENA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(native.KERNELS_ENV, raising=False)  # the cache's mechanics, with SLERP_ARENA_KERNELS=torch too
     (tmp_path / "answer.c").write_text("int answer(void) { return 42; }\n")
     script = ("import sys; from pathlib import Path; from core import native; "
               "lib = native.build('answer', [Path(sys.argv[1])], []); print(lib.answer(), lib._name)")

@@ -6,12 +6,12 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import load_weights, slices_config, tiny_yaml, v_config
-from reference import bf16_ulps, reference_gradient, reference_slerp
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from core.errors import UserError
 from merging import MergeCancelled, parse_config, run_merge
 from merging.config import load_config
+from testkit.reference import bf16_ulps, reference_gradient, reference_slerp
 
 
 def reference_t(rules: list[dict], name: str, x: float) -> float:
@@ -60,7 +60,7 @@ def generates(folder: Path) -> str:
 
 
 @pytest.mark.parametrize("arch", ["llama", "mistral", "qwen2", "gemma2"])
-def test_lazymergekit_config_matches_reference_and_loads(arch, tiny_models, tmp_path):
+def test_lazymergekit_config_matches_reference_and_loads(arch, tiny_models, math_path, tmp_path):
     base, other = tiny_models(arch, 1), tiny_models(arch, 2)
     text = slices_config(base, other)
     result = run_merge(parse_config(text), tmp_path / "merged")
@@ -140,9 +140,8 @@ def test_blended_counts_agree_between_the_plan_and_the_merge(tiny_models, tmp_pa
 
 
 def test_the_parents_panel_and_the_merge_apply_one_compatibility_rule(tiny_models, tmp_path):
-    from tiny_models import build_tiny_model
-
     from merging.inspect import compatibility_problems, inspect_model
+    from testkit.tiny_models import build_tiny_model
 
     base = tiny_models("llama", 1)
     for other in (tiny_models("qwen2", 2), build_tiny_model(tmp_path / "wide", "llama", 3, hidden=64)):
@@ -215,7 +214,7 @@ def test_chat_template_override_is_written(tiny_models, tmp_path):
 
 
 def test_tokenizer_source_other_model_is_copied(tiny_models, tmp_path):
-    from tiny_models import build_tiny_model
+    from testkit.tiny_models import build_tiny_model
 
     other = build_tiny_model(tmp_path / "other", "llama", 2, chat_template="{{ 'OTHER-TEMPLATE' }}")
     base = tiny_models("llama", 1)
@@ -294,15 +293,9 @@ def test_one_read_and_two_pass_paths_give_the_same_bits(tmp_path, monkeypatch):
     (bf16 blocks are 4M elements) are re-read for the second pass at the smallest budget,
     partly kept at 3 slots, read once at 1 GB. Same bytes out every time, and as many
     bytes read as the dry run says."""
-    import sys
-
-    from conftest import ROOT
-
     from merging import feed
     from merging.dry_run import dry_run
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from merge_bench import synthetic_model
+    from testkit.pairs import synthetic_model
 
     a = synthetic_model(tmp_path / "a", 2, hidden=512, intermediate=9216, vocab=16400, seed=1)
     b = synthetic_model(tmp_path / "b", 2, hidden=512, intermediate=9216, vocab=16400, seed=2)

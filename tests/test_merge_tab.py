@@ -6,55 +6,58 @@ from pathlib import Path
 import gradio as gr
 import pytest
 
-from merging.form import PRESETS
-from ui import context, merge_tab
+from core import places
+from merging.form import PRESETS, MergeForm
+from ui import merge_tab
+from ui.merge_form import FormRequest
 
 pytestmark = pytest.mark.usefixtures("isolated_app")
 NO_PROGRESS = {"progress": lambda *args, **kwargs: None}
 
 
 def form_of(a, b, attn="0.5", mlp="0.5", default="0.5", start=0, end=0, dtype="bfloat16"):
-    return (str(a), str(b), attn, mlp, default, start, end, dtype)
+    return MergeForm(str(a), str(b), attn, mlp, default, start, end, dtype)
 
 
 def test_an_invalid_field_leaves_nothing_valid_on_screen_and_nothing_runs(tiny_models):
     a, b = tiny_models("llama", 1), tiny_models("llama", 2)
-    stale_yaml = merge_tab.form_to_yaml(*form_of(a, b, default="1"))[0]  # the "1" keystroke of "1.5"
+    stale_yaml = merge_tab.form_to_yaml(form_of(a, b, default="1")).yaml_text  # the "1" keystroke of "1.5"
     assert "value: 1\n" in stale_yaml
     form = form_of(a, b, default="1.5")
-    yaml_text, plot, message, preset, plan_box = merge_tab.form_to_yaml(*form)
+    shown_config = merge_tab.form_to_yaml(form)
+    yaml_text, plot, message = shown_config.yaml_text, shown_config.plot, shown_config.message
     assert yaml_text == "# invalid: t (everything else): 1.5 is outside [0, 1] — use numbers between 0 (base_model) and 1 (the other)\n"
     assert plot.value is None and "no valid config" in plot.caption
-    assert message == "⚠️ " + yaml_text.removeprefix("# invalid: ").strip() and preset == "custom" and plan_box == ""
+    assert message == "⚠️ " + yaml_text.removeprefix("# invalid: ").strip() and shown_config.preset == "custom" and shown_config.plan == ""
     # Merge, Plan and Divergence refuse with the field's message, whichever YAML the page sends
     # (the invalid marker, or the stale YAML of a click that beat the form's update).
     for shown in (yaml_text, stale_yaml):
-        *panel, approved = merge_tab.start_merge(shown, *form)
-        assert panel == ["### ❌ Merge failed\n" + message.removeprefix("⚠️ "), "", "", ""] and approved == ""
-        assert merge_tab.merge(shown, "never", False, merge_tab.MergeSession(), approved, **NO_PROGRESS) == (gr.skip(),) * 4
-        assert merge_tab.plan(shown, *form) == message
-        assert merge_tab.divergence_map(shown, *form, **NO_PROGRESS) == message
-    assert not context.outputs_root().exists()
-    *_, approved = merge_tab.start_merge("0, oops", *form_of(a, b, attn="0, oops"))
-    assert approved == ""
+        started = merge_tab.start_merge(FormRequest(shown, form))
+        assert started == ("### ❌ Merge failed\n" + message.removeprefix("⚠️ "), "", "", "", "")
+        assert merge_tab.merge(shown, "never", False, merge_tab.MergeSession(), started.approved, **NO_PROGRESS) == (gr.skip(),) * 4
+        assert merge_tab.plan(FormRequest(shown, form)) == message
+        assert merge_tab.divergence_map(FormRequest(shown, form), **NO_PROGRESS) == message
+    assert not places.outputs_root().exists()
+    assert merge_tab.start_merge(FormRequest("0, oops", form_of(a, b, attn="0, oops"))).approved == ""
 
 
 def test_a_yaml_that_lags_behind_a_valid_form_is_refused(tiny_models):
     a, b = tiny_models("llama", 1), tiny_models("llama", 2)
-    stale_yaml = merge_tab.form_to_yaml(*form_of(a, b, default="0.3"))[0]
-    result, *_, approved = merge_tab.start_merge(stale_yaml, *form_of(a, b, default="0.35"))
-    assert "form: the YAML box does not show the form's values yet" in result and approved == ""
+    stale_yaml = merge_tab.form_to_yaml(form_of(a, b, default="0.3")).yaml_text
+    started = merge_tab.start_merge(FormRequest(stale_yaml, form_of(a, b, default="0.35")))
+    assert "form: the YAML box does not show the form's values yet" in started.result and started.approved == ""
     # Spelling does not matter: "0.5,1" and "0.5, 1" are the same gradient.
-    current = merge_tab.form_to_yaml(*form_of(a, b, default="0.5, 1"))[0]
-    assert merge_tab.start_merge(current, *form_of(a, b, default="0.5,1"))[-1] == current
+    current = merge_tab.form_to_yaml(form_of(a, b, default="0.5, 1")).yaml_text
+    assert merge_tab.start_merge(FormRequest(current, form_of(a, b, default="0.5,1"))).approved == current
 
 
 def test_the_config_that_runs_is_byte_for_byte_the_yaml_shown(tiny_models):
     a, b = tiny_models("llama", 1), tiny_models("llama", 2)
     form = form_of(a, b, *PRESETS["LazyMergekit"], start=1, end=3)
-    shown = merge_tab.form_to_yaml(*form)[0]
-    result, card, output, heatmap, approved = merge_tab.start_merge(shown, *form)
-    assert (result, card, output, heatmap) == (merge_tab.RUNNING, "", "", "") and approved == shown
+    shown = merge_tab.form_to_yaml(form).yaml_text
+    started = merge_tab.start_merge(FormRequest(shown, form))
+    assert started == merge_tab.StartedMerge(result=merge_tab.RUNNING, card="", output_path="", heatmap="", approved=shown)
+    approved = started.approved
     summary, card, output, heatmap = merge_tab.merge(shown, "exact", False, merge_tab.MergeSession(), approved, **NO_PROGRESS)
     assert summary.startswith("### ✅ Merged into") and (Path(output) / "mergekit_config.yml").read_text() == shown
     # The YAML changed between the approval and the run (another edit landed): refused.
@@ -65,17 +68,17 @@ def test_the_config_that_runs_is_byte_for_byte_the_yaml_shown(tiny_models):
 def test_the_preset_follows_fields_and_pasted_yaml(tiny_models):
     a, b = tiny_models("llama", 1), tiny_models("llama", 2)
     for name, gradients in PRESETS.items():
-        shown = merge_tab.form_to_yaml(*form_of(a, b, *gradients))[0]
-        assert merge_tab.form_to_yaml(*form_of(a, b, *gradients))[3] == name
-        assert merge_tab.yaml_to_form(shown)[10] == name  # pasted YAML selects the preset it is
-    v_yaml = merge_tab.form_to_yaml(*form_of(a, b, *PRESETS["V-shape"]))[0]
-    assert merge_tab.yaml_to_form(v_yaml.replace("[0, 0.5, 1, 0.5, 0]", "[0, 0.5, 1, 0.5, 0.2]", 1))[10] == "custom"
+        shown = merge_tab.form_to_yaml(form_of(a, b, *gradients)).yaml_text
+        assert merge_tab.form_to_yaml(form_of(a, b, *gradients)).preset == name
+        assert merge_tab.yaml_to_form(shown).preset == name  # pasted YAML selects the preset it is
+    v_yaml = merge_tab.form_to_yaml(form_of(a, b, *PRESETS["V-shape"])).yaml_text
+    assert merge_tab.yaml_to_form(v_yaml.replace("[0, 0.5, 1, 0.5, 0]", "[0, 0.5, 1, 0.5, 0.2]", 1)).preset == "custom"
     assert merge_tab.apply_preset("custom") == (gr.skip(),) * 3  # choosing "custom" keeps the fields
 
 
 def test_plot_has_a_line_per_filter_and_shows_a_sub_slice_at_its_real_layers(tiny_models):
     a, b = tiny_models("llama", 1), tiny_models("llama", 2)
-    plot = merge_tab.form_to_yaml(*form_of(a, b, "0, 1", "1, 0", "0.5", start=1, end=3), 4)[1]
+    plot = merge_tab.form_to_yaml(form_of(a, b, "0, 1", "1, 0", "0.5", start=1, end=3), 4).plot
     rows = plot.value["data"]
     by_filter = {f: [(layer, t) for layer, t, g in rows if g == f] for f in ("self_attn", "mlp", "everything else")}
     assert by_filter == {"self_attn": [(1, 0.0), (2, 1.0)], "mlp": [(1, 1.0), (2, 0.0)], "everything else": [(1, 0.5), (2, 0.5)]}
@@ -84,21 +87,21 @@ def test_plot_has_a_line_per_filter_and_shows_a_sub_slice_at_its_real_layers(tin
     assert plot.caption == f"t = 0: {a.name} (parent A, base) · t = 1: {b.name} (parent B)"
     # A pasted invalid YAML keeps the text, empties the plot, and clears a stale plan.
     filled = merge_tab.yaml_to_form("merge_method: ties\n")
-    assert filled[8].value is None and filled[9].startswith("⚠️ merge_method") and filled[11] == ""
+    assert filled.plot.value is None and filled.message.startswith("⚠️ merge_method") and filled.plan == ""
 
 
 def test_every_run_clears_the_last_result_and_failures_and_cancel_show_in_the_panel(tiny_models):
     a, b = tiny_models("llama", 1), tiny_models("llama", 2)
     form = form_of(a, b)
-    shown = merge_tab.form_to_yaml(*form)[0]
+    shown = merge_tab.form_to_yaml(form).yaml_text
     session = merge_tab.MergeSession()
-    done = merge_tab.merge(shown, "first", False, session, merge_tab.start_merge(shown, *form)[-1], **NO_PROGRESS)
+    done = merge_tab.merge(shown, "first", False, session, merge_tab.start_merge(FormRequest(shown, form)).approved, **NO_PROGRESS)
     assert done[0].startswith("### ✅") and done[1] and done[2] and "<table" in done[3]
     # The second run fails (same name, overwrite off): its panel holds only the error.
-    running = merge_tab.start_merge(shown, *form)
+    running = merge_tab.start_merge(FormRequest(shown, form))
     assert running[:4] == (merge_tab.RUNNING, "", "", "")
-    assert merge_tab.merge(shown, "first", False, session, running[-1], **NO_PROGRESS) == (
-        f"### ❌ Merge failed\noutput_dir: '{context.outputs_root() / 'first'}' already exists — choose another output name, "
+    assert merge_tab.merge(shown, "first", False, session, running.approved, **NO_PROGRESS) == (
+        "### ❌ Merge failed\noutput_dir: 'outputs/first' already exists — choose another output name, "
         "or tick “overwrite”", "", "", "")
 
     def cancel_at_once(fraction, desc=""):
@@ -106,7 +109,7 @@ def test_every_run_clears_the_last_result_and_failures_and_cancel_show_in_the_pa
 
     assert merge_tab.merge(shown, "second", False, session, **{"progress": cancel_at_once}) == (merge_tab.CANCELLED, "", "", "")
     assert merge_tab.CANCELLED == "### ⏹ Cancelled — nothing was written"
-    assert sorted(p.name for p in context.outputs_root().iterdir()) == ["first"]
+    assert sorted(p.name for p in places.outputs_root().iterdir()) == ["first"]
     # The next run starts afresh: Cancel from the last run does not stop it.
     assert merge_tab.merge(shown, "third", False, session, **NO_PROGRESS)[0].startswith("### ✅")
 
@@ -127,19 +130,22 @@ def test_the_model_card_renders_as_a_page_with_its_front_matter_in_a_yaml_block(
 def test_the_max_ram_box_reaches_the_merge_and_the_plan(tiny_models, monkeypatch):
     a, b = tiny_models("llama", 1), tiny_models("llama", 2)
     form = form_of(a, b)
-    shown = merge_tab.form_to_yaml(*form)[0]
+    shown = merge_tab.form_to_yaml(form).yaml_text
     budgets = []
     real = merge_tab.run_merge
     monkeypatch.setattr(merge_tab, "run_merge", lambda *args, **kwargs: (budgets.append(kwargs["max_ram"]), real(*args, **kwargs))[1])
-    approved = merge_tab.start_merge(shown, *form)[-1]
+    approved = merge_tab.start_merge(FormRequest(shown, form)).approved
     assert merge_tab.merge(shown, "budget", False, merge_tab.MergeSession(), approved, "300MB", **NO_PROGRESS)[0].startswith("### ✅")
     assert merge_tab.merge(shown, "default", False, merge_tab.MergeSession(), approved, "", **NO_PROGRESS)[0].startswith("### ✅")
     assert budgets == [300 * 10**6, 128 * 10**6]
-    assert "RAM budget: 300 MB" in merge_tab.plan(shown, *form, "300MB")
+    assert "RAM budget: 300 MB" in merge_tab.plan(FormRequest(shown, form), "300MB")
     refused = merge_tab.merge(shown, "never", False, merge_tab.MergeSession(), approved, "lots", **NO_PROGRESS)
     assert refused == ("### ❌ Merge failed\nMax RAM: 'lots' is not a size — write e.g. 128MB, 512MB or 2GB", "", "", "")
-    assert merge_tab.plan(shown, *form, "10MB") == "⚠️ Max RAM: 10 MB is less than the 67 MB a merge needs — use 67MB or more"
-    assert len(budgets) == 2 and not (context.outputs_root() / "never").exists()
+    assert merge_tab.plan(FormRequest(shown, form), "10MB") == "⚠️ Max RAM: 10 MB is less than the 67 MB a merge needs — use 67MB or more"
+    assert "ℹ️ Max RAM was empty: the default, 128 MB." in merge_tab.plan(FormRequest(shown, form), "")
+    assert "is more than this machine's" in merge_tab.plan(FormRequest(shown, form), "1000000GB")
+    assert "is more than this machine's" not in merge_tab.plan(FormRequest(shown, form), "300MB")
+    assert len(budgets) == 2 and not (places.outputs_root() / "never").exists()
 
 
 def test_an_edit_drops_the_plan_and_a_failure_but_keeps_a_finished_merge():

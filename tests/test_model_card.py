@@ -28,3 +28,15 @@ def test_a_section_is_replaced_not_appended_twice():
     once = replace_section(card, "arena", "## Arena\n\n60%")
     twice = replace_section(once, "arena", "## Arena\n\n70%")
     assert twice.count("## Arena") == 1 and "70%" in twice and "60%" not in twice and twice.startswith(card.rstrip())
+
+
+def test_the_card_says_what_mergekit_needs_to_run_its_config(tmp_path):
+    """A card had said "runs unchanged with mergekit-yaml" of a config naming bundled: models."""
+    bundled = parse_config(f"models: [{{model: bundled:SmolLM2-135M-Instruct}}, {{model: {tmp_path}}}]\nmerge_method: slerp\n"
+                           "base_model: bundled:SmolLM2-135M-Instruct\nparameters: {t: 0.5}\n")
+    card = model_card(bundled, "smol", [])
+    assert "runs unchanged" not in card
+    assert "runs with `mergekit-yaml` after replacing `bundled:SmolLM2-135M-Instruct` with `HuggingFaceTB/SmolLM2-135M-Instruct`" in card
+    hub = parse_config("models: [{model: Qwen/Qwen2.5-0.5B-Instruct}, {model: Qwen/Qwen2.5-0.5B}]\nmerge_method: slerp\n"
+                       "base_model: Qwen/Qwen2.5-0.5B-Instruct\nparameters: {t: 0.5}\n")
+    assert "the configuration below runs unchanged with `mergekit-yaml`" in model_card(hub, "q", [])

@@ -7,9 +7,10 @@ from helpers import tiny_yaml, unpack
 from safetensors.torch import load_file
 
 from core.errors import UserError
+from inference import cache
 from merging import parse_config
 from merging.merge import merge_in_memory
-from ui import chat_tab, context, merge_tab
+from ui import chat_tab, merge_tab
 
 pytestmark = pytest.mark.usefixtures("isolated_app")
 
@@ -30,11 +31,11 @@ def test_preview_swaps_the_merged_pane_and_frees_the_previous_one(tiny_models):
     output = merge_tab.merge(tiny_yaml(a, b), "merged", False, merge_tab.MergeSession(), progress=lambda *x, **k: None)[2]
     first, message = chat_tab.preview_t("0", "0", "0", output, "bf16", state)  # t = 0 everywhere: parent A
     assert "Re-merged in memory in" in message and "swap:" in message
-    preview = context.MODELS.get(first, "bf16")
+    preview = cache.MODELS.get(first, "bf16")
     parent_a = load_file(f"{a}/model.safetensors")
     assert torch.equal(preview.model.state_dict()["model.layers.1.mlp.up_proj.weight"], parent_a["model.layers.1.mlp.up_proj.weight"])
     second, _ = chat_tab.preview_t("1", "1", "1", output, "bf16", state)
-    assert [m.name for m in context.MODELS.loaded()] == [second]  # the first preview was freed
+    assert [m.name for m in cache.MODELS.loaded()] == [second]  # the first preview was freed
     # The Merged pane now answers with the t = 1 preview: parent B's weights, so parent B's greedy reply.
     final = list(chat_tab.chat("hello", "", 0.0, 1.0, 6, 0, second, "", b, True, False, True, "bf16", "bf16", state))[-1]
     (merged_chat, _, b_chat), (merged_stats, _, _) = unpack(final)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from helpers import run_main
 
-from ui import ratings
-from ui.leaks import identity_leak, names_of
-from ui.votes import Vote, VoteStore
+from arena import ratings
+from arena.leaks import identity_leak, names_of
+from arena.votes import Vote, VoteStore
 
 ALL = ("Merged", "Parent A", "Parent B")
 
@@ -111,3 +111,12 @@ def test_cli_prints_the_figures_from_a_votes_database(tmp_path, capsys):
     assert "loser" not in out and "35 votes" in out
     code, _, err = run_main(ratings.main, [tmp_path / "nope.sqlite"], capsys)
     assert code == 2 and err.startswith("votes: ")
+
+
+def test_too_few_votes_show_no_interval_and_say_from_how_many():
+    res = ratings.results([vote(best="Merged", worst="Parent B")], "h")
+    assert all(p.low is None and p.high is None for p in res.pairs)
+    assert "| 1 |" in ratings.table_markdown(res) and "no interval below 10 votes" in ratings.table_markdown(res)
+    assert "no interval below 10 votes" in ratings.plot_html(res) and "<line x1" not in ratings.plot_html(res).split("</text>", 6)[-1]
+    ten = ratings.results([vote(best="Merged", worst="Parent B") for _ in range(10)], "h")
+    assert all(p.low is not None for p in ten.pairs)

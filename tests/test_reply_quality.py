@@ -6,9 +6,9 @@ import random
 import pytest
 
 from core.errors import UserError
-from inference.prompt_set import DEMO_PROMPTS, read_prompts, split_halves
-from inference.reply_quality import in_persona, loops, on_topic, profane, score
-from inference.teacher_data import pirate_voice, training_cases, whole_sentences
+from evaluation.prompt_set import DEMO_PROMPTS, read_prompts, split_halves
+from evaluation.reply_quality import in_persona, loops, on_topic, profane, score
+from evaluation.teacher_data import pirate_voice, training_cases, whole_sentences
 
 
 def test_checks_count_what_a_reader_would():

@@ -4,8 +4,8 @@ import re
 
 from helpers import peaked, run_main, tiny_yaml
 
-import sweep
-from inference.prompt_set import PromptCase
+from evaluation import sweep
+from evaluation.prompt_set import PromptCase
 from merging import parse_config
 
 PROMPTS = [PromptCase(({"role": "user", "content": text},)) for text in

@@ -8,9 +8,10 @@ import gradio as gr
 import pytest
 from helpers import peaked
 
-from merging.form import PRESETS
+from merging.form import PRESETS, MergeForm
 from ui import merge_tab, sweep_panel
 from ui.context import CancelSession
+from ui.merge_form import FormRequest
 
 pytestmark = pytest.mark.usefixtures("isolated_app")
 
@@ -21,14 +22,14 @@ def pair(tiny_models, tmp_path):
 
 
 def shown(a, b, default="0.5"):
-    """The eight form fields and the YAML box the page shows for them."""
-    form = (str(a), str(b), *PRESETS["constant 0.5"][:2], default, 0, 0, "bfloat16")
-    return merge_tab.form_to_yaml(*form)[0], form
+    """The form and the YAML box the page shows for it."""
+    form = MergeForm(str(a), str(b), *PRESETS["constant 0.5"][:2], default)
+    return merge_tab.form_to_yaml(form).yaml_text, form
 
 
 def test_a_sweep_shows_resemblance_along_t_with_the_parents_at_the_ends(pair):
     yaml_text, form = shown(*pair)
-    status, plot, rows, replies, request = sweep_panel.start_sweep(yaml_text, *form, 3, "1, 0, 0.5", False)
+    status, plot, rows, replies, request = sweep_panel.start_sweep(FormRequest(yaml_text, form), 3, "1, 0, 0.5", False)
     assert (status, plot, len(rows), replies) == (sweep_panel.RUNNING, "", 0, "")
     assert request.grid == (0.0, 0.5, 1.0) and request.prompts == tuple(sweep_panel.demo_prompts()[:3])
     stages = []
@@ -46,7 +47,7 @@ def test_a_sweep_shows_resemblance_along_t_with_the_parents_at_the_ends(pair):
     assert replies.startswith("**The merge's greedy reply to “What is the capital of France?” at each t**")
     assert re.search(r"^- \*\*t = 0\*\* \(parent A\): ", replies, re.M) and "- **t = 0.5**: " in replies
     # The next sweep starts by emptying this result, before it waits for the device.
-    again = sweep_panel.start_sweep(yaml_text, *form, 3, "0, 1", True)
+    again = sweep_panel.start_sweep(FormRequest(yaml_text, form), 3, "0, 1", True)
     assert again[0] == sweep_panel.RUNNING and again[1] == "" and again[2].empty and again[3] == ""
 
 
@@ -59,7 +60,7 @@ def test_a_sweep_shows_resemblance_along_t_with_the_parents_at_the_ends(pair):
 ])
 def test_bad_input_refuses_in_one_line_naming_the_field_and_the_fix(pair, grid, count, default, message):
     yaml_text, form = shown(*pair, default)
-    status, plot, rows, replies, request = sweep_panel.start_sweep(yaml_text, *form, count, grid, False)
+    status, plot, rows, replies, request = sweep_panel.start_sweep(FormRequest(yaml_text, form), count, grid, False)
     assert status == f"### ❌ t-sweep failed\n{message}"
     assert (plot, len(rows), replies, request) == ("", 0, "", None)  # nothing stale stays under the error
     assert sweep_panel.run_sweep(None, CancelSession(), progress=lambda *a, **k: None) == (gr.skip(),) * 4
@@ -69,13 +70,13 @@ def test_the_yaml_on_screen_is_what_sweeps(pair):
     """A YAML that lags behind the form (a click racing an edit) is refused, as Merge refuses it."""
     stale, _ = shown(*pair, "0.3")
     _, form = shown(*pair, "0.35")
-    status, *_, request = sweep_panel.start_sweep(stale, *form, 3, "0, 1", False)
+    status, *_, request = sweep_panel.start_sweep(FormRequest(stale, form), 3, "0, 1", False)
     assert "form: the YAML box does not show the form's values yet" in status and request is None
 
 
 def test_cancel_stops_the_sweep_between_steps_and_shows_no_partial_result(pair):
     yaml_text, form = shown(*pair)
-    request = sweep_panel.start_sweep(yaml_text, *form, 3, "0, 0.5, 1", False)[-1]
+    request = sweep_panel.start_sweep(FormRequest(yaml_text, form), 3, "0, 0.5, 1", False)[-1]
     session, steps = CancelSession(), []
 
     def cancel_after_two(fraction, desc=""):

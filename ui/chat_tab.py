@@ -1,272 +1,310 @@
 """The Chat tab: the merged model beside its parents, each through its own chat template;
-blind rounds with votes, export, and an instant t-preview of the merge."""
+blind rounds with votes, export, and an instant t-preview of the merge.
+
+How a reply runs, as FastChat's arena does it: Send (or Regenerate) first takes the message
+at once, then streams the replies in a second, queued step; while they stream, Send,
+Regenerate, Clear and the blind switch are off, and whatever is typed stays in the box.
+Stop cancels the stream (Gradio `cancels`), which closes it and ends the generation
+wherever it runs (arena/replies.py). Clear is on again only after the page has had the
+stream's end, so no late view of a finished stream can land on an emptied arena."""
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import tempfile
-import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import gradio as gr
 
+from arena.ratings import CARD_MARKER, card_section, config_results, plot_html, table_markdown
+from arena.rounds import (
+    ALL_BAD,
+    TIE,
+    ArenaSession,
+    add_message,
+    clear,
+    export_json,
+    export_markdown,
+    reply,
+    stop,
+    take_back_message,
+    take_back_replies,
+    vote,
+)
+from arena.votes import PANE_LABELS, VoteStore, config_hash, votes_path
 from core.errors import UserError
 from core.sources import ENDPOINT_FORM
-from inference import GenerationSettings
+from evaluation import defaults
+from inference import GenerationSettings, cache
 from inference.loading import load_with_weights
 from merging.form import config_from_form, form_from_yaml
 from merging.merge import merge_in_memory
 from merging.model_card import replace_section
-from ui import context
-from ui.arena import ALL_BAD, TIE, ArenaSession, clear, export_json, export_markdown, regenerate, send, vote
-from ui.context import DEFAULT_A, DEFAULT_B, PRIVATE, check_models, shown_as_toast
-from ui.ratings import CARD_MARKER, card_section, config_results, plot_html, table_markdown
-from ui.votes import PANE_LABELS, VoteStore, config_hash
-from ui.zerogpu import CHAT_SECONDS, gpu
+from ui.context import PRIVATE, check_models, shown_as_toast
 
 CHAT_PRECISIONS = ["auto", "fp8", "int8", "bf16"]
 PREVIEW_MAX_BYTES = 2 * 10**9  # in-memory t-previews: small models only
 CHAT_HEIGHT = 330  # px: three panes, the message box and Send fit a 1400x900 screen
-STOP_WAIT_S = 60.0  # Clear / Regenerate wait this long at most for stopped replies to end
-SHOWN_WAIT_S = 10.0  # … and this long at most for the page to confirm it has the stream's end
+MAX_SEED = 2**31 - 1
 DEFAULTS = GenerationSettings()  # the sampling a first visitor gets
 NO_MERGE_HINT = "No merged model yet: run a merge on the Merge tab and press 'Chat with this merge', or open Models and type a folder."
+STREAMING_NOTE = "⏳ Replies are streaming: your next message can wait in the box; press **Stop** to end them now."
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """What a chat action reads from the page: the system prompt, the sampling, the three
+    panes' models, switches and precisions. Built in one place (`from_page`), in the order
+    of `ChatControls.inputs()`."""
+    system_prompt: str = ""
+    temperature: float = DEFAULTS.temperature
+    top_p: float = DEFAULTS.top_p
+    max_new_tokens: int = DEFAULTS.max_new_tokens
+    seed: int = DEFAULTS.seed
+    repetition_penalty: float = DEFAULTS.repetition_penalty
+    merged: str = ""
+    parent_a: str = ""
+    parent_b: str = ""
+    merged_on: bool = True
+    parent_a_on: bool = True
+    parent_b_on: bool = True
+    merged_precision: str = "auto"
+    parent_precision: str = "bf16"
+
+    @classmethod
+    def from_page(cls, *values) -> ChatRequest:
+        return cls(*values)
+
+    def settings(self, seed: int | None = None) -> GenerationSettings:
+        """The sampling settings; a seed outside 0 … 2^31-1 (or none: a number box that
+        could not hold what was typed) is refused, naming the field."""
+        seed = self.seed if seed is None else seed
+        if seed is None or not 0 <= float(seed) <= MAX_SEED or float(seed) != int(float(seed)):
+            raise UserError("seed", f"'{seed}' is not a whole number from 0 to {MAX_SEED}", "type a seed such as 0 or 1234")
+        return GenerationSettings(temperature=float(self.temperature), top_p=float(self.top_p), max_new_tokens=int(self.max_new_tokens),
+                                  seed=int(float(seed)), repetition_penalty=float(self.repetition_penalty))
+
+    def configure(self, arena: ArenaSession) -> None:
+        """Point the panes at their models; a refused or missing source leaves its pane idle
+        with the reason shown under it, while the other panes answer."""
+        refs = [self.merged, self.parent_a, self.parent_b]
+        sources, problems = [], []
+        for ref in refs:
+            try:
+                check_models(ref.strip())
+                sources.append(ref.strip())
+                problems.append("")
+            except UserError as exc:
+                sources.append("")
+                problems.append(f"⚠️ {exc}")
+        precisions = [self.merged_precision, self.parent_precision, self.parent_precision]
+        switches = [self.merged_on, self.parent_a_on, self.parent_b_on]
+        arena.configure(dict(zip(PANE_LABELS, sources, strict=True)), dict(zip(PANE_LABELS, precisions, strict=True)),
+                        dict(zip(PANE_LABELS, switches, strict=True)))
+        for label, problem in zip(PANE_LABELS, problems, strict=True):
+            if problem:
+                arena.pane(label).notice = problem
 
 
 class ChatSession:
-    """Per visitor (gr.State): their panes, their t-preview model, the event their Stop
-    sets, the messages waiting for the device, and whether a reply is running. A plain
-    class: Gradio serializes dataclass states, and Events don't."""
+    """Per visitor (gr.State): their arena, their t-preview model, whether a message waits
+    for the stream step, and the seed Regenerate drew for it. A plain class: Gradio
+    serializes dataclass states."""
 
     def __init__(self) -> None:
         self.arena = ArenaSession()
         self.preview = None  # this visitor's in-memory t-preview model, freed when replaced
-        self.stop = threading.Event()
-        self.idle = threading.Event()  # cleared while this visitor's replies stream
-        self.idle.set()
-        # Page streams begun whose end the page has not confirmed yet (page_stream): a
-        # count, as one stream's confirmation can arrive after the next one has begun.
-        self.unconfirmed = 0
-        self.confirmed = threading.Condition()
-        self.pending: list[str] = []  # sent while replies streamed: answered next, in order, never dropped
+        self.waiting = ""  # what the stream step is to do: "message", "regenerate", or "" (nothing)
+        self.streaming = False
+        self.seed: int | None = None  # Regenerate's seed for the waiting reply (None: the page's)
 
     def __deepcopy__(self, memo: dict) -> ChatSession:  # gr.State copies its default per session
         return ChatSession()
 
-    def wait_idle(self) -> None:
-        """Stop this visitor's running replies and wait until their threads have ended and
-        the page has the stream's end. Gradio re-sends a stream's last view once it has
-        ended; a view returned before that message left was overwritten by it (a CI run:
-        a Clear that woke as the replies ended showed them back, for good)."""
-        self.stop.set()
-        self.idle.wait(timeout=STOP_WAIT_S)
-        with self.confirmed:
-            self.confirmed.wait_for(lambda: self.unconfirmed == 0, timeout=SHOWN_WAIT_S)
+
+@dataclass
+class ChatView:
+    """What every chat action shows, field by field, in the order of `ChatControls.outputs()`.
+    Pane titles change, and the vote choices reset, only when a round starts or is revealed
+    (`relabel`) or a stream starts; otherwise chats stay plain histories, so API clients get
+    plain histories."""
+    chats: list  # per pane: its history, or a gr.Chatbot update that also sets its title
+    stats: list[str]
+    voting: bool | None  # the vote row is shown (None: left as it is)
+    reset_vote: bool  # best / worst choices emptied
+    note: str | None  # the line under the message box (None: left as it is)
+    streaming: bool | None  # Send, Regenerate, Clear and blind off while True; None: left as they are
+    seed: int | None = None  # shown in the seed box (Regenerate's new seed)
+
+    def updates(self) -> tuple:
+        choice = gr.Radio(value=None) if self.reset_vote else gr.Radio()
+        buttons = (gr.skip(),) * 4 if self.streaming is None else (gr.Button(interactive=not self.streaming),) * 3 + (
+            gr.Checkbox(interactive=not self.streaming),)
+        row = gr.skip() if self.voting is None else gr.Row(visible=self.voting)
+        return (*self.chats, *self.stats, row, choice, choice,
+                gr.skip() if self.note is None else self.note, *buttons, gr.skip() if self.seed is None else self.seed)
 
 
-def _settings(temperature: float, top_p: float, max_new_tokens: float, seed: float, repetition_penalty: float) -> GenerationSettings:
-    return GenerationSettings(temperature=float(temperature), top_p=float(top_p), max_new_tokens=int(max_new_tokens), seed=int(seed),
-                              repetition_penalty=float(repetition_penalty))
-
-
-def _configure(session: ChatSession, refs: list[str], merged_precision: str, parent_precision: str, enabled: list[bool]) -> None:
-    """Point the panes at their models; a refused or missing source leaves its pane idle
-    with the reason shown under it, while the other panes answer."""
-    sources, problems = [], []
-    for ref in refs:
-        try:
-            check_models(ref.strip())
-            sources.append(ref.strip())
-            problems.append("")
-        except UserError as exc:
-            sources.append("")
-            problems.append(f"⚠️ {exc}")
-    labels = list(PANE_LABELS)
-    session.arena.configure(dict(zip(labels, sources, strict=True)),
-                            dict(zip(labels, [merged_precision, parent_precision, parent_precision], strict=True)),
-                            dict(zip(labels, enabled, strict=True)))
-    for label, problem in zip(labels, problems, strict=True):
-        if problem:
-            session.arena.pane(label).notice = problem
-
-
-def _pending_line(session: ChatSession) -> str:
-    if not session.pending:
-        return ""
-    return "⏳ Waiting to be sent when the replies are in: " + " · ".join(f"“{m[:60]}”" for m in session.pending)
-
-
-def _view(session: ChatSession, relabel: bool = False) -> tuple:
-    """Three chat histories, three stats lines, the vote row, the two vote choices, the
-    pending line. Pane titles change, and the vote choices reset, only when a round
-    starts or is revealed (`relabel`); chat updates stay plain values otherwise, so API
-    clients get plain histories."""
+def view(session: ChatSession, relabel: bool = False, note: str | None = None, streaming: bool | None = None,
+         seed: int | None = None) -> ChatView:
     arena = session.arena
-    bots = ([gr.Chatbot(value=p.history, label=label) for p, label in zip(arena.panes, arena.display_labels(), strict=True)]
-            if relabel else [p.history for p in arena.panes])
-    voting = arena.blind and not arena.revealed and arena.replies_in()
-    reset = [gr.Radio(value=None), gr.Radio(value=None)] if relabel and not arena.revealed else [gr.Radio(), gr.Radio()]
-    return (*bots, *arena.statuses(), gr.Row(visible=voting), *reset, _pending_line(session))
+    chats = ([gr.Chatbot(value=p.history, label=label) for p, label in zip(arena.panes, arena.display_labels(), strict=True)]
+             if relabel else [p.history for p in arena.panes])
+    # The vote row appears once the stream has ended (not with its last snapshot), and its
+    # choices are emptied only when a round or a stream starts: a choice made then is kept.
+    voting = arena.blind and not arena.revealed and not streaming and arena.replies_in() and not arena.failed()
+    return ChatView(chats, arena.statuses(), voting, relabel and not arena.revealed, note, streaming, seed)
 
 
-def _left_alone() -> tuple:
-    """A chat view (as `_view` gives) that changes nothing on the page."""
-    return tuple(gr.skip() for _ in range(len(PANE_LABELS) * 2 + 4))
+def take_message(message: str, request: ChatRequest, session: ChatSession) -> tuple[str | None, ChatView | None]:
+    """Send's first step, at once: the message joins the panes and the box empties; the
+    stream step answers it. Refused (empty, a bad seed, replies still streaming): a warning,
+    and the box keeps what was typed. Returns (box, view); None leaves a thing as it is."""
+    if session.streaming:
+        gr.Warning("Replies are still streaming: your message stays in the box. Press Send when they are in, or Stop.")
+        return None, None
+    try:
+        request.settings()
+        request.configure(session.arena)
+        add_message(session.arena, message)
+    except UserError as exc:  # a warning, not an error: an error would badge every output red
+        gr.Warning(str(exc))
+        return None, None
+    session.waiting, session.seed = "message", None
+    return "", view(session, relabel=session.arena.blind, note=STREAMING_NOTE, streaming=True)
 
 
-def queue_message(message: str, session: ChatSession) -> tuple[str, str]:
-    """Send's first step, at once even while replies stream: the message joins this
-    visitor's queue (shown as pending) and the box empties."""
-    if not message.strip():  # a warning, not an error: an error would badge every output red
-        gr.Warning(str(UserError("message", "empty message", "type a message before sending")))
-        return gr.skip(), gr.skip()
-    session.pending.append(message)
-    return "", _pending_line(session)
+def take_regenerate(request: ChatRequest, lock_seed: bool, session: ChatSession) -> ChatView | None:
+    """Regenerate's first step, at once: a new seed is drawn (unless locked); the stream
+    step replaces the last replies, so a Stop before it begins leaves them."""
+    if session.streaming:
+        return None
+    try:
+        request.settings()
+        if not any(p.active and p.history for p in session.arena.panes):
+            raise UserError("regenerate", "there is no message to answer again", "send a message first")
+    except UserError as exc:
+        gr.Warning(str(exc))
+        return None
+    session.waiting = "regenerate"
+    session.seed = int(request.seed) if lock_seed else session.arena.rng.randrange(MAX_SEED)
+    return view(session, relabel=session.arena.blind, note=STREAMING_NOTE, streaming=True, seed=session.seed)
 
 
-@gpu(CHAT_SECONDS)
-@shown_as_toast
+def stream(request: ChatRequest, session: ChatSession):
+    """The stream step (queued on the device): every pane waiting for a reply answers;
+    yields ChatViews. Nothing waiting (a first step refused, or a Clear came first): one
+    view that changes nothing."""
+    if not session.waiting:
+        yield ChatView([gr.skip()] * 3, [gr.skip()] * 3, None, False, None, None)
+        return
+    regenerating, session.waiting, session.streaming = session.waiting == "regenerate", "", True
+    try:
+        if regenerating:
+            take_back_replies(session.arena)
+        for _ in reply(session.arena, request.settings(session.seed), request.system_prompt):
+            yield view(session, streaming=True)
+    except UserError as exc:  # settings changed between the steps (a seed emptied): said where the visitor looks
+        gr.Warning(str(exc))
+    finally:
+        session.streaming = False
+    yield view(session, note="", streaming=False)  # no relabel: a vote chosen as the row appeared stays chosen
+
+
+def stop_replies(typed: str, session: ChatSession) -> tuple[str | None, ChatView]:
+    """Stop (the page cancels the stream): the replies end where they are, marked stopped.
+    A message still waiting for the device goes back into the box, before anything typed
+    since. Returns (box, view); None leaves the box as it is."""
+    waiting = take_back_message(session.arena) if session.waiting == "message" else ""
+    session.waiting, session.streaming = "", False
+    stop(session.arena)
+    box = "\n".join(filter(None, [waiting, typed])) if waiting else None
+    return box, view(session, note="", streaming=False)
+
+
+def stream_done(session: ChatSession) -> ChatView:
+    """After the stream step, once the page has its end: the buttons are on again (also
+    after a stream that failed)."""
+    return view(session, streaming=False)
+
+
+def clear_chat(session: ChatSession) -> ChatView:
+    """Empty the panes (a waiting message goes with them, visibly); the next message starts a new round."""
+    session.waiting = ""
+    clear(session.arena)
+    return view(session, relabel=True, note="", streaming=False)
+
+
+def set_blind(blind: bool, session: ChatSession) -> ChatView:
+    session.waiting = ""
+    session.arena.set_blind(blind)
+    return view(session, relabel=True, note="", streaming=False)
+
+
+# The `chat` and `regenerate` API: both steps in one call, with the parameters the API has
+# always had (message first, then the page's fields in ChatControls order).
 def chat(message: str, system_prompt: str, temperature: float, top_p: float, max_new_tokens: float, seed: float,
          merged_ref: str, parent_a_ref: str, parent_b_ref: str, merged_on: bool, parent_a_on: bool, parent_b_on: bool,
          merged_precision: str, parent_precision: str, session: ChatSession, repetition_penalty: float = DEFAULTS.repetition_penalty):
-    """The `chat` API: answer `message` (after any queued ones) in every switched-on pane;
-    yields (3 chats, 3 stats, vote row, best, worst, pending line)."""
-    if not message.strip():
-        raise UserError("message", "empty message", "type a message before sending")
-    session.pending.append(message)
-    yield from answer_pending(system_prompt, temperature, top_p, max_new_tokens, seed, merged_ref, parent_a_ref, parent_b_ref,
-                              merged_on, parent_a_on, parent_b_on, merged_precision, parent_precision, session, repetition_penalty)
-
-
-@gpu(CHAT_SECONDS)
-@shown_as_toast
-def answer_pending(system_prompt: str, temperature: float, top_p: float, max_new_tokens: float, seed: float,
-                   merged_ref: str, parent_a_ref: str, parent_b_ref: str, merged_on: bool, parent_a_on: bool, parent_b_on: bool,
-                   merged_precision: str, parent_precision: str, session: ChatSession,
-                   repetition_penalty: float = DEFAULTS.repetition_penalty):
-    """Send's second step: answer every queued message, in order (nothing queued: the
-    outputs left alone: an earlier run took the message, and a view from here could land
-    after a Clear's)."""
-    if not session.pending:
-        yield _left_alone()
-        return
-    _configure(session, [merged_ref, parent_a_ref, parent_b_ref], merged_precision, parent_precision, [merged_on, parent_a_on, parent_b_on])
-    settings = _settings(temperature, top_p, max_new_tokens, seed, repetition_penalty)
-    session.idle.clear()
+    """Answer `message` in every switched-on pane; yields the chat outputs (3 chats, 3
+    stats, vote row, best, worst, note, buttons, seed)."""
+    request = ChatRequest(system_prompt, temperature, top_p, max_new_tokens, seed, repetition_penalty, merged_ref, parent_a_ref,
+                          parent_b_ref, merged_on, parent_a_on, parent_b_on, merged_precision, parent_precision)
+    if session.streaming:
+        raise gr.Error("chat: replies are still streaming in this session — wait for them, or stop them first")
     try:
-        yield _view(session)
-        while session.pending:
-            rounds = session.arena.rounds
-            session.stop.clear()
-            text = session.pending.pop(0)
-            for _ in send(session.arena, context.MODELS, text, settings, system_prompt, session.stop):
-                yield _view(session, relabel=session.arena.rounds != rounds)
-                rounds = session.arena.rounds
-            yield _view(session, relabel=session.arena.blind)
-    finally:
-        session.idle.set()
-
-
-@gpu(CHAT_SECONDS)
-@shown_as_toast
-def regenerate_stopped(system_prompt: str, temperature: float, top_p: float, max_new_tokens: float, seed: float, lock_seed: bool,
-                       session: ChatSession, repetition_penalty: float = DEFAULTS.repetition_penalty):
-    """Answer the last message again, once the running replies have stopped
-    (`stopped_replies`: the page's Regenerate waits in a step of its own, before its stream
-    counts as begun); a new seed unless `lock_seed`. Yields the chat view and the seed
-    used; nothing where a Stop or Clear came while it waited for the device."""
-    session.idle.clear()  # first: a Clear from now on waits for this
-    try:
-        if session.stop.is_set():
-            yield (*_left_alone(), gr.skip())  # and the seed
-            return
-        if not lock_seed:
-            seed = session.arena.rng.randrange(2**31)
-        settings = _settings(temperature, top_p, max_new_tokens, seed, repetition_penalty)
-        for _ in regenerate(session.arena, context.MODELS, settings, system_prompt, session.stop):
-            yield (*_view(session), int(seed))
-    finally:
-        session.idle.set()
+        request.settings()
+        request.configure(session.arena)
+        add_message(session.arena, message)
+    except UserError as exc:
+        raise gr.Error(str(exc)) from None
+    session.waiting, session.seed = "message", None
+    yield view(session, relabel=session.arena.blind, note=STREAMING_NOTE, streaming=True).updates()
+    yield from (v.updates() for v in stream(request, session))
 
 
 def regenerate_last(system_prompt: str, temperature: float, top_p: float, max_new_tokens: float, seed: float, lock_seed: bool,
                     session: ChatSession, repetition_penalty: float = DEFAULTS.repetition_penalty):
-    """The `regenerate` API: stop this session's running reply (the page's; an API `chat`
-    of its own holds the device until it ends), wait for it, then answer the last message
-    again."""
-    stopped_replies(session)
-    yield from regenerate_stopped(system_prompt, temperature, top_p, max_new_tokens, seed, lock_seed, session, repetition_penalty)
-
-
-def stopped_replies(session: ChatSession) -> None:
-    """Regenerate's first step: stop the running replies and wait for them; then a Stop or
-    Clear pressed before the new reply begins cancels it."""
-    session.wait_idle()
-    session.stop.clear()
-
-
-def page_stream(stream):
-    """A stream the page runs: counted as unconfirmed until the page's next step
-    (`page_has_the_end`) says the stream's last message has arrived."""
-    @functools.wraps(stream)
-    def streaming(*args, **kwargs):
-        session = next(arg for arg in args if isinstance(arg, ChatSession))
-        with session.confirmed:
-            session.unconfirmed += 1
-        yield from stream(*args, **kwargs)
-    return streaming
-
-
-def page_has_the_end(session: ChatSession) -> None:
-    with session.confirmed:
-        session.unconfirmed = max(0, session.unconfirmed - 1)
-        session.confirmed.notify_all()
-
-
-def stop_chat(session: ChatSession) -> None:
-    session.stop.set()
-
-
-def clear_chat(session: ChatSession) -> tuple:
-    """Stop the replies (and drop the queue), wait for their threads, then empty the
-    panes; the next message starts a new round."""
-    session.pending.clear()
-    session.wait_idle()
-    clear(session.arena)
-    return _view(session, relabel=True)
-
-
-def set_blind(blind: bool, session: ChatSession) -> tuple:
-    session.pending.clear()
-    session.wait_idle()
-    session.arena.set_blind(blind)
-    return _view(session, relabel=True)
+    """Answer the last message again: a new seed unless `lock_seed` (shown in the seed output)."""
+    request = dataclasses.replace(ChatRequest(), system_prompt=system_prompt, temperature=temperature, top_p=top_p,
+                                  max_new_tokens=max_new_tokens, seed=seed, repetition_penalty=repetition_penalty)
+    if session.streaming:
+        raise gr.Error("regenerate: replies are still streaming in this session — wait for them, or stop them first")
+    try:
+        request.settings()
+        if not any(p.active and p.history for p in session.arena.panes):
+            raise UserError("regenerate", "there is no message to answer again", "send a message first")
+    except UserError as exc:
+        raise gr.Error(str(exc)) from None
+    session.waiting = "regenerate"
+    session.seed = int(seed) if lock_seed else session.arena.rng.randrange(MAX_SEED)
+    for v in stream(request, session):
+        yield dataclasses.replace(v, seed=session.seed).updates()
 
 
 def show_results(merged_ref: str, include_flagged: bool) -> tuple[str, str]:
     """The plot and table for the Merged pane's merge config."""
     if not merged_ref.strip():
         return "", "Results appear here once a merged model is in the Merged pane and blind rounds have been voted on."
-    res = config_results(VoteStore(context.votes_path()), config_hash(merged_ref.strip()), include_flagged)
+    res = config_results(VoteStore(votes_path()), config_hash(merged_ref.strip()), include_flagged)
     return plot_html(res), table_markdown(res)
 
 
-def submit_vote(best: str, worst: str, include_flagged: bool, session: ChatSession) -> tuple:
-    """Record the vote, reveal the names, and show the results of this merge config. A
-    refused vote (no choice, …) changes nothing but the note under the vote row."""
+def submit_vote(best: str, worst: str, include_flagged: bool, session: ChatSession) -> tuple[ChatView | None, str, str]:
+    """Record the vote, reveal the names, and show the results of this merge config:
+    (view, plot, table). A refused vote changes nothing but the note (view.note)."""
     merged = session.arena.pane("Merged").ref
     try:
-        flagged = vote(session.arena, VoteStore(context.votes_path()), best or "", worst or "", config_hash(merged),
+        flagged = vote(session.arena, VoteStore(votes_path()), best or "", worst or "", config_hash(merged),
                        [session.arena.pane(label).ref for label in PANE_LABELS[1:]])
     except UserError as exc:
         gr.Warning(str(exc))
-        return (*[gr.skip()] * (len(_view(session)) + 2), f"⚠️ Vote refused: {exc}")
+        return ChatView([gr.skip()] * 3, [gr.skip()] * 3, None, False, f"⚠️ Vote refused: {exc}", None), gr.skip(), gr.skip()
     note = (f"🚩 Vote kept but flagged ({flagged}): left out of the results by default." if flagged
             else "Vote recorded. Press Clear for the next blind round.")
-    return (*_view(session, relabel=True), *show_results(merged, include_flagged), note)
+    return view(session, relabel=True, note=note), *show_results(merged, include_flagged)
 
 
 @shown_as_toast
@@ -278,7 +316,7 @@ def add_results_to_card(merged_ref: str, include_flagged: bool) -> str:
     if not merged_ref.strip() or not (folder / "mergekit_config.yml").is_file() or not readme.is_file():
         raise UserError("model card", "the Merged pane is not a merge made here", "run a merge, then 'Chat with this merge'")
     check_models(str(folder))
-    res = config_results(VoteStore(context.votes_path()), config_hash(str(folder)), include_flagged)
+    res = config_results(VoteStore(votes_path()), config_hash(str(folder)), include_flagged)
     if not res.pairs:
         raise UserError("model card", "no counted votes for this merge yet", "vote in a few blind rounds first")
     readme.write_text(replace_section(readme.read_text(), CARD_MARKER, card_section(res)))
@@ -294,21 +332,15 @@ def export_session(session: ChatSession):
     return gr.File(value=[str(folder / "comparison.md"), str(folder / "comparison.json")], visible=True)
 
 
-def latest_merge(root: Path) -> str:
-    """The most recent merge folder under outputs/, or ''."""
-    merges = [p.parent for p in root.glob("*/mergekit_config.yml")] if root.is_dir() else []
-    return str(max(merges, key=lambda p: p.stat().st_mtime)) if merges else ""
-
-
 def open_chat(merged_ref: str, session: ChatSession) -> tuple:
     """On page load: the Merged pane gets the latest merge from outputs/, or says what to do."""
-    ref = merged_ref.strip() or latest_merge(context.outputs_root())
+    ref = merged_ref.strip() or defaults.latest_merge()
     if not ref:
         session.arena.pane("Merged").notice = NO_MERGE_HINT
     return ref, *session.arena.statuses(), *show_results(ref, False)
 
 
-def drop_no_merge_hint(merged_ref: str, session: ChatSession) -> tuple:
+def drop_no_merge_hint(merged_ref: str, session: ChatSession) -> list[str]:
     """A model in the Merged field (the first-chat merge, a link, a typed folder) makes
     open_chat's "No merged model yet" line stale."""
     pane = session.arena.pane("Merged")
@@ -317,11 +349,10 @@ def drop_no_merge_hint(merged_ref: str, session: ChatSession) -> tuple:
     return session.arena.statuses()
 
 
-@gpu(CHAT_SECONDS)
 @shown_as_toast
 def preview_t(attn: str, mlp: str, default: str, merged_ref: str, merged_precision: str, session: ChatSession):
-    """Re-merge the Merged pane's model in memory at a new t curve and swap it in.
-    Returns (new Merged source, a message with the timings)."""
+    """Re-merge the Merged pane's model in memory at a new t curve and swap it in (on the
+    CPU, in this process: no GPU quota). Returns (new Merged source, a message with the timings)."""
     folder = Path(merged_ref.split("#t=")[0].strip())
     config_file = folder / "mergekit_config.yml"
     if not config_file.is_file():
@@ -334,12 +365,56 @@ def preview_t(attn: str, mlp: str, default: str, merged_ref: str, merged_precisi
     name = f"{folder}#t=self_attn[{attn}] mlp[{mlp}] default[{default}]"
     loaded = load_with_weights(str(folder), weights, merged_precision, name)
     if session.preview is not None:
-        context.MODELS.unload(session.preview)
-    context.MODELS.add(name, merged_precision, loaded)
+        cache.MODELS.unload(session.preview)
+    cache.MODELS.add(name, merged_precision, loaded)
     session.preview = loaded
     total = time.perf_counter() - started
     return name, (f"Re-merged in memory in {merged_s:.2f} s, loaded as {loaded.report.precision} in {total - merged_s:.2f} s "
                   f"(swap: {total:.2f} s). Send a message to chat with it.")
+
+
+@dataclass
+class ChatControls:
+    """The components a chat action reads (in ChatRequest's field order) and writes (in
+    ChatView's order)."""
+    system_prompt: gr.Textbox
+    temperature: gr.Slider
+    top_p: gr.Slider
+    max_new_tokens: gr.Slider
+    seed: gr.Number
+    repetition_penalty: gr.Slider
+    merged: gr.Textbox
+    parent_a: gr.Textbox
+    parent_b: gr.Textbox
+    merged_on: gr.Checkbox
+    parent_a_on: gr.Checkbox
+    parent_b_on: gr.Checkbox
+    merged_precision: gr.Dropdown
+    parent_precision: gr.Dropdown
+    bots: list[gr.Chatbot]
+    stats: list[gr.Markdown]
+    vote_row: gr.Row
+    best: gr.Radio
+    worst: gr.Radio
+    note: gr.Markdown
+    send: gr.Button
+    regenerate: gr.Button
+    clear: gr.Button
+    blind: gr.Checkbox
+
+    def inputs(self) -> list:
+        return [getattr(self, f.name) for f in fields(ChatRequest)]
+
+    def outputs(self) -> list:
+        return [*self.bots, *self.stats, self.vote_row, self.best, self.worst, self.note, self.send, self.regenerate, self.clear,
+                self.blind, self.seed]
+
+
+def _shown(views):
+    """A handler's ChatViews as the page's output tuples (plain handlers and generators)."""
+    if isinstance(views, ChatView):
+        return views.updates()
+    return (v.updates() for v in views)
 
 
 @dataclass
@@ -360,23 +435,24 @@ def build_chat_tab(demo: gr.Blocks) -> ChatTab:
         with gr.Row():
             merged_ref = gr.Textbox("", label="Merged model (folder)", elem_id="chat-merged",
                                     placeholder=f"run a merge, or type a folder / Hub id / endpoint {ENDPOINT_FORM}")
-            chat_a = gr.Textbox(DEFAULT_A, label="Parent A", elem_id="chat-parent-a", placeholder=f"folder, Hub id or {ENDPOINT_FORM}")
-            chat_b = gr.Textbox(DEFAULT_B, label="Parent B", elem_id="chat-parent-b", placeholder=f"folder, Hub id or {ENDPOINT_FORM}")
+            chat_a = gr.Textbox(defaults.DEFAULT_A, label="Parent A", elem_id="chat-parent-a",
+                                placeholder=f"folder, Hub id or {ENDPOINT_FORM}")
+            chat_b = gr.Textbox(defaults.DEFAULT_B, label="Parent B", elem_id="chat-parent-b",
+                                placeholder=f"folder, Hub id or {ENDPOINT_FORM}")
         with gr.Row():
             merged_precision = gr.Dropdown(CHAT_PRECISIONS, value="auto", label="Merged precision (auto: FP8 if native, else int8)")
             parent_precision = gr.Dropdown(CHAT_PRECISIONS, value="bf16", label="Parents' precision")
             switches = [gr.Checkbox(True, label=f"{label} on") for label in PANE_LABELS]
-    panes = []
+    bots, stats = [], []
     with gr.Row(elem_id="chat-panes"):
         for label in PANE_LABELS:
             with gr.Column(min_width=300):
-                bot = gr.Chatbot(label=label, height=CHAT_HEIGHT, buttons=["copy", "copy_all"],
-                                 placeholder="Replies appear here: type below and press Send.")
-                stats = gr.Markdown(elem_classes=["pane-stats"])
-                panes.append((bot, stats))
+                bots.append(gr.Chatbot(label=label, height=CHAT_HEIGHT, buttons=["copy", "copy_all"],
+                                       placeholder="Replies appear here: type below and press Send."))
+                stats.append(gr.Markdown(elem_classes=["pane-stats"]))
     with gr.Row(equal_height=True):
         message = gr.Textbox(label="Message", show_label=False,
-                             placeholder="Ask all models at once… (Enter sends; while replies stream, it waits its turn)",
+                             placeholder="Ask all models at once… (Enter sends)",
                              scale=6, lines=1, max_lines=4, container=False, elem_id="chat-message")
         send_button = gr.Button("Send", variant="primary", scale=1, min_width=90)
         stop_button = gr.Button("Stop", scale=0, min_width=70)
@@ -385,13 +461,12 @@ def build_chat_tab(demo: gr.Blocks) -> ChatTab:
         clear_button = gr.Button("Clear", scale=0, min_width=70, elem_id="chat-clear")
         # One click to deterministic replies (temperature 0 and no penalty: plain greedy).
         greedy_button = gr.Button("Greedy", scale=0, min_width=80, elem_id="chat-greedy")
-    pending = gr.Markdown(elem_id="chat-pending")
+    note = gr.Markdown(elem_id="chat-note")
     with gr.Row(visible=False, equal_height=True) as vote_row:
         best = gr.Radio(["Model 1", "Model 2", "Model 3", TIE, ALL_BAD], value=None, label="Best reply (required)", scale=3,
                         elem_id="vote-best")
         worst = gr.Radio(["Model 1", "Model 2", "Model 3"], value=None, label="Worst reply (optional)", scale=2)
         vote_button = gr.Button("Vote and reveal", variant="primary", scale=1)
-    vote_note = gr.Markdown()
     with gr.Accordion("Results: does the merge beat its parents?", open=False):
         with gr.Row():
             include_flagged = gr.Checkbox(False, label="count flagged votes (replies that named a model or maker)")
@@ -407,7 +482,8 @@ def build_chat_tab(demo: gr.Blocks) -> ChatTab:
             repetition_penalty = gr.Slider(1, 2, DEFAULTS.repetition_penalty, step=0.05, label="repetition penalty (1 = off)")
         with gr.Row():
             max_new_tokens = gr.Slider(1, 1024, DEFAULTS.max_new_tokens, step=1, label="max new tokens")
-            seed = gr.Number(DEFAULTS.seed, label="seed (Regenerate draws a new one unless locked)", precision=0)
+            seed = gr.Number(DEFAULTS.seed, label="seed (Regenerate draws a new one unless locked)", precision=0,
+                             minimum=0, maximum=MAX_SEED)
             defaults_button = gr.Button("Default sampling", size="sm", scale=0, min_width=150)
     with gr.Accordion("Export this comparison (Markdown + JSON)", open=False):
         export_button = gr.Button("Export", size="sm")
@@ -420,37 +496,61 @@ def build_chat_tab(demo: gr.Blocks) -> ChatTab:
             preview_button = gr.Button("Preview")
         preview_message = gr.Markdown()
 
-    bots, stats_boxes = [p[0] for p in panes], [p[1] for p in panes]
-    sampling = [temperature, top_p, max_new_tokens, seed]
-    model_inputs = [merged_ref, chat_a, chat_b, *switches, merged_precision, parent_precision, session]
-    chat_outputs = [*bots, *stats_boxes, vote_row, best, worst, pending]
-    api_chat = gr.Button(visible=False)  # the `chat` API: message first, streamed, as before
-    api_chat.click(chat, [message, system_prompt, *sampling, *model_inputs, repetition_penalty], chat_outputs, api_name="chat",
-                   concurrency_id="device", concurrency_limit=1)
-    # A stream and the step after it run once per trigger ("multiple"): under the default
-    # "once", a step still running drops the next trigger, and a dropped `page_has_the_end`
-    # would leave a stream counted as unconfirmed (Clear then waits 10 s). Regenerate's
-    # wait keeps "once": clicks while it waits are one request, not one blocked worker each.
-    each = {"api_visibility": PRIVATE, "trigger_mode": "multiple"}
+    controls = ChatControls(system_prompt, temperature, top_p, max_new_tokens, seed, repetition_penalty, merged_ref, chat_a, chat_b,
+                            *switches, merged_precision, parent_precision, bots, stats, vote_row, best, worst, note, send_button,
+                            regen_button, clear_button, blind)
+    inputs, outputs = controls.inputs(), controls.outputs()
+    n = len(inputs)
+
+    def on_send(message_text, *values):
+        box, shown = take_message(message_text, ChatRequest.from_page(*values[:n]), values[n])
+        return gr.skip() if box is None else box, *(shown.updates() if shown else (gr.skip(),) * len(outputs))
+
+    def on_regenerate(*values):
+        shown = take_regenerate(ChatRequest.from_page(*values[:n]), values[n], values[n + 1])
+        return shown.updates() if shown else (gr.skip(),) * len(outputs)
+
+    def on_stream(*values):
+        yield from _shown(stream(ChatRequest.from_page(*values[:n]), values[n]))
+
+    def on_vote(best_choice, worst_choice, flagged, state):
+        shown, plot, table = submit_vote(best_choice, worst_choice, flagged, state)
+        return *shown.updates(), plot, table
+
+    # The stream step runs on the device queue; Stop cancels it (and the stream step it
+    # may be waiting behind); the step after it turns the buttons on once the page has the end.
+    streams = []
     for trigger in (send_button.click, message.submit):
-        trigger(queue_message, [message, session], [message, pending], concurrency_limit=None, api_visibility=PRIVATE).success(
-            page_stream(answer_pending), [system_prompt, *sampling, *model_inputs, repetition_penalty], chat_outputs,
-            concurrency_id="device", concurrency_limit=1, **each).then(
-            page_has_the_end, session, None, concurrency_limit=None, **each)
-    regen_inputs = [system_prompt, *sampling, lock_seed, session, repetition_penalty]
-    api_regen = gr.Button(visible=False)  # the `regenerate` API: no page step after it to confirm its end
-    api_regen.click(regenerate_last, regen_inputs, [*chat_outputs, seed], api_name="regenerate", concurrency_id="device",
-                    concurrency_limit=1)
-    regen_button.click(stopped_replies, session, None, concurrency_limit=None, api_visibility=PRIVATE).then(
-        page_stream(regenerate_stopped), regen_inputs, [*chat_outputs, seed], concurrency_id="device", concurrency_limit=1,
-        **each).then(
-        page_has_the_end, session, None, concurrency_limit=None, **each)
-    stop_button.click(stop_chat, session, None, concurrency_limit=None, api_visibility=PRIVATE)
+        taken = trigger(on_send, [message, *inputs, session], [message, *outputs], api_visibility=PRIVATE, concurrency_limit=None)
+        streams.append(taken.then(on_stream, [*inputs, session], outputs, api_visibility=PRIVATE, concurrency_id="device",
+                                  concurrency_limit=1))
+    taken = regen_button.click(on_regenerate, [*inputs, lock_seed, session], outputs, api_visibility=PRIVATE, concurrency_limit=None)
+    streams.append(taken.then(on_stream, [*inputs, session], outputs, api_visibility=PRIVATE, concurrency_id="device",
+                              concurrency_limit=1))
+    for event in streams:
+        event.then(lambda state: stream_done(state).updates(), session, outputs, api_visibility=PRIVATE, concurrency_limit=None)
+
+    def on_stop(typed, state):
+        box, shown = stop_replies(typed, state)
+        return gr.skip() if box is None else box, *shown.updates()
+
+    stop_button.click(on_stop, [message, session], [message, *outputs], cancels=streams, api_visibility=PRIVATE,
+                      concurrency_limit=None)
     for clearing in (clear_button.click, *[bot.clear for bot in bots]):  # a pane's trash icon clears the arena too
-        clearing(clear_chat, session, chat_outputs, concurrency_limit=None, api_visibility=PRIVATE)
-    blind.change(set_blind, [blind, session], chat_outputs, concurrency_limit=None, api_visibility=PRIVATE)
-    vote_button.click(submit_vote, [best, worst, include_flagged, session], [*chat_outputs, results_plot, results_table, vote_note],
-                      api_visibility=PRIVATE)
+        clearing(lambda state: clear_chat(state).updates(), session, outputs, cancels=streams, api_visibility=PRIVATE,
+                 concurrency_limit=None)
+    blind.input(lambda on, state: set_blind(on, state).updates(), [blind, session], outputs, cancels=streams, api_visibility=PRIVATE,
+                concurrency_limit=None)
+    vote_button.click(on_vote, [best, worst, include_flagged, session], [*outputs, results_plot, results_table], api_visibility=PRIVATE)
+
+    # The API: `chat` and `regenerate`, hidden buttons whose parameters are unchanged.
+    api_chat = gr.Button(visible=False)
+    api_chat.click(chat, [message, *inputs[:5], merged_ref, chat_a, chat_b, *switches, merged_precision, parent_precision, session,
+                          repetition_penalty], outputs, api_name="chat", concurrency_id="device", concurrency_limit=1)
+    api_regen = gr.Button(visible=False)
+    api_regen.click(regenerate_last, [system_prompt, temperature, top_p, max_new_tokens, seed, lock_seed, session, repetition_penalty],
+                    outputs, api_name="regenerate", concurrency_id="device", concurrency_limit=1)
+
     for refresh in (refresh_button.click, include_flagged.change):
         refresh(show_results, [merged_ref, include_flagged], [results_plot, results_table], api_visibility=PRIVATE)
     card_button.click(add_results_to_card, [merged_ref, include_flagged], card_message, api_visibility=PRIVATE)
@@ -460,6 +560,6 @@ def build_chat_tab(demo: gr.Blocks) -> ChatTab:
     greedy_button.click(lambda: (0, 1.0), None, [temperature, repetition_penalty], api_visibility=PRIVATE)
     defaults_button.click(lambda: (DEFAULTS.temperature, DEFAULTS.top_p, DEFAULTS.repetition_penalty), None,
                           [temperature, top_p, repetition_penalty], api_visibility=PRIVATE)
-    demo.load(open_chat, [merged_ref, session], [merged_ref, *stats_boxes, results_plot, results_table], api_visibility=PRIVATE)
-    merged_ref.change(drop_no_merge_hint, [merged_ref, session], stats_boxes, api_visibility=PRIVATE, concurrency_limit=None)
+    demo.load(open_chat, [merged_ref, session], [merged_ref, *stats, results_plot, results_table], api_visibility=PRIVATE)
+    merged_ref.change(drop_no_merge_hint, [merged_ref, session], stats, api_visibility=PRIVATE, concurrency_limit=None)
     return ChatTab(merged_ref, chat_a, chat_b, blind)

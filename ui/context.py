@@ -1,28 +1,21 @@
-"""What both tabs share: where the app keeps its files, the one model cache, the
-public-mode policy, and how a user error reaches the page."""
+"""What both tabs share: the one model cache, the public-mode checks, per-visitor Cancel,
+and how a user error reaches the page."""
 
 from __future__ import annotations
 
 import functools
 import inspect
-import os
 import threading
 from pathlib import Path
 
 import gradio as gr
 
 from core.errors import UserError
+from core.places import models_root, outputs_root
 from core.policy import AccessPolicy, policy_from_env
-from core.sources import BUNDLED_PREFIX, DEFAULT_MODEL
-from inference import ModelCache
+from core.sources import BUNDLED_PREFIX
 
-ROOT = Path(__file__).resolve().parent.parent
 PRIVATE = "private"  # api_visibility of events that are UI plumbing, not part of the API
-ON_SPACE = bool(os.environ.get("SPACE_ID"))
-# Offline: the bundled SmolLM2 with itself. On a Space: the Qwen2.5 seed pair, Instruct as base, V-curve.
-DEFAULT_A, DEFAULT_B = ("Qwen/Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B") if ON_SPACE else (DEFAULT_MODEL, DEFAULT_MODEL)
-
-MODELS = ModelCache()  # shared by all visitors: each (model, precision) is loaded once
 
 
 class CancelSession:
@@ -47,18 +40,6 @@ def short_name(ref: str) -> str:
     return Path(ref.removeprefix(BUNDLED_PREFIX).rstrip("/")).name or ref
 
 
-def outputs_root() -> Path:
-    return Path(os.environ.get("SLERP_ARENA_OUTPUTS", ROOT / "outputs"))
-
-
-def votes_path() -> Path:
-    return Path(os.environ.get("SLERP_ARENA_VOTES", ROOT / "data" / "votes.sqlite"))
-
-
-def models_root() -> Path:
-    return Path(os.environ.get("SLERP_ARENA_MODELS", ROOT / "models"))
-
-
 def access_policy() -> AccessPolicy | None:
     """Public mode (on a Space, or SLERP_ARENA_PUBLIC=1): local paths only under the roots."""
     return policy_from_env((models_root(),), outputs_root())
@@ -71,6 +52,14 @@ def check_models(*refs: str) -> None:
             policy.check_model(ref)
 
 
+def in_visitor_words(text: str) -> str:
+    """A message with the server's folders named as the visitor knows them (outputs/, models/)."""
+    for root in (outputs_root(), models_root()):
+        for spelled in {str(root.expanduser().resolve()), str(root)}:
+            text = text.replace(spelled, root.name)
+    return text
+
+
 def shown_as_toast(handler):
     """A handler whose UserError becomes a Gradio error toast (one line: field, problem,
     fix) instead of a traceback. Works for plain and generator handlers."""
@@ -80,7 +69,7 @@ def shown_as_toast(handler):
             try:
                 yield from handler(*args, **kwargs)
             except UserError as exc:
-                raise gr.Error(str(exc)) from None
+                raise gr.Error(in_visitor_words(str(exc))) from None
         return stream
 
     @functools.wraps(handler)
@@ -88,5 +77,5 @@ def shown_as_toast(handler):
         try:
             return handler(*args, **kwargs)
         except UserError as exc:
-            raise gr.Error(str(exc)) from None
+            raise gr.Error(in_visitor_words(str(exc))) from None
     return call

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import gradio as gr
 
+from core.places import ON_SPACE
 from core.sources import DEFAULT_MODEL, resolve_model
-from inference.demo_parent import build_demo_parent, demo_report
+from evaluation import defaults
+from evaluation.demo_parent import build_demo_parent, demo_report
 from merging.form import PRESETS
-from ui import defaults
-from ui.context import ON_SPACE, CancelSession
+from ui.context import CancelSession
 
 WHAT = "SmolLM2 fine-tuned to talk like a pirate without being asked"
 ABOUT = f"{WHAT} (about 2½ min once on 2 cores, then cached)"
@@ -35,13 +36,14 @@ def notice_html(pair: defaults.StartPair) -> str:
                 f"The defaults merge the original (parent A) with it (parent B) on the {pair.preset} curve.</p>")
     return ("<div style='background:#fff4ce;border-left:6px solid #e0a000;padding:10px 14px;color:#222;border-radius:4px'>"
             "⚠️ <b>The demo parent is not built yet</b>, so the default merge is the original SmolLM2 with itself, and the "
-            "Chat tab's three panes will answer alike. <b>Build demo parent</b> makes a second parent: "
+            "Chat tab's three panes are one model. <b>Build demo parent</b> makes a second parent: "
             f"{ABOUT}. The defaults then merge the original (A) with the pirate (B) on a V-shaped t curve.</div>")
 
 
 def build_demo(session: CancelSession, progress=gr.Progress()):  # noqa: B008 -- Gradio injects it
     """Build (or find) the demo parent, then put the demo pair into the form: (parent A,
-    parent B, preset, three t gradients, notice, message). Cancel stops it between steps."""
+    parent B, preset, three t gradients, notice, message, the Build button). Cancel stops
+    it between steps."""
     session.cancel.clear()
 
     def on_progress(stage: str, done: int, total: int) -> None:
@@ -53,11 +55,11 @@ def build_demo(session: CancelSession, progress=gr.Progress()):  # noqa: B008 --
     try:
         folder = str(build_demo_parent(str(resolve_model(DEFAULT_MODEL)), on_progress=on_progress))
     except BuildCancelled:
-        return *[gr.skip()] * 7, CANCELLED
+        return *[gr.skip()] * 7, CANCELLED, gr.skip()
     pair = defaults.demo_pair(folder)
     message = (f"Demo parent ready in {time.perf_counter() - started:.0f} s. Parent A is the original, parent B the pirate, "
                f"on the {pair.preset} curve: press **Merge**, then **Chat with this merge**.\n\n{report_text(Path(folder))}")
-    return (*_form_updates(pair), notice_html(pair), message)
+    return (*_form_updates(pair), notice_html(pair), message, gr.Button(variant="secondary"))  # built: no longer the call to action
 
 
 def report_text(folder: Path) -> str:
@@ -92,8 +94,10 @@ class DemoRow:
 
 
 def demo_row(pair: defaults.StartPair) -> DemoRow:
-    """The notice, Build and Cancel, and the build's message line (the tab wires them)."""
-    with gr.Row(equal_height=False):
+    """The notice, Build and Cancel, and the build's message line (the tab wires them).
+    Not on a Space: a visitor's build would train on the Space's CPU for minutes, and its
+    folder is outside what public mode lets a merge read."""
+    with gr.Row(equal_height=False, visible=not ON_SPACE):
         notice = gr.HTML(notice_html(pair), elem_id="demo-notice")
         build = gr.Button("Build demo parent", size="sm", scale=0, min_width=160, variant="secondary" if pair.blend else "primary")
         cancel = gr.Button("Cancel build", size="sm", scale=0, min_width=120)

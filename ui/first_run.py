@@ -14,21 +14,21 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from core import places
 from core.errors import UserError
+from evaluation import defaults
 from merging import parse_config
-from ui import context, defaults, merge_tab
-from ui.chat_tab import latest_merge
+from ui import merge_tab
 from ui.context import CancelSession, short_name
 
-DEMO_MERGE = "demo-merge"
 RUNNING = "⏳ **First chat: merging the default pair** (a few seconds for SmolLM2)… the panes are ready when this line changes."
 
 
 def merge_name(yaml_text: str) -> tuple[str, bool]:
     """(name under outputs/, True when that folder already holds exactly this merge)."""
-    root = context.outputs_root()
+    root = places.outputs_root()
     for i in itertools.count(1):
-        name = DEMO_MERGE if i == 1 else f"{DEMO_MERGE}-{i}"
+        name = defaults.DEMO_MERGE if i == 1 else f"{defaults.DEMO_MERGE}-{i}"
         config = root / name / "mergekit_config.yml"
         if not (root / name).exists():
             return name, False
@@ -40,8 +40,9 @@ def merge_name(yaml_text: str) -> tuple[str, bool]:
 def notice(pair: defaults.StartPair, shown_path: str) -> str:
     if not pair.blend:
         return (f"ℹ️ **First chat:** nothing was merged yet, so the default merge is in `{shown_path}`: the original SmolLM2 "
-                "with itself, so all three panes answer alike. For a real blend, press **Build demo parent** on the Merge tab "
-                "(about 2 min once), then **Merge** and **Chat with this merge**.")
+                "with itself, so the three panes are one model (the merge, in int8, may word some replies differently). "
+                "For a real blend, press **Build demo parent** on the Merge tab (about 2 min once), then **Merge** and "
+                "**Chat with this merge**.")
     return (f"✅ **First chat:** merged {short_name(pair.a)} (parent A) with {short_name(pair.b)} (parent B) on the {pair.preset} "
             f"curve into `{shown_path}`. Send a few messages: the three panes answer side by side, and the merge takes "
             "some replies more from one parent, some from the other.")
@@ -61,12 +62,12 @@ def on_chat_opened(merged_ref: str, chat_a: str, chat_b: str) -> tuple:
     values (models a visitor typed are theirs): with a merge under outputs/ (the latest,
     loaded with the page), its parents; with no merged model, the default merge when it is
     already on disk, else the running notice and the request for merge_defaults."""
-    if (chat_a, chat_b) != (context.DEFAULT_A, context.DEFAULT_B):
+    if (chat_a, chat_b) != (defaults.DEFAULT_A, defaults.DEFAULT_B):
         return (gr.skip(),) * 5
     # The page's load fills the latest merge; a tab opened before that load lands must not
     # start a default merge (seen in Chromium: a chat queued 60 s behind it on a fresh cache).
     typed = (merged_ref or "").strip()
-    if ref := typed or latest_merge(context.outputs_root()):
+    if ref := typed or defaults.latest_merge():
         return gr.skip() if typed else ref, *parents_of(ref), gr.skip(), gr.skip()
     pair = defaults.start_pair()
     name, done = merge_name(pair.yaml())
@@ -75,7 +76,7 @@ def on_chat_opened(merged_ref: str, chat_a: str, chat_b: str) -> tuple:
     return gr.skip(), gr.skip(), gr.skip(), RUNNING, DefaultMerge(pair, name, time.monotonic_ns())
 
 
-def merge_defaults(request: DefaultMerge, merged_ref: str = "", chat_a: str = context.DEFAULT_A, chat_b: str = context.DEFAULT_B,
+def merge_defaults(request: DefaultMerge, merged_ref: str = "", chat_a: str = defaults.DEFAULT_A, chat_b: str = defaults.DEFAULT_B,
                    progress=gr.Progress()) -> tuple:  # noqa: B008 -- Gradio injects it
     """The default merge, on the device queue: (merged model, parent A, parent B, notice).
     A request that an earlier one already fulfilled (the tab opened twice) reuses its merge.
@@ -85,24 +86,24 @@ def merge_defaults(request: DefaultMerge, merged_ref: str = "", chat_a: str = co
     name, done = merge_name(pair.yaml())
     if not done:
         # The Merge button's own handler (name rules, policy, progress, errors in one line);
-        # it is wrapped for ZeroGPU itself, so this handler is not.
+        # it runs on the CPU, in this process, on ZeroGPU too.
         summary, _, output, _ = merge_tab.merge(pair.yaml(), name, False, CancelSession(), progress=progress)
         if not output:
             return gr.skip(), gr.skip(), gr.skip(), f"⚠️ The default merge failed: {summary.splitlines()[-1]} — merge on the Merge tab."
-    if (merged_ref or "").strip() or (chat_a, chat_b) != (context.DEFAULT_A, context.DEFAULT_B):
+    if (merged_ref or "").strip() or (chat_a, chat_b) != (defaults.DEFAULT_A, defaults.DEFAULT_B):
         return gr.skip(), gr.skip(), gr.skip(), ""
     return filled(pair, name)
 
 
 def filled(pair: defaults.StartPair, name: str) -> tuple[str, str, str, str]:
     """The three model fields and the notice for the default merge saved as outputs/<name>."""
-    return str(context.outputs_root() / name), pair.a, pair.b, notice(pair, f"{context.outputs_root().name}/{name}")
+    return str(places.outputs_root() / name), pair.a, pair.b, notice(pair, f"{places.outputs_root().name}/{name}")
 
 
 def parents_of(merged_ref: str) -> tuple:
     """(parent A, parent B) of a merge under outputs/ (a t-preview's `#t=…` suffix ignored);
     skips for anything else."""
-    root = context.outputs_root().resolve()
+    root = places.outputs_root().resolve()
     config_file = (root / merged_ref.split("#")[0].strip()).resolve() / "mergekit_config.yml"
     if not config_file.is_relative_to(root) or not config_file.is_file():
         return gr.skip(), gr.skip()

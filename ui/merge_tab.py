@@ -3,17 +3,23 @@ progress and cancel, look at θ, sweep t, push to the Hub."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import gradio as gr
 import pandas as pd
+import psutil
 
+from core import places
 from core.errors import UserError
 from core.sources import is_converted, kind_of, resolve_model
+from evaluation import defaults
+from evaluation.defaults import known_models
 from merging import Progress, parse_config, run_merge
 from merging.analyze import angles_of_merge, divergence, divergence_grid
 from merging.checkpoint import open_checkpoint
@@ -24,9 +30,8 @@ from merging.form import (
     CUSTOM,
     INVALID_YAML,
     PRESETS,
+    MergeForm,
     config_from_form,
-    config_to_run,
-    form_from_fields,
     form_from_yaml,
     preset_of,
     t_curves,
@@ -34,14 +39,13 @@ from merging.form import (
 from merging.hub import HubOffline, push_folder
 from merging.inspect import compatibility_problems, inspect_model
 from merging.merge import MergeCancelled
-from ui import context, defaults
-from ui.context import PRIVATE, CancelSession, check_models, short_name
+from ui import context
+from ui.context import PRIVATE, CancelSession, check_models, in_visitor_words, short_name
 from ui.context import CancelSession as MergeSession  # the name the merge's handler and tests use
 from ui.context import cancel as cancel_merge
-from ui.defaults import known_models
 from ui.demo_panel import build_demo, demo_row, fresh_defaults
+from ui.merge_form import FormControls, FormRequest
 from ui.sweep_panel import build_sweep_panel
-from ui.zerogpu import MERGE_SECONDS, gpu
 
 FALLBACK_LAYERS = 24  # for the t plot while a parent's layer count is unknown
 T_TITLE = "t (0 = parent A, 1 = parent B)"  # the t plot's y axis
@@ -73,29 +77,56 @@ def apply_preset(name: str):
     return PRESETS[name] if name in PRESETS else (gr.skip(), gr.skip(), gr.skip())  # "custom" keeps the fields
 
 
-def form_to_yaml(a: str, b: str, attn: str, mlp: str, default: str, start: float, end: float, dtype: str,
-                 base_layers: int = 0) -> tuple[str, gr.LinePlot, str, str, str]:
-    """Form -> (YAML text, t plot, message, preset, plan box). While a field is invalid the
+class ShownConfig(NamedTuple):
+    """What the form shows for its fields (the outputs of every field's edit)."""
+    yaml_text: str
+    plot: gr.LinePlot
+    message: str
+    preset: str
+    plan: str
+
+
+def form_to_yaml(form: MergeForm, base_layers: int = 0, shown: str = "") -> ShownConfig:
+    """Form -> the YAML, t plot, message, preset and plan box. While a field is invalid the
     YAML box says so (a comment) and the plot is empty: nothing stale stays on screen. Any
-    edit clears the last plan, which described another config."""
-    form = form_from_fields(a, b, attn, mlp, default, start, end, dtype)
+    edit clears the last plan, which described another config. A YAML already `shown` that
+    says what the form says stays as it is (a pasted config keeps its own layout and keys)."""
     try:
         config = config_from_form(form)
     except UserError as exc:
-        return f"{INVALID_YAML}{exc}\n", t_plot(None, base_layers), f"⚠️ {exc}", preset_of(form), ""
-    return config.to_yaml(), t_plot(config, base_layers), "", preset_of(form), ""
+        return ShownConfig(f"{INVALID_YAML}{exc}\n", t_plot(None, base_layers), f"⚠️ {exc}", preset_of(form), "")
+    try:
+        text = shown if shown and FormRequest(shown, form).config() else config.to_yaml()
+    except UserError:
+        text = config.to_yaml()
+    return ShownConfig(text, t_plot(config, base_layers), "", preset_of(form), "")
 
 
-def yaml_to_form(text: str, base_layers: int = 0):
+class FilledForm(NamedTuple):
+    """The form as pasted YAML fills it: MergeForm's eight fields, then as ShownConfig."""
+    base_model: object
+    other_model: object
+    self_attn: object
+    mlp: object
+    default: object
+    layer_start: object
+    layer_end: object
+    dtype: object
+    plot: gr.LinePlot
+    message: str
+    preset: object
+    plan: str
+
+
+def yaml_to_form(text: str, base_layers: int = 0) -> FilledForm:
     """Pasted YAML -> every form field, the plot, a message, the preset and the plan box.
-    Invalid YAML leaves the text as typed, empties the plot and names the problem."""
+    Invalid YAML leaves the text and the fields as they are, empties the plot and names the problem."""
     try:
         form = form_from_yaml(text)
         config = parse_config(text)
     except UserError as exc:
-        return *[gr.skip()] * 8, t_plot(None, base_layers), f"⚠️ {exc}", gr.skip(), ""
-    return (form.base_model, form.other_model, form.self_attn, form.mlp, form.default, form.layer_start, form.layer_end,
-            form.dtype, t_plot(config, base_layers), "", preset_of(form), "")
+        return FilledForm(*[gr.skip()] * 8, t_plot(None, base_layers), f"⚠️ {exc}", gr.skip(), "")
+    return FilledForm(*dataclasses.astuple(form), t_plot(config, base_layers), "", preset_of(form), "")
 
 
 def curve_frame(config: MergeConfig | None, base_layers: int = 0) -> pd.DataFrame:
@@ -131,7 +162,7 @@ FAILED = "### ❌ Merge failed"
 
 
 def failed(exc: UserError) -> tuple[str, str, str, str]:
-    return f"{FAILED}\n{exc}", "", "", ""
+    return f"{FAILED}\n{in_visitor_words(str(exc))}", "", "", ""
 
 
 def after_edit(result: str) -> tuple[str, str]:
@@ -142,18 +173,25 @@ def after_edit(result: str) -> tuple[str, str]:
     return "", IDLE if result.startswith(FAILED) else result
 
 
-def start_merge(yaml_text: str, a: str, b: str, attn: str, mlp: str, default: str, start: float, end: float,
-                dtype: str) -> tuple[str, str, str, str, str]:
+class StartedMerge(NamedTuple):
+    """The results panel at a Merge click, and the YAML approved to run ("" when refused)."""
+    result: str
+    card: str
+    output_path: str
+    heatmap: str
+    approved: str
+
+
+def start_merge(request: FormRequest) -> StartedMerge:
     """First step of a Merge click: the running state (previous result cleared), and the
     YAML approved to run; or the failed state and "" when the form refuses."""
     try:
-        config_to_run(form_from_fields(a, b, attn, mlp, default, start, end, dtype), yaml_text)
+        request.config()
     except UserError as exc:
-        return *failed(exc), ""
-    return RUNNING, "", "", "", yaml_text
+        return StartedMerge(*failed(exc), "")
+    return StartedMerge(RUNNING, "", "", "", request.yaml_text)
 
 
-@gpu(MERGE_SECONDS)
 def merge(yaml_text: str, output_name: str, overwrite: bool, session: MergeSession, approved: str | None = None,
           max_ram: str = "", progress=gr.Progress()):  # noqa: B008 -- Gradio injects it
     """Run the merge in the YAML. Returns the panel: (result, model card, output path, θ
@@ -176,17 +214,17 @@ def merge(yaml_text: str, output_name: str, overwrite: bool, session: MergeSessi
         if not name:
             raise UserError("output name", "empty", "type a name for the merged model")
         budget = parse_max_ram(max_ram, MAX_RAM_FIELD)
-        result = run_merge(parse_config(yaml_text), context.outputs_root() / name, overwrite=overwrite, on_progress=on_progress,
+        result = run_merge(parse_config(yaml_text), places.outputs_root() / name, overwrite=overwrite, on_progress=on_progress,
                            cancel=session.cancel, policy=context.access_policy(),
                            exists_fix="choose another output name, or tick “overwrite”", max_ram=budget)
     except MergeCancelled:
         return CANCELLED, "", "", ""
     except UserError as exc:
         return failed(exc)
-    renamed = [f"- ℹ️ saved as `{context.outputs_root().name}/{name}`: a name keeps only letters, digits, `.`, `_` and `-`"
+    renamed = [f"- ℹ️ saved as `{places.outputs_root().name}/{name}`: a name keeps only letters, digits, `.`, `_` and `-`"
                ] if name != typed else []
-    summary = "\n".join([f"### ✅ Merged into `{result.output_dir}`", f"- {result.summary()}", *renamed,
-                         *[f"- ⚠️ {w}" for w in result.warnings]])
+    summary = in_visitor_words("\n".join([f"### ✅ Merged into `{result.output_dir}`", f"- {result.summary()}", *renamed,
+                         *[f"- ⚠️ {w}" for w in result.warnings], *[f"- {n}" for n in budget_notes(max_ram, budget)]]))
     heatmap = heatmap_html(*divergence_grid(angles_of_merge(result.tensors)), title="θ between the parents in this merge (degrees)")
     return summary, card_page((result.output_dir / "README.md").read_text()), str(result.output_dir), heatmap
 
@@ -199,24 +237,33 @@ def card_page(card: str) -> str:
     return card
 
 
-def plan(yaml_text: str, a: str, b: str, attn: str, mlp: str, default: str, start: float, end: float, dtype: str,
-         max_ram: str = "") -> str:
+def plan(request: FormRequest, max_ram: str = "") -> str:
     """Dry run of the YAML shown under the Max RAM budget: sizes, peak RAM, time estimate
     and warnings, nothing written."""
     try:
-        config = config_to_run(form_from_fields(a, b, attn, mlp, default, start, end, dtype), yaml_text)
+        config = request.config()
         budget = parse_max_ram(max_ram, MAX_RAM_FIELD)
         check_models(*config.models)
-        return "```\n" + dry_run(config, budget).describe() + "\n```"
+        return "\n".join(["```", dry_run(config, budget).describe(), "```", *budget_notes(max_ram, budget)])
     except UserError as exc:
         return f"⚠️ {exc}"
 
 
-def divergence_map(yaml_text: str, a: str, b: str, attn: str, mlp: str, default: str, start: float, end: float, dtype: str,
-                   progress=gr.Progress()) -> str:  # noqa: B008 -- Gradio injects it
+def budget_notes(typed: str, budget: int) -> list[str]:
+    """What the Max RAM box's value means when it is not what was asked: empty is the
+    default, and more than the machine has is only an upper bound."""
+    notes = [f"ℹ️ {MAX_RAM_FIELD} was empty: the default, {budget // 10**6} MB."] if not (typed or "").strip() else []
+    total = psutil.virtual_memory().total
+    if budget > total:
+        notes.append(f"ℹ️ {MAX_RAM_FIELD}: {budget / 1e9:,.0f} GB is more than this machine's {total / 1e9:.0f} GB; "
+                     "the merge takes only what it needs (the estimated peak above).")
+    return notes
+
+
+def divergence_map(request: FormRequest, progress=gr.Progress()) -> str:  # noqa: B008 -- Gradio injects it
     """Heatmap of the angle between the parents of the YAML shown, per layer and component."""
     try:
-        config = config_to_run(form_from_fields(a, b, attn, mlp, default, start, end, dtype), yaml_text)
+        config = request.config()
         first, second = config.base_model, config.other_model
         check_models(first, second)
         angles = divergence(open_checkpoint(first, resolve_model(first)), open_checkpoint(second, resolve_model(second)),
@@ -260,7 +307,7 @@ def push_to_hub(output_path: str, repo_id: str, token: str) -> tuple[str, str | 
         archive = shutil.make_archive(str(Path(tempfile.mkdtemp(prefix="slerp-arena-zip-")) / Path(output_path).name), "zip",
                                       output_path)
         return (f"⚠️ {exc.field}: {exc.problem} — download the zip below, unzip it on a machine that is online and run "
-                f"`huggingface-cli upload {repo_id.strip() or 'user/name'} FOLDER`"), archive
+                f"`hf upload {repo_id.strip() or 'user/name'} FOLDER`"), archive
     except UserError as exc:
         return f"⚠️ {exc}", None
 
@@ -282,24 +329,24 @@ def build_merge_tab(demo: gr.Blocks) -> MergeTab:
     # Initial values are computed here (file checks, no model I/O), so the first page shows
     # a filled form, YAML and plot at once, even while the bundled model is being converted.
     pair = defaults.start_pair()
-    first_a, first_b, first_attn, first_mlp, first_default, *_ = pair.fields()
+    first = pair.form()
     # Not form_to_yaml: it also builds a gr.LinePlot, and one built here, inside the Blocks,
     # is rendered (a stray caption box at the top of the tab).
     initial_yaml = pair.yaml()
-    converting = any(kind_of(ref) in ("bundled", "gguf") and not is_converted(ref) for ref in (first_a, first_b))
+    converting = any(kind_of(ref) in ("bundled", "gguf") and not is_converted(ref) for ref in (first.base_model, first.other_model))
     demo_parent = demo_row(pair)
     with gr.Row():
-        parent_a = gr.Dropdown(known_models(), value=first_a, label="Parent A (base_model, t = 0)", allow_custom_value=True)
-        parent_b = gr.Dropdown(known_models(), value=first_b, label="Parent B (t = 1)", allow_custom_value=True)
+        parent_a = gr.Dropdown(known_models(), value=first.base_model, label="Parent A (base_model, t = 0)", allow_custom_value=True)
+        parent_b = gr.Dropdown(known_models(), value=first.other_model, label="Parent B (t = 1)", allow_custom_value=True)
     parents_info = gr.Markdown(
         "⏳ **Preparing the bundled SmolLM2** (GGUF → safetensors, first start on this machine only, about 30 s). "
         "The form below works meanwhile." if converting else "⏳ Reading the parents…")
     with gr.Row():
         with gr.Column(scale=3):
             preset = gr.Radio([*PRESETS, CUSTOM], value=pair.preset, label="Preset (follows the fields and pasted YAML)")
-            attn = gr.Textbox(first_attn, label="t gradient for self_attn")
-            mlp = gr.Textbox(first_mlp, label="t gradient for mlp")
-            default = gr.Textbox(first_default, label="t gradient for everything else")
+            attn = gr.Textbox(first.self_attn, label="t gradient for self_attn")
+            mlp = gr.Textbox(first.mlp, label="t gradient for mlp")
+            default = gr.Textbox(first.default, label="t gradient for everything else")
             with gr.Row():
                 layer_start = gr.Number(0, label="first layer", precision=0, minimum=0)
                 layer_end = gr.Number(0, label="end layer (0 = all)", precision=0, minimum=0)
@@ -327,8 +374,9 @@ def build_merge_tab(demo: gr.Blocks) -> MergeTab:
     heatmap = gr.HTML()
     output_path = gr.Textbox(label="Output folder", interactive=False)
     to_chat = gr.Button("Chat with this merge")
-    form_inputs = [parent_a, parent_b, attn, mlp, default, layer_start, layer_end, dtype]
-    build_sweep_panel(yaml_box, form_inputs)
+    controls = FormControls(yaml_box, parent_a, parent_b, attn, mlp, default, layer_start, layer_end, dtype)
+    form_inputs = controls.fields()
+    build_sweep_panel(controls)
     with gr.Accordion("Model card", open=False):
         card = gr.Markdown()
     with gr.Accordion("Push to the Hub", open=False):
@@ -338,15 +386,22 @@ def build_merge_tab(demo: gr.Blocks) -> MergeTab:
         push_message = gr.Markdown()
         push_file = gr.File(label="Merged folder (zip)", visible=True, interactive=False)
 
-    to_yaml = dict(fn=form_to_yaml, inputs=[*form_inputs, base_layers], outputs=[yaml_box, plot, form_message, preset, plan_box],
+    def on_form(values: dict) -> ShownConfig:
+        return form_to_yaml(controls.form(values), values[base_layers], values[yaml_box])
+
+    def on_divergence(values: dict, progress=gr.Progress()) -> str:  # noqa: B008 -- Gradio injects it
+        return divergence_map(controls.request(values), progress)
+
+    to_yaml = dict(fn=on_form, inputs={*form_inputs, base_layers, yaml_box}, outputs=[yaml_box, plot, form_message, preset, plan_box],
                    api_visibility=PRIVATE)
     for component in (parent_a, parent_b):
         component.change(describe_parents, [parent_a, parent_b], [parents_info, base_layers], api_visibility=PRIVATE).then(**to_yaml)
     preset.input(apply_preset, preset, [attn, mlp, default], api_visibility=PRIVATE).then(**to_yaml)
-    # trigger_mode "always_last": Gradio's default for .input is "once", which drops the
-    # keystrokes typed while an update runs, so "1.5" left the YAML at the "1" (seen in Chromium).
-    for component in form_inputs:
-        component.input(**to_yaml, trigger_mode="always_last")
+    # .change, not .input: in Gradio 6.31 a Textbox's .input does not fire on Backspace,
+    # paste or select-all-delete, and the YAML kept the old value (seen in Chromium). One
+    # event for every field, "always_last": an update started by an older edit (a preset
+    # filling three fields) can never finish after a newer one and leave stale YAML.
+    gr.on([component.change for component in form_inputs], **to_yaml, trigger_mode="always_last")
     yaml_box.input(yaml_to_form, [yaml_box, base_layers], [*form_inputs, plot, form_message, preset, plan_box],
                    api_visibility=PRIVATE, trigger_mode="always_last")
     demo_outputs = [parent_a, parent_b, preset, attn, mlp, default, demo_parent.notice]
@@ -355,17 +410,20 @@ def build_merge_tab(demo: gr.Blocks) -> MergeTab:
     # bundled model's conversion here) and the plot's layer count.
     demo.load(lambda: fresh_defaults(pair), None, demo_outputs, api_visibility=PRIVATE).then(
         describe_parents, [parent_a, parent_b], [parents_info, base_layers], api_visibility=PRIVATE).then(**to_yaml)
-    demo_parent.build.click(build_demo, build_session, [*demo_outputs, demo_parent.message], api_visibility=PRIVATE,
-                            concurrency_id="device", concurrency_limit=1).then(**to_yaml)
+    # Its own queue: a build of minutes never holds the one that merges and chats wait on.
+    demo_parent.build.click(build_demo, build_session, [*demo_outputs, demo_parent.message, demo_parent.build],
+                            api_visibility=PRIVATE, concurrency_id="demo-build", concurrency_limit=1).then(**to_yaml)
     demo_parent.cancel.click(cancel_merge, build_session, None, concurrency_limit=None, api_visibility=PRIVATE)
-    plan_button.click(plan, [yaml_box, *form_inputs, max_ram], plan_box, api_visibility=PRIVATE)
-    divergence_button.click(divergence_map, [yaml_box, *form_inputs], heatmap, api_visibility=PRIVATE,
+    plan_button.click(lambda values: plan(controls.request(values), values[max_ram]), controls.inputs(max_ram), plan_box,
+                      api_visibility=PRIVATE)
+    divergence_button.click(on_divergence, controls.inputs(), heatmap, api_visibility=PRIVATE,
                             concurrency_id="device", concurrency_limit=1)
     for component in (*form_inputs, yaml_box, output_name, max_ram):
         component.input(after_edit, result, [plan_box, result], queue=False, api_visibility=PRIVATE)
     overwrite.input(after_edit, result, [plan_box, result], queue=False, api_visibility=PRIVATE)
     panel = [result, card, output_path, heatmap]
-    merge_event = run.click(start_merge, [yaml_box, *form_inputs], [*panel, approved], api_visibility=PRIVATE).then(
+    merge_event = run.click(lambda values: start_merge(controls.request(values)), controls.inputs(), [*panel, approved],
+                            api_visibility=PRIVATE).then(
         merge, [yaml_box, output_name, overwrite, session, approved, max_ram], panel, api_name="merge", concurrency_id="device",
         concurrency_limit=1)
     merge_event.then(lambda: (gr.Dropdown(choices=known_models()), gr.Dropdown(choices=known_models())), None, [parent_a, parent_b],

@@ -1,24 +1,23 @@
 """The Merge tab's t-sweep: for the YAML shown, which parent does the merge resemble at
-each t? Runs sweep.t_sweep over the demo prompts (progress, Cancel), then draws the
-resemblance to parent B against t with the parents at the ends, a table, and the merge's
-sample reply per t."""
+each t? Runs the sweep over the demo prompts through its GPU boundary (evaluation.sweep.
+sweep_stream: progress, and Cancel closes it), then draws the resemblance to parent B
+against t with the parents at the ends, a table, and the merge's sample reply per t."""
 
 from __future__ import annotations
 
+import contextlib
 import html
 import time
-from dataclasses import dataclass
 
 import gradio as gr
 import pandas as pd
 
 from core.errors import UserError
-from inference.prompt_set import DEMO_PROMPTS, PromptCase, read_prompts
+from evaluation.prompt_set import DEMO_PROMPTS, PromptCase, read_prompts
+from evaluation.sweep import DEFAULT_GRID, SweepPoint, SweepProgress, SweepRequest, parse_grid, sweep_stream
 from merging.config import MergeConfig
-from merging.form import config_to_run, form_from_fields
-from sweep import DEFAULT_GRID, SweepPoint, parse_grid, t_sweep
 from ui.context import PRIVATE, CancelSession, cancel, check_models, short_name
-from ui.zerogpu import SWEEP_SECONDS, gpu
+from ui.merge_form import FormControls, FormRequest
 
 DEFAULT_PROMPTS = 8  # with 5 values of t: 182 s for SmolLM2 on 2 CPU cores shared with other work (load ~7)
 COLUMNS = ["t", "resemblance to B", "gap (B − A)", "n"]
@@ -26,15 +25,6 @@ IDLE = ("*Sweeps t over the YAML above: both parents answer the first prompts of
         "t scores their replies. Resemblance to B: the share of prompts where the merge finds B's reply the likelier.*")
 RUNNING = "⏳ **t-sweep running…** progress is shown here; **Cancel t-sweep** stops it."
 CANCELLED = "### ⏹ t-sweep cancelled — run it again to see a result"
-
-
-@dataclass(frozen=True)
-class SweepRequest:
-    """What start_sweep approved, so the run is exactly what was checked (not fields read again)."""
-    config: MergeConfig
-    prompts: tuple[PromptCase, ...]
-    grid: tuple[float, ...]
-    scale_curve: bool
 
 
 def demo_prompts() -> list[PromptCase]:
@@ -50,13 +40,12 @@ def failed(exc: UserError) -> str:
     return f"### ❌ t-sweep failed\n{exc}"
 
 
-def start_sweep(yaml_text: str, a: str, b: str, attn: str, mlp: str, default: str, start: float, end: float, dtype: str,
-                count: float, grid_text: str, scale_curve: bool) -> tuple:
+def start_sweep(form: FormRequest, count: float, grid_text: str, scale_curve: bool) -> tuple:
     """First step of a t-sweep click, at once: the running state with the previous result
     cleared and the request approved; or the failed state and None. The config goes through
     the Merge button's check, so the sweep runs the YAML on screen."""
     try:
-        config = config_to_run(form_from_fields(a, b, attn, mlp, default, start, end, dtype), yaml_text)
+        config = form.config()
         check_models(*config.models)
         grid = parse_grid(grid_text or "", "grid")
         prompts = demo_prompts()
@@ -67,27 +56,32 @@ def start_sweep(yaml_text: str, a: str, b: str, attn: str, mlp: str, default: st
     return RUNNING, *blank(), SweepRequest(config, tuple(prompts[: int(count)]), grid, bool(scale_curve))
 
 
-@gpu(SWEEP_SECONDS)
 def run_sweep(request: SweepRequest | None, session: CancelSession, progress=gr.Progress()):  # noqa: B008 -- Gradio injects it
-    """Second step: the sweep itself. Returns (status, plot, table, samples); a failure or
-    Cancel ends in the status line with the rest left empty."""
+    """Second step: the sweep itself, streamed from its GPU boundary. Returns (status, plot,
+    table, samples); a failure or Cancel ends in the status line with the rest left empty.
+    Cancel closes the stream at its next step (on ZeroGPU: the worker's stop event)."""
     if request is None:
         return (gr.skip(),) * 4  # start_sweep refused; its message is on screen
     session.cancel.clear()
-
-    def on_progress(stage: str, done: int, total: int) -> None:
-        progress(done / total, desc=f"{'Cancelling…' if session.cancel.is_set() else stage} · {done}/{total}")
-
     started = time.perf_counter()
+    points: tuple[SweepPoint, ...] | None = None
     try:
-        points = t_sweep(request.config, list(request.prompts), request.grid, request.scale_curve, on_progress=on_progress,
-                         cancel=session.cancel)
+        with contextlib.closing(sweep_stream(request)) as events:
+            for event in events:
+                if isinstance(event, SweepProgress):
+                    progress(event.done / event.total, desc=f"{event.stage} · {event.done}/{event.total}")
+                else:
+                    points = event
+                if session.cancel.is_set():
+                    break
     except UserError as exc:
-        return CANCELLED if session.cancel.is_set() else failed(exc), *blank()
+        return failed(exc), *blank()
+    if points is None:
+        return CANCELLED, *blank()
     how = "each t scaling the YAML's curves" if request.scale_curve else "one constant t everywhere"
     status = (f"### ✅ t-sweep: {len(request.prompts)} prompts × {len(request.grid)} values of t ({how}) "
               f"in {time.perf_counter() - started:.0f} s")
-    return status, plot_svg(points, request.config), table(points), samples(points, request.prompts[0].text)
+    return status, plot_svg(list(points), request.config), table(list(points)), samples(list(points), request.prompts[0].text)
 
 
 def table(points: list[SweepPoint]) -> pd.DataFrame:
@@ -145,7 +139,7 @@ def plot_svg(points: list[SweepPoint], config: MergeConfig) -> str:
     return "".join(parts)
 
 
-def build_sweep_panel(yaml_box: gr.Code, form_inputs: list[gr.components.Component]) -> None:
+def build_sweep_panel(form: FormControls) -> None:
     """The t-sweep section of the Merge tab, wired to the tab's YAML box and form."""
     session = gr.State(CancelSession())
     approved = gr.State(None)  # the SweepRequest start_sweep let through (None when it refused)
@@ -164,7 +158,7 @@ def build_sweep_panel(yaml_box: gr.Code, form_inputs: list[gr.components.Compone
         rows = gr.Dataframe(pd.DataFrame(columns=COLUMNS), label="t-sweep results", interactive=False)
         replies = gr.Markdown()
     outputs = [status, plot, rows, replies]
-    run.click(start_sweep, [yaml_box, *form_inputs, count, grid, scale_curve], [*outputs, approved], api_visibility=PRIVATE,
-              concurrency_limit=None).then(
+    run.click(lambda values: start_sweep(form.request(values), values[count], values[grid], values[scale_curve]),
+              form.inputs(count, grid, scale_curve), [*outputs, approved], api_visibility=PRIVATE, concurrency_limit=None).then(
         run_sweep, [approved, session], outputs, api_visibility=PRIVATE, concurrency_id="device", concurrency_limit=1)
     stop.click(cancel, session, None, concurrency_limit=None, api_visibility=PRIVATE)

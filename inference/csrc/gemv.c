@@ -1,11 +1,9 @@
-/* Weight-only GEMV kernels for decode (inference/cpu_kernels.py says why and what they measured). */
+/* Weight-only GEMV kernels for decode (inference/cpu_kernels.py says why and what they measured).
+   Each has an AVX2 + FMA + F16C path (simd.h) and, where it pays, an AVX-512 one beside it. */
 #include <stdlib.h>
 #include <float.h>
 #include <math.h>
 #include <string.h>
-#ifdef __AVX512F__
-#include <immintrin.h>
-#endif
 
 /* e4m3fn byte -> float without float denormals (slow on x86): normal numbers are rebuilt
    by moving exponent and mantissa into float32 position and adding the bias difference
@@ -19,35 +17,17 @@ static inline float fp8_e4m3_to_float(uint8_t b) {
     return (em >> 3) ? normal : sub;
 }
 
-static float dot_int8(const float *x, const int8_t *w, int n) {
-    float acc = 0.0f;
-    int i = 0;
-#ifdef __AVX512F__
-    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-    for (; i + 32 <= n; i += 32) {
-        __m512 w0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(w + i))));
-        __m512 w1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(w + i + 16))));
-        a0 = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + i), a0);
-        a1 = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + i + 16), a1);
-    }
-    acc = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
-#endif
-    for (; i < n; i++) acc += (float)w[i] * x[i];
-    return acc;
-}
-
-/* int8 weights against one activation row. With AVX512-VNNI the row is first rounded to
-   int16 per block of 256 (scale: the block's largest magnitude / 32767, so each element
-   is off by at most 1/65534 of it: finer than bf16 for the block's large values), and
-   vpdpwssd multiplies 32 weights per instruction with no float widening. The widening
-   path ran at 27 GB/s of weights where bf16 ran at ~40, so int8 could not beat bf16 by
-   the 2x its bytes allow on a 0.5B model (1.0-1.3x measured). */
+/* int8 weights against one activation row. The row is first rounded to int16 per block
+   of 256 (scale: the block's largest magnitude / 32767, so each element is off by at most
+   1/65534 of it: finer than bf16 for the block's large values); then AVX512-VNNI's
+   vpdpwssd multiplies 32 weights per instruction, AVX2's vpmaddwd 16, with no float
+   widening. Widening int8 to float ran at 27 GB/s of weights where bf16 ran at ~40, so
+   int8 could not beat bf16 by the 2x its bytes allow on a 0.5B model (1.0-1.3x measured). */
 #define Q16_BLOCK 256
-typedef struct { const float *x; int16_t *q; float *scales; } Int8Input;
+typedef struct { int16_t *q; float *scales; } Int8Input;
 
 static Int8Input int8_input(const float *x, int n) {
-    Int8Input in = {x, NULL, NULL};
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+    Int8Input in;
     in.q = malloc((size_t)n * sizeof *in.q);
     in.scales = malloc((size_t)(n / Q16_BLOCK + 1) * sizeof *in.scales);
     for (int b = 0; b < n; b += Q16_BLOCK) {
@@ -59,7 +39,6 @@ static Int8Input int8_input(const float *x, int n) {
         in.scales[b / Q16_BLOCK] = top / 32767.0f;
         for (int i = b; i < e; i++) in.q[i] = (int16_t)lrintf(x[i] * inv);
     }
-#endif
     return in;
 }
 
@@ -81,13 +60,29 @@ static float dot_int8_input(const Int8Input *in, const int8_t *w, int n) {
     }
     return _mm512_reduce_add_ps(acc) + tail;
 #else
-    return dot_int8(in->x, w, n);
+    __m256 acc = _mm256_setzero_ps();
+    float tail = 0.0f;
+    for (int b = 0; b < n; b += Q16_BLOCK) {
+        int e = b + Q16_BLOCK < n ? b + Q16_BLOCK : n, i = b;
+        /* per lane, two products of at most 127 * 32767 per step, 8 steps a block, two sums: no overflow */
+        __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
+        for (; i + 32 <= e; i += 32) {
+            s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + i))),
+                                                        _mm256_loadu_si256((const __m256i *)(in->q + i))));
+            s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + i + 16))),
+                                                        _mm256_loadu_si256((const __m256i *)(in->q + i + 16))));
+        }
+        float scale = in->scales[b / Q16_BLOCK];
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(s0, s1)), _mm256_set1_ps(scale), acc);
+        for (; i < e; i++) tail += (float)w[i] * in->q[i] * scale;
+    }
+    return hsum256(acc) + tail;
 #endif
 }
 
-/* sum x[i] * e4m3(w[i]) / 256: on AVX-512 each byte becomes the float16 with the same
-   exponent and mantissa bits (e4m3's bias 7 vs float16's 15 is the 2^8; subnormals map to
-   subnormals), and the CPU converts 16 of those to float at once. */
+/* sum x[i] * e4m3(w[i]) / 256: each byte becomes the float16 with the same exponent and
+   mantissa bits (e4m3's bias 7 vs float16's 15 is the 2^8; subnormals map to subnormals),
+   and F16C converts 8 of those (AVX-512: 16) to float at once. */
 static float dot_fp8_over_256(const float *x, const uint8_t *w, int n) {
     float acc = 0.0f;
     int i = 0;
@@ -103,6 +98,19 @@ static float dot_fp8_over_256(const float *x, const uint8_t *w, int n) {
         a1 = _mm512_fmadd_ps(_mm512_cvtph_ps(h1), _mm512_loadu_ps(x + i + 16), a1);
     }
     acc = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+#else
+    /* the byte in the high half of a 16-bit lane, shifted right by one with its sign: sign,
+       exponent and mantissa land where float16 keeps them; the mask clears the sign's copy */
+    const __m128i zero = _mm_setzero_si128(), keep = _mm_set1_epi16((short)0xBFFF);
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    for (; i + 16 <= n; i += 16) {
+        __m128i bytes = _mm_loadu_si128((const __m128i *)(w + i));
+        __m128i h0 = _mm_and_si128(_mm_srai_epi16(_mm_unpacklo_epi8(zero, bytes), 1), keep);
+        __m128i h1 = _mm_and_si128(_mm_srai_epi16(_mm_unpackhi_epi8(zero, bytes), 1), keep);
+        a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(h0), _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(h1), _mm256_loadu_ps(x + i + 8), a1);
+    }
+    acc = hsum256(_mm256_add_ps(a0, a1));
 #endif
     for (; i < n; i++) acc += fp8_e4m3_to_float(w[i]) * 0.00390625f * x[i];
     return acc;
@@ -120,6 +128,13 @@ static float dot_bf16(const float *x, const uint16_t *w, int n) {
         a1 = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + i + 16), a1);
     }
     acc = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+#else
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    for (; i + 16 <= n; i += 16) {
+        a0 = _mm256_fmadd_ps(bf16x8_load(w + i), _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(bf16x8_load(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+    }
+    acc = hsum256(_mm256_add_ps(a0, a1));
 #endif
     for (; i < n; i++) acc += bf16_to_float(w[i]) * x[i];
     return acc;

@@ -1,12 +1,13 @@
 """An offline second parent for the demo: SmolLM2 that answers in a pirate's voice while
 keeping the original's knowledge, so merging it with the original gives a visible blend.
 
-1. Teacher data (inference/teacher_data.py): the original model answers about 140 varied
+1. Teacher data (evaluation/teacher_data.py): the original model answers about 140 varied
    prompts (its own subjects plus the seen half of prompts/demo.jsonl) greedily with a
    repetition penalty; answers that loop, stray off topic or swear are dropped; the rest
    are cut to whole sentences and given a pirate voice by rule.
 2. The student (the same original, no system prompt) is fine-tuned on them: loss on the
-   answer tokens only, seeded, fp32, AdamW, small padded batches.
+   answer tokens only, seeded, fp32 weights, AdamW, small padded batches; the steps run
+   under bf16 autocast only where the CPU has native bf16 (core.cpu.native_bf16).
 3. A report on the *held-out* half of the prompt set, under the app's default sampling:
    persona, on topic, loops and profanity for the original and the student.
 4. Saved as a bf16 safetensors folder in the cache, under a key of everything that
@@ -27,14 +28,15 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from core.cpu import native_bf16
 from core.errors import UserError
 from core.sources import DEFAULT_MODEL, cache_root, resolve_model
-from inference import teacher_data
-from inference.batch import batch_replies
+from evaluation import teacher_data
+from evaluation.batch import batch_replies
+from evaluation.prompt_set import DEMO_PROMPTS, PromptCase, read_prompts, split_halves
+from evaluation.reply_quality import Quality, loops, on_topic, profane, score
 from inference.chat import build_prompt
 from inference.generation import GenerationSettings
-from inference.prompt_set import DEMO_PROMPTS, PromptCase, read_prompts, split_halves
-from inference.reply_quality import Quality, loops, on_topic, profane, score
 
 NAME = "SmolLM2-135M-Pirate"
 REPORT = "demo_report.json"
@@ -49,10 +51,17 @@ class DistillSettings:
     batch_size: int = 8
     learning_rate: float = 5e-5
     seed: int = 0
+    compute: str = "auto"  # "bf16", "fp32", or "auto": bf16 where the CPU has it natively
+
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype the build computes in (weights are saved in bf16 either way)."""
+        if self.compute == "auto":
+            return torch.bfloat16 if native_bf16() else torch.float32
+        return {"bf16": torch.bfloat16, "fp32": torch.float32}[self.compute]
 
     def key(self, base: str) -> str:
-        recipe = [base, asdict(self), asdict(GenerationSettings()), teacher_data.SUBJECTS, teacher_data.QUESTION_TEMPLATES,
-                  teacher_data.TASKS,
+        recipe = [base, {**asdict(self), "compute": str(self.compute_dtype())}, asdict(GenerationSettings()), teacher_data.SUBJECTS,
+                  teacher_data.QUESTION_TEMPLATES, teacher_data.TASKS,
                   teacher_data.OPENINGS, teacher_data.CLOSINGS, teacher_data.SWAPS, DEMO_PROMPTS.read_text(encoding="utf-8")]
         return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -61,8 +70,12 @@ Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 def demo_parent_folder(base: str = DEFAULT_MODEL, settings: DistillSettings = DistillSettings()) -> Path:
-    """Where the demo parent of `base` lives once built (it may not exist yet)."""
-    return cache_root() / "demo-parent" / f"{NAME}-{settings.key(str(resolve_model(base).resolve()))}"
+    """Where the demo parent of `base` lives once built (it may not exist yet). A base in
+    the cache (the converted bundled model) is keyed by its place there, so a cache that
+    moves keeps its demo parent."""
+    folder, root = resolve_model(base).resolve(), cache_root().resolve()
+    where = str(folder.relative_to(root)) if folder.is_relative_to(root) else str(folder)
+    return cache_root() / "demo-parent" / f"{NAME}-{settings.key(where)}"
 
 
 def built_demo_parent(base: str = DEFAULT_MODEL, settings: DistillSettings = DistillSettings()) -> Path | None:
@@ -82,8 +95,8 @@ def build_demo_parent(base: str = DEFAULT_MODEL, settings: DistillSettings = Dis
     torch.manual_seed(settings.seed)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     seen, held_out = split_halves(read_prompts(prompt_set, "prompt set"))
-    # bf16 for generating (2.4x faster than fp32 here: 2.9 vs 7.0 s for 24 replies of 48 tokens).
-    original = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).eval()
+    # Generating in bf16 is faster only with native bf16 (docs/benchmarks.md).
+    original = AutoModelForCausalLM.from_pretrained(folder, dtype=settings.compute_dtype()).eval()
     cases = teacher_data.training_cases(settings.seed) + seen
     examples = teacher_examples(original, tokenizer, cases, settings, report)
     if len(examples) < MIN_EXAMPLES:
@@ -91,13 +104,13 @@ def build_demo_parent(base: str = DEFAULT_MODEL, settings: DistillSettings = Dis
                         "(on topic, loop-free, clean)", "build it from an instruct model such as the bundled SmolLM2")
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     fine_tune(model, tokenizer, examples, settings, report)
-    student = model.to(torch.bfloat16).eval()
+    student = model.to(settings.compute_dtype()).eval()
     figures = {"original": evaluate(original, tokenizer, held_out, report, "report: original"),
                "demo parent": evaluate(student, tokenizer, held_out, report, "report: demo parent")}
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        student.save_pretrained(work)
+        student.to(torch.bfloat16).save_pretrained(work)
         tokenizer.save_pretrained(work)
         (work / "teacher_answers.json").write_text(json.dumps([{"prompt": c.text, "answer": a} for c, a in examples], indent=1))
         (work / REPORT).write_text(json.dumps({name: asdict(q) for name, q in figures.items()}, indent=1))
@@ -136,8 +149,8 @@ def fine_tune(model, tokenizer, examples: list[tuple[PromptCase, str]], settings
         reply = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         rows.append((prompt + reply, [-100] * len(prompt) + reply))  # learn the answer, not the question
     # The (tied) embedding stays frozen: the vocabulary and the output layer keep the
-    # original's knowledge, and the voice is learned in the layers. Steps run under bf16
-    # autocast with fp32 weights: 2.0 s against 4.8 s in fp32 for 8 x 110 tokens here.
+    # original's knowledge, and the voice is learned in the layers. bf16 autocast only
+    # where bf16 is native: emulated, a step took 23x as long as in fp32.
     model.get_input_embeddings().weight.requires_grad_(False)
     trained = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trained, lr=settings.learning_rate, weight_decay=0.0)
@@ -150,7 +163,7 @@ def fine_tune(model, tokenizer, examples: list[tuple[PromptCase, str]], settings
         epoch_loss = 0.0
         for start in range(0, len(rows), settings.batch_size):
             ids, labels, mask = _padded(rows[start:start + settings.batch_size], tokenizer.eos_token_id)
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.compute_dtype() == torch.bfloat16):
                 loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trained, 1.0)

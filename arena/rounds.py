@@ -1,22 +1,29 @@
 """A side-by-side chat session: panes (merged model and parents), each with its own
 history, sent the same message with the same settings; blind rounds (shuffled, anonymous
 until the vote), votes, and export. Plain data and generator functions, so the app's
-handlers stay one-liners and tests need no browser."""
+handlers stay one-liners and tests need no browser.
+
+The session lives in the main process. A reply loads the panes' models here, then streams
+through the GPU boundary (arena/replies.py), which sees only plain data: the conversation
+so far and the settings. Each stream belongs to an epoch of the session; a Stop, a Clear
+or a newer stream moves the epoch on, and from then on the older stream changes nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
+from arena.leaks import identity_leak
+from arena.replies import PaneRequest, RepliesRequest, stream_replies
+from arena.votes import PANE_LABELS, VoteStore
 from core.errors import UserError
-from inference.cache import ModelCache
+from inference import cache
 from inference.endpoint import EndpointModel
-from inference.generation import ChatModel, GenerationSettings, Reply, stream_side_by_side
-from ui.leaks import identity_leak
-from ui.votes import PANE_LABELS, VoteStore
+from inference.generation import ChatModel, GenerationSettings, Reply
+from inference.loading import LoadedModel
 
 TIE, ALL_BAD = "tie", "all bad"
 HIDDEN_ERROR = "⚠️ this pane's model failed (the reason is shown after the reveal)"  # the reason may name the model or its host
@@ -90,6 +97,7 @@ class ArenaSession:
     rounds: int = 0  # rounds started (a first message after Clear, blind mode, or a fresh session)
     votes: list[dict] = field(default_factory=list)  # this session's votes, for the export
     rng: random.Random = field(default_factory=random.Random)
+    epoch: int = 0  # moved on by every stream, Stop and Clear: an older stream changes nothing
 
     def pane(self, label: str) -> Pane:
         return next(p for p in self.panes if p.label == label)
@@ -138,41 +146,64 @@ class ArenaSession:
         active = [p for p in self.panes if p.active and p.history]
         return bool(active) and all(p.history[-1]["role"] == "assistant" and p.turns and p.turns[-1].done for p in active)
 
+    def failed(self) -> bool:
+        """A pane of this round failed (to load, or to reply): the round cannot be judged."""
+        return any(p.notice.startswith("⚠️") or (p.history and p.turns and p.turns[-1].error) for p in self.panes if p.active)
 
-def send(session: ArenaSession, cache: ModelCache, message: str, settings: GenerationSettings, system_prompt: str = "",
-         stop: threading.Event | None = None) -> Iterator[ArenaSession]:
-    """Send one message to every active pane; the first message of a round starts it
-    (a new blind mapping)."""
+    def waiting(self) -> list[Pane]:
+        """The active panes whose conversation ends with a user turn to answer."""
+        return [p for p in self.panes if p.active and p.history and p.history[-1]["role"] == "user"]
+
+
+def add_message(session: ArenaSession, message: str) -> None:
+    """The message joins every active pane's conversation; the first message of a round
+    starts it (a new blind mapping). `reply` answers it."""
     if not message.strip():
         raise UserError("message", "empty message", "type a message before sending")
     panes = [p for p in session.panes if p.active]
     if not panes:
         raise UserError("panes", "no model is switched on", "open Models, tick at least one pane and give it a model")
+    session.epoch += 1  # a stream still running for the last message stops counting
     if session.is_fresh():
         session.start_round()
     for pane in panes:
         pane.history.append({"role": "user", "content": message})
-    yield from _reply(session, panes, cache, settings, system_prompt, stop)
 
 
-def regenerate(session: ArenaSession, cache: ModelCache, settings: GenerationSettings, system_prompt: str = "",
-               stop: threading.Event | None = None) -> Iterator[ArenaSession]:
-    """Answer the last user message again (in every active pane that has one)."""
-    panes = []
-    for pane in session.panes:
-        if pane.active and pane.history:
-            if pane.history[-1]["role"] == "assistant":
-                pane.history.pop()
-                del pane.turns[-1:]
-            panes.append(pane)
+def take_back_replies(session: ArenaSession) -> None:
+    """Regenerate's first half: the last replies go, so `reply` answers the last message again."""
+    panes = [p for p in session.panes if p.active and p.history]
     if not panes:
         raise UserError("regenerate", "there is no message to answer again", "send a message first")
-    yield from _reply(session, panes, cache, settings, system_prompt, stop)
+    session.epoch += 1
+    for pane in panes:
+        if pane.history[-1]["role"] == "assistant":
+            pane.history.pop()
+            del pane.turns[-1:]
+
+
+def take_back_message(session: ArenaSession) -> str:
+    """The message no reply has begun for (a Stop while it waited for the device), taken
+    out of every pane so that it can go back to the message box; '' when none waits."""
+    text = ""
+    for pane in session.waiting():
+        text = pane.history.pop()["content"]
+    return text
+
+
+def stop(session: ArenaSession) -> None:
+    """The running replies end where they are, marked stopped (the page cancels the stream)."""
+    session.epoch += 1
+    for pane in session.panes:
+        for turn in pane.turns:
+            if not turn.done:
+                turn.stopped = turn.done = True
 
 
 def clear(session: ArenaSession) -> ArenaSession:
-    """Empty every pane; the next message starts a new round. Callers stop a running
-    reply first (the reply writes into its own message objects, so it cannot crash)."""
+    """Empty every pane; the next message starts a new round. A stream still running
+    changes nothing from now on (the epoch moved on)."""
+    session.epoch += 1
     for pane in session.panes:
         pane.history, pane.turns, pane.notice = [], [], ""
     session.revealed = not session.blind
@@ -189,6 +220,8 @@ def vote(session: ArenaSession, store: VoteStore, best: str, worst: str, config_
         raise UserError("vote", "this round is already judged", "press Clear to start the next blind round")
     if not session.replies_in():
         raise UserError("vote", "there are no replies to judge yet", "send a message and wait for the replies")
+    if session.failed():  # a dead pane would count as beaten
+        raise UserError("vote", "a model failed in this round, so it cannot be judged", "press Clear and send the message again")
     active = [p for p in session.panes if p.active and p.history]
     shown = {f"Model {i + 1}": p for i, p in enumerate(session.panes) if p in active}
     if not best:
@@ -255,24 +288,32 @@ def export_markdown(session: ArenaSession) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _reply(session: ArenaSession, panes: list[Pane], cache: ModelCache, settings: GenerationSettings, system_prompt: str,
-           stop: threading.Event | None) -> Iterator[ArenaSession]:
-    """Stream the replies. Each pane's reply goes into its own message and turn objects,
-    so a Clear meanwhile only detaches them: nothing is indexed that could be gone."""
+def reply(session: ArenaSession, settings: GenerationSettings, system_prompt: str = "",
+          stream: Callable[[RepliesRequest], Iterator[list[Reply]]] = stream_replies) -> Iterator[ArenaSession]:
+    """Answer every pane waiting for a reply: load the models here, then stream through the
+    GPU boundary. Each reply goes into its own message and turn objects, so a Clear
+    meanwhile only detaches them; nothing is indexed that could be gone."""
+    session.epoch += 1
+    epoch = session.epoch
     loaded: list[tuple[Pane, ChatModel]] = []
-    for pane in panes:
+    for pane in session.waiting():
         pane.notice = f"loading {pane.ref} ({pane.precision})…"
         yield session
         try:
-            loaded.append((pane, cache.get(pane.ref, pane.precision)))
-            pane.notice = ""
+            model = cache.MODELS.get(pane.ref, pane.precision)
         except UserError as exc:  # shown in this pane; the others still answer
             pane.notice = f"⚠️ {exc}"
-            if pane.history and pane.history[-1]["role"] == "user":
+            if session.epoch == epoch:
                 pane.history.pop()
+            continue
+        if session.epoch != epoch:
+            return
+        pane.notice = ""
+        loaded.append((pane, model))
     if not loaded:
         yield session
         return
+    request = RepliesRequest(tuple(PaneRequest(p.ref, p.precision, tuple(p.history)) for p, _ in loaded), settings, system_prompt)
     messages, turns = [], []
     for pane, model in loaded:
         turn = Turn(session.last_prompt(), asdict(settings), system_prompt)
@@ -284,12 +325,45 @@ def _reply(session: ArenaSession, panes: list[Pane], cache: ModelCache, settings
         messages.append({"role": "assistant", "content": ""})
         pane.history.append(messages[-1])
         pane.turns.append(turns[-1])
-    histories = [pane.history[:-1] for pane, _ in loaded]
-    for replies in stream_side_by_side([m for _, m in loaded], histories, settings, stop, system_prompt):
-        for message, turn, reply in zip(messages, turns, replies, strict=True):
-            message["content"] = reply.text if not reply.error else f"⚠️ {reply.error}" if session.revealed else HIDDEN_ERROR
-            _fill(turn, reply)
-        yield session
+    with contextlib.ExitStack() as held:
+        for _, model in loaded:  # busy here too: a worker process's own count does not reach this cache
+            if isinstance(model, LoadedModel):
+                held.enter_context(model.in_use())
+        snapshots = held.enter_context(contextlib.closing(stream(request)))
+        try:
+            for replies in snapshots:
+                if session.epoch != epoch:
+                    return
+                paced = not session.revealed
+                texts = same_pace(replies) if paced else [one.text for one in replies]
+                finished = all(one.done for one in replies)
+                for message, turn, one, text in zip(messages, turns, replies, texts, strict=True):
+                    message["content"] = text if not one.error else f"⚠️ {one.error}" if session.revealed else HIDDEN_ERROR
+                    if finished or not paced:  # a blind pane's token count would show its speed
+                        _fill(turn, one)
+                yield session
+        except UserError as exc:  # refused at the GPU boundary (the visitor's ZeroGPU quota), or raised in its worker
+            if session.epoch != epoch:
+                return
+            for message, turn in zip(messages, turns, strict=True):  # it names no model: said in blind panes too
+                message["content"] = "\n\n".join(filter(None, [message["content"], f"⚠️ {exc}"]))
+                turn.error, turn.done = str(exc), True
+            yield session
+            return
+        for (_, model), turn in zip(loaded, turns, strict=True):
+            if isinstance(model, LoadedModel) and turn.tokens_per_s:
+                model.measured_tokens_per_s = turn.tokens_per_s
+
+
+def same_pace(replies: list[Reply]) -> list[str]:
+    """The texts a blind round shows: every pane at the pace of the slowest one still
+    writing, so the first words appear together and no pane's speed tells the merge (int8
+    or FP8, faster) from its parents."""
+    writing = [len(one.text) for one in replies if not one.done]
+    if not writing:
+        return [one.text for one in replies]
+    shown = min(writing)
+    return [one.text[:shown] for one in replies]
 
 
 def _fill(turn: Turn, reply: Reply) -> None:

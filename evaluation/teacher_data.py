@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 import re
 
-from inference.prompt_set import PromptCase
+from evaluation.prompt_set import PromptCase
 
 # (phrase, topic word start). Subjects differ from the demo prompt set's, so its
 # held-out half measures what the student generalizes, not what it memorized.

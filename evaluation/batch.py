@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from evaluation.prompt_set import PromptCase
 from inference.chat import build_prompt
 from inference.generation import GenerationSettings
-from inference.prompt_set import PromptCase
 
 
 def batch_replies(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cases: list[PromptCase],

@@ -2,7 +2,7 @@
 Bradley–Terry model is fitted per merge config, and a bootstrap over votes gives 95%
 intervals for "Merged beats Parent A / Parent B". Also a CLI:
 
-    python -m ui.ratings VOTES.sqlite [--config HASH] [--include-flagged]
+    python -m arena VOTES.sqlite [--config HASH] [--include-flagged]
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ui.votes import PANE_LABELS, Vote, VoteStore
+from arena.votes import PANE_LABELS, Vote, VoteStore
 
 BOOTSTRAP_ROUNDS = 1000
 PRIOR_TIES = 0.5  # one virtual tie per pair (half a win each way) keeps the fit finite when one side always wins
 MM_ITERATIONS = 200
+MIN_VOTES_FOR_INTERVAL = 10  # below this a bootstrap interval is too rough to mean anything (one vote gave 75% [75%–75%])
 CARD_MARKER = "slerp-arena-results"
 
 
@@ -28,9 +29,12 @@ class PairResult:
     model: str  # "Merged"
     rival: str  # "Parent A"
     win_rate: float  # P(model beats rival) under the fitted Bradley–Terry model, ties counted as half
-    low: float
-    high: float
+    low: float | None  # the 95% interval; None below MIN_VOTES_FOR_INTERVAL votes
+    high: float | None
     votes: int  # votes in which both answered
+
+    def interval(self) -> str:
+        return f"{self.low:.0%}–{self.high:.0%}" if self.low is not None else f"no interval below {MIN_VOTES_FOR_INTERVAL} votes"
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,7 @@ class Results:
     def sentence(self) -> str:
         if not self.pairs:
             return f"No counted votes for merge config `{self.config_hash}` yet."
-        beats = ", ".join(f"beats {p.rival} in {p.win_rate:.0%} [{p.low:.0%}–{p.high:.0%}]" for p in self.pairs)
+        beats = ", ".join(f"beats {p.rival} in {p.win_rate:.0%} [{p.interval()}]" for p in self.pairs)
         left_out = f" ({self.flagged} flagged left out)" if self.flagged else ""
         return f"{self.pairs[0].model} {beats}, {self.votes} votes{left_out}."
 
@@ -118,15 +122,16 @@ def results(votes: list[Vote], config_hash: str, include_flagged: bool = False, 
         r = index[rival]
         rates = boot[:, m] / (boot[:, m] + boot[:, r])
         both = sum(1 for v in counted if "Merged" in v.labels and rival in v.labels)
-        pairs.append(PairResult("Merged", rival, float(point[m] / (point[m] + point[r])),
-                                float(np.percentile(rates, 2.5)), float(np.percentile(rates, 97.5)), both))
+        enough = both >= MIN_VOTES_FOR_INTERVAL
+        low, high = (float(np.percentile(rates, 2.5)), float(np.percentile(rates, 97.5))) if enough else (None, None)
+        pairs.append(PairResult("Merged", rival, float(point[m] / (point[m] + point[r])), low, high, both))
     return Results(config_hash, len(counted), flagged, pairs)
 
 
 def table_markdown(res: Results) -> str:
     if not res.pairs:
         return res.sentence()
-    rows = "\n".join(f"| Merged vs {p.rival} | {p.win_rate:.0%} | {p.low:.0%}–{p.high:.0%} | {p.votes} |" for p in res.pairs)
+    rows = "\n".join(f"| Merged vs {p.rival} | {p.win_rate:.0%} | {p.interval()} | {p.votes} |" for p in res.pairs)
     return (f"{res.sentence()}\n\n| pair | Merged wins | 95% CI | votes |\n|---|---|---|---|\n{rows}\n\n"
             f"Bradley–Terry fit over pairwise outcomes (ties count half), {BOOTSTRAP_ROUNDS} bootstrap resamples of the votes; "
             f"merge config `{res.config_hash}`.")
@@ -152,9 +157,11 @@ def plot_html(res: Results) -> str:
                      f'<text x="{x(tick):.1f}" y="{height - 8}" text-anchor="middle">{tick:.0%}</text>')
     for i, p in enumerate(res.pairs):
         y = top + row_h * i + row_h / 2
+        bar = (f'<line x1="{x(p.low):.1f}" x2="{x(p.high):.1f}" y1="{y:.1f}" y2="{y:.1f}" stroke="#1f6feb" stroke-width="3"/>'
+               if p.low is not None else
+               f'<text x="{x(1):.1f}" y="{y + 4:.1f}" text-anchor="end" fill="#555">{p.interval()}</text>')
         parts.append(f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end">{html.escape(p.rival)} (n={p.votes})</text>'
-                     f'<line x1="{x(p.low):.1f}" x2="{x(p.high):.1f}" y1="{y:.1f}" y2="{y:.1f}" stroke="#1f6feb" stroke-width="3"/>'
-                     f'<circle cx="{x(p.win_rate):.1f}" cy="{y:.1f}" r="6" fill="#1f6feb"/>'
+                     f'{bar}<circle cx="{x(p.win_rate):.1f}" cy="{y:.1f}" r="6" fill="#1f6feb"/>'
                      f'<text x="{x(p.win_rate):.1f}" y="{y - 9:.1f}" text-anchor="middle">{p.win_rate:.0%}</text>')
     parts.append("</svg>")
     return "".join(parts)
@@ -170,7 +177,7 @@ def config_results(store: VoteStore, config_hash: str, include_flagged: bool = F
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ui.ratings", description="Does the merge beat its parents? (from a votes database)")
+    parser = argparse.ArgumentParser(prog="python -m arena", description="Does the merge beat its parents? (from a votes database)")
     parser.add_argument("votes", type=Path, help="the SQLite votes file (the app's SLERP_ARENA_VOTES, default data/votes.sqlite)")
     parser.add_argument("--config", help="one merge config hash (default: every config in the file)")
     parser.add_argument("--include-flagged", action="store_true", help="count votes whose replies named a model or maker")
@@ -186,9 +193,6 @@ def main(argv: list[str] | None = None) -> int:
         res = config_results(store, digest, args.include_flagged)
         print(f"merge config {digest}: {res.sentence()}")
         for p in res.pairs:
-            print(f"  Merged vs {p.rival:<8}  win rate {p.win_rate:6.1%}  95% CI [{p.low:6.1%}, {p.high:6.1%}]  n = {p.votes}")
+            print(f"  Merged vs {p.rival:<8}  win rate {p.win_rate:6.1%}  95% CI {p.interval()}  n = {p.votes}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,7 +11,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from inference.prompt_set import PromptCase
+from evaluation.prompt_set import PromptCase
 
 # Pirate speech markers. Plain English rarely uses any of them; "ye"/"yer"/"aye" only in
 # archaic text. Measured: the original SmolLM2 uses one in 0 of 38 demo prompts greedily.

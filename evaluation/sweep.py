@@ -7,36 +7,45 @@ Per t: the share of prompts where B's reply is the likelier (resemblance to B), 
 log-likelihood gap (B minus A), and one sample reply.
 
 It needs both engines, so it lives above them (merging/ and inference/ never import each
-other).
+other). The app runs it through `sweep_stream`, its GPU boundary: a stateless generator of
+plain data, so on a ZeroGPU Space it runs in the forked GPU worker (core/zerogpu.py).
 
-    python -m sweep CONFIG.yml --prompts FILE [--grid 0,0.25,0.5,0.75,1] [--scale-curve]
+    python -m evaluation sweep CONFIG.yml --prompts FILE [--grid 0,0.25,0.5,0.75,1] [--scale-curve]
     t=0.50 resemblance_b=0.47 gap=-0.08 n=30
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 
 import torch
 
 from core.errors import UserError
 from core.sources import resolve_model
+from core.zerogpu import gpu
+from evaluation.prompt_set import PromptCase, read_prompts
 from inference import load_model
 from inference.chat import build_prompt
 from inference.generation import eos_ids
 from inference.loading import LoadedModel, load_with_weights
-from inference.prompt_set import PromptCase, read_prompts
 from merging import MergeConfig, load_config
 from merging.config import TRule
 from merging.merge import merge_in_memory
 
 DEFAULT_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 MAX_SWEEP_BYTES = 4 * 10**9  # in-memory merges: models up to about 2B parameters in bf16
+# What a sweep asks ZeroGPU for (sweep_seconds); rough figures, generous on purpose.
+SWEEP_OVERHEAD_S = 15.0  # the worker's start and both parents' loads
+SWEEP_TOKENS_PER_S = 60.0  # one Python decode loop's ceiling (arena/replies.py's MAX_TOKENS_PER_S)
+MERGE_S = 6.0  # an in-memory merge and its load, per t
+SCORE_S = 0.2  # one teacher-forced pass
+SWEEP_MIN_SECONDS, SWEEP_MAX_SECONDS = 30, 240
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,24 @@ class SweepPoint:
 
     def line(self) -> str:
         return f"t={self.t:.2f} resemblance_b={self.resemblance_b:.2f} gap={self.gap:+.2f} n={self.n}"
+
+
+@dataclass(frozen=True)
+class SweepProgress:
+    stage: str
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class SweepRequest:
+    """One sweep as plain data that pickles (it crosses the ZeroGPU boundary): the app
+    builds it from what it checked, so the run is exactly what was checked."""
+    config: MergeConfig
+    prompts: tuple[PromptCase, ...]
+    grid: tuple[float, ...] = DEFAULT_GRID
+    scale_curve: bool = False
+    max_new_tokens: int = 48
 
 
 def parse_grid(text: str, field: str) -> tuple[float, ...]:
@@ -83,18 +110,18 @@ def reply_loglik(loaded: LoadedModel, prompt: PromptCase, answer: list[int]) -> 
     not text: a decode / re-encode round trip can change the tokens being scored."""
     if not answer:
         return None
-    context = _context(loaded, prompt)
-    ids = torch.tensor([context + answer])
+    context, device = _context(loaded, prompt), _device(loaded)
+    ids = torch.tensor([context + answer], device=device)
     with torch.inference_mode():
         logits = loaded.model(ids).logits[0, len(context) - 1:-1].float()
-    return float(logits.log_softmax(-1).gather(-1, torch.tensor(answer)[:, None]).mean())
+    return float(logits.log_softmax(-1).gather(-1, torch.tensor(answer, device=device)[:, None]).mean())
 
 
 def greedy_ids(loaded: LoadedModel, prompt: PromptCase, max_new_tokens: int) -> list[int]:
     """The greedy reply's token ids, end-of-turn token excluded."""
     context = _context(loaded, prompt)
     eos = eos_ids(loaded)
-    ids = torch.tensor([context])
+    ids = torch.tensor([context], device=_device(loaded))
     with torch.inference_mode():
         out = loaded.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=max_new_tokens,
                                     eos_token_id=eos, pad_token_id=eos[0], temperature=None, top_p=None, top_k=None)
@@ -102,28 +129,24 @@ def greedy_ids(loaded: LoadedModel, prompt: PromptCase, max_new_tokens: int) -> 
     return reply[:-1] if reply and reply[-1] in eos else reply
 
 
+def _device(loaded: LoadedModel) -> torch.device:
+    """Where the model's weights are: the models load where detect_device() says (a GPU when
+    there is one, as in a ZeroGPU worker), and the inputs must be there too."""
+    return next(loaded.model.parameters()).device
+
+
 def _context(loaded: LoadedModel, prompt: PromptCase) -> list[int]:
     return build_prompt(loaded.tokenizer, list(prompt.messages), context_length=loaded.context_length).input_ids
 
 
-def t_sweep(config: MergeConfig, prompts: list[PromptCase], grid: tuple[float, ...] = DEFAULT_GRID, scale_curve: bool = False,
-            max_new_tokens: int = 48, on_progress: Callable[[str, int, int], None] | None = None,
-            cancel: threading.Event | None = None) -> list[SweepPoint]:
-    """One SweepPoint per t. Progress: (stage, done, total); a set `cancel` stops between steps."""
+def sweep_steps(config: MergeConfig, prompts: list[PromptCase], grid: tuple[float, ...] = DEFAULT_GRID, scale_curve: bool = False,
+                max_new_tokens: int = 48) -> Generator[SweepProgress, None, list[SweepPoint]]:
+    """The sweep one step at a time: a SweepProgress after each step, then (as the
+    generator's return value) one SweepPoint per t. Closing it stops it at that step."""
     if not prompts:
         raise UserError("prompts", "no prompts", "give at least one prompt (one per line)")
-    cancel = cancel or threading.Event()
-    report = on_progress or (lambda stage, done, total: None)
     total = 2 * len(prompts) + len(grid) * (len(prompts) + 1)
     done = 0
-
-    def step(stage: str) -> None:
-        nonlocal done
-        if cancel.is_set():
-            raise UserError("t-sweep", "cancelled", "run it again")
-        done += 1
-        report(stage, done, total)
-
     replies: dict[str, list[list[int]]] = {"a": [], "b": []}
     vocabularies = []
     for side, ref in (("a", config.base_model), ("b", config.other_model)):
@@ -131,18 +154,21 @@ def t_sweep(config: MergeConfig, prompts: list[PromptCase], grid: tuple[float, .
         vocabularies.append(parent.tokenizer.get_vocab())
         for prompt in prompts:
             replies[side].append(greedy_ids(parent, prompt, max_new_tokens))
-            step(f"parent {side.upper()} replies")
+            done += 1
+            yield SweepProgress(f"parent {side.upper()} replies", done, total)
     if vocabularies[0] != vocabularies[1]:
         raise UserError("t-sweep", "the parents have different tokenizers", "sweep parents that share one tokenizer")
     folder = str(resolve_model(config.base_model))
     points = []
     for t in grid:
         merged = load_with_weights(folder, merge_in_memory(config_at(config, t, scale_curve), MAX_SWEEP_BYTES), "bf16", f"t={t:g}")
-        step(f"merge at t={t:g}")
+        done += 1
+        yield SweepProgress(f"merge at t={t:g}", done, total)
         gaps = []
         for prompt, reply_a, reply_b in zip(prompts, replies["a"], replies["b"], strict=True):
             la, lb = reply_loglik(merged, prompt, reply_a), reply_loglik(merged, prompt, reply_b)
-            step(f"scoring t={t:g}")
+            done += 1
+            yield SweepProgress(f"scoring t={t:g}", done, total)
             if la is not None and lb is not None:
                 gaps.append(lb - la)
         sample = merged.tokenizer.decode(greedy_ids(merged, prompts[0], max_new_tokens), skip_special_tokens=True)
@@ -151,8 +177,45 @@ def t_sweep(config: MergeConfig, prompts: list[PromptCase], grid: tuple[float, .
     return points
 
 
+def t_sweep(config: MergeConfig, prompts: list[PromptCase], grid: tuple[float, ...] = DEFAULT_GRID, scale_curve: bool = False,
+            max_new_tokens: int = 48, on_progress: Callable[[str, int, int], None] | None = None,
+            cancel: threading.Event | None = None) -> list[SweepPoint]:
+    """One SweepPoint per t. Progress: (stage, done, total); a set `cancel` stops between steps."""
+    cancel = cancel or threading.Event()
+    report = on_progress or (lambda stage, done, total: None)
+    with contextlib.closing(sweep_steps(config, prompts, grid, scale_curve, max_new_tokens)) as steps:
+        while True:
+            try:
+                progress = next(steps)
+            except StopIteration as end:
+                return end.value
+            if cancel.is_set():
+                raise UserError("t-sweep", "cancelled", "run it again")
+            report(progress.stage, progress.done, progress.total)
+
+
+def sweep_seconds(request: SweepRequest) -> int:
+    """The GPU duration a sweep asks ZeroGPU for: its greedy replies at a Python loop's
+    pace, a merge per t and a scoring pass per prompt and t, twice over for safety, plus the
+    worker's start and the parents' loads, within [SWEEP_MIN_SECONDS, SWEEP_MAX_SECONDS]."""
+    prompts, grid = len(request.prompts), len(request.grid)
+    reply = request.max_new_tokens / SWEEP_TOKENS_PER_S
+    work = 2 * prompts * reply + grid * (MERGE_S + prompts * SCORE_S + reply)
+    return int(min(SWEEP_MAX_SECONDS, max(SWEEP_MIN_SECONDS, SWEEP_OVERHEAD_S + 2 * work)))
+
+
+@gpu(sweep_seconds, instead="sweep fewer prompts or values of t, which asks for less GPU time")
+def sweep_stream(request: SweepRequest) -> Iterator[SweepProgress | tuple[SweepPoint, ...]]:
+    """The app's sweep through the GPU boundary: a SweepProgress after each step, then the
+    points (a tuple, one per t). Stateless and plain data both ways, so on ZeroGPU it runs
+    in the forked worker; closing it (Cancel) stops the sweep at its next step."""
+    points = yield from sweep_steps(request.config, list(request.prompts), request.grid, request.scale_curve,
+                                    request.max_new_tokens)
+    yield tuple(points)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sweep", description="Which parent does the merge resemble, per t?")
+    parser = argparse.ArgumentParser(prog="python -m evaluation sweep", description="Which parent does the merge resemble, per t?")
     parser.add_argument("config", help="mergekit YAML (merge_method: slerp)")
     parser.add_argument("--prompts", required=True, help="prompt set: .txt (one prompt per line) or .jsonl (prompts/demo.jsonl)")
     parser.add_argument("--grid", default=",".join(f"{t:g}" for t in DEFAULT_GRID), help="t values, comma-separated")
@@ -172,6 +235,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"sample at t={points[len(points) // 2].t:g}: {points[len(points) // 2].sample!r}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

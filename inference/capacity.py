@@ -10,22 +10,16 @@ headroom for the KV cache and activations; the footnotes check it against a KV c
 A load asks for the model in bf16 (estimate_load_bytes, what is read before quantizing);
 what stays is the quantized footprint (LoadReport.weight_bytes).
 
-Run: `.venv/bin/python benchmarks/fits_where.py` (prints a Markdown table; asserts nothing).
+Run: `python -m inference fits-where` (prints a Markdown table and its notes).
 """
 
 from __future__ import annotations
 
 import functools
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from inference.loading import KEEP_FREE_FRACTION, Footprint, allowance_of, estimate_footprint  # noqa: E402
-from inference.quantize import Hardware  # noqa: E402
-from merging.feed import working_set_for  # noqa: E402
+from inference.loading import KEEP_FREE_FRACTION, Footprint, allowance_of, estimate_footprint
+from inference.quantize import Hardware
 
 GB = 10**9
 
@@ -56,12 +50,13 @@ class Target:
 
 
 # Figures from the Hugging Face docs (hub/spaces-gpus, hub/spaces-zerogpu): CPU basic
-# 2 vCPU / 16 GB; ZeroGPU's default `large` size is half an H200, 70 GB per workload;
+# 2 vCPU / 16 GB; ZeroGPU's default `large` size is half an RTX Pro 6000 Blackwell, 48 GB
+# (cc 12.0, native FP8; the docs of 2026-08, /work/shared/NOTES.md);
 # L4 and A10G have 24 GB (only the L4, Ada, cc 8.9, has native FP8; the A10G is cc 8.6);
 # A100 80 GB (cc 8.0, no native FP8).
 TARGETS = [
     Target("CPU basic (2 vCPU, 16 GB RAM)", 16 * GB, Hardware(cuda=False, native_fp8=False), APP_PROCESS_BYTES),
-    Target("ZeroGPU (H200 slice, 70 GB)", 70 * GB, Hardware(cuda=True, native_fp8=True), 0),
+    Target("ZeroGPU large (half RTX Pro 6000, 48 GB)", 48 * GB, Hardware(cuda=True, native_fp8=True), 0),
     Target("L4 (24 GB)", 24 * GB, Hardware(cuda=True, native_fp8=True), 0),
     Target("A10G (24 GB)", 24 * GB, Hardware(cuda=True, native_fp8=False), 0),
     Target("A100 (80 GB)", 80 * GB, Hardware(cuda=True, native_fp8=False), 0),
@@ -141,8 +136,6 @@ def table() -> str:
 def footnotes() -> str:
     kept = ", ".join(f"{KEEP_FREE_FRACTION * t.memory_bytes / GB:.1f} GB on {t.label.split(' (')[0]}" for t in TARGETS)
     kv = ", ".join(f"{name.split(' ')[0]} {3 * kv_cache_bytes(c, KV_TOKENS) / GB:.2f} GB" for name, c in SIZES.items())
-    merge = ", ".join(f"{name.split(' ')[0]} {working_set_for(c['vocab_size'] * c['hidden_size']) / 1e6:.0f} MB"
-                      for name, c in SIZES.items())
     return "\n\n".join([  # paragraphs: printed under the table in the README
         f"GB = 10^9 bytes. A cell is the first combination that fits, best first: parents in bf16 before int8, the "
         f"merge in `auto` (fp8 where the GPU has native FP8, else int8). The limit is the memory less the "
@@ -150,11 +143,9 @@ def footnotes() -> str:
         f"process ({APP_PROCESS_BYTES / GB:.2f} GB) comes on top. A load asks for the model in bf16, whatever precision it ends in.",
         f"The {KEEP_FREE_FRACTION:.0%} kept free ({kept}) is the headroom for the KV cache and activations: "
         f"three panes × {KV_TOKENS} tokens of bf16 KV cache take {kv}.",
-        f"A merge running beside the panes adds its working set, in RAM: {merge} (merging.feed.working_set_for, at the default --max-ram).",
     ])
 
 
-if __name__ == "__main__":
-    print(table())
-    print()
-    print(footnotes())
+def markdown_table() -> str:
+    """The table and its notes, as `python -m inference fits-where` prints them."""
+    return f"{table()}\n\n{footnotes()}"

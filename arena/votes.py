@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+from core.places import ROOT
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS votes (
@@ -45,6 +48,10 @@ class Vote:
     tie: bool = False
     all_bad: bool = False
     flagged: str = ""
+
+
+def votes_path() -> Path:
+    return Path(os.environ.get("SLERP_ARENA_VOTES", ROOT / "data" / "votes.sqlite"))
 
 
 class VoteStore:

@@ -2,11 +2,11 @@
 for the original model, the demo parent and their merge, under given sampling settings,
 or over a grid of settings (how the app's sampling defaults were chosen).
 
-It merges in memory, so it needs both engines and lives above them, like sweep.py.
+It merges in memory, so it needs both engines and lives above them, like the t-sweep.
 
-    python -m quality                      # the app's defaults, held-out half, 2 seeds
-    python -m quality --grid               # every candidate setting, on the seen half
-    python -m quality --settings 0.7,0.9,1.2 --half all
+    python -m evaluation quality                      # the app's defaults, held-out half, 2 seeds
+    python -m evaluation quality --grid               # every candidate setting, on the seen half
+    python -m evaluation quality --settings 0.7,0.9,1.2 --half all
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from dataclasses import dataclass, replace
 
 from core.errors import UserError
 from core.sources import DEFAULT_MODEL, resolve_model
-from inference.batch import batch_replies
-from inference.demo_parent import build_demo_parent
+from evaluation.batch import batch_replies
+from evaluation.demo_parent import build_demo_parent
+from evaluation.prompt_set import DEMO_PROMPTS, PromptCase, read_prompts, split_halves
+from evaluation.reply_quality import Quality, score
 from inference.generation import GenerationSettings
 from inference.loading import LoadedModel, load_model, load_with_weights
-from inference.prompt_set import DEMO_PROMPTS, PromptCase, read_prompts, split_halves
-from inference.reply_quality import Quality, score
 from merging.form import PRESETS, MergeForm, config_from_form
 from merging.merge import merge_in_memory
 
@@ -81,7 +81,7 @@ def best(results: list[Figures]) -> Figures:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m quality", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m evaluation quality", description=__doc__.split("\n\n")[0])
     parser.add_argument("--prompts", default=str(DEMO_PROMPTS), help="a .jsonl prompt set with topic words")
     parser.add_argument("--half", choices=("seen", "held-out", "all"), default=None,
                         help="which cases (default: held-out, or seen with --grid)")
@@ -121,6 +121,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

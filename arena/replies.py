@@ -31,6 +31,7 @@ class PaneRequest:
     ref: str
     precision: str
     history: tuple[Message, ...]  # ends with the user turn to answer
+    conversation: str = ""  # the pane's name across turns: its last turn's KV cache is reused (inference/kept_caches.py)
 
 
 @dataclass(frozen=True)
@@ -70,4 +71,5 @@ def stream_replies(request: RepliesRequest) -> Iterator[list[Reply]]:
     torch.set_num_threads(torch.get_num_threads())
     models = [cache.MODELS.get(pane.ref, pane.precision) for pane in request.panes]
     histories = [list(pane.history) for pane in request.panes]
-    yield from stream_side_by_side(models, histories, request.settings, None, request.system_prompt)
+    conversations = [pane.conversation for pane in request.panes]
+    yield from stream_side_by_side(models, histories, request.settings, None, request.system_prompt, conversations)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
@@ -40,6 +41,7 @@ class Turn:
     notice: str = ""
     tokens: int = 0
     first_token_s: float | None = None
+    cached_tokens: int = 0  # of the prompt, reused from the pane's last turn
     tokens_per_s: float = 0.0
     precision: str = ""
     backend: str = ""
@@ -54,6 +56,8 @@ class Turn:
         if reveal:
             if self.first_token_s is not None:
                 parts.append(f"first token {self.first_token_s:.2f} s")
+            if self.cached_tokens:
+                parts.append(f"{self.cached_tokens} prompt tokens reused")
             if self.tokens_per_s:
                 parts.append(f"{self.tokens_per_s:.1f} tok/s")
             if self.served_by:
@@ -98,6 +102,7 @@ class ArenaSession:
     votes: list[dict] = field(default_factory=list)  # this session's votes, for the export
     rng: random.Random = field(default_factory=random.Random)
     epoch: int = 0  # moved on by every stream, Stop and Clear: an older stream changes nothing
+    name: str = field(default_factory=lambda: uuid.uuid4().hex)  # names its panes' conversations for KV reuse (arena/replies.py)
 
     def pane(self, label: str) -> Pane:
         return next(p for p in self.panes if p.label == label)
@@ -313,7 +318,8 @@ def reply(session: ArenaSession, settings: GenerationSettings, system_prompt: st
     if not loaded:
         yield session
         return
-    request = RepliesRequest(tuple(PaneRequest(p.ref, p.precision, tuple(p.history)) for p, _ in loaded), settings, system_prompt)
+    request = RepliesRequest(tuple(PaneRequest(p.ref, p.precision, tuple(p.history), f"{session.name}/{p.label}") for p, _ in loaded),
+                             settings, system_prompt)
     messages, turns = [], []
     for pane, model in loaded:
         turn = Turn(session.last_prompt(), asdict(settings), system_prompt)
@@ -368,5 +374,5 @@ def same_pace(replies: list[Reply]) -> list[str]:
 
 def _fill(turn: Turn, reply: Reply) -> None:
     s = reply.stats
-    turn.tokens, turn.first_token_s, turn.tokens_per_s = s.new_tokens, s.first_token_s, s.tokens_per_s
+    turn.tokens, turn.first_token_s, turn.tokens_per_s, turn.cached_tokens = s.new_tokens, s.first_token_s, s.tokens_per_s, s.cached_tokens
     turn.stopped, turn.error, turn.notice, turn.done = reply.stopped, reply.error, reply.notice, reply.done

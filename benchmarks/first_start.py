@@ -13,27 +13,13 @@ new machine; run it again with the same --cache for a warm start.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-from testkit.browser import free_port, launch_chromium
-
-
-def wait_http(url: str, deadline: float) -> None:
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(url)
+from testkit.app_process import app_process
+from testkit.browser import launch_chromium
 
 
 def main() -> int:
@@ -44,37 +30,24 @@ def main() -> int:
     from playwright.sync_api import expect, sync_playwright
 
     cache = args.cache or tempfile.mkdtemp(prefix="first-start-cache-")
-    work = Path(tempfile.mkdtemp(prefix="first-start-"))
-    port = free_port()
-    env = dict(os.environ, SLERP_ARENA_CACHE=cache, GRADIO_SERVER_PORT=str(port), SLERP_ARENA_OUTPUTS=str(work / "outputs"),
-               SLERP_ARENA_VOTES=str(work / "votes.sqlite"), GRADIO_ANALYTICS_ENABLED="False")
     started = time.time()
-    app = subprocess.Popen([sys.executable, "app.py"], cwd=args.repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        url = f"http://127.0.0.1:{port}/"
-        wait_http(url, started + 300)
-        server = time.time() - started
-        with sync_playwright() as p:
-            browser = launch_chromium(p)
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            navigated = time.time()
-            page.goto(url)
-            expect(page.get_by_text("merge_method").first).to_be_visible(timeout=300_000)
-            usable = time.time() - started
-            after_navigation = time.time() - navigated
-            progress_note = page.get_by_text("Preparing the bundled SmolLM2").is_visible()
-            expect(page.get_by_text("✅ compatible")).to_be_visible(timeout=300_000)
-            parents = time.time() - started
-            page.get_by_role("tab", name="Chat").click()
-            page.get_by_label("Message").fill("What is the capital of France?")
-            page.get_by_role("button", name="Send").click()
-            expect(page.locator(".message.bot").filter(has_text="Paris").first).to_be_visible(timeout=300_000)
-            reply = time.time() - started
-            browser.close()
-    finally:
-        app.terminate()
-        app.wait(timeout=30)
-        shutil.rmtree(work, ignore_errors=True)
+    with app_process(cache, Path(args.repo)) as (url, server), sync_playwright() as p:
+        browser = launch_chromium(p)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        navigated = time.time()
+        page.goto(url)
+        expect(page.get_by_text("merge_method").first).to_be_visible(timeout=300_000)
+        usable = time.time() - started
+        after_navigation = time.time() - navigated
+        progress_note = page.get_by_text("Preparing the bundled SmolLM2").is_visible()
+        expect(page.get_by_text("✅ compatible")).to_be_visible(timeout=300_000)
+        parents = time.time() - started
+        page.get_by_role("tab", name="Chat").click()
+        page.get_by_label("Message").fill("What is the capital of France?")
+        page.get_by_role("button", name="Send").click()
+        expect(page.locator(".message.bot").filter(has_text="Paris").first).to_be_visible(timeout=300_000)
+        reply = time.time() - started
+        browser.close()
     print(f"cache={cache} server_s={server:.1f} page_usable_s={usable:.1f} (navigation to usable {after_navigation:.1f} s, "
           f"conversion note shown: {progress_note}) parents_ready_s={parents:.1f} first_reply_s={reply:.1f}")
     return 0

@@ -5,9 +5,10 @@
 Every line is measured in this run: tok/s (median of 3 rounds, each running every
 contender in turn) for `--tokens` greedy tokens (each reply is made that long) through the
 app's decode loop and, for comparison, through transformers' generate (`generate_tok_s`),
-time to first token for a 1,000-token prompt (prefill), the ratio to bf16 and, when
-`llama_cpp` is importable, to llama.cpp on the same model requantized to Q8_0 with the
-same prompt, token count and thread count. `--space-default` adds a random-weight model
+time to first token for a 1,000-token prompt and the prompt tokens per second it makes
+(prefill, median of 3), the ratio to bf16 and, when `llama_cpp` is importable, to
+llama.cpp on the same model requantized to Q8_0 with the same prompt, token count and
+thread count (its prompt processing timed the same way, its prompt cache reset each time). `--space-default` adds a random-weight model
 with Qwen2.5-0.5B's exact config (the online Space's default size): one pane per
 precision, then three panes at once (merged int8 beside two bf16 parents).
 """
@@ -77,20 +78,24 @@ def generate_tok_s(loaded: LoadedModel, tokens: int) -> float | None:
             os.environ[DECODER_ENV] = previous
 
 
-def prefill_seconds(loaded: LoadedModel) -> float:
-    """Time to first token for a prompt of about PREFILL_TOKENS tokens."""
+def long_message(loaded: LoadedModel) -> list[dict[str, str]]:
+    """A conversation of one message of PREFILL_TOKENS tokens."""
     words = (BENCH_PROMPT + " ") * (PREFILL_TOKENS // 10)
     ids = loaded.tokenizer(words, add_special_tokens=False)["input_ids"][:PREFILL_TOKENS]
-    prompt = loaded.tokenizer.decode(ids)
-    reply = generate_reply(loaded, [{"role": "user", "content": prompt}], GenerationSettings(temperature=0.0, max_new_tokens=1),
-                           threading.Event())
-    return reply.stats.first_token_s or reply.stats.seconds
+    return [{"role": "user", "content": loaded.tokenizer.decode(ids)}]
 
 
-def llama_cpp_reply(ref: str, loaded: LoadedModel, tokens: int) -> Callable[[], float | None] | None:
-    """llama.cpp on the same model, as a function that decodes one reply and returns its
-    tok/s: the GGUF requantized to Q8_0 through llama-cpp-python's own quantize API, the
-    same chat-templated prompt, token count and thread count."""
+def prefill_tok_s(loaded: LoadedModel) -> tuple[float, float]:
+    """(seconds to first token, prompt tokens per second) for the long message, median of REPEATS."""
+    history, settings = long_message(loaded), GenerationSettings(temperature=0.0, max_new_tokens=1)
+    runs = [generate_reply(loaded, history, settings, threading.Event()).stats for _ in range(REPEATS)]
+    seconds = statistics.median(s.first_token_s or s.seconds for s in runs)
+    return seconds, runs[0].prompt_tokens / seconds
+
+
+def llama_cpp_model(ref: str):
+    """llama.cpp on the same model: the GGUF requantized to Q8_0 through llama-cpp-python's
+    own quantize API, with our thread count; None where it cannot run."""
     try:
         import llama_cpp
     except ImportError:
@@ -109,7 +114,12 @@ def llama_cpp_reply(ref: str, loaded: LoadedModel, tokens: int) -> Callable[[], 
             llama_cpp.llama_model_quantize(str(source).encode(), work.name.encode(), params)
         os.replace(work.name, q8)
     threads = torch.get_num_threads()
-    llm = llama_cpp.Llama(str(q8), n_threads=threads, n_threads_batch=threads, n_ctx=2048, verbose=False)
+    return llama_cpp.Llama(str(q8), n_threads=threads, n_threads_batch=threads, n_ctx=2048, verbose=False)
+
+
+def llama_cpp_reply(llm, loaded: LoadedModel, tokens: int) -> Callable[[], float | None]:
+    """A function that decodes one reply in llama.cpp and returns its tok/s: the same
+    chat-templated prompt and token count."""
     prompt = build_prompt(loaded.tokenizer, [{"role": "user", "content": BENCH_PROMPT}]).text
     llm.create_completion(prompt, max_tokens=8, temperature=0.0)  # warm-up
 
@@ -125,6 +135,19 @@ def llama_cpp_reply(ref: str, loaded: LoadedModel, tokens: int) -> Callable[[], 
     return one_run
 
 
+def llama_cpp_prefill_tok_s(llm, loaded: LoadedModel) -> float:
+    """llama.cpp's prompt processing of the same long message, chat-templated: tokens per
+    second to the first token, median of REPEATS, its prompt cache reset before each."""
+    prompt = build_prompt(loaded.tokenizer, long_message(loaded), context_length=2048, max_new_tokens=1).text
+    rates = []
+    for _ in range(REPEATS):
+        llm.reset()
+        started = time.perf_counter()
+        next(iter(llm.create_completion(prompt, max_tokens=1, temperature=0.0, stream=True)))
+        rates.append(len(llm.tokenize(prompt.encode(), add_bos=False, special=True)) / (time.perf_counter() - started))
+    return statistics.median(rates)
+
+
 def _shown(value: float | None, digits: int) -> str:
     """A speed, or n/a where every run of it was too short to time."""
     return "n/a" if value is None else f"{value:.{digits}f}"
@@ -137,20 +160,27 @@ def _ratio(value: float | None, reference: float | None) -> str:
 def bench_model(ref: str, tokens: int, label: str, llama_cpp: bool = True) -> dict[str, LoadedModel]:
     models = {precision: load_model(ref, precision) for precision in ("bf16", "int8", "fp8")}
     runs = {precision: one_reply(loaded, tokens) for precision, loaded in models.items()}
-    reference = llama_cpp_reply(ref, models["bf16"], tokens) if llama_cpp else None
+    llm = llama_cpp_model(ref) if llama_cpp else None
+    reference = llama_cpp_reply(llm, models["bf16"], tokens) if llm else None
     if reference:
         runs = {"llama.cpp-q8_0": reference, **runs}
     elif llama_cpp:
         print(LLAMA_CPP_HINT, flush=True)
     speeds = interleaved_medians(runs)
+    prefills = {precision: prefill_tok_s(loaded) for precision, loaded in models.items()}
+    reference_prefill = llama_cpp_prefill_tok_s(llm, models["bf16"]) if llm else None
     if reference:
-        print(f"model={label} precision=llama.cpp-q8_0 tok_s={_shown(speeds['llama.cpp-q8_0'], 1)}", flush=True)
+        print(f"model={label} precision=llama.cpp-q8_0 tok_s={_shown(speeds['llama.cpp-q8_0'], 1)} "
+              f"prefill_tok_s={reference_prefill:.0f}", flush=True)
     for precision, loaded in models.items():
         generate = generate_tok_s(loaded, tokens)
         r = loaded.report
         speed = speeds[precision]
+        seconds, prefill = prefills[precision]
         print(f"model={label} precision={precision} backend={r.backend.replace(' ', '_')} tok_s={_shown(speed, 1)} "
-              f"prefill_{PREFILL_TOKENS}_s={prefill_seconds(loaded):.2f} weight_mb={r.weight_bytes / 1e6:.0f} "
+              f"prefill_{PREFILL_TOKENS}_s={seconds:.2f} prefill_tok_s={prefill:.0f} "
+              f"prefill_vs_bf16={_ratio(prefill, prefills['bf16'][1])} prefill_vs_llama_cpp={_ratio(prefill, reference_prefill)} "
+              f"weight_mb={r.weight_bytes / 1e6:.0f} "
               f"linear_vs_bf16={r.linear_bytes / r.linear_bf16_bytes:.2f} vs_bf16={_ratio(speed, speeds['bf16'])} "
               f"vs_llama_cpp={_ratio(speed, speeds.get('llama.cpp-q8_0'))} generate_tok_s={_shown(generate, 1)} "
               f"vs_generate={_ratio(speed, generate)}", flush=True)

@@ -16,9 +16,10 @@ host class: docs/benchmarks.md):
   bits, which F16C converts 8 or 16 at a time.
 - bf16 (used by the lean decode loop, decoder.py): the same loop widening bf16 by a shift.
 Activations and outputs are bf16 (the compute dtype of every quantized model here), so no
-conversion runs in torch around the call. Without a compiler, for other dtypes, or for
-prefill-sized batches (where one widening is shared by many rows and torch's GEMM wins),
-int8 goes through `_weight_int8pack_mm` and FP8 through a 256-entry lookup table.
+conversion runs in torch around the call. A prompt (WIDEN_MIN_ROWS rows or more) shares one
+widening of each block of weights among all its rows and runs torch's bf16 GEMM, so int8
+and FP8 prefill as fast as bf16 (`_widened`). Without a compiler, or for other dtypes, int8
+goes through `_weight_int8pack_mm` and FP8 is widened the same way.
 SLERP_ARENA_KERNELS=torch turns the kernels off (core/native.py).
 """
 
@@ -36,11 +37,12 @@ import torch.nn.functional as F
 from core.native import BF16_HEADER, SIMD_HEADER, build, faster
 
 KERNEL_MAX_ROWS = 8  # above this, widening once and using torch's GEMM is faster
+WIDEN_MIN_ROWS = 32  # int8 rows from which widening beats _weight_int8pack_mm (benchmarks/prefill.py)
+WIDEN_BLOCK = 2048  # output rows widened at a time: a 7B MLP's weights widened at once would take ~235 MB
 
 # One library, in this order, after the shared bf16 conversions and vector helpers.
 SOURCES = [BF16_HEADER, SIMD_HEADER, *(Path(__file__).parent / "csrc" / name for name in ("gemv.c", "decode_step.c"))]
 
-_LOOKUP = torch.arange(256, dtype=torch.uint8).view(torch.float8_e4m3fn).to(torch.float32)
 _kernel_lock = threading.Lock()
 _kernel: ctypes.CDLL | None | bool = None  # None: not tried yet, False: unavailable
 _choices: dict[tuple, bool] = {}  # what ran, at what shape -> the kernel measured faster than torch here
@@ -68,12 +70,33 @@ def kernel() -> ctypes.CDLL | None:
     return _kernel or None
 
 
+def _wide(kind: str, weight: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, float]:
+    """int8 or e4m3 weights in `dtype`, exactly, and the factor their values are off by.
+    On the CPU, whose float8 cast is slow, an e4m3 byte becomes the float16 with the same
+    exponent and mantissa bits, as the C kernel does: its value times 2^-8 (NaN, which
+    the quantizer never stores, would read 480). A GPU casts float8 natively."""
+    if kind == "int8" or weight.device.type != "cpu":
+        return weight.to(dtype), 1.0
+    byte = weight.view(torch.uint8).to(torch.int16)
+    return (((byte & 0x80) << 8) | ((byte & 0x7F) << 7)).view(torch.float16).to(dtype), 256.0
+
+
 def decode_fp8(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    if weight.device.type != "cpu":
-        # A GPU casts float8 natively and exactly (every e4m3 value is a bf16 value); the
-        # table lives on the CPU, and indexing it with GPU indices is an error.
-        return weight.to(dtype)
-    return _LOOKUP.to(dtype)[weight.view(torch.uint8).int()]
+    wide, factor = _wide("fp8", weight, dtype)
+    return wide * factor
+
+
+def _widened(kind: str, flat: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """flat @ (weight * scale).T for int8 or FP8 weights through torch's GEMM in flat's
+    dtype, the weights widened WIDEN_BLOCK output rows at a time: a prompt's rows share
+    each widening, so the product costs what a bf16 model's does."""
+    out = torch.empty(flat.shape[0], weight.shape[0], dtype=flat.dtype, device=flat.device)
+    scale = scale.float()
+    for start in range(0, weight.shape[0], WIDEN_BLOCK):
+        wide, factor = _wide(kind, weight[start:start + WIDEN_BLOCK], flat.dtype)
+        end = start + wide.shape[0]
+        out[:, start:end] = F.linear(flat, wide).float() * (scale[start:end] * factor)  # scaled in float32: rounded once more, not twice
+    return out
 
 
 def _paths(kind: str, flat: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None) -> tuple[Callable, Callable]:
@@ -82,9 +105,10 @@ def _paths(kind: str, flat: torch.Tensor, weight: torch.Tensor, scale: torch.Ten
     if kind == "bf16":
         return lambda: _call(lib.bf16_gemv, flat, weight, None), lambda: F.linear(flat, weight)
     if kind == "int8":
-        return lambda: _call(lib.int8_gemv, flat, weight, scale), lambda: torch._weight_int8pack_mm(flat, weight, scale)
-    return (lambda: _call(lib.fp8_gemv, flat, weight, scale.float()),
-            lambda: F.linear(flat, decode_fp8(weight, flat.dtype)) * scale.to(flat.dtype))
+        in_torch = (lambda: _widened(kind, flat, weight, scale)) if flat.shape[0] >= WIDEN_MIN_ROWS else (
+            lambda: torch._weight_int8pack_mm(flat, weight, scale))
+        return lambda: _call(lib.int8_gemv, flat, weight, scale), in_torch
+    return lambda: _call(lib.fp8_gemv, flat, weight, scale.float()), lambda: _widened(kind, flat, weight, scale)
 
 
 def kernel_wins(key: tuple, in_c: Callable[[], object], in_torch: Callable[[], object]) -> bool:

@@ -5,13 +5,15 @@ masks, processors, hooks), so this loop runs the same weights with less around t
 (`python -m inference bench` prints both; figures in docs/benchmarks.md):
 - q/k/v and gate/up are one matmul each (quantize.fuse_linears);
 - the KV cache is preallocated per reply, in float32, because two small float32 bmm calls
-  beat SDPA's CPU kernel for one query against the cache;
+  beat SDPA's CPU kernel for one query against the cache; a conversation's next turn
+  starts from its last turn's cache and prefills only the new tokens (kept_caches.py);
 - only the last position goes through the lm_head;
 - on a bf16 model whose linears have C kernels, a decoded token runs through all layers
   in one C call (decode_step.py), with no torch op dispatch between the matmuls.
 
 Prefill runs the same ops on the whole prompt with SDPA, as transformers does: its logits
-equal the model's own forward exactly (tests/test_decoder.py). Decode attention computes
+equal the model's own forward exactly (tests/test_decoder.py). A prefill that continues a
+kept cache attends to the cached positions through an explicit causal mask. Decode attention computes
 in float32 where SDPA rounds through bf16, so logits can differ in the last bf16 bit.
 
 Anything else (Gemma2, a GPU, a sliding window shorter than the conversation) goes through
@@ -33,6 +35,7 @@ from transformers import LogitsProcessorList, MinNewTokensLengthLogitsProcessor,
 
 from inference import decode_step
 from inference.cpu_kernels import bf16_linear_cpu, kernel_wins
+from inference.kept_caches import KEPT
 from inference.quantize import fuse_linears
 
 SUPPORTED_TYPES = ("llama", "mistral", "qwen2")
@@ -149,9 +152,26 @@ class LeanDecoder:
     def new_cache(self, length: int) -> Cache:
         """Per layer, keys and values for `length` positions: [kv_heads, length, head_dim]."""
         shape = (self.kv_heads, length, self.head_dim)
-        cache = Cache((torch.empty(shape, dtype=torch.float32), torch.empty(shape, dtype=torch.float32)) for _ in self.layers)
+        return self._bound(Cache((torch.empty(shape, dtype=torch.float32), torch.empty(shape, dtype=torch.float32)) for _ in self.layers))
+
+    def _bound(self, cache: Cache) -> Cache:
         cache.bound = self.step.bind(cache) if self.step else None
         return cache
+
+    def cache_for(self, prompt: list[int], length: int, conversation: str = "") -> tuple[Cache, int]:
+        """A cache for `length` positions and how many of `prompt`'s first tokens it holds
+        already: the conversation's kept cache where it shares a start with `prompt` (grown
+        by a copy if too short), else a new one holding nothing."""
+        taken = KEPT.take(conversation, self, prompt)
+        if taken is None:
+            return self.new_cache(length), 0
+        layers, reused = taken
+        if layers[0][0].shape[1] >= length:
+            return self._bound(Cache(layers)), reused
+        cache = self.new_cache(length)
+        for (keys, values), (old_keys, old_values) in zip(cache, layers, strict=True):
+            keys[:, :reused], values[:, :reused] = old_keys[:, :reused], old_values[:, :reused]
+        return cache, reused
 
     def _rms(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """As transformers' RMSNorm: normalized in float32, rounded, then scaled."""
@@ -159,7 +179,7 @@ class LeanDecoder:
 
     def forward(self, ids: torch.Tensor, position: int, cache: Cache) -> torch.Tensor:
         """float32 logits [1, vocab] of the last of `ids` ([1, n]), which sit at `position`
-        onward; fills the cache there. A prompt (n > 1) starts at position 0."""
+        onward after what the cache holds; fills the cache there."""
         n = ids.shape[1]
         x = F.embedding(ids[0], self.embed)  # [n, hidden]
         if n == 1 and cache.bound is not None:
@@ -185,9 +205,14 @@ class LeanDecoder:
             q = qk[0, :heads].reshape(kv, heads // kv, d).float()  # query heads grouped by their kv head
             weights = torch.bmm(q, keys[:, :end].transpose(1, 2)).mul_(self.scaling).softmax(dim=-1)
             attended = torch.bmm(weights, values[:, :end]).to(x.dtype).view(1, heads * d)
-        else:
+        elif position == 0:
             q, k, v = qk[:, :heads].transpose(0, 1), qk[:, heads:].transpose(0, 1), qkv[:, heads + kv:].transpose(0, 1)
             attended = F.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=True, scale=self.scaling,
+                                                      enable_gqa=True)[0].transpose(0, 1).reshape(n, heads * d)
+        else:  # the rest of a prompt whose start the cache holds: each new position sees the cache and itself
+            q, k, v = qk[:, :heads].transpose(0, 1), keys[:, :end].to(x.dtype), values[:, :end].to(x.dtype)
+            visible = torch.arange(end)[None] <= torch.arange(position, end)[:, None]
+            attended = F.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=visible, scale=self.scaling,
                                                       enable_gqa=True)[0].transpose(0, 1).reshape(n, heads * d)
         x = x + layer.o(attended)
         gate, up = layer.gate_up(self._rms(x, layer.ln2)).chunk(2, dim=-1)
@@ -223,16 +248,18 @@ def processors_for(prompt_length: int, repetition_penalty: float, min_new_tokens
 
 
 def decode(decoder: LeanDecoder, prompt: list[int], max_new_tokens: int, processors: LogitsProcessorList, eos: list[int],
-           stop: threading.Event, streamer) -> list[int]:
+           stop: threading.Event, streamer, conversation: str = "") -> tuple[list[int], int]:
     """Generate up to `max_new_tokens` after `prompt`, as generate does with do_sample=False
     and these processors: the streamer gets the prompt, then each token; an eos token is
-    kept and ends the reply; `stop` ends it after the current token."""
+    kept and ends the reply; `stop` ends it after the current token. With a `conversation`
+    name, its last turn's cache is reused and this one's kept (kept_caches.py). Returns the
+    new tokens, and how many prompt tokens came from the kept cache."""
     length = len(prompt)
     ids = torch.empty(1, length + max_new_tokens, dtype=torch.long)
     ids[0, :length] = torch.tensor(prompt)
-    cache = decoder.new_cache(length + max_new_tokens)
+    cache, reused = decoder.cache_for(prompt, length + max_new_tokens, conversation)
     streamer.put(ids[:, :length])
-    logits = decoder.forward(ids[:, :length], 0, cache)
+    logits = decoder.forward(ids[:, reused:length], reused, cache)
     ends = set(eos)
     for position in range(length, length + max_new_tokens):
         token = processors(ids[:, :position], logits).argmax(dim=-1)
@@ -241,5 +268,6 @@ def decode(decoder: LeanDecoder, prompt: list[int], max_new_tokens: int, process
         if int(token) in ends or stop.is_set() or position + 1 == length + max_new_tokens:
             break
         logits = decoder.forward(ids[:, position:position + 1], position, cache)
+    KEPT.keep(conversation, decoder, ids[0, :position].tolist(), list(cache))  # the last token is not in the cache yet
     streamer.end()
-    return ids[0, length:position + 1].tolist()
+    return ids[0, length:position + 1].tolist(), reused

@@ -66,6 +66,8 @@ class GenerationSettings:
 @dataclass
 class ReplyStats:
     new_tokens: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0  # of the prompt, taken from the conversation's last turn (not computed again)
     first_token_s: float | None = None  # time to first token
     seconds: float = 0.0
 
@@ -171,9 +173,11 @@ class _ReplyStreamer(BaseStreamer):
 
 
 def generate_reply(loaded: LoadedModel, history: list[Message], settings: GenerationSettings, stop: threading.Event,
-                   system_prompt: str = "", on_text=lambda text: None, reply: Reply | None = None) -> Reply:
+                   system_prompt: str = "", on_text=lambda text: None, reply: Reply | None = None,
+                   conversation: str = "") -> Reply:
     """One reply, streamed to `on_text(full_text_so_far)` and filled into `reply` as it
-    grows (text and stats); errors are returned in the reply, not raised."""
+    grows (text and stats); errors are returned in the reply, not raised. `conversation`
+    names the chat this reply continues, whose last turn's cache it may reuse."""
     reply = reply or Reply(loaded.name)
 
     def show(text: str) -> None:
@@ -184,6 +188,7 @@ def generate_reply(loaded: LoadedModel, history: list[Message], settings: Genera
     try:
         prompt = build_prompt(loaded.tokenizer, history, system_prompt, loaded.context_length, settings.max_new_tokens)
         reply.notice = prompt.notice
+        reply.stats.prompt_tokens = len(prompt.input_ids)
         model = loaded.model
         streamer = _ReplyStreamer(loaded.tokenizer, show, started, reply.stats)
         max_new_tokens = min(settings.max_new_tokens, loaded.context_length - len(prompt.input_ids))
@@ -196,7 +201,8 @@ def generate_reply(loaded: LoadedModel, history: list[Message], settings: Genera
         with torch.inference_mode(), loaded.in_use(), sharing_cores():  # a busy model is never evicted from a cache
             if decoder is not None and decoder.fits(len(prompt.input_ids) + max_new_tokens):
                 processors = processors_for(len(prompt.input_ids), settings.repetition_penalty, min_new, eos, sampler)
-                decode(decoder, prompt.input_ids, max_new_tokens, processors, eos, stop, streamer)
+                _, reply.stats.cached_tokens = decode(decoder, prompt.input_ids, max_new_tokens, processors, eos, stop, streamer,
+                                                      conversation)
             else:
                 pad = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else eos[0]
                 input_ids = torch.tensor([prompt.input_ids], device=next(model.parameters()).device)
@@ -227,21 +233,25 @@ def eos_ids(loaded: LoadedModel) -> list[int]:
 
 
 def stream_side_by_side(models: list[ChatModel], histories: list[list[Message]], settings: GenerationSettings,
-                        stop: threading.Event | None = None, system_prompt: str = "") -> Iterator[list[Reply]]:
+                        stop: threading.Event | None = None, system_prompt: str = "",
+                        conversations: list[str] | None = None) -> Iterator[list[Reply]]:
     """Yield snapshots (one Reply per model, in order) as any model produces text; the
-    last snapshot has every reply done. `histories[i]` is model i's own conversation."""
+    last snapshot has every reply done. `histories[i]` is model i's own conversation, and
+    `conversations[i]` its name, under which its cache is kept for the next turn."""
     if not 1 <= len(models) <= MAX_MODELS:
         raise UserError("models", f"{len(models)} models selected", f"choose 1 to {MAX_MODELS}")
     if len(histories) != len(models):
         raise UserError("histories", "one conversation per model is needed", "pass a history for each model")
     stop = stop or threading.Event()
+    conversations = conversations or [""] * len(models)
     replies = [Reply(m.name) for m in models]
     updates: queue.Queue[int | None] = queue.Queue()
 
     def worker(index: int) -> None:
         model, on_text = models[index], lambda _: updates.put(index)
         if isinstance(model, LoadedModel):
-            generate_reply(model, histories[index], settings, stop, system_prompt, on_text=on_text, reply=replies[index])
+            generate_reply(model, histories[index], settings, stop, system_prompt, on_text=on_text, reply=replies[index],
+                           conversation=conversations[index])
         else:  # served elsewhere: it streams its own reply
             model.answer(histories[index], settings, stop, system_prompt, on_text=on_text, reply=replies[index])
         updates.put(None)
@@ -273,6 +283,7 @@ def stream_side_by_side(models: list[ChatModel], histories: list[list[Message]],
 
 
 def run_side_by_side(models: list[ChatModel], histories: list[list[Message]], settings: GenerationSettings,
-                     stop: threading.Event | None = None, system_prompt: str = "") -> list[Reply]:
+                     stop: threading.Event | None = None, system_prompt: str = "",
+                     conversations: list[str] | None = None) -> list[Reply]:
     """The final snapshot of stream_side_by_side (for callers that do not stream)."""
-    return collections.deque(stream_side_by_side(models, histories, settings, stop, system_prompt), maxlen=1)[0]
+    return collections.deque(stream_side_by_side(models, histories, settings, stop, system_prompt, conversations), maxlen=1)[0]

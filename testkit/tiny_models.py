@@ -41,28 +41,30 @@ def tiny_tokenizer(vocab_size: int = 320, chat_template: str | None = CHATML) ->
     return fast
 
 
-def tiny_config(arch: str, vocab_size: int, num_layers: int = 4, hidden: int = 32, intermediate: int | None = None):
+def tiny_config(arch: str, vocab_size: int, num_layers: int = 4, hidden: int = 32, intermediate: int | None = None,
+                sliding_window: int = 64, max_positions: int = 256):
     common = dict(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=intermediate or 2 * hidden, num_hidden_layers=num_layers,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, bos_token_id=1, eos_token_id=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_positions, bos_token_id=1, eos_token_id=2,
                   pad_token_id=0)
     if arch == "llama":
         return LlamaConfig(**common, tie_word_embeddings=False)
     if arch == "mistral":
-        return MistralConfig(**common, sliding_window=64, tie_word_embeddings=False)
+        return MistralConfig(**common, sliding_window=sliding_window, tie_word_embeddings=False)
     if arch == "qwen2":
         return Qwen2Config(**common, tie_word_embeddings=True)
     if arch == "gemma2":
-        return Gemma2Config(**common, head_dim=8, sliding_window=64, query_pre_attn_scalar=8, tie_word_embeddings=True)
+        return Gemma2Config(**common, head_dim=8, sliding_window=sliding_window, query_pre_attn_scalar=8, tie_word_embeddings=True)
     raise ValueError(arch)
 
 
 def build_tiny_model(folder: Path, arch: str, seed: int, *, num_layers: int = 4, vocab_size: int | None = None,
                      chat_template: str | None = CHATML, dtype: torch.dtype = torch.bfloat16, hidden: int = 32,
-                     intermediate: int | None = None) -> Path:
+                     intermediate: int | None = None, sliding_window: int = 64, max_positions: int = 256) -> Path:
     tokenizer = tiny_tokenizer(chat_template=chat_template)
     vocab = vocab_size or len(tokenizer)
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_config(arch, vocab, num_layers, hidden, intermediate), dtype=dtype)
+    config = tiny_config(arch, vocab, num_layers, hidden, intermediate, sliding_window, max_positions)
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     with torch.no_grad():  # random init leaves norms at exactly 1.0; perturb them so merges see real angles
         for name, p in model.named_parameters():
             if "norm" in name:

@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from core import zerogpu
 from inference import generation
+from testkit.app_process import text_of
 from testkit.zerogpu_device import ZeroGPUDevice, zerogpu_space
 
 LAZY_T = """
@@ -73,14 +74,6 @@ def peaked(folder: Path, out: Path) -> Path:
 
 def tiny_yaml(a, b, t="0.5") -> str:
     return f"models:\n  - model: {a}\n  - model: {b}\nmerge_method: slerp\nbase_model: {a}\nparameters:\n  t: {t}\ndtype: bfloat16\n"
-
-
-def text_of(message: dict) -> str:
-    """Chatbot content as it comes back from Gradio: a string or a list of text blocks."""
-    content = message["content"]
-    if isinstance(content, str):
-        return content
-    return "".join(block.get("text", "") for block in content if isinstance(block, dict))
 
 
 def unpack(view) -> tuple[list[list[dict]], list[str]]:

@@ -4,11 +4,12 @@ import zipfile
 
 import pytest
 from gradio_client import Client
-from helpers import text_of, tiny_yaml, unpack
+from helpers import tiny_yaml, unpack
 
 import app
 from core import places
 from merging.form import PRESETS, MergeForm
+from testkit.app_process import text_of
 from ui import chat_tab, merge_tab
 
 pytestmark = pytest.mark.usefixtures("isolated_app")

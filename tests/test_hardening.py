@@ -13,7 +13,7 @@ import gradio as gr
 import pytest
 import torch
 from gradio_client import Client
-from helpers import slices_config, text_of, tiny_yaml
+from helpers import slices_config, tiny_yaml
 
 from core import native
 from core.errors import UserError
@@ -22,6 +22,7 @@ from core.policy import AccessPolicy
 from inference import load_model
 from merging import parse_config, run_merge
 from merging.safetensors_io import StreamingWriter
+from testkit.app_process import text_of
 from ui import chat_tab, merge_tab
 
 

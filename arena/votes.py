@@ -1,6 +1,11 @@
-"""Votes from blind rounds, kept in SQLite so they survive restarts, grouped per merge
-config (by the hash of its YAML). One row per verdict; the rows of one vote share a
-round id. Databases written before round ids and flags existed are migrated in place."""
+"""Votes from blind rounds, grouped per merge config (by the hash of its YAML).
+
+Each vote is one line of the vote log (arena/vote_log.py), which is what outlives a
+restart; SQLite indexes it, one row per verdict, the rows of one vote sharing a round id.
+The index reads each log file from where it stopped (`sync`, before every query), so it
+is rebuilt from the log when lost, and it takes in lines other replicas wrote; a vote read
+twice (its file copied from the Hub too) is indexed once. Databases written before the log
+existed give their votes to the log once; before round ids and flags, they are migrated."""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from arena.vote_log import LOG_ENV, REPO_ENV, VoteLog, complete_lines, open_log
 from core.places import ROOT
 
 SCHEMA = """
@@ -31,7 +37,15 @@ CREATE TABLE IF NOT EXISTS votes (
     flagged TEXT NOT NULL DEFAULT '' -- why the vote is left out of results by default ('' = counted)
 )
 """
+INDEX_SCHEMA = """
+CREATE TABLE IF NOT EXISTS indexed (
+    file TEXT PRIMARY KEY,          -- a log file, relative to the log folder
+    bytes INTEGER NOT NULL          -- how far it is indexed (complete lines only)
+);
+CREATE INDEX IF NOT EXISTS votes_round ON votes (round_id);
+"""
 ADDED_COLUMNS = {"round_id": "TEXT", "flagged": "TEXT NOT NULL DEFAULT ''"}
+COLUMNS = "created, config_hash, prompt, verdict, model, models, replies, settings, round_id, flagged"
 VERDICTS = ("best", "worst", "tie", "all bad")
 PANE_LABELS = ("Merged", "Parent A", "Parent B")  # the roles votes are recorded under
 
@@ -54,14 +68,39 @@ def votes_path() -> Path:
     return Path(os.environ.get("SLERP_ARENA_VOTES", ROOT / "data" / "votes.sqlite"))
 
 
+def log_folder(index: Path) -> Path:
+    return Path(os.environ.get(LOG_ENV) or Path(index).parent / "vote-log")
+
+
+_app_stores: dict[Path, VoteStore] = {}
+_app_stores_lock = threading.Lock()
+
+
+def app_store() -> VoteStore:
+    """The app's store, one per process (it owns the process's log file and Hub pushes)."""
+    path = votes_path()
+    with _app_stores_lock:
+        if path not in _app_stores:
+            _app_stores[path] = VoteStore(path, open_log(log_folder(path)))
+        return _app_stores[path]
+
+
 class VoteStore:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, log: VoteLog | None = None):
+        """`path`: the SQLite index; `log`: the vote log (default: the folder beside it, or SLERP_ARENA_VOTE_LOG)."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.log = log or VoteLog(log_folder(self.path))
         self._lock = threading.Lock()  # one writer at a time across Gradio worker threads
         with self._lock, self._connect() as db:
+            before_log = db.execute("SELECT name FROM sqlite_master WHERE name = 'votes'").fetchone() and not db.execute(
+                "SELECT name FROM sqlite_master WHERE name = 'indexed'").fetchone()
             db.execute(SCHEMA)
             _migrate(db)
+            db.executescript(INDEX_SCHEMA)
+            if before_log:
+                self._give_to_log(db)
+        self.sync()
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=10)
@@ -69,17 +108,56 @@ class VoteStore:
     def record(self, config_hash: str, prompt: str, verdicts: list[tuple[str, str | None]], models: dict[str, str],
                replies: dict[str, str], settings: dict, flagged: str = "") -> str:
         """`verdicts`: ('best', label), ('worst', label), ('tie', None) and/or ('all bad', None).
+        Written to the log first (the vote is kept once that returns), then indexed.
         Returns the round id shared by the rows."""
-        round_id, now = uuid.uuid4().hex, time.time()
-        rows = [(now, config_hash, prompt, verdict, label, json.dumps(models), json.dumps(replies), json.dumps(settings),
-                 round_id, flagged) for verdict, label in verdicts]
-        with self._lock, self._connect() as db:
-            db.executemany("INSERT INTO votes (created, config_hash, prompt, verdict, model, models, replies, settings, round_id, flagged) "
-                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        round_id = uuid.uuid4().hex
+        self.log.append({"round_id": round_id, "created": time.time(), "config_hash": config_hash, "prompt": prompt,
+                         "verdicts": [list(v) for v in verdicts], "models": models, "replies": replies, "settings": settings,
+                         "flagged": flagged})
+        self.sync()
         return round_id
+
+    def sync(self) -> None:
+        """Index what the log files hold beyond what is indexed, in one transaction."""
+        with self._lock, self._connect() as db:
+            done = dict(db.execute("SELECT file, bytes FROM indexed"))
+            for path in self.log.files():
+                name = path.relative_to(self.log.folder).as_posix()
+                if path.stat().st_size <= done.get(name, 0):
+                    continue
+                records, end = complete_lines(path, done.get(name, 0))
+                for record in records:
+                    for verdict, label in record["verdicts"]:
+                        row = (record["created"], record["config_hash"], record["prompt"], verdict, label, json.dumps(record["models"]),
+                               json.dumps(record["replies"]), json.dumps(record["settings"]), record["round_id"], record.get("flagged", ""))
+                        db.execute(f"INSERT INTO votes ({COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS "
+                                   "(SELECT 1 FROM votes WHERE round_id = ? AND verdict = ?)", (*row, record["round_id"], verdict))
+                db.execute("INSERT OR REPLACE INTO indexed (file, bytes) VALUES (?, ?)", (name, end))
+
+    def _give_to_log(self, db: sqlite3.Connection) -> None:
+        """An index from before the log: its votes become log lines, already indexed."""
+        rows = db.execute(f"SELECT {COLUMNS} FROM votes ORDER BY id").fetchall()
+        grouped: dict[str, dict] = {}
+        for created, digest, prompt, verdict, model, models, replies, settings, round_id, flagged in rows:
+            record = grouped.setdefault(round_id, {"round_id": round_id, "created": created, "config_hash": digest, "prompt": prompt,
+                                                   "verdicts": [], "models": json.loads(models), "replies": json.loads(replies),
+                                                   "settings": json.loads(settings), "flagged": flagged})
+            record["verdicts"].append([verdict, model])
+        for record in grouped.values():
+            self.log.append(record)
+        if grouped:
+            name = self.log.mine.relative_to(self.log.folder).as_posix()
+            db.execute("INSERT OR REPLACE INTO indexed (file, bytes) VALUES (?, ?)", (name, self.log.mine.stat().st_size))
+
+    def held(self) -> tuple[int, float | None]:
+        """How many votes the store holds (every config, flagged ones included), and when the first was cast."""
+        self.sync()
+        with self._connect() as db:
+            return db.execute("SELECT COUNT(DISTINCT round_id), MIN(created) FROM votes").fetchone()
 
     def votes(self, config_hash: str | None = None) -> list[Vote]:
         """Every vote (flagged ones included), oldest first; of one config if given."""
+        self.sync()
         where, args = ("WHERE config_hash = ?", (config_hash,)) if config_hash else ("", ())
         with self._connect() as db:
             rows = db.execute(f"SELECT round_id, config_hash, verdict, model, models, flagged FROM votes {where} ORDER BY id",
@@ -95,10 +173,12 @@ class VoteStore:
         return [Vote(**v) for v in grouped.values()]
 
     def configs(self) -> list[str]:
+        self.sync()
         with self._connect() as db:
             return [row[0] for row in db.execute("SELECT config_hash FROM votes GROUP BY config_hash ORDER BY MIN(id)")]
 
     def count(self) -> int:
+        self.sync()
         with self._connect() as db:
             return db.execute("SELECT COUNT(*) FROM votes").fetchone()[0]
 
@@ -112,6 +192,19 @@ def _migrate(db: sqlite3.Connection) -> None:
             db.execute(f"ALTER TABLE votes ADD COLUMN {column} {kind}")
     db.execute("UPDATE votes SET round_id = 'legacy-' || (SELECT MIN(v.id) FROM votes v WHERE v.config_hash = votes.config_hash "
                "AND v.prompt = votes.prompt AND v.replies = votes.replies) WHERE round_id IS NULL")
+
+
+def held_line(store: VoteStore) -> str:
+    """How many votes the log holds, since when, and where it is kept, in a visitor's words."""
+    count, since = store.held()
+    when = f" since {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(since))}" if since else ""
+    if os.environ.get(REPO_ENV, "").strip():
+        where = f"pushed to the Hub dataset {os.environ[REPO_ENV].strip()} every few minutes"
+    elif os.environ.get(LOG_ENV):
+        where = "kept on the storage set for them"
+    else:
+        where = "kept on this machine's disk (a Space loses them when it restarts: see the deploying docs)"
+    return f"The vote log holds {count} vote(s) over all merges{when}, {where}."
 
 
 def config_hash(merged_ref: str) -> str:

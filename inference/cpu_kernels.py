@@ -17,9 +17,12 @@ host class: docs/benchmarks.md):
 - bf16 (used by the lean decode loop, decoder.py): the same loop widening bf16 by a shift.
 Activations and outputs are bf16 (the compute dtype of every quantized model here), so no
 conversion runs in torch around the call. A prompt (WIDEN_MIN_ROWS rows or more) shares one
-widening of each block of weights among all its rows and runs torch's bf16 GEMM, so int8
-and FP8 prefill as fast as bf16 (`_widened`). Without a compiler, or for other dtypes, int8
-goes through `_weight_int8pack_mm` and FP8 is widened the same way.
+widening of each block of weights among all its rows and runs torch's GEMM (`_widened`),
+so int8 and FP8 prefill as fast as bf16: in bf16 where the CPU has native bf16, in float32
+elsewhere, where torch emulates bf16 and its bf16 GEMM ran 7x slower than float32 (18
+against 130-155 GFLOPS, AVX2 host), so a bf16 model's prompt is widened to float32 there
+too. Without a compiler, or for other dtypes, int8 goes through `_weight_int8pack_mm` and
+FP8 is widened the same way.
 SLERP_ARENA_KERNELS=torch turns the kernels off (core/native.py).
 """
 
@@ -34,10 +37,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from core.cpu import native_bf16
 from core.native import BF16_HEADER, SIMD_HEADER, build, faster
 
 KERNEL_MAX_ROWS = 8  # above this, widening once and using torch's GEMM is faster
-WIDEN_MIN_ROWS = 32  # int8 rows from which widening beats _weight_int8pack_mm (benchmarks/prefill.py)
+WIDEN_MIN_ROWS = 32  # rows from which widening pays: at 16 rows _weight_int8pack_mm still won (0.85 ms against 1.00, AVX2)
 WIDEN_BLOCK = 2048  # output rows widened at a time: a 7B MLP's weights widened at once would take ~235 MB
 
 # One library, in this order, after the shared bf16 conversions and vector helpers.
@@ -71,11 +75,11 @@ def kernel() -> ctypes.CDLL | None:
 
 
 def _wide(kind: str, weight: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, float]:
-    """int8 or e4m3 weights in `dtype`, exactly, and the factor their values are off by.
+    """bf16, int8 or e4m3 weights in `dtype`, exactly, and the factor their values are off by.
     On the CPU, whose float8 cast is slow, an e4m3 byte becomes the float16 with the same
     exponent and mantissa bits, as the C kernel does: its value times 2^-8 (NaN, which
     the quantizer never stores, would read 480). A GPU casts float8 natively."""
-    if kind == "int8" or weight.device.type != "cpu":
+    if kind != "fp8" or weight.device.type != "cpu":
         return weight.to(dtype), 1.0
     byte = weight.view(torch.uint8).to(torch.int16)
     return (((byte & 0x80) << 8) | ((byte & 0x7F) << 7)).view(torch.float16).to(dtype), 256.0
@@ -86,27 +90,39 @@ def decode_fp8(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return wide * factor
 
 
-def _widened(kind: str, flat: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """flat @ (weight * scale).T for int8 or FP8 weights through torch's GEMM in flat's
-    dtype, the weights widened WIDEN_BLOCK output rows at a time: a prompt's rows share
-    each widening, so the product costs what a bf16 model's does."""
-    out = torch.empty(flat.shape[0], weight.shape[0], dtype=flat.dtype, device=flat.device)
-    scale = scale.float()
+def gemm_dtype(flat: torch.Tensor) -> torch.dtype:
+    """What a prompt-sized product of these activations computes in: float32 for bf16 on
+    a CPU without native bf16; their own dtype elsewhere."""
+    emulated = flat.dtype == torch.bfloat16 and flat.device.type == "cpu" and not native_bf16()
+    return torch.float32 if emulated else flat.dtype
+
+
+def _widened(kind: str, flat: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
+    """flat @ (weight * scale).T through torch's GEMM (`gemm_dtype`), the weights widened
+    WIDEN_BLOCK output rows at a time: a prompt's rows share each widening, so the product
+    costs what a bf16 model's does; the result in flat's dtype."""
+    compute = gemm_dtype(flat)
+    x, out = flat.to(compute), torch.empty(flat.shape[0], weight.shape[0], dtype=flat.dtype, device=flat.device)
+    scale = None if scale is None else scale.float()
     for start in range(0, weight.shape[0], WIDEN_BLOCK):
-        wide, factor = _wide(kind, weight[start:start + WIDEN_BLOCK], flat.dtype)
+        wide, factor = _wide(kind, weight[start:start + WIDEN_BLOCK], compute)
         end = start + wide.shape[0]
-        out[:, start:end] = F.linear(flat, wide).float() * (scale[start:end] * factor)  # scaled in float32: rounded once more, not twice
+        y = F.linear(x, wide)
+        # Scaled in float32: rounded once more, not twice.
+        out[:, start:end] = y if scale is None else y.float() * (scale[start:end] * factor)
     return out
 
 
 def _paths(kind: str, flat: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None) -> tuple[Callable, Callable]:
     """The product flat @ weight.T (times the row scales) through the kernel, and through torch."""
     lib = kernel()
+    widen = flat.shape[0] >= WIDEN_MIN_ROWS and weight.device.type == "cpu"
     if kind == "bf16":
-        return lambda: _call(lib.bf16_gemv, flat, weight, None), lambda: F.linear(flat, weight)
+        in_torch = (lambda: _widened(kind, flat, weight, None)) if widen and gemm_dtype(flat) != flat.dtype else (
+            lambda: F.linear(flat, weight))
+        return lambda: _call(lib.bf16_gemv, flat, weight, None), in_torch
     if kind == "int8":
-        in_torch = (lambda: _widened(kind, flat, weight, scale)) if flat.shape[0] >= WIDEN_MIN_ROWS else (
-            lambda: torch._weight_int8pack_mm(flat, weight, scale))
+        in_torch = (lambda: _widened(kind, flat, weight, scale)) if widen else (lambda: torch._weight_int8pack_mm(flat, weight, scale))
         return lambda: _call(lib.int8_gemv, flat, weight, scale), in_torch
     return lambda: _call(lib.fp8_gemv, flat, weight, scale.float()), lambda: _widened(kind, flat, weight, scale)
 

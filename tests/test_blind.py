@@ -13,7 +13,7 @@ import pytest
 from helpers import slowed, tiny_yaml, unpack
 
 from arena.rounds import ArenaSession, Turn, add_message, reply, vote
-from arena.votes import VoteStore, config_hash
+from arena.votes import VoteStore, config_hash, votes_path
 from core.errors import UserError
 from inference.generation import GenerationSettings, Reply
 from ui import chat_tab, merge_tab
@@ -81,7 +81,7 @@ def test_each_round_draws_a_new_mapping_and_resets_the_vote(tiny_models):
         chat_tab.submit_vote("tie", "", False, state)
         chat_tab.clear_chat(state)
     assert len(set(mappings)) > 1, mappings
-    assert VoteStore(Path(chat_tab.votes_path())).count() == 10
+    assert VoteStore(votes_path()).count() == 10
 
 
 def blind_session(replies: dict[str, str], refs: dict[str, str]) -> ArenaSession:
@@ -109,7 +109,7 @@ def test_arena_results_go_into_the_model_card_once(tiny_models):
     output, a, b = merged_pair(tiny_models)
     with pytest.raises(gr.Error, match="no counted votes"):
         chat_tab.add_results_to_card(output, False)
-    store = VoteStore(Path(chat_tab.votes_path()))
+    store = VoteStore(votes_path())
     for _ in range(30):
         store.record(config_hash(output), "q", [("best", "Merged"), ("worst", "Parent B")], {"Merged": output, "Parent A": a,
                      "Parent B": b}, {}, {"seed": 0})
@@ -248,7 +248,7 @@ def test_a_seed_the_box_could_not_hold_is_refused_in_one_line_and_nothing_is_los
 
 def test_vote_needs_a_blind_round_with_replies():
     with pytest.raises(UserError, match="blind rounds"):
-        vote(ArenaSession(), VoteStore(Path(chat_tab.votes_path())), "Model 1", "", "h", [])
+        vote(ArenaSession(), VoteStore(votes_path()), "Model 1", "", "h", [])
 
 
 def test_a_blind_round_shows_every_pane_at_the_pace_of_the_slowest(tiny_models):

@@ -12,8 +12,8 @@ from helpers import tiny_yaml
 from playwright.sync_api import expect
 from test_blind import slowed
 
-from arena.votes import VoteStore, config_hash
-from ui import chat_tab, merge_tab
+from arena.votes import VoteStore, config_hash, votes_path
+from ui import merge_tab
 
 REVEALING = re.compile(r"int8|bf16|fp8|fp32|torch|\d MB|tok/s|first token|SmolLM|llama", re.IGNORECASE)
 ROLES = re.compile(r"Merged|Parent A|Parent B")  # case-sensitive: the pane roles
@@ -62,7 +62,7 @@ def merged(tiny_models):
 
 def test_blind_round_in_chromium_reveals_nothing_before_an_explicit_vote(browser_page, merged):
     page, (output, a, b) = browser_page, merged
-    store = VoteStore(chat_tab.votes_path())  # earlier rounds of this merge, so the results plot has data
+    store = VoteStore(votes_path())  # earlier rounds of this merge, so the results plot has data
     for i in range(24):
         store.record(config_hash(output), "q", [("best", ["Merged", "Merged", "Parent A"][i % 3]), ("worst", "Parent B")],
                      {"Merged": output, "Parent A": a, "Parent B": b}, {}, {"seed": i})

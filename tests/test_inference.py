@@ -114,17 +114,23 @@ def test_int8_cpu_kernel_is_the_exact_product_rounded_once(kernel_target, rows, 
     assert float((y - exact).norm() / exact.norm()) < 2**-9  # and far from the bound on the whole
 
 
-@pytest.mark.parametrize("kind", ["int8", "fp8"])
-def test_a_prompt_sized_product_widens_the_weights_block_by_block(kind, monkeypatch):
+@pytest.mark.parametrize("kind", ["int8", "fp8", "bf16"])
+@pytest.mark.parametrize("native", [True, False], ids=["native-bf16", "emulated-bf16"])
+def test_a_prompt_sized_product_widens_the_weights_block_by_block(kind, native, monkeypatch):
     """40 rows, as a prompt's prefill: the weights widened 64 output rows at a time (a last
-    block cut short) and put through torch's bf16 GEMM. Every output is within two bf16
-    roundings (the product's, then the scale's) of the float64 product, plus float32 sums."""
+    block cut short) and put through torch's GEMM, in bf16 on a CPU with native bf16 and in
+    float32 on one without. Every output is within two bf16 roundings (the product's, then
+    the scale's) of the float64 product, plus float32 sums."""
+    monkeypatch.setattr(cpu_kernels, "native_bf16", lambda: native)
     monkeypatch.setattr(cpu_kernels, "WIDEN_BLOCK", 64)
     torch.manual_seed(5)
     x = torch.randn(40, 96).bfloat16()
     if kind == "int8":
         weight, scale = torch.randint(-127, 128, (150, 96), dtype=torch.int8), (torch.rand(150) / 50).bfloat16()
         y = int8_linear_cpu(x, weight, scale).double()
+    elif kind == "bf16":
+        weight, scale = torch.randn(150, 96).bfloat16(), torch.ones(150)
+        y = bf16_linear_cpu(x, weight).double()
     else:
         weight, scale = (torch.randn(150, 96) * 100).to(torch.float8_e4m3fn), torch.rand(150) / 50
         y = fp8_linear_cpu(x, weight, scale).double()

@@ -33,7 +33,7 @@ from arena.rounds import (
     take_back_replies,
     vote,
 )
-from arena.votes import PANE_LABELS, VoteStore, config_hash, votes_path
+from arena.votes import PANE_LABELS, app_store, config_hash, held_line
 from core.errors import UserError
 from core.sources import ENDPOINT_FORM
 from evaluation import defaults
@@ -288,8 +288,9 @@ def show_results(merged_ref: str, include_flagged: bool) -> tuple[str, str]:
     """The plot and table for the Merged pane's merge config."""
     if not merged_ref.strip():
         return "", "Results appear here once a merged model is in the Merged pane and blind rounds have been voted on."
-    res = config_results(VoteStore(votes_path()), config_hash(merged_ref.strip()), include_flagged)
-    return plot_html(res), table_markdown(res)
+    store = app_store()
+    res = config_results(store, config_hash(merged_ref.strip()), include_flagged)
+    return plot_html(res), f"{table_markdown(res)}\n\n{held_line(store)}"
 
 
 def submit_vote(best: str, worst: str, include_flagged: bool, session: ChatSession) -> tuple[ChatView | None, str, str]:
@@ -297,7 +298,7 @@ def submit_vote(best: str, worst: str, include_flagged: bool, session: ChatSessi
     (view, plot, table). A refused vote changes nothing but the note (view.note)."""
     merged = session.arena.pane("Merged").ref
     try:
-        flagged = vote(session.arena, VoteStore(votes_path()), best or "", worst or "", config_hash(merged),
+        flagged = vote(session.arena, app_store(), best or "", worst or "", config_hash(merged),
                        [session.arena.pane(label).ref for label in PANE_LABELS[1:]])
     except UserError as exc:
         gr.Warning(str(exc))
@@ -316,7 +317,7 @@ def add_results_to_card(merged_ref: str, include_flagged: bool) -> str:
     if not merged_ref.strip() or not (folder / "mergekit_config.yml").is_file() or not readme.is_file():
         raise UserError("model card", "the Merged pane is not a merge made here", "run a merge, then 'Chat with this merge'")
     check_models(str(folder))
-    res = config_results(VoteStore(votes_path()), config_hash(str(folder)), include_flagged)
+    res = config_results(app_store(), config_hash(str(folder)), include_flagged)
     if not res.pairs:
         raise UserError("model card", "no counted votes for this merge yet", "vote in a few blind rounds first")
     readme.write_text(replace_section(readme.read_text(), CARD_MARKER, card_section(res)))

@@ -175,18 +175,42 @@ def check_model_dir(path: Path, ref: str) -> Path:
 
 @contextlib.contextmanager
 def hub_errors(repo_id: str) -> Iterator[None]:
-    """Hub failures as one-line user errors (the one mapping for downloads and configs)."""
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+    """Hub failures as one-line user errors (the one mapping for downloads and configs):
+    a gated repo, a missing or private one, a refused token and an unreachable Hub each
+    get their own line, saying what to do."""
+    from huggingface_hub import get_token
+    from huggingface_hub.errors import (
+        DisabledRepoError,
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
 
+    # A Space downloads with its own HF_TOKEN secret (visitors' sign-in is not wired yet: issue 24).
+    sign_in = "have the Space's owner set an HF_TOKEN secret of an account with access" if ON_SPACE else (
+        "log in with `hf auth login` or set HF_TOKEN")
     try:
         yield
+    except GatedRepoError:  # before RepositoryNotFoundError, its parent class
+        raise UserError("model", f"'{repo_id}' is gated and this account has not been granted access",
+                        f"accept its license at https://huggingface.co/{repo_id} with the account whose token is used") from None
     except RepositoryNotFoundError:
-        raise UserError("model", f"Hub repo '{repo_id}' not found (or gated)", "check the id, or log in with a token") from None
+        if get_token() is None:  # the Hub answers 401 for missing, private and gated repos alike without a token
+            raise UserError("model", f"'{repo_id}' was not found, or it is private or gated",
+                            f"check the id; for a private or gated model, {sign_in}") from None
+        raise UserError("model", f"'{repo_id}' was not found, or this account cannot see it (private)",
+                        "check the id, or ask its owner for access") from None
+    except DisabledRepoError:
+        raise UserError("model", f"'{repo_id}' has been disabled on the Hub", "pick another model") from None
     except LocalEntryNotFoundError:
         offline = f"connect to the network, or use a local folder / {DEFAULT_MODEL}"
         fix = "try again in a minute, or pick another model" if ON_SPACE else offline  # a visitor cannot connect a Space
         raise UserError("model", f"'{repo_id}' is not in the local Hugging Face cache and the Hub is unreachable", fix) from None
     except HfHubHTTPError as exc:
+        if exc.response is not None and exc.response.status_code == 401:  # "Invalid credentials": expired or revoked
+            raise UserError("model", f"the Hub refused the Hugging Face token while fetching '{repo_id}' (expired or revoked)",
+                            f"{sign_in} (a new token)") from None
         raise UserError("model", f"download of '{repo_id}' failed ({exc.__class__.__name__})", "retry, or check the token") from None
 
 

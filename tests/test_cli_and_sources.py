@@ -7,11 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from helpers import load_weights, run_main, slices_config
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from core.errors import UserError
 from core.places import ROOT
 from merging.__main__ import main
 
@@ -104,3 +106,32 @@ def test_gguf_conversion_is_cached(smollm2_dir):
 
     assert resolve_model("bundled:SmolLM2-135M-Instruct") == smollm2_dir
     assert (smollm2_dir / "config.json").is_file() and "quantization_config" not in (smollm2_dir / "config.json").read_text()
+
+
+HUB = "https://huggingface.co"
+
+
+@pytest.mark.parametrize("status, headers, token, said, fix", [
+    (403, {"X-Error-Code": "GatedRepo"}, "hf_x", "is gated and this account has not been granted access",
+     "accept its license at https://huggingface.co/org/model"),
+    (401, {}, None, "was not found, or it is private or gated", "log in with `hf auth login` or set HF_TOKEN"),
+    (404, {"X-Error-Code": "RepoNotFound"}, "hf_x", "was not found, or this account cannot see it (private)", "ask its owner"),
+    (401, {"X-Error-Message": "Invalid credentials in Authorization header"}, "hf_x", "refused the Hugging Face token",
+     "a new token"),
+    (500, {}, "hf_x", "download of 'org/model' failed", "retry"),
+], ids=["gated", "no-token", "missing-or-private", "revoked-token", "server-error"])
+def test_each_hub_failure_gets_its_own_line(monkeypatch, status, headers, token, said, fix):
+    """The Hub's answers as huggingface_hub classifies them (its own hf_raise_for_status on
+    real responses), each turned into one line that says what to do."""
+    import httpx2
+    from huggingface_hub.utils import hf_raise_for_status
+
+    from core import sources
+
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: token)
+    request = httpx2.Request("GET", f"{HUB}/api/models/org/model/revision/main")
+    with pytest.raises(UserError) as raised, sources.hub_errors("org/model"):
+        hf_raise_for_status(httpx2.Response(status, headers=headers, request=request))
+    message = str(raised.value)
+    assert message.startswith("⚠️ model:") or message.startswith("model:"), message
+    assert said in message and fix in message and "\n" not in message

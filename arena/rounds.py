@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -20,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from arena.leaks import identity_leak
 from arena.replies import PaneRequest, RepliesRequest, stream_replies
 from arena.votes import PANE_LABELS, VoteStore
+from core.downloads import Progress, watching
 from core.errors import UserError
 from inference import cache
 from inference.endpoint import EndpointModel
@@ -305,7 +307,7 @@ def reply(session: ArenaSession, settings: GenerationSettings, system_prompt: st
         pane.notice = f"loading {pane.ref} ({pane.precision})…"
         yield session
         try:
-            model = cache.MODELS.get(pane.ref, pane.precision)
+            model = yield from _load(session, pane)
         except UserError as exc:  # shown in this pane; the others still answer
             pane.notice = f"⚠️ {exc}"
             if session.epoch == epoch:
@@ -359,6 +361,36 @@ def reply(session: ArenaSession, settings: GenerationSettings, system_prompt: st
         for (_, model), turn in zip(loaded, turns, strict=True):
             if isinstance(model, LoadedModel) and turn.tokens_per_s:
                 model.measured_tokens_per_s = turn.tokens_per_s
+
+
+def _load(session: ArenaSession, pane: Pane) -> Iterator[ArenaSession]:
+    """The pane's model from the shared cache, loaded in a thread while this yields the
+    session as a Hub download advances (its load line: MB, MB/s, time left). Closing this
+    (a Stop, a Clear) cancels the download; the next try resumes it."""
+    done, cancelled, result = threading.Event(), threading.Event(), {}
+    loading = f"loading {pane.ref} ({pane.precision})"
+
+    def report(progress: Progress) -> None:
+        pane.notice = f"{loading}: {progress.line()}"
+
+    def load() -> None:
+        try:
+            with watching(pane.ref, report, cancelled):
+                result["model"] = cache.MODELS.get(pane.ref, pane.precision)
+        except BaseException as exc:  # noqa: BLE001 -- raised again in the session's thread
+            result["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=load, daemon=True, name=f"load {pane.ref}").start()
+    try:
+        while not done.wait(0.25):
+            yield session
+    finally:
+        cancelled.set()  # a no-op once loaded
+    if "error" in result:
+        raise result["error"]
+    return result["model"]
 
 
 def same_pace(replies: list[Reply]) -> list[str]:

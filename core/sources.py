@@ -144,7 +144,9 @@ def resolve_model(ref: str) -> Path:
     with hub_errors(ref):
         from huggingface_hub import snapshot_download
 
-        return check_model_dir(Path(snapshot_download(ref, allow_patterns=HUB_PATTERNS)), ref)
+        from core.downloads import WatchedBar
+
+        return check_model_dir(Path(snapshot_download(ref, allow_patterns=HUB_PATTERNS, tqdm_class=WatchedBar)), ref)
 
 
 def read_config(ref: str) -> dict:
@@ -178,6 +180,7 @@ def hub_errors(repo_id: str) -> Iterator[None]:
     """Hub failures as one-line user errors (the one mapping for downloads and configs):
     a gated repo, a missing or private one, a refused token and an unreachable Hub each
     get their own line, saying what to do."""
+    import httpx2
     from huggingface_hub import get_token
     from huggingface_hub.errors import (
         DisabledRepoError,
@@ -193,8 +196,12 @@ def hub_errors(repo_id: str) -> Iterator[None]:
     try:
         yield
     except GatedRepoError:  # before RepositoryNotFoundError, its parent class
+        page = f"https://huggingface.co/{repo_id}"
+        if get_token() is None:
+            raise UserError("model", f"'{repo_id}' is gated: only accounts granted access may download it",
+                            f"accept its license at {page}, then {sign_in}") from None
         raise UserError("model", f"'{repo_id}' is gated and this account has not been granted access",
-                        f"accept its license at https://huggingface.co/{repo_id} with the account whose token is used") from None
+                        f"accept its license at {page} with the account whose token is used") from None
     except RepositoryNotFoundError:
         if get_token() is None:  # the Hub answers 401 for missing, private and gated repos alike without a token
             raise UserError("model", f"'{repo_id}' was not found, or it is private or gated",
@@ -207,6 +214,9 @@ def hub_errors(repo_id: str) -> Iterator[None]:
         offline = f"connect to the network, or use a local folder / {DEFAULT_MODEL}"
         fix = "try again in a minute, or pick another model" if ON_SPACE else offline  # a visitor cannot connect a Space
         raise UserError("model", f"'{repo_id}' is not in the local Hugging Face cache and the Hub is unreachable", fix) from None
+    except httpx2.TransportError as exc:  # a connection cut or garbled past huggingface_hub's own retries
+        raise UserError("model", f"the connection to the Hub broke while fetching '{repo_id}' ({exc.__class__.__name__})",
+                        "try again: the files already complete are kept") from None
     except HfHubHTTPError as exc:
         if exc.response is not None and exc.response.status_code == 401:  # "Invalid credentials": expired or revoked
             raise UserError("model", f"the Hub refused the Hugging Face token while fetching '{repo_id}' (expired or revoked)",

@@ -31,16 +31,19 @@ def wait_http(url: str, deadline: float) -> None:
 
 
 @contextlib.contextmanager
-def app_process(cache: str | None = None, repo: Path = REPO, timeout_s: float = 300) -> Iterator[tuple[str, float]]:
+def app_process(cache: str | None = None, repo: Path = REPO, timeout_s: float = 300,
+                env: dict[str, str] | None = None, log: Path | None = None) -> Iterator[tuple[str, float]]:
     """The app's URL once it answers, and the seconds that took; stopped on exit. `cache`:
-    SLERP_ARENA_CACHE (default: a fresh temporary folder, a first start)."""
+    SLERP_ARENA_CACHE (default: a fresh temporary folder, a first start); `env`: set on
+    top; `log`: a file for the app's output (default: dropped)."""
     work = Path(tempfile.mkdtemp(prefix="slerp-arena-app-"))
     port = free_port()
     env = dict(os.environ, SLERP_ARENA_CACHE=cache or str(work / "cache"), GRADIO_SERVER_PORT=str(port),
                SLERP_ARENA_OUTPUTS=str(work / "outputs"), SLERP_ARENA_VOTES=str(work / "votes.sqlite"),
-               GRADIO_ANALYTICS_ENABLED="False")
+               GRADIO_ANALYTICS_ENABLED="False", **(env or {}))
     started = time.time()
-    app = subprocess.Popen([sys.executable, "app.py"], cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    output = log.open("w") if log else subprocess.DEVNULL
+    app = subprocess.Popen([sys.executable, "app.py"], cwd=repo, env=env, stdout=output, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}/"
         wait_http(url, started + timeout_s)
@@ -48,6 +51,8 @@ def app_process(cache: str | None = None, repo: Path = REPO, timeout_s: float = 
     finally:
         app.terminate()
         app.wait(timeout=30)
+        if log:
+            output.close()
         shutil.rmtree(work, ignore_errors=True)
 
 

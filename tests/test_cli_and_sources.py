@@ -135,3 +135,15 @@ def test_each_hub_failure_gets_its_own_line(monkeypatch, status, headers, token,
     message = str(raised.value)
     assert message.startswith("⚠️ model:") or message.startswith("model:"), message
     assert said in message and fix in message and "\n" not in message
+
+
+def test_a_broken_hub_connection_gets_its_own_line():
+    """A connection cut or garbled past huggingface_hub's retries (seen: a HEAD answer with
+    a body, read as the next answer's status line) is one line in the pane, not a crash."""
+    import httpx2
+
+    from core import sources
+
+    with pytest.raises(UserError, match="the connection to the Hub broke while fetching 'org/model' .RemoteProtocolError. — try again"), \
+            sources.hub_errors("org/model"):
+        raise httpx2.RemoteProtocolError("illegal status line")

@@ -1,0 +1,153 @@
+"""The smallest server that speaks the Hub's download protocol as huggingface_hub 2.x calls
+it, on 127.0.0.1, serving repos built in a test (no Hub here). Point HF_ENDPOINT at it.
+
+What huggingface_hub's snapshot_download asks, and what this answers:
+- GET /api/models/{repo}/revision/{rev}: the repo's commit sha (repo_info);
+- GET /api/models/{repo}/tree/{rev}?recursive=true: its files with sizes (list_repo_tree);
+- HEAD /{repo}/resolve/{rev}/{file}: X-Repo-Commit, ETag, Content-Length (file metadata);
+- GET /{repo}/resolve/{rev}/{file}, with Range to resume: the bytes.
+Errors come as the Hub sends them, with X-Error-Code (RepoNotFound, GatedRepo), so
+huggingface_hub classifies them itself. Per repo: `gated_for` (tokens granted access;
+others get GatedRepo: 401 without a token, 403 with one), `bytes_per_s` (a slow download) and `drop_after` (the first
+GET of each file is cut after that many bytes, as a dropped connection).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+
+@dataclass
+class Repo:
+    folder: Path
+    gated_for: set[str] | None = None  # None: public; else the tokens with access
+    bytes_per_s: float | None = None
+    drop_after: int | None = None
+    dropped: set[str] = field(default_factory=set)  # files whose first GET was cut already
+
+    @property
+    def sha(self) -> str:
+        names = sorted(p.relative_to(self.folder).as_posix() for p in self.folder.rglob("*") if p.is_file())
+        return hashlib.sha1("\n".join(names).encode()).hexdigest()
+
+    def files(self) -> list[Path]:
+        return sorted(p for p in self.folder.rglob("*") if p.is_file())
+
+
+class HubServer:
+    def __init__(self):
+        self.repos: dict[str, Repo] = {}
+        self.requests: list[tuple[str, str, str]] = []  # (method, path, Range header) in order
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_HEAD(self) -> None:
+                server.answer(self, head=True)
+
+            def do_GET(self) -> None:
+                server.answer(self, head=False)
+
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._http.server_address[1]}"
+        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
+
+    def __enter__(self) -> HubServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._http.shutdown()
+        self._http.server_close()
+
+    def add(self, repo_id: str, folder: Path, **behaviour) -> Repo:
+        self.repos[repo_id] = Repo(Path(folder), **behaviour)
+        return self.repos[repo_id]
+
+    def answer(self, handler: BaseHTTPRequestHandler, head: bool) -> None:
+        path = unquote(urlsplit(handler.path).path)
+        self.requests.append(("HEAD" if head else "GET", path, handler.headers.get("Range", "")))
+        api = path.startswith("/api/models/")
+        parts = path.removeprefix("/api/models/").strip("/").split("/")
+        repo_id = "/".join(parts[:2])
+        repo = self.repos.get(repo_id)
+        if repo is None:
+            return self._error(handler, 404, "RepoNotFound", "Repository not found", head)
+        token = (handler.headers.get("Authorization") or "").removeprefix("Bearer ").strip()
+        if repo.gated_for is not None and token not in repo.gated_for:  # 401 without a token, 403 with one not granted
+            return self._error(handler, 403 if token else 401, "GatedRepo", "Access to this model is restricted", head)
+        if api and parts[2:3] == ["revision"]:
+            return self._json(handler, {"id": repo_id, "modelId": repo_id, "sha": repo.sha, "private": False,
+                                        "gated": repo.gated_for is not None and "manual",
+                                        "siblings": [{"rfilename": p.relative_to(repo.folder).as_posix()} for p in repo.files()]})
+        if api and parts[2:3] == ["tree"]:
+            return self._json(handler, [{"type": "file", "path": p.relative_to(repo.folder).as_posix(), "size": p.stat().st_size,
+                                         "oid": hashlib.sha1(p.read_bytes()).hexdigest()} for p in repo.files()])
+        if not api and parts[2:3] == ["resolve"]:
+            file = repo.folder / "/".join(parts[4:])
+            if not file.is_file():
+                return self._error(handler, 404, "EntryNotFound", "Entry not found", head)
+            return self._file(handler, repo, file, head)
+        return self._error(handler, 404, "", "Not found", head)
+
+    def _file(self, handler: BaseHTTPRequestHandler, repo: Repo, file: Path, head: bool) -> None:
+        data = file.read_bytes()
+        start = 0
+        ranged = handler.headers.get("Range", "")
+        if ranged.startswith("bytes="):
+            start = int(ranged.removeprefix("bytes=").split("-")[0])
+        body = data[start:]
+        handler.send_response(206 if start else 200)
+        handler.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+        handler.send_header("X-Repo-Commit", repo.sha)
+        handler.send_header("Content-Length", str(len(body)))
+        if start:
+            handler.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        handler.send_header("Accept-Ranges", "bytes")
+        handler.end_headers()
+        if head:
+            return
+        cut = repo.drop_after is not None and file.name not in repo.dropped
+        if cut:
+            repo.dropped.add(file.name)
+            body = body[:repo.drop_after]
+        step = 16 * 1024
+        for offset in range(0, len(body), step):
+            handler.wfile.write(body[offset:offset + step])
+            if repo.bytes_per_s:
+                time.sleep(step / repo.bytes_per_s)
+        if cut:  # the connection drops with bytes still owed
+            handler.wfile.flush()
+            handler.close_connection = True
+            handler.connection.close()
+
+    def _json(self, handler: BaseHTTPRequestHandler, value: object) -> None:
+        body = json.dumps(value).encode()
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    def _error(self, handler: BaseHTTPRequestHandler, status: int, code: str, message: str, head: bool) -> None:
+        body = json.dumps({"error": message}).encode()
+        handler.send_response(status)
+        if code:
+            handler.send_header("X-Error-Code", code)
+        handler.send_header("X-Error-Message", message)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        if not head:  # a HEAD answer has no body: one would be read as the next answer on the connection
+            handler.wfile.write(body)

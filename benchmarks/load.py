@@ -38,7 +38,7 @@ class Visitor:
     histories: list[list[dict]] = field(default_factory=list)
 
     def message(self, turn: int) -> str:
-        return f"Visitor {self.number}, turn {turn}: name one animal that starts with the letter {'BCDFGHKLMPRST'[turn]}."
+        return f"Visitor {self.number}, turn {turn}: describe an animal whose name starts with {'BCDFGHKLMPRST'[turn]}, in three sentences."
 
     def converse(self, url: str, turns: int, tokens: int) -> None:
         client = Client(url, verbose=False)

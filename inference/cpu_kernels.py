@@ -81,13 +81,11 @@ def _wide(kind: str, weight: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Te
     the quantizer never stores, would read 480). A GPU casts float8 natively."""
     if kind != "fp8" or weight.device.type != "cpu":
         return weight.to(dtype), 1.0
-    byte = weight.view(torch.uint8).to(torch.int16)
-    return (((byte & 0x80) << 8) | ((byte & 0x7F) << 7)).view(torch.float16).to(dtype), 256.0
-
-
-def decode_fp8(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    wide, factor = _wide("fp8", weight, dtype)
-    return wide * factor
+    # Sign-extended to int16 and shifted by 7, a byte's sign lands on the float16 sign bit
+    # and also on bit 14, which the mask clears; in place, 6x faster than assembling the bits.
+    bits = weight.view(torch.int8).to(torch.int16)
+    bits.bitwise_left_shift_(7).bitwise_and_(-16512)  # 0xBF80
+    return bits.view(torch.float16).to(dtype), 256.0
 
 
 def gemm_dtype(flat: torch.Tensor) -> torch.dtype:
@@ -196,7 +194,8 @@ def int8_linear_cpu(flat: torch.Tensor, weight: torch.Tensor, scale: torch.Tenso
 class _FP8LinearCPU:
     @property
     def backend(self) -> str:
-        return "fp8 weight-only, fused C kernel (CPU)" if kernel() else "fp8 weight-only, lookup-table decode (CPU)"
+        return ("fp8 weight-only, fused C kernel for decode, torch GEMM on widened weights for prefill (CPU)" if kernel()
+                else "fp8 weight-only, torch GEMM on widened weights (CPU)")
 
     def __call__(self, x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         out_features, in_features = weight.shape

@@ -76,8 +76,8 @@ class Int8Linear(nn.Module):
 
     @property
     def backend(self) -> str:
-        return ("C kernel for decode, torch._weight_int8pack_mm for prefill (int8 weight-only)" if kernel()
-                else "torch._weight_int8pack_mm (int8 weight-only)")
+        return ("C kernel for decode, torch GEMM on widened weights for prefill (int8 weight-only)" if kernel()
+                else "torch._weight_int8pack_mm, torch GEMM on widened weights for prefill (int8 weight-only)")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).to(self.scale.dtype)

@@ -21,7 +21,7 @@ from inference import (
     run_side_by_side,
     stream_side_by_side,
 )
-from inference.cpu_kernels import bf16_linear_cpu, decode_fp8, fp8_linear_cpu, int8_linear_cpu
+from inference.cpu_kernels import bf16_linear_cpu, fp8_linear_cpu, int8_linear_cpu
 from inference.quantize import Int8Linear
 from testkit.tiny_models import CHATML, build_tiny_model
 
@@ -90,7 +90,8 @@ def test_fp8_cpu_kernel_decodes_every_code_exactly(kernel_target, width):
     x[0, -1] = 1
     y = fp8_linear_cpu(x, weight, torch.ones(weight.shape[0]))
     assert torch.equal(y.float().reshape(-1), codes.view(torch.float8_e4m3fn).float())  # every e4m3 value is a bf16 value
-    assert torch.equal(decode_fp8(weight, torch.float32), weight.float())
+    wide, factor = cpu_kernels._wide("fp8", weight, torch.float32)  # what a prompt's product widens to
+    assert torch.equal(wide * factor, weight.float())
 
 
 # 100: a tail after the 32-wide loop (torch's own int8 matmul crashes on that width);
@@ -293,7 +294,7 @@ def test_cli_chat_prints_each_reply_with_stats(tiny_models):
                           cwd=ROOT, capture_output=True, text=True, timeout=300, env=os.environ.copy())
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("=== ") == 2 and done.stdout.count("tok/s") == 2
-    in_c = "C kernel for decode, torch._weight_int8pack_mm for prefill" if cpu_kernels.kernel() else "torch._weight_int8pack_mm"
+    in_c = "C kernel for decode, torch GEMM on widened weights" if cpu_kernels.kernel() else "torch._weight_int8pack_mm, torch GEMM"
     assert f"int8 via {in_c}" in done.stderr
 
 

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from huggingface_hub import constants
 from huggingface_hub.utils import tqdm as hub_tqdm
@@ -47,6 +48,7 @@ class _Watch:
     report: Callable[[Progress], None]
     cancelled: threading.Event
     started: float
+    expected: int = 0  # bytes still to fetch, from a dry run: huggingface_hub's total grows file by file
 
 
 _watch: contextvars.ContextVar[_Watch | None] = contextvars.ContextVar("download_watch", default=None)
@@ -60,6 +62,22 @@ def watching(repo: str, report: Callable[[Progress], None], cancelled: threading
         yield
     finally:
         _watch.reset(token)
+
+
+def snapshot(repo: str, patterns: list[str]) -> Path:
+    """snapshot_download of the files matching `patterns`. Watched, a dry run first sums the
+    bytes still to fetch (cached files are not), so the line's total is right from the first MB."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import DryRunError
+
+    watch = _watch.get()
+    if watch is not None:
+        try:
+            plan = snapshot_download(repo, allow_patterns=patterns, dry_run=True)
+        except DryRunError:  # gated, missing, offline: the download below raises the error that says which
+            plan = []
+        watch.expected = sum(item.file_size or 0 for item in plan if item.will_download)
+    return Path(snapshot_download(repo, allow_patterns=patterns, tqdm_class=WatchedBar))
 
 
 class WatchedBar(hub_tqdm):
@@ -82,5 +100,6 @@ class WatchedBar(hub_tqdm):
                                 "start it again: the files already complete are kept")
             with self.counting:
                 self.received += int(n or 0)
-                watch.report(Progress(watch.repo, self.received, int(self.total or 0), time.monotonic() - watch.started))
+                total = max(int(self.total or 0), watch.expected)
+                watch.report(Progress(watch.repo, self.received, total, time.monotonic() - watch.started))
         return super().update(n)

@@ -142,11 +142,9 @@ def resolve_model(ref: str) -> Path:
     if kind == "folder":
         return check_model_dir(path, ref)
     with hub_errors(ref):
-        from huggingface_hub import snapshot_download
+        from core.downloads import snapshot
 
-        from core.downloads import WatchedBar
-
-        return check_model_dir(Path(snapshot_download(ref, allow_patterns=HUB_PATTERNS, tqdm_class=WatchedBar)), ref)
+        return check_model_dir(snapshot(ref, HUB_PATTERNS), ref)
 
 
 def read_config(ref: str) -> dict:

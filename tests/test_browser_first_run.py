@@ -47,7 +47,9 @@ def test_with_the_demo_parent_the_first_message_gets_three_different_replies(dem
     page.get_by_role("button", name="Send").click()
     expect(page.locator(".message.bot")).to_have_count(3, timeout=60_000)
     expect(page.locator("#chat-panes").get_by_text("tok/s")).to_have_count(3, timeout=240_000)
-    # Read once Gradio has rendered them: a CI run read a fourth bubble still "Loading content".
+    # Read once the round has ended (Regenerate on again): a CI run read a fourth bubble, the
+    # "Loading content" dots the step after the stream showed under the finished replies.
+    expect(page.get_by_role("button", name="Regenerate")).to_be_enabled(timeout=60_000)
     expect(page.locator(".message.bot")).to_have_count(3)
     expect(page.locator("#chat-panes").get_by_text("Loading content")).to_have_count(0)
     replies = page.locator(".message.bot").all_inner_texts()

@@ -116,9 +116,14 @@ def sharded(weights: Path, folder: Path) -> Path:
 def test_cancel_stops_a_download_and_the_next_try_fetches_only_what_was_missing(hub, tmp_path):
     """Cancelled at 90% of the bytes, when the small shard (10%) is complete and the large one not: the
     next try fetches the large one only."""
-    hub.add("org/cancelled", sharded(hub.weights, tmp_path / "sharded"), bytes_per_s=4e6)
-    assert outcome(resolve(hub, "org/cancelled", mode="cancel")) == (
+    shards = sharded(hub.weights, tmp_path / "sharded")
+    hub.add("org/cancelled", shards, bytes_per_s=4e6)
+    lines = resolve(hub, "org/cancelled", mode="cancel")
+    assert outcome(lines) == (
         "error download: the download of 'org/cancelled' was cancelled — start it again: the files already complete are kept")
+    # The total is every file's bytes from the first line (huggingface_hub's own grows file by file).
+    totals = {int(line.split()[2]) for line in lines if line.startswith("progress")}
+    assert totals == {sum(f.stat().st_size for f in shards.iterdir())}
     assert {p.name for p in hub.home.rglob("model-*.safetensors")} == {"model-00001-of-00002.safetensors"}
     hub.requests.clear()
     assert outcome(resolve(hub, "org/cancelled")).startswith("resolved")

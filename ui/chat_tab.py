@@ -529,7 +529,9 @@ def build_chat_tab(demo: gr.Blocks) -> ChatTab:
     streams.append(taken.then(on_stream, [*inputs, session], outputs, api_visibility=PRIVATE, concurrency_id="device",
                               concurrency_limit=1))
     for event in streams:
-        event.then(lambda state: stream_done(state).updates(), session, outputs, api_visibility=PRIVATE, concurrency_limit=None)
+        # No progress dots: the replies are complete, and dots under them read as another reply coming.
+        event.then(lambda state: stream_done(state).updates(), session, outputs, api_visibility=PRIVATE, concurrency_limit=None,
+                   show_progress="hidden")
 
     def on_stop(typed, state):
         box, shown = stop_replies(typed, state)

@@ -11,11 +11,12 @@ import gradio as gr
 
 from core import zerogpu
 from core.errors import UserError
+from core.hub_access import SIGN_IN
 from core.sources import DEFAULT_MODEL, resolve_model
 from inference import cpu_kernels
 from merging import slerp_kernel
-from ui.chat_tab import build_chat_tab
-from ui.context import PRIVATE
+from ui.chat_tab import ChatSession, build_chat_tab
+from ui.context import PRIVATE, CancelSession, Visitor
 from ui.first_run import merge_defaults, on_chat_opened
 from ui.merge_tab import build_merge_tab
 
@@ -28,9 +29,26 @@ def chat_with_merge(output_path: str, parent_a: str, parent_b: str):
     return output_path, parent_a, parent_b, gr.Tabs(selected="chat"), ""
 
 
+def signed_in(merge_session: CancelSession, chat_session: ChatSession, profile: gr.OAuthProfile | None,
+              token: gr.OAuthToken | None) -> str:
+    """At every page load (signing in and out reload the page): the visitor whose token this
+    page's downloads and pushes use (core/hub_access.py), and a line saying so."""
+    visitor = Visitor(token.token, profile.username) if token and profile else Visitor()
+    merge_session.visitor = visitor
+    chat_session.arena.token = visitor.token
+    if visitor.username:
+        return (f"Signed in as **{visitor.username}**: gated and private models download with your account, "
+                "and Push to the Hub goes to it.")
+    return "Not signed in: models download as the Space does, and gated ones need you to sign in."
+
+
 def build_app() -> gr.Blocks:
     with gr.Blocks(title="Slerp Arena") as demo:
         gr.Markdown("# 🧪 Slerp Arena\nSLERP-merge two language models (mergekit-compatible), then chat with the merge beside its parents.")
+        if SIGN_IN:  # Gradio serves the sign-in routes once a LoginButton exists (on a Space with hf_oauth: true)
+            with gr.Row(equal_height=True):
+                gr.LoginButton(scale=0, min_width=260)
+                who = gr.Markdown(elem_id="signed-in")
         with gr.Tabs() as tabs:
             with gr.Tab("Merge", id="merge"):
                 merge = build_merge_tab(demo)
@@ -52,6 +70,8 @@ def build_app() -> gr.Blocks:
         # Chromium: "merged SmolLM2… with…" above a blind round).
         chat.blind.change(lambda on: gr.Markdown(visible=not on), chat.blind, first_notice, api_visibility=PRIVATE,
                           concurrency_limit=None)
+        if SIGN_IN:
+            demo.load(signed_in, [merge.session, chat.session], who, api_visibility=PRIVATE, concurrency_limit=None)
     return demo
 
 

@@ -23,6 +23,8 @@ from arena.replies import PaneRequest, RepliesRequest, stream_replies
 from arena.votes import PANE_LABELS, VoteStore
 from core.downloads import Progress, watching
 from core.errors import UserError
+from core.hub_access import as_visitor
+from core.sources import check_hub_access
 from inference import cache
 from inference.endpoint import EndpointModel
 from inference.generation import ChatModel, GenerationSettings, Reply
@@ -105,6 +107,8 @@ class ArenaSession:
     rng: random.Random = field(default_factory=random.Random)
     epoch: int = 0  # moved on by every stream, Stop and Clear: an older stream changes nothing
     name: str = field(default_factory=lambda: uuid.uuid4().hex)  # names its panes' conversations for KV reuse (arena/replies.py)
+    token: str | None = field(default=None, repr=False)  # the signed-in visitor's Hub token (core/hub_access.py)
+    unsent: str = ""  # a message no pane could take (every model failed to load): the page puts it back in the box
 
     def pane(self, label: str) -> Pane:
         return next(p for p in self.panes if p.label == label)
@@ -303,6 +307,7 @@ def reply(session: ArenaSession, settings: GenerationSettings, system_prompt: st
     session.epoch += 1
     epoch = session.epoch
     loaded: list[tuple[Pane, ChatModel]] = []
+    refused = ""
     for pane in session.waiting():
         pane.notice = f"loading {pane.ref} ({pane.precision})…"
         yield session
@@ -311,13 +316,14 @@ def reply(session: ArenaSession, settings: GenerationSettings, system_prompt: st
         except UserError as exc:  # shown in this pane; the others still answer
             pane.notice = f"⚠️ {exc}"
             if session.epoch == epoch:
-                pane.history.pop()
+                refused = pane.history.pop()["content"]
             continue
         if session.epoch != epoch:
             return
         pane.notice = ""
         loaded.append((pane, model))
     if not loaded:
+        session.unsent = refused
         yield session
         return
     request = RepliesRequest(tuple(PaneRequest(p.ref, p.precision, tuple(p.history), f"{session.name}/{p.label}") for p, _ in loaded),
@@ -375,7 +381,8 @@ def _load(session: ArenaSession, pane: Pane) -> Iterator[ArenaSession]:
 
     def load() -> None:
         try:
-            with watching(pane.ref, report, cancelled):
+            with as_visitor(session.token), watching(pane.ref, report, cancelled):
+                check_hub_access(pane.ref)  # a model in memory is served only to a visitor who may download it
                 result["model"] = cache.MODELS.get(pane.ref, pane.precision)
         except BaseException as exc:  # noqa: BLE001 -- raised again in the session's thread
             result["error"] = exc

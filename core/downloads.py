@@ -70,14 +70,17 @@ def snapshot(repo: str, patterns: list[str]) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import DryRunError
 
+    from core.hub_access import hub_token
+
+    token = hub_token()
     watch = _watch.get()
     if watch is not None:
         try:
-            plan = snapshot_download(repo, allow_patterns=patterns, dry_run=True)
+            plan = snapshot_download(repo, allow_patterns=patterns, token=token, dry_run=True)
         except DryRunError:  # gated, missing, offline: the download below raises the error that says which
             plan = []
         watch.expected = sum(item.file_size or 0 for item in plan if item.will_download)
-    return Path(snapshot_download(repo, allow_patterns=patterns, tqdm_class=WatchedBar))
+    return Path(snapshot_download(repo, allow_patterns=patterns, token=token, tqdm_class=WatchedBar))
 
 
 class WatchedBar(hub_tqdm):

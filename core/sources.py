@@ -141,10 +141,21 @@ def resolve_model(ref: str) -> Path:
         return gguf_to_safetensors(path)
     if kind == "folder":
         return check_model_dir(path, ref)
+    check_hub_access(ref)
     with hub_errors(ref):
         from core.downloads import snapshot
 
         return check_model_dir(snapshot(ref, HUB_PATTERNS), ref)
+
+
+def check_hub_access(ref: str) -> None:
+    """For a Hub id, refuse in one line when this token may not download it, even when its
+    files are cached or loaded here already (by another visitor with access)."""
+    if kind_of(ref) == "hub":
+        from core.hub_access import check_access
+
+        with hub_errors(ref.strip()):
+            check_access(ref.strip())
 
 
 def read_config(ref: str) -> dict:
@@ -153,7 +164,9 @@ def read_config(ref: str) -> dict:
         with hub_errors(ref):
             from huggingface_hub import hf_hub_download
 
-            path = Path(hf_hub_download(ref.strip(), "config.json"))
+            from core.hub_access import hub_token
+
+            path = Path(hf_hub_download(ref.strip(), "config.json", token=hub_token()))
     else:
         path = resolve_model(ref) / "config.json"
     try:
@@ -179,7 +192,6 @@ def hub_errors(repo_id: str) -> Iterator[None]:
     a gated repo, a missing or private one, a refused token and an unreachable Hub each
     get their own line, saying what to do."""
     import httpx2
-    from huggingface_hub import get_token
     from huggingface_hub.errors import (
         DisabledRepoError,
         GatedRepoError,
@@ -188,20 +200,25 @@ def hub_errors(repo_id: str) -> Iterator[None]:
         RepositoryNotFoundError,
     )
 
-    # A Space downloads with its own HF_TOKEN secret (visitors' sign-in is not wired yet: issue 24).
-    sign_in = "have the Space's owner set an HF_TOKEN secret of an account with access" if ON_SPACE else (
+    from core.hub_access import SIGN_IN, SIGN_IN_FIX, has_token, hub_token
+
+    # With sign-in a visitor's own account counts; a Space without it downloads with its owner's HF_TOKEN secret.
+    sign_in = SIGN_IN_FIX if SIGN_IN else "have the Space's owner set an HF_TOKEN secret of an account with access" if ON_SPACE else (
         "log in with `hf auth login` or set HF_TOKEN")
+    # Not signed in where sign-in exists counts as anonymous, even when the Space has a token of its own.
+    anonymous = not has_token() or (SIGN_IN and hub_token() is None)
     try:
         yield
     except GatedRepoError:  # before RepositoryNotFoundError, its parent class
         page = f"https://huggingface.co/{repo_id}"
-        if get_token() is None:
+        if anonymous:
             raise UserError("model", f"'{repo_id}' is gated: only accounts granted access may download it",
                             f"accept its license at {page}, then {sign_in}") from None
+        whose = "your account" if SIGN_IN else "the account whose token is used"
         raise UserError("model", f"'{repo_id}' is gated and this account has not been granted access",
-                        f"accept its license at {page} with the account whose token is used") from None
+                        f"accept its license at {page} with {whose}") from None
     except RepositoryNotFoundError:
-        if get_token() is None:  # the Hub answers 401 for missing, private and gated repos alike without a token
+        if anonymous:  # the Hub answers 401 for missing, private and gated repos alike without a token
             raise UserError("model", f"'{repo_id}' was not found, or it is private or gated",
                             f"check the id; for a private or gated model, {sign_in}") from None
         raise UserError("model", f"'{repo_id}' was not found, or this account cannot see it (private)",

@@ -26,9 +26,9 @@ def push_folder(folder: Path, repo_id: str, token: str) -> str:
         raise HubOffline()
     api = HfApi(token=token.strip() or None)
     try:
-        api.create_repo(repo_id.strip(), exist_ok=True)
+        url = api.create_repo(repo_id.strip(), exist_ok=True)
         api.upload_folder(folder_path=str(folder), repo_id=repo_id.strip())
     except Exception as exc:  # noqa: BLE001 -- network, auth and permission failures all end here
         raise UserError("push", f"the Hub did not accept the upload ({exc.__class__.__name__})",
                          "check the network, the token (write access) and the repo name") from None
-    return f"https://huggingface.co/{repo_id.strip()}"
+    return str(url)

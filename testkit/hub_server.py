@@ -5,17 +5,26 @@ What huggingface_hub's snapshot_download asks, and what this answers:
 - GET /api/models/{repo}/revision/{rev}: the repo's commit sha (repo_info);
 - GET /api/models/{repo}/tree/{rev}?recursive=true: its files with sizes (list_repo_tree);
 - HEAD /{repo}/resolve/{rev}/{file}: X-Repo-Commit, ETag, Content-Length (file metadata);
-- GET /{repo}/resolve/{rev}/{file}, with Range to resume: the bytes.
+- GET /{repo}/resolve/{rev}/{file}, with Range to resume: the bytes;
+- GET /api/models/{repo}/auth-check: 200 when the token may download the repo (HfApi.auth_check);
+- GET /api/whoami-v2: the account of a token in `users` (Gradio's local sign-in asks it);
+- POST /api/repos/create, /api/validate-yaml, /api/{models,datasets}/{repo}/preupload/{rev} and .../commit/{rev}:
+  uploads (HfApi.upload_folder, CommitScheduler), every file "regular" (inline in the
+  commit), written into the repo's folder; only a token in `users` may write, and only
+  into its own namespace (403 otherwise). Datasets are keyed "datasets/{repo}".
 Errors come as the Hub sends them, with X-Error-Code (RepoNotFound, GatedRepo), so
 huggingface_hub classifies them itself. Per repo: `gated_for` (tokens granted access;
-others get GatedRepo: 401 without a token, 403 with one), `bytes_per_s` (a slow download) and `drop_after` (the first
+others get GatedRepo for its files: 401 without a token, 403 with one), `bytes_per_s` (a slow download) and `drop_after` (the first
 GET of each file is cut after that many bytes, as a dropped connection).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import shutil
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -44,6 +53,9 @@ class Repo:
 class HubServer:
     def __init__(self):
         self.repos: dict[str, Repo] = {}
+        self.users: dict[str, str] = {}  # token -> username
+        self.store = Path(tempfile.mkdtemp(prefix="hub-server-"))  # the folders of repos created by uploads
+        self.commits: list[tuple[str, str]] = []  # (repo, username) of each commit, in order
         self.requests: list[tuple[str, str, str]] = []  # (method, path, Range header) in order
         server = self
 
@@ -59,6 +71,9 @@ class HubServer:
             def do_GET(self) -> None:
                 server.answer(self, head=False)
 
+            def do_POST(self) -> None:
+                server.upload(self)
+
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._http.server_address[1]}"
         self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
@@ -70,6 +85,7 @@ class HubServer:
     def __exit__(self, *exc) -> None:
         self._http.shutdown()
         self._http.server_close()
+        shutil.rmtree(self.store, ignore_errors=True)
 
     def add(self, repo_id: str, folder: Path, **behaviour) -> Repo:
         self.repos[repo_id] = Repo(Path(folder), **behaviour)
@@ -78,28 +94,78 @@ class HubServer:
     def answer(self, handler: BaseHTTPRequestHandler, head: bool) -> None:
         path = unquote(urlsplit(handler.path).path)
         self.requests.append(("HEAD" if head else "GET", path, handler.headers.get("Range", "")))
-        api = path.startswith("/api/models/")
-        parts = path.removeprefix("/api/models/").strip("/").split("/")
-        repo_id = "/".join(parts[:2])
+        token = (handler.headers.get("Authorization") or "").removeprefix("Bearer ").strip()
+        if path == "/api/whoami-v2":
+            if token not in self.users:
+                return self._error(handler, 401, "", "Invalid credentials in Authorization header", head)
+            name = self.users[token]
+            return self._json(handler, {"type": "user", "name": name, "fullname": name.title(), "avatarUrl": "", "orgs": []})
+        api = path.startswith("/api/")
+        repo_id, parts = _repo_of(path)
         repo = self.repos.get(repo_id)
         if repo is None:
             return self._error(handler, 404, "RepoNotFound", "Repository not found", head)
-        token = (handler.headers.get("Authorization") or "").removeprefix("Bearer ").strip()
-        if repo.gated_for is not None and token not in repo.gated_for:  # 401 without a token, 403 with one not granted
+        # As on the Hub, a gated repo's info and file list are public; its files and auth-check are
+        # refused: 401 without a token, 403 with one not granted.
+        if repo.gated_for is not None and token not in repo.gated_for and not (api and parts[:1] in (["revision"], ["tree"])):
             return self._error(handler, 403 if token else 401, "GatedRepo", "Access to this model is restricted", head)
-        if api and parts[2:3] == ["revision"]:
+        if api and parts[:1] == ["revision"]:
             return self._json(handler, {"id": repo_id, "modelId": repo_id, "sha": repo.sha, "private": False,
                                         "gated": repo.gated_for is not None and "manual",
                                         "siblings": [{"rfilename": p.relative_to(repo.folder).as_posix()} for p in repo.files()]})
-        if api and parts[2:3] == ["tree"]:
+        if api and parts[:1] == ["auth-check"]:
+            return self._json(handler, {})
+        if api and parts[:1] == ["tree"]:
             return self._json(handler, [{"type": "file", "path": p.relative_to(repo.folder).as_posix(), "size": p.stat().st_size,
                                          "oid": hashlib.sha1(p.read_bytes()).hexdigest()} for p in repo.files()])
-        if not api and parts[2:3] == ["resolve"]:
-            file = repo.folder / "/".join(parts[4:])
+        if not api and parts[:1] == ["resolve"]:
+            file = repo.folder / "/".join(parts[2:])
             if not file.is_file():
                 return self._error(handler, 404, "EntryNotFound", "Entry not found", head)
             return self._file(handler, repo, file, head)
         return self._error(handler, 404, "", "Not found", head)
+
+    def upload(self, handler: BaseHTTPRequestHandler) -> None:
+        path = unquote(urlsplit(handler.path).path)
+        body = handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
+        self.requests.append(("POST", path, ""))
+        user = self.users.get((handler.headers.get("Authorization") or "").removeprefix("Bearer ").strip())
+        if user is None:
+            return self._error(handler, 401, "", "Invalid credentials in Authorization header", False)
+        if path == "/api/validate-yaml":  # a README's front matter, checked before a commit that holds one
+            return self._json(handler, {"warnings": []})
+        if path == "/api/repos/create":
+            asked = json.loads(body)
+            kind = "datasets/" if asked.get("type") == "dataset" else ""
+            repo_id = f"{kind}{asked.get('organization') or user}/{asked['name']}"
+            if (asked.get("organization") or user) != user:
+                return self._error(handler, 403, "", "You don't have the rights to create a repo in this namespace", False)
+            if repo_id in self.repos:
+                return self._error(handler, 409, "", "You already created this repo", False, url=f"{self.url}/{repo_id}")
+            folder = self.store / repo_id
+            folder.mkdir(parents=True)
+            self.add(repo_id, folder)
+            return self._json(handler, {"url": f"{self.url}/{repo_id}", "name": repo_id.removeprefix("datasets/")})
+        repo_id, parts = _repo_of(path)
+        repo = self.repos.get(repo_id)
+        if repo is None:
+            return self._error(handler, 404, "RepoNotFound", "Repository not found", False)
+        if repo_id.removeprefix("datasets/").split("/")[0] != user:
+            return self._error(handler, 403, "", "You don't have the rights to write to this repo", False)
+        if parts[:1] == ["preupload"]:
+            files = json.loads(body)["files"]
+            return self._json(handler, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]})
+        if parts[:1] == ["commit"]:
+            for line in body.splitlines():
+                item = json.loads(line)
+                if item["key"] == "file":
+                    target = repo.folder / item["value"]["path"]
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(base64.b64decode(item["value"]["content"]))
+            self.commits.append((repo_id, user))
+            return self._json(handler, {"commitUrl": f"{self.url}/{repo_id}/commit/{repo.sha}", "commitOid": repo.sha,
+                                        "pullRequestUrl": None})
+        return self._error(handler, 404, "", "Not found", False)
 
     def _file(self, handler: BaseHTTPRequestHandler, repo: Repo, file: Path, head: bool) -> None:
         data = file.read_bytes()
@@ -140,8 +206,8 @@ class HubServer:
         handler.end_headers()
         handler.wfile.write(body)
 
-    def _error(self, handler: BaseHTTPRequestHandler, status: int, code: str, message: str, head: bool) -> None:
-        body = json.dumps({"error": message}).encode()
+    def _error(self, handler: BaseHTTPRequestHandler, status: int, code: str, message: str, head: bool, **more: str) -> None:
+        body = json.dumps({"error": message, **more}).encode()
         handler.send_response(status)
         if code:
             handler.send_header("X-Error-Code", code)
@@ -151,3 +217,10 @@ class HubServer:
         handler.end_headers()
         if not head:  # a HEAD answer has no body: one would be read as the next answer on the connection
             handler.wfile.write(body)
+
+
+def _repo_of(path: str) -> tuple[str, list[str]]:
+    """("org/name" or "datasets/org/name", the path's parts after it) of an API or file path."""
+    parts = path.removeprefix("/api/").removeprefix("models/").strip("/").split("/")
+    n = 3 if parts[0] == "datasets" else 2
+    return "/".join(parts[:n]), parts[n:]

@@ -9,9 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from huggingface_hub import constants
 
 from core.places import ROOT
 from testkit.hub_server import HubServer
+from ui import merge_tab
+from ui.context import Visitor
 
 RESOLVE = """
 import sys, threading
@@ -139,3 +142,44 @@ def test_a_repo_holding_only_pickles_is_refused_without_downloading_them(hub, tm
     hub.add("org/pickles", pickles)
     assert outcome(resolve(hub, "org/pickles")).startswith("error model: 'org/pickles' has no .safetensors weights")
     assert not any(r[1].endswith(".bin") for r in hub.requests)  # a pickle runs code: never fetched
+
+
+@pytest.fixture
+def online(hub, monkeypatch):
+    """This process's huggingface_hub pointed at the server, online (the suite runs offline)."""
+    monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    hub.users.update(hf_alice="alice", hf_owner="owner")
+    monkeypatch.setenv("HF_TOKEN", "hf_owner")  # the Space's own secret, which a visitor's push must not use
+    return hub
+
+
+def test_a_signed_in_visitor_pushes_to_their_own_namespace_with_their_token(online, tmp_path):
+    merged = tmp_path / "my-merge"
+    merged.mkdir()
+    (merged / "config.json").write_text("{}")
+    (merged / "README.md").write_text("# card")
+    alice = Visitor("hf_alice", "alice")
+    assert merge_tab.push_to_hub(str(merged), "", "", alice) == (f"✅ pushed to {online.url}/alice/my-merge", None), online.requests
+    assert online.commits == [("alice/my-merge", "alice")], online.requests
+    assert (online.repos["alice/my-merge"].folder / "README.md").read_text() == "# card"
+    message, _ = merge_tab.push_to_hub(str(merged), "owner/my-merge", "", alice)  # not her namespace: the Hub refuses
+    assert message.startswith("⚠️ push: the Hub did not accept the upload") and len(online.commits) == 1
+
+
+def test_with_sign_in_on_nobody_pushes_with_the_spaces_own_token(online, tmp_path, monkeypatch):
+    monkeypatch.setattr(merge_tab, "SIGN_IN", True)
+    assert merge_tab.push_to_hub(str(tmp_path), "owner/x", "", Visitor()) == (
+        "⚠️ push: not signed in — sign in with Hugging Face (the button at the top of the page), or paste a write token", None)
+    assert online.commits == [] and online.requests == []
+
+
+def test_a_gated_model_cached_by_an_account_with_access_is_not_served_to_one_without(hub):
+    """On a Space all visitors share one Hugging Face cache: the files one visitor with access
+    fetched are refused to the next, who has none (the Hub is asked each time)."""
+    hub.add("org/gated", hub.weights, gated_for={"hf_granted"})
+    assert outcome(resolve(hub, "org/gated", token="hf_granted")).startswith("resolved")
+    assert outcome(resolve(hub, "org/gated", token="hf_other")) == (
+        "error model: 'org/gated' is gated and this account has not been granted access — accept its license at "
+        "https://huggingface.co/org/gated with the account whose token is used")
+    assert outcome(resolve(hub, "org/gated")).startswith("error model: 'org/gated' is gated: only accounts granted access")

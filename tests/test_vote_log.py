@@ -1,16 +1,18 @@
 """Votes that outlive a restart: the append-only vote log (arena/vote_log.py) under the
 SQLite index (arena/votes.py)."""
 
+import os
 import shutil
 import subprocess
 import sys
-from types import SimpleNamespace
-
-import huggingface_hub
+from pathlib import Path
 
 from arena import vote_log
 from arena.votes import VoteStore, held_line, log_folder
+from testkit.hub_server import HubServer
 from ui import chat_tab
+
+ROOT = Path(__file__).resolve().parents[1]
 
 MODELS = {"Merged": "m", "Parent A": "a", "Parent B": "b"}
 
@@ -104,34 +106,44 @@ def test_the_results_say_how_many_votes_since_when_and_where(tmp_path, monkeypat
     assert "pushed to the Hub dataset me/arena-votes" in held_line(store)
 
 
-def test_on_the_hub_the_log_is_read_back_at_start_and_pushed_by_a_commit_scheduler(tmp_path, monkeypatch):
-    """huggingface_hub's real CommitScheduler, up to the upload call: the Hub's answers are
-    stood in for (no Hub here), the files and what would be committed are real."""
-    commits, downloads = [], []
+RESTART = """
+import sys
+from pathlib import Path
 
-    def snapshot_download(repo_id, repo_type, allow_patterns, local_dir):
-        downloads.append((repo_id, repo_type, allow_patterns))
-        earlier = VoteStore(tmp_path / "earlier.sqlite", vote_log.VoteLog(tmp_path / "earlier"))
-        cast(earlier, 4)  # what an earlier start pushed
-        target = tmp_path / local_dir / "votes"
-        target.mkdir(parents=True)
-        shutil.copy(earlier.log.mine, target)
+from arena import vote_log
+from arena.votes import VoteStore
 
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
-    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", lambda self, repo_id, **kwargs: SimpleNamespace(repo_id=repo_id))
-    monkeypatch.setattr(huggingface_hub.HfApi, "create_commit", lambda self, **kwargs: commits.append(kwargs))
-    monkeypatch.setenv(vote_log.REPO_ENV, "me/arena-votes")
-    monkeypatch.setenv(vote_log.EVERY_MIN_ENV, "60")
-    log = vote_log.open_log(tmp_path / "log")
-    try:
-        store = VoteStore(tmp_path / "votes.sqlite", log)
-        assert downloads == [("me/arena-votes", "dataset", "votes/*.jsonl")] and store.held()[0] == 4
-        cast(store, 1)
-        assert store.held()[0] == 5
-        log.scheduler.trigger().result()
-    finally:
-        log.scheduler.stop()  # no push at exit, when the Hub is no longer stood in for
-    [commit] = commits
-    [added] = commit["operations"]
-    assert commit["repo_type"] == "dataset" and added.path_in_repo == f"votes/{log.mine.name}"
-    assert added.path_or_fileobj.read() == log.mine.read_bytes()  # this process's file only, as written
+folder, n = Path(sys.argv[1]), int(sys.argv[2])
+log = vote_log.open_log(folder / "log")
+store = VoteStore(folder / "votes.sqlite", log)
+print("held at start", store.held()[0])
+for i in range(n):
+    store.record("h", f"q{i}", [("best", "Merged"), ("worst", "Parent B")], {"Merged": "m", "Parent A": "a", "Parent B": "b"},
+                 {"Merged": "r", "Parent A": "r", "Parent B": "r"}, {"seed": i})
+log.scheduler.trigger().result()  # the push the scheduler makes every few minutes, now
+log.scheduler.stop()
+print("held at end", store.held()[0])
+"""
+
+
+def test_on_the_hub_the_votes_outlive_a_restart_through_a_commit_scheduler(tmp_path):
+    """huggingface_hub's real CommitScheduler and snapshot_download against the Hub-protocol
+    server (testkit/hub_server.py, which takes uploads): each start is a new process on a new
+    disk, as a restarted Space is; it reads the dataset back, votes, and pushes."""
+    with HubServer() as hub:
+        hub.users["hf_owner"] = "owner"
+        env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+        env.update(HF_ENDPOINT=hub.url, HF_HOME=str(tmp_path / "hf-home"), HF_HUB_DISABLE_XET="1", HF_TOKEN="hf_owner",
+                   **{vote_log.REPO_ENV: "owner/arena-votes", vote_log.EVERY_MIN_ENV: "60"})
+
+        def start(disk: str, votes: int) -> list[str]:
+            done = subprocess.run([sys.executable, "-c", RESTART, str(tmp_path / disk), str(votes)], cwd=ROOT, env=env,
+                                  capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stderr[-2000:]
+            return [line for line in done.stdout.splitlines() if line.startswith("held")]
+
+        assert start("first", 3) == ["held at start 0", "held at end 3"]
+        assert start("second", 1) == ["held at start 3", "held at end 4"]  # a restart: a new disk, the votes read back
+        assert start("third", 0) == ["held at start 4", "held at end 4"]
+        pushed = sorted(p.name for p in hub.repos["datasets/owner/arena-votes"].folder.glob("votes/*.jsonl"))
+        assert len(pushed) == 2 and {user for _, user in hub.commits} == {"owner"}  # one file per process that voted

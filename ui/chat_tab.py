@@ -230,6 +230,13 @@ def stream_done(session: ChatSession) -> ChatView:
     return view(session, streaming=False)
 
 
+def put_back(typed: str, session: ChatSession) -> str | None:
+    """After a stream: a message no pane could take (every model failed to load, each pane
+    says why) goes back into the empty box, to send again once fixed; None leaves the box."""
+    unsent, session.arena.unsent = session.arena.unsent, ""
+    return unsent if unsent and not (typed or "").strip() else None
+
+
 def clear_chat(session: ChatSession) -> ChatView:
     """Empty the panes (a waiting message goes with them, visibly); the next message starts a new round."""
     session.waiting = ""
@@ -425,6 +432,7 @@ class ChatTab:
     parent_a: gr.Textbox
     parent_b: gr.Textbox
     blind: gr.Checkbox
+    session: gr.State
 
 
 def build_chat_tab(demo: gr.Blocks) -> ChatTab:
@@ -528,9 +536,13 @@ def build_chat_tab(demo: gr.Blocks) -> ChatTab:
     taken = regen_button.click(on_regenerate, [*inputs, lock_seed, session], outputs, api_visibility=PRIVATE, concurrency_limit=None)
     streams.append(taken.then(on_stream, [*inputs, session], outputs, api_visibility=PRIVATE, concurrency_id="device",
                               concurrency_limit=1))
+    def on_done(typed, state):
+        box = put_back(typed, state)
+        return gr.skip() if box is None else box, *stream_done(state).updates()
+
     for event in streams:
         # No progress dots: the replies are complete, and dots under them read as another reply coming.
-        event.then(lambda state: stream_done(state).updates(), session, outputs, api_visibility=PRIVATE, concurrency_limit=None,
+        event.then(on_done, [message, session], [message, *outputs], api_visibility=PRIVATE, concurrency_limit=None,
                    show_progress="hidden")
 
     def on_stop(typed, state):
@@ -565,4 +577,4 @@ def build_chat_tab(demo: gr.Blocks) -> ChatTab:
                           [temperature, top_p, repetition_penalty], api_visibility=PRIVATE)
     demo.load(open_chat, [merged_ref, session], [merged_ref, *stats, results_plot, results_table], api_visibility=PRIVATE)
     merged_ref.change(drop_no_merge_hint, [merged_ref, session], stats, api_visibility=PRIVATE, concurrency_limit=None)
-    return ChatTab(merged_ref, chat_a, chat_b, blind)
+    return ChatTab(merged_ref, chat_a, chat_b, blind, session)

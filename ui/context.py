@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import inspect
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -25,9 +26,18 @@ class CancelSession:
 
     def __init__(self) -> None:
         self.cancel = threading.Event()
+        self.visitor = Visitor()
 
     def __deepcopy__(self, memo: dict) -> CancelSession:  # gr.State copies its default per session
         return CancelSession()
+
+
+@dataclass(frozen=True)
+class Visitor:
+    """Who is signed in with Hugging Face (on a Space with hf_oauth): their token downloads
+    gated and private models and pushes merges to their namespace. None: not signed in."""
+    token: str | None = None
+    username: str | None = None
 
 
 def cancel(session: CancelSession) -> None:

@@ -16,7 +16,10 @@ import pandas as pd
 import psutil
 
 from core import places
+from core.downloads import Progress as Download
+from core.downloads import watching
 from core.errors import UserError
+from core.hub_access import SIGN_IN, SIGN_IN_FIX, as_visitor
 from core.sources import is_converted, kind_of, resolve_model
 from evaluation import defaults
 from evaluation.defaults import known_models
@@ -40,7 +43,7 @@ from merging.hub import HubOffline, push_folder
 from merging.inspect import compatibility_problems, inspect_model
 from merging.merge import MergeCancelled
 from ui import context
-from ui.context import PRIVATE, CancelSession, check_models, in_visitor_words, short_name
+from ui.context import PRIVATE, CancelSession, Visitor, check_models, in_visitor_words, short_name
 from ui.context import CancelSession as MergeSession  # the name the merge's handler and tests use
 from ui.context import cancel as cancel_merge
 from ui.demo_panel import build_demo, demo_row, fresh_defaults
@@ -210,17 +213,23 @@ def merge(yaml_text: str, output_name: str, overwrite: bool, session: MergeSessi
         stage = "Cancelling…" if session.cancel.is_set() else f"{p.tensors_done}/{p.tensors_total} tensors"
         progress(p.tensors_done / p.tensors_total, desc=f"{stage} · {p.bytes_written / 1e6:.0f} MB written")
 
+    def on_download(p: Download) -> None:  # a Hub parent not in the cache yet
+        stage = "Cancelling…" if session.cancel.is_set() else f"Downloading {p.repo}"
+        progress(p.done / p.total if p.total else None, desc=f"{stage} · {p.line()}")
+
     try:
         if not name:
             raise UserError("output name", "empty", "type a name for the merged model")
         budget = parse_max_ram(max_ram, MAX_RAM_FIELD)
-        result = run_merge(parse_config(yaml_text), places.outputs_root() / name, overwrite=overwrite, on_progress=on_progress,
-                           cancel=session.cancel, policy=context.access_policy(),
-                           exists_fix="choose another output name, or tick “overwrite”", max_ram=budget)
+        config = parse_config(yaml_text)
+        with as_visitor(session.visitor.token), watching("the parents", on_download, session.cancel):
+            result = run_merge(config, places.outputs_root() / name, overwrite=overwrite, on_progress=on_progress,
+                               cancel=session.cancel, policy=context.access_policy(),
+                               exists_fix="choose another output name, or tick “overwrite”", max_ram=budget)
     except MergeCancelled:
         return CANCELLED, "", "", ""
     except UserError as exc:
-        return failed(exc)
+        return (CANCELLED, "", "", "") if session.cancel.is_set() else failed(exc)  # a Cancel while a parent downloaded
     renamed = [f"- ℹ️ saved as `{places.outputs_root().name}/{name}`: a name keeps only letters, digits, `.`, `_` and `-`"
                ] if name != typed else []
     summary = in_visitor_words("\n".join([f"### ✅ Merged into `{result.output_dir}`", f"- {result.summary()}", *renamed,
@@ -297,10 +306,18 @@ def heatmap_html(columns: list[str], rows: list[tuple[str, list[float | None]]],
             f"<table style='border-collapse:collapse;font-size:12px'><tr><th></th>{head}</tr>{body}</table></div>")
 
 
-def push_to_hub(output_path: str, repo_id: str, token: str) -> tuple[str, str | None]:
-    """(message, zip to download or None). Offline, the merged folder is offered as a zip."""
+def push_to_hub(output_path: str, repo_id: str, token: str, visitor: Visitor = Visitor()) -> tuple[str, str | None]:  # noqa: B008 -- frozen
+    """(message, zip to download or None). Offline, the merged folder is offered as a zip.
+    A signed-in visitor pushes with their own token, and a bare or empty name goes to their
+    namespace; with sign-in on, nobody pushes with the Space owner's token."""
     if not output_path:
         return "⚠️ push: nothing merged yet — run a merge first", None
+    token = token.strip() or visitor.token or ""
+    if SIGN_IN and not token:
+        return f"⚠️ push: not signed in — {SIGN_IN_FIX}, or paste a write token", None
+    repo_id = repo_id.strip() or Path(output_path).name
+    if visitor.username and "/" not in repo_id:
+        repo_id = f"{visitor.username}/{repo_id}"
     try:
         return f"✅ pushed to {push_folder(Path(output_path), repo_id, token)}", None
     except HubOffline as exc:
@@ -319,6 +336,7 @@ class MergeTab:
     parent_b: gr.Dropdown
     output_path: gr.Textbox
     to_chat: gr.Button
+    session: gr.State
 
 
 def build_merge_tab(demo: gr.Blocks) -> MergeTab:
@@ -380,8 +398,8 @@ def build_merge_tab(demo: gr.Blocks) -> MergeTab:
     with gr.Accordion("Model card", open=False):
         card = gr.Markdown()
     with gr.Accordion("Push to the Hub", open=False):
-        hub_repo = gr.Textbox(label="Repo (user/name)")
-        hub_token = gr.Textbox(label="Token (write)", type="password")
+        hub_repo = gr.Textbox(label="Repo (name: into your account once signed in; or user/name)" if SIGN_IN else "Repo (user/name)")
+        hub_token = gr.Textbox(label="Token (write; not needed once signed in)" if SIGN_IN else "Token (write)", type="password")
         push = gr.Button("Push")
         push_message = gr.Markdown()
         push_file = gr.File(label="Merged folder (zip)", visible=True, interactive=False)
@@ -429,5 +447,6 @@ def build_merge_tab(demo: gr.Blocks) -> MergeTab:
     merge_event.then(lambda: (gr.Dropdown(choices=known_models()), gr.Dropdown(choices=known_models())), None, [parent_a, parent_b],
                      api_visibility=PRIVATE)
     cancel.click(cancel_merge, session, None, concurrency_limit=None, api_visibility=PRIVATE)
-    push.click(push_to_hub, [output_path, hub_repo, hub_token], [push_message, push_file], api_visibility=PRIVATE)
-    return MergeTab(parent_a, parent_b, output_path, to_chat)
+    push.click(lambda path, repo, typed, state: push_to_hub(path, repo, typed, state.visitor), [output_path, hub_repo, hub_token, session],
+               [push_message, push_file], api_visibility=PRIVATE)
+    return MergeTab(parent_a, parent_b, output_path, to_chat, session)

@@ -2,7 +2,8 @@
 huggingface_hub's own byte counts (snapshot_download's `tqdm_class`).
 
 A caller that waits for a model (a chat pane's load) runs the resolve inside
-`watching(repo, report, cancelled)`: `report` gets a Progress as bytes arrive, and setting
+`watching(repo, report, cancelled)`: `report` gets a Progress as bytes arrive (in the
+caller's context, though files download in worker threads), and setting
 `cancelled` stops the download at its next chunk. A dropped connection resumes where it
 stopped (huggingface_hub asks for the rest with Range). After a cancel, the files that
 were complete stay in the Hub cache and the next try fetches only the others; the file
@@ -48,6 +49,7 @@ class _Watch:
     report: Callable[[Progress], None]
     cancelled: threading.Event
     started: float
+    context: contextvars.Context  # the caller's: a report runs in it (Gradio finds its progress bar there)
     expected: int = 0  # bytes still to fetch, from a dry run: huggingface_hub's total grows file by file
 
 
@@ -57,7 +59,7 @@ _watch: contextvars.ContextVar[_Watch | None] = contextvars.ContextVar("download
 @contextlib.contextmanager
 def watching(repo: str, report: Callable[[Progress], None], cancelled: threading.Event | None = None) -> Iterator[None]:
     """Report the progress of the Hub downloads started inside, and stop them once `cancelled` is set."""
-    token = _watch.set(_Watch(repo, report, cancelled or threading.Event(), time.monotonic()))
+    token = _watch.set(_Watch(repo, report, cancelled or threading.Event(), time.monotonic(), contextvars.copy_context()))
     try:
         yield
     finally:
@@ -104,5 +106,6 @@ class WatchedBar(hub_tqdm):
             with self.counting:
                 self.received += int(n or 0)
                 total = max(int(self.total or 0), watch.expected)
-                watch.report(Progress(watch.repo, self.received, total, time.monotonic() - watch.started))
+                # Files arrive in worker threads; the report runs in the caller's context (one at a time: the lock).
+                watch.context.run(watch.report, Progress(watch.repo, self.received, total, time.monotonic() - watch.started))
         return super().update(n)

@@ -24,6 +24,7 @@ def hub_page(tiny_models, tmp_path):
     with HubServer() as hub:
         hub.add("org/gated", tiny_models("qwen2", 1), gated_for={"hf_granted"})
         hub.add("org/slow", tiny_models("qwen2", 2, hidden=256), bytes_per_s=0.4e6)  # 5 MB: about 12 s
+        hub.add("org/slow-b", tiny_models("qwen2", 3, hidden=256), bytes_per_s=0.4e6)
         env = {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_DISABLE_XET": "1", "HF_HUB_OFFLINE": "0",
                "HF_TOKEN": ""}
         with app_process(str(cache_root()), env=env, log=ARTIFACTS / "hub-app.log") as (url, _), sync_playwright() as p:
@@ -59,4 +60,28 @@ def test_a_gated_parent_is_refused_in_one_line_and_a_download_shows_its_progress
                                "at https://huggingface.co/org/gated, then log in with hf auth login or set HF_TOKEN")  # `code` rendered
     expect(page.locator("#chat-panes").get_by_text("tok/s")).to_have_count(1, timeout=120_000)  # the slow parent answered
     page.screenshot(path=str(ARTIFACTS / "hub-gated-refused.png"))
+    assert page.locator(".toast-body").count() == 0
+
+
+def test_a_merge_of_hub_parents_shows_their_download_and_cancel_stops_it(hub_page):
+    """The Merge tab's panel while the parents download (MB, MB/s, time left); Cancel ends it
+    as a cancelled merge; the next Merge fetches the rest and merges."""
+    page = hub_page
+    for label, repo in (("Parent A (base_model, t = 0)", "org/slow"), ("Parent B (t = 1)", "org/slow-b")):
+        box = page.get_by_label(label)
+        box.fill(repo)
+        box.press("Enter")
+    expect(page.get_by_text("✅ compatible")).to_be_visible(timeout=60_000)  # read from each config.json alone
+    page.get_by_label("Output name (under outputs/)").fill("hub-merge")
+    page.get_by_role("button", name="Merge", exact=True).click()
+    line = page.get_by_text(re.compile(r"Downloading the parents · [1-4] of 5 MB downloaded, 0\.[1-9] MB/s, about \d+ s left")).first
+    expect(line).to_be_visible(timeout=60_000)
+    line.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "hub-merge-download-progress.png"))
+    page.get_by_role("button", name="Cancel", exact=True).click()
+    expect(page.get_by_text("Cancelled — nothing was written")).to_be_visible(timeout=30_000)
+    page.get_by_role("button", name="Merge", exact=True).click()
+    expect(page.get_by_text("Merged into")).to_be_visible(timeout=180_000)
+    page.get_by_text("Merged into").scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "hub-merge-done.png"))
     assert page.locator(".toast-body").count() == 0

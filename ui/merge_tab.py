@@ -55,8 +55,14 @@ T_TITLE = "t (0 = parent A, 1 = parent B)"  # the t plot's y axis
 MAX_RAM_FIELD = "Max RAM"  # the budget's box, as its errors name it
 
 
-def describe_parents(a: str, b: str) -> tuple[str, int]:
-    """The parents panel, and the base's layer count for the t plot (0 when unknown)."""
+def describe_parents(a: str, b: str, session: MergeSession | None = None) -> tuple[str, int]:
+    """The parents panel, and the base's layer count for the t plot (0 when unknown). A Hub
+    parent's config is read with the signed-in visitor's token, if any."""
+    with as_visitor(session.visitor.token if session else None):
+        return _describe_parents(a, b)
+
+
+def _describe_parents(a: str, b: str) -> tuple[str, int]:
     lines, infos = [], []
     for label, ref in (("Parent A (base)", a), ("Parent B", b)):
         if not ref:
@@ -408,12 +414,14 @@ def build_merge_tab(demo: gr.Blocks) -> MergeTab:
         return form_to_yaml(controls.form(values), values[base_layers], values[yaml_box])
 
     def on_divergence(values: dict, progress=gr.Progress()) -> str:  # noqa: B008 -- Gradio injects it
-        return divergence_map(controls.request(values), progress)
+        with as_visitor(values[session].visitor.token):
+            return divergence_map(controls.request(values), progress)
 
     to_yaml = dict(fn=on_form, inputs={*form_inputs, base_layers, yaml_box}, outputs=[yaml_box, plot, form_message, preset, plan_box],
                    api_visibility=PRIVATE)
     for component in (parent_a, parent_b):
-        component.change(describe_parents, [parent_a, parent_b], [parents_info, base_layers], api_visibility=PRIVATE).then(**to_yaml)
+        component.change(describe_parents, [parent_a, parent_b, session], [parents_info, base_layers], api_visibility=PRIVATE
+                         ).then(**to_yaml)
     preset.input(apply_preset, preset, [attn, mlp, default], api_visibility=PRIVATE).then(**to_yaml)
     # .change, not .input: in Gradio 6.31 a Textbox's .input does not fire on Backspace,
     # paste or select-all-delete, and the YAML kept the old value (seen in Chromium). One
@@ -427,14 +435,18 @@ def build_merge_tab(demo: gr.Blocks) -> MergeTab:
     # if it was built since start-up, fills the parents panel (the first start waits for the
     # bundled model's conversion here) and the plot's layer count.
     demo.load(lambda: fresh_defaults(pair), None, demo_outputs, api_visibility=PRIVATE).then(
-        describe_parents, [parent_a, parent_b], [parents_info, base_layers], api_visibility=PRIVATE).then(**to_yaml)
+        describe_parents, [parent_a, parent_b, session], [parents_info, base_layers], api_visibility=PRIVATE).then(**to_yaml)
     # Its own queue: a build of minutes never holds the one that merges and chats wait on.
     demo_parent.build.click(build_demo, build_session, [*demo_outputs, demo_parent.message, demo_parent.build],
                             api_visibility=PRIVATE, concurrency_id="demo-build", concurrency_limit=1).then(**to_yaml)
     demo_parent.cancel.click(cancel_merge, build_session, None, concurrency_limit=None, api_visibility=PRIVATE)
-    plan_button.click(lambda values: plan(controls.request(values), values[max_ram]), controls.inputs(max_ram), plan_box,
+    def on_plan(values: dict) -> str:
+        with as_visitor(values[session].visitor.token):
+            return plan(controls.request(values), values[max_ram])
+
+    plan_button.click(on_plan, controls.inputs(max_ram, session), plan_box,
                       api_visibility=PRIVATE)
-    divergence_button.click(on_divergence, controls.inputs(), heatmap, api_visibility=PRIVATE,
+    divergence_button.click(on_divergence, controls.inputs(session), heatmap, api_visibility=PRIVATE,
                             concurrency_id="device", concurrency_limit=1)
     for component in (*form_inputs, yaml_box, output_name, max_ram):
         component.input(after_edit, result, [plan_box, result], queue=False, api_visibility=PRIVATE)

@@ -151,7 +151,11 @@ def resolve_model(ref: str) -> Path:
 def check_hub_access(ref: str) -> None:
     """For a Hub id, refuse in one line when this token may not download it, even when its
     files are cached or loaded here already (by another visitor with access)."""
-    if kind_of(ref) == "hub":
+    try:
+        kind = kind_of(ref)
+    except UserError:  # not a model reference of the user's (a t-preview's in-memory model): nothing on the Hub
+        return
+    if kind == "hub":
         from core.hub_access import check_access
 
         with hub_errors(ref.strip()):

@@ -30,7 +30,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from core.cpu import native_bf16
 from core.errors import UserError
-from core.sources import DEFAULT_MODEL, cache_root, resolve_model
+from core.sources import BUNDLED_PREFIX, DEFAULT_MODEL, bundled_gguf, cache_root, kind_of, resolve_model
 from evaluation import teacher_data
 from evaluation.batch import batch_replies
 from evaluation.prompt_set import DEMO_PROMPTS, PromptCase, read_prompts, split_halves
@@ -70,11 +70,15 @@ Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 def demo_parent_folder(base: str = DEFAULT_MODEL, settings: DistillSettings = DistillSettings()) -> Path:
-    """Where the demo parent of `base` lives once built (it may not exist yet). A base in
-    the cache (the converted bundled model) is keyed by its place there, so a cache that
-    moves keeps its demo parent."""
-    folder, root = resolve_model(base).resolve(), cache_root().resolve()
-    where = str(folder.relative_to(root)) if folder.is_relative_to(root) else str(folder)
+    """Where the demo parent of `base` lives once built (it may not exist yet). The bundled
+    model is keyed by its name and size, not by where pip put it (a new virtualenv, or a
+    fresh clone, keeps the demo parent); another base in the cache by its place there, so
+    a cache that moves keeps its demo parent."""
+    if kind_of(base) == "bundled":
+        where = f"{base.strip()}:{bundled_gguf(base.strip().removeprefix(BUNDLED_PREFIX)).stat().st_size}"
+    else:
+        folder, root = resolve_model(base).resolve(), cache_root().resolve()
+        where = str(folder.relative_to(root)) if folder.is_relative_to(root) else str(folder)
     return cache_root() / "demo-parent" / f"{NAME}-{settings.key(where)}"
 
 

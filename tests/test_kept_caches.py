@@ -50,8 +50,10 @@ def test_a_six_turn_conversation_reuses_each_turn_and_replies_as_a_fresh_prefill
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
 def test_smollm2_logits_after_a_kept_cache_stay_within_the_decode_bound(smollm2_dir, precision):
     """The real model, whose kept caches the C decode step filled: at every turn of six,
-    the next token's logits from the kept cache plus the new tokens are within 3% (relative
-    L2; measured 0.5-2.1%) of the model's own forward over the whole prompt, and the token
+    the next token's logits from the kept cache plus the new tokens are within 4% (relative
+    L2; measured 0.5-1.8% with the C kernels, 0.8-3.1% with SLERP_ARENA_KERNELS=torch,
+    whose decode step rounds each projection to bf16; a fresh prefill of the loop itself is
+    0.8-2.1% from the model's forward) of the model's own forward over the whole prompt, and the token
     that forward picks is this one's pick or within 1% of it (seen: 16.125 against 16.25).
     The replies' keys came from decode, whose attention is float32 where SDPA rounds via
     bf16 (test_decoder.py bounds decode by 2% over 12 positions), so a bf16 reply may part
@@ -67,7 +69,7 @@ def test_smollm2_logits_after_a_kept_cache_stay_within_the_decode_bound(smollm2_
             full = loaded.model(torch.tensor([ids])).logits.float()[0, -1]
         error = float((logits - full).norm() / full.norm())
         near_tie = float(logits.max() - logits[full.argmax()]) <= 0.01 * float(full.abs().max())  # the forward's pick, or a tie
-        assert error < 0.03 and near_tie, (turn, error)
+        assert error < 0.04 and near_tie, (turn, error)
         assert (reused > len(ids) // 2) == (turn > 0), (turn, reused, len(ids))
         one = generate_reply(loaded, history, settings, threading.Event(), conversation=f"smollm2-{precision}")  # kept for the next turn
         history.append({"role": "assistant", "content": one.text})

@@ -371,7 +371,8 @@ def preview_t(attn: str, mlp: str, default: str, merged_ref: str, merged_precisi
     weights = merge_in_memory(config_from_form(form), PREVIEW_MAX_BYTES)
     merged_s = time.perf_counter() - started
     name = f"{folder}#t=self_attn[{attn}] mlp[{mlp}] default[{default}]"
-    loaded = load_with_weights(str(folder), weights, merged_precision, name)
+    # The shared cache's device, as every other load: on ZeroGPU the main process's (emulated) cuda.
+    loaded = load_with_weights(str(folder), weights, merged_precision, name, cache.MODELS.device)
     if session.preview is not None:
         cache.MODELS.unload(session.preview)
     cache.MODELS.add(name, merged_precision, loaded)
@@ -499,9 +500,9 @@ def build_chat_tab(demo: gr.Blocks) -> ChatTab:
         export_files = gr.File(label="Exported files", file_count="multiple", interactive=False, visible=False)
     with gr.Accordion("Instant t-preview: re-merge the merged model in memory at a new t", open=False):
         with gr.Row():
-            preview_attn = gr.Textbox("0, 0.5, 1, 0.5, 0", label="t for self_attn")
-            preview_mlp = gr.Textbox("0.5", label="t for mlp")
-            preview_default = gr.Textbox("0.5", label="t for the rest")
+            preview_attn = gr.Textbox("0, 0.5, 1, 0.5, 0", label="t for self_attn", elem_id="preview-attn")
+            preview_mlp = gr.Textbox("0.5", label="t for mlp", elem_id="preview-mlp")
+            preview_default = gr.Textbox("0.5", label="t for the rest", elem_id="preview-default")
             preview_button = gr.Button("Preview")
         preview_message = gr.Markdown()
 

@@ -17,6 +17,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from arena.leaks import identity_leak
 from arena.replies import PaneRequest, RepliesRequest, stream_replies
@@ -29,6 +30,7 @@ from inference import cache
 from inference.endpoint import EndpointModel
 from inference.generation import ChatModel, GenerationSettings, Reply
 from inference.loading import LoadedModel
+from merging.config import parse_config
 
 TIE, ALL_BAD = "tie", "all bad"
 HIDDEN_ERROR = "⚠️ this pane's model failed (the reason is shown after the reveal)"  # the reason may name the model or its host
@@ -369,6 +371,21 @@ def reply(session: ArenaSession, settings: GenerationSettings, system_prompt: st
                 model.measured_tokens_per_s = turn.tokens_per_s
 
 
+def check_access_to(ref: str) -> None:
+    """A model in memory or on this disk is served only to a visitor who may download it;
+    a merge made here (its mergekit_config.yml, a t-preview's `#t=` aside) counts as its
+    parents, whose weights it carries."""
+    check_hub_access(ref)
+    config = Path(ref.split("#")[0].strip()) / "mergekit_config.yml"
+    if config.is_file():
+        try:
+            parents = parse_config(config.read_text()).models
+        except UserError:  # not a config of ours: it names no parent to check
+            return
+        for parent in parents:
+            check_hub_access(parent)
+
+
 def _load(session: ArenaSession, pane: Pane) -> Iterator[ArenaSession]:
     """The pane's model from the shared cache, loaded in a thread while this yields the
     session as a Hub download advances (its load line: MB, MB/s, time left). Closing this
@@ -382,7 +399,7 @@ def _load(session: ArenaSession, pane: Pane) -> Iterator[ArenaSession]:
     def load() -> None:
         try:
             with as_visitor(session.token), watching(pane.ref, report, cancelled):
-                check_hub_access(pane.ref)  # a model in memory is served only to a visitor who may download it
+                check_access_to(pane.ref)
                 result["model"] = cache.MODELS.get(pane.ref, pane.precision)
         except BaseException as exc:  # noqa: BLE001 -- raised again in the session's thread
             result["error"] = exc

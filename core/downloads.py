@@ -79,9 +79,10 @@ def snapshot(repo: str, patterns: list[str]) -> Path:
     if watch is not None:
         try:
             plan = snapshot_download(repo, allow_patterns=patterns, token=token, dry_run=True)
-        except DryRunError:  # gated, missing, offline: the download below raises the error that says which
+        except DryRunError:  # the repo unreachable: the download below raises the error that says why
             plan = []
         watch.expected = sum(item.file_size or 0 for item in plan if item.will_download)
+        watch.started = time.monotonic()  # per repo: a merge's second parent gets its own MB/s
     return Path(snapshot_download(repo, allow_patterns=patterns, token=token, tqdm_class=WatchedBar))
 
 

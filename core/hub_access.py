@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import hashlib
 import os
 import time
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ SIGN_IN_FIX = "sign in with Hugging Face (the button at the top of the page)"
 ALLOWED_FOR_S = 600.0  # how long a yes from the Hub is trusted before asking again
 
 _visitor: contextvars.ContextVar[str | None] = contextvars.ContextVar("visitor_token", default=None)
-_allowed: dict[tuple[str | None, str], float] = {}  # (token, repo) -> when the Hub said yes
+_allowed: dict[tuple[str, str], float] = {}  # (sha256 of the token, repo) -> when the Hub last said yes
 
 
 @contextlib.contextmanager
@@ -50,12 +51,21 @@ def check_access(repo_id: str) -> None:
     """Raise the Hub's error when this token may not download `repo_id`, even when its files
     are already here: another visitor with access may have fetched a gated model into the
     Space's shared cache or memory. One request; a yes is trusted for ALLOWED_FOR_S."""
+    import httpx2
     from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import HfHubHTTPError
 
     if constants.HF_HUB_OFFLINE:  # no Hub to ask: this machine's cache is all there is
         return
-    key = (hub_token(), repo_id)
+    key = (hashlib.sha256((hub_token() or "").encode()).hexdigest(), repo_id)  # no raw token kept
     if time.monotonic() - _allowed.get(key, -ALLOWED_FOR_S) < ALLOWED_FOR_S:
         return
-    HfApi().auth_check(repo_id, token=hub_token())
+    try:
+        HfApi().auth_check(repo_id, token=hub_token())
+    except (httpx2.TransportError, HfHubHTTPError) as exc:
+        status = exc.response.status_code if isinstance(exc, HfHubHTTPError) and exc.response is not None else None
+        # The Hub down or busy (no answer, 5xx, 429): a visitor it said yes to before keeps the model.
+        if key in _allowed and (status is None or status >= 500 or status == 429):
+            return
+        raise
     _allowed[key] = time.monotonic()

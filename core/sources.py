@@ -165,6 +165,7 @@ def check_hub_access(ref: str) -> None:
 def read_config(ref: str) -> dict:
     """config.json of `ref`. For a Hub id only that file is fetched, not the weights."""
     if kind_of(ref) == "hub":
+        check_hub_access(ref)  # huggingface_hub returns a cached config when the Hub refuses this token
         with hub_errors(ref):
             from huggingface_hub import hf_hub_download
 

@@ -51,7 +51,7 @@ def test_a_gated_parent_downloads_for_the_visitor_who_signed_in_and_no_one_else(
             try:
                 page.goto(url)
                 expect(page.locator("#signed-in")).to_contain_text("Not signed in")
-                ask_gated(page)  # the Space's own token has no access, and a visitor not signed in does not use it
+                ask_gated(page)  # not signed in: downloads as the Space does, whose own token has no access
                 expect(page.locator("#chat-panes").get_by_text("is gated")).to_have_text(GATED_LINE)
                 expect(page.locator("#chat-message textarea")).to_have_value("hello")  # no pane took it: back in the box
                 page.screenshot(path=str(ARTIFACTS / "sign-in-gated-refused.png"))

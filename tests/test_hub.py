@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 from huggingface_hub import constants
 
+from arena.rounds import check_access_to
+from core.errors import UserError
+from core.hub_access import as_visitor
 from core.places import ROOT
 from testkit.hub_server import HubServer
 from ui import merge_tab
@@ -183,3 +186,16 @@ def test_a_gated_model_cached_by_an_account_with_access_is_not_served_to_one_wit
         "error model: 'org/gated' is gated and this account has not been granted access — accept its license at "
         "https://huggingface.co/org/gated with the account whose token is used")
     assert outcome(resolve(hub, "org/gated")).startswith("error model: 'org/gated' is gated: only accounts granted access")
+
+
+def test_a_merge_made_here_of_a_gated_parent_is_served_only_to_a_visitor_who_may_download_that_parent(online, tmp_path):
+    online.add("org/gated", online.weights, gated_for={"hf_alice"})
+    online.add("org/public", online.weights)
+    merged = tmp_path / "merge"
+    merged.mkdir()
+    (merged / "mergekit_config.yml").write_text("models:\n  - model: org/gated\n  - model: org/public\nmerge_method: slerp\n"
+                                                "base_model: org/gated\nparameters:\n  t: 0.5\ndtype: bfloat16\n")
+    with as_visitor("hf_alice"):
+        check_access_to(f"{merged}#t=self_attn[0.5] mlp[0.5] default[0.5]")  # a t-preview of it too
+    with as_visitor("hf_bob"), pytest.raises(UserError, match="'org/gated' is gated and this account has not been granted"):
+        check_access_to(str(merged))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import inspect
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
@@ -36,7 +36,7 @@ class CancelSession:
 class Visitor:
     """Who is signed in with Hugging Face (on a Space with hf_oauth): their token downloads
     gated and private models and pushes merges to their namespace. None: not signed in."""
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
     username: str | None = None
 
 

@@ -318,11 +318,12 @@ def push_to_hub(output_path: str, repo_id: str, token: str, visitor: Visitor = V
     namespace; with sign-in on, nobody pushes with the Space owner's token."""
     if not output_path:
         return "⚠️ push: nothing merged yet — run a merge first", None
-    token = token.strip() or visitor.token or ""
+    pasted = token.strip()
+    token = pasted or visitor.token or ""
     if SIGN_IN and not token:
         return f"⚠️ push: not signed in — {SIGN_IN_FIX}, or paste a write token", None
     repo_id = repo_id.strip() or Path(output_path).name
-    if visitor.username and "/" not in repo_id:
+    if visitor.username and not pasted and "/" not in repo_id:  # a pasted token may be another account's
         repo_id = f"{visitor.username}/{repo_id}"
     try:
         return f"✅ pushed to {push_folder(Path(output_path), repo_id, token)}", None

@@ -139,7 +139,7 @@ def teacher_examples(model, tokenizer, cases: list[PromptCase], settings: Distil
                      report: Progress) -> list[tuple[PromptCase, str]]:
     plain = batch_replies(model, tokenizer, cases, GenerationSettings(
         temperature=0, repetition_penalty=settings.teacher_repetition_penalty, max_new_tokens=settings.answer_tokens),
-        batch_size=24, on_batch=lambda done, total: report("teacher answers", done, total))
+        batch_size=80, on_batch=lambda done, total: report("teacher answers", done, total))  # faster than 24, same answers
     rng = random.Random(settings.seed)
     examples = []
     for case, answer in zip(cases, plain, strict=True):

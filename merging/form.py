@@ -29,15 +29,24 @@ class MergeForm:
     self_attn: str = "0.5"
     mlp: str = "0.5"
     default: str = "0.5"
-    layer_start: int = 0
-    layer_end: int = 0  # 0: all layers (the `models:` form)
+    layer_start: float | None = 0  # as typed (None: emptied); config_from_form checks it is a layer index
+    layer_end: float | None = 0  # 0: all layers (the `models:` form)
     dtype: str = "bfloat16"
 
 
 def form_from_fields(a: str | None, b: str | None, attn: str | None, mlp: str | None, default: str | None,
                      start: float | None, end: float | None, dtype: str) -> MergeForm:
     """The form from the page's eight fields as Gradio sends them (an emptied one is None)."""
-    return MergeForm(a or "", b or "", attn or "", mlp or "", default or "", int(start or 0), int(end or 0), dtype)
+    return MergeForm(a or "", b or "", attn or "", mlp or "", default or "", start, end, dtype)
+
+
+def layer_index(value: float | None, field: str) -> int:
+    """A layer field's value, refused unless a whole number of 0 or more (2.5 is not
+    rounded to 2 behind the visitor's back)."""
+    if value is None or value < 0 or value != int(value):
+        shown = "empty" if value is None else f"{value:g}"
+        raise UserError(field, f"{shown} is not a layer number", "type a whole number of 0 or more, such as 0")
+    return int(value)
 
 
 def parse_gradient(text: str, field: str) -> tuple[float, ...]:
@@ -64,10 +73,13 @@ def config_from_form(form: MergeForm) -> MergeConfig:
         TRule(parse_gradient(form.default, "t (everything else)")),
     )
     slices = None
-    if form.layer_end:
-        if not 0 <= form.layer_start < form.layer_end:
-            raise UserError("layer range", f"[{form.layer_start}, {form.layer_end}] is empty", "use start < end, or end 0 for all layers")
-        span = (int(form.layer_start), int(form.layer_end))
+    start, end = layer_index(form.layer_start, "first layer"), layer_index(form.layer_end, "end layer")
+    if start and not end:
+        raise UserError("layer range", f"first layer {start} with end layer 0 (all layers)", "set the end layer, or first layer 0")
+    if end:
+        if not start < end:
+            raise UserError("layer range", f"[{start}, {end}] is empty", "use start < end, or end 0 for all layers")
+        span = (start, end)
         slices = (Slice(Source(form.base_model, span), Source(form.other_model, span)),)
     return MergeConfig(form.base_model.strip(), form.other_model.strip(), rules, slices, dtype=form.dtype)
 

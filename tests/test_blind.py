@@ -177,7 +177,8 @@ def test_while_replies_stream_the_buttons_are_off_and_a_new_message_stays_in_the
     thread.join(30)
     assert not errors and chat_tab.stream_done(state).streaming is False
     assert [m["content"] for m in state.arena.panes[1].history if m["role"] == "user"] == ["first"]
-    assert chat_tab.take_message("  ", req, state) == (None, None) and "empty message" in warnings[-1]
+    box, shown = chat_tab.take_message("  ", req, state)
+    assert box is None and "empty message" in warnings[-1] and shown.note == f"⚠️ {warnings[-1]}"
 
 
 def test_stop_mid_reply_keeps_the_text_marked_stopped_and_an_older_stream_changes_nothing(tiny_models, monkeypatch):
@@ -240,9 +241,11 @@ def test_a_seed_the_box_could_not_hold_is_refused_in_one_line_and_nothing_is_los
     state = chat_tab.ChatSession()
     warnings = []
     monkeypatch.setattr(chat_tab.gr, "Warning", warnings.append)
-    for seed in (None, -1, 2**31, 1.5):  # None: what a number box sends for 99999999999999999999999
-        assert chat_tab.take_message("hello", request(a=a, seed=seed, on=(False, True, False)), state) == (None, None)
-        assert warnings[-1].startswith("seed: ") and "type a seed such as 0 or 1234" in warnings[-1]
+    for seed, shown in ((None, "empty"), (-1, "'-1'"), (2**31, "'2147483648'"), (1.5, "'1.5'"), (10**23, "'1e+23'")):
+        box, refusal = chat_tab.take_message("hello", request(a=a, seed=seed, on=(False, True, False)), state)
+        assert box is None and refusal.chats == [gr.skip()] * 3  # the box keeps the message; the panes stay
+        assert warnings[-1] == f"seed: {shown} is not a whole number from 0 to 2147483647 — type a seed such as 0 or 1234"
+        assert refusal.note == f"⚠️ {warnings[-1]}"  # also on the line under the message box
     assert all(p.history == [] for p in state.arena.panes) and not state.waiting
 
 

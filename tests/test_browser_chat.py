@@ -1,22 +1,48 @@
 """The Chat tab in Debian's Chromium (Playwright) at 1400x900, on tiny random models:
-a blind round shows nothing that tells the panes apart until an explicit vote; the
+a blind round shows nothing that tells the panes apart until an explicit vote, and over
+12 rounds no pane shows words before the others (the parents start later, as bf16 parents
+beside an int8 merge do); a vote needs a choice made after the last replies came; the
 first screen holds the panes, the message box and Send; a message typed mid-reply waits
 in the box (Send is off) and Stop keeps the partial replies; Regenerate answers again
-with a new seed; Stop then Clear leaves empty panes and no error. Screenshots go to artifacts/."""
+with a new seed; Stop then Clear leaves empty panes and no error; the vote's note goes
+with its round; a seed the box cannot hold is refused and the message stays in the box.
+Screenshots go to artifacts/."""
 
 import re
+import time
+from pathlib import Path
 
 import pytest
 from conftest import ARTIFACTS
-from helpers import tiny_yaml
+from helpers import slowed, tiny_yaml
 from playwright.sync_api import expect
-from test_blind import slowed
 
 from arena.votes import VoteStore, config_hash, votes_path
+from inference import generation
 from ui import merge_tab
 
 REVEALING = re.compile(r"int8|bf16|fp8|fp32|torch|\d MB|tok/s|first token|SmolLM|llama", re.IGNORECASE)
 ROLES = re.compile(r"Merged|Parent A|Parent B")  # case-sensitive: the pane roles
+ROUNDS = 12
+FRAME_MS = 50  # panes whose first words land within this of each other appeared together (a frame is ~17 ms)
+
+# In the page: the time each Chat pane (its block's place among the panes' blocks) first
+# shows words, not the pending dots.
+WATCH_FIRST_WORDS = """() => {
+  window.firstWords = {};
+  const started = performance.now(), blocks = [...document.querySelectorAll('#chat-panes .block')];
+  const tick = () => {
+    for (const m of document.querySelectorAll('#chat-panes .message.bot')) {
+      const id = blocks.indexOf(m.closest('.block')), text = m.innerText.trim();
+      if (!(id in window.firstWords) && text && !m.querySelector('[role=status]') && !/Loading content/.test(text))
+        window.firstWords[id] = performance.now() - started;
+    }
+    if (Object.keys(window.firstWords).length >= 3) clearInterval(timer);
+  };
+  const timer = setInterval(tick, 5);
+}"""
+PANE_IDS = ("() => [...document.querySelectorAll('#chat-panes .block')]"
+            ".flatMap((b, i) => b.querySelector('.message.bot') ? [String(i)] : [])")
 
 
 def open_chat(page, output: str, a: str, b: str, blind: bool, max_tokens: int) -> None:
@@ -153,4 +179,85 @@ def test_regenerate_answers_again_with_a_new_seed_and_stop_then_clear_empties_th
     expect(page.locator("#chat-panes .message")).to_have_count(0, timeout=20_000)
     page.wait_for_timeout(1500)  # a late view would show the replies back by now
     expect(page.locator("#chat-panes .message")).to_have_count(0)
+    assert_no_error(page)
+
+def parents_start_late(monkeypatch, merged_ref: str, delay: float = 0.5) -> None:
+    """The parents start answering `delay` s after the merge (a reply's text is visible to
+    the stream as soon as it is decoded, so the start is what is held back), then every
+    piece comes at the same pace."""
+    real = generation.generate_reply
+
+    def late(loaded, *args, on_text=None, **kwargs):
+        if Path(loaded.name).name != Path(merged_ref).name:
+            time.sleep(delay)
+
+        def paced(text):
+            time.sleep(0.02)
+            on_text(text)
+        return real(loaded, *args, on_text=paced if on_text else None, **kwargs)
+
+    monkeypatch.setattr(generation, "generate_reply", late)
+
+
+def test_twelve_blind_rounds_show_every_pane_s_first_words_together_and_each_vote_is_a_fresh_choice(
+        browser_page, merged, monkeypatch):
+    page, (output, a, b) = browser_page, merged
+    parents_start_late(monkeypatch, output)
+    open_chat(page, output, a, b, blind=True, max_tokens=4)
+    vote, best = page.get_by_role("button", name="Vote and reveal"), page.locator("#vote-best")
+    first_alone, spreads = {"Merged": 0, "Parent A": 0, "Parent B": 0}, []
+    for round_no in range(ROUNDS):
+        page.evaluate(WATCH_FIRST_WORDS)
+        send(page, f"Round {round_no}: tell me about SLERP.")
+        expect(vote).to_be_visible(timeout=60_000)  # every reply is in
+        if round_no == 0:  # a choice made before Regenerate is not a choice of the new replies
+            best.locator("label").filter(has_text="Model 1").click()
+            page.get_by_role("button", name="Regenerate").click()
+            expect(page.get_by_role("button", name="Regenerate")).to_be_disabled()
+            expect(page.get_by_role("button", name="Regenerate")).to_be_enabled(timeout=60_000)
+            expect(vote).to_be_visible()
+            expect(best.locator("input:checked")).to_have_count(0)
+            vote.click()
+            expect(page.get_by_text("Vote refused: best reply: nothing chosen")).to_be_visible(timeout=10_000)
+        seen = page.evaluate("() => window.firstWords")
+        ids = page.evaluate(PANE_IDS)
+        assert sorted(seen) == sorted(ids), (seen, ids)
+        best.locator("label").filter(has_text="Model 2").click()
+        vote.click()
+        expect(page.locator("#chat-note")).to_contain_text("Vote recorded", timeout=10_000)
+        names = re.findall(r"Model \d = (Merged|Parent A|Parent B)", page.inner_text("#chat-panes"))
+        assert len(names) == 3, page.inner_text("#chat-panes")
+        times = {name: seen[pane] for name, pane in zip(names, ids, strict=True)}
+        spreads.append(max(times.values()) - min(times.values()))
+        earliest = min(times, key=times.get)
+        if all(times[earliest] + FRAME_MS < t for name, t in times.items() if name != earliest):
+            first_alone[earliest] += 1
+        if round_no == 0:
+            page.screenshot(path=str(ARTIFACTS / "blind-vote-recorded.png"))
+        page.locator("#chat-clear").click()
+        expect(page.locator("#chat-panes .message")).to_have_count(0, timeout=20_000)
+        expect(page.locator("#chat-note")).not_to_contain_text("Vote recorded")  # the note went with its round
+    print(f"first words, spread between the panes per round (ms): {[round(s) for s in spreads]}; first alone: {first_alone}")
+    # By chance, a pane would be first alone in 4 of 12 rounds; 8 or more has p < 0.02.
+    assert max(first_alone.values()) < 8, first_alone
+    assert sorted(spreads)[len(spreads) // 2] <= FRAME_MS, spreads  # together in most rounds
+
+    page.get_by_text("Sampling (shared by all panes)").click()
+    seed = page.get_by_label("seed (Regenerate draws a new one unless locked)")
+    seed.fill("99999999999999999999999")
+    seed.press("Tab")
+    send(page, "a message that must not be lost")
+    expect(page.locator("#chat-note")).to_have_text(re.compile(r"seed: '1e\+23' is not a whole number .* type a seed such as 0"),
+                                                   timeout=10_000)
+    expect(page.locator(".toast-body").filter(has_text="seed: '1e+23'")).to_be_visible()
+    expect(page.locator("#chat-message textarea")).to_have_value("a message that must not be lost")
+    assert page.locator("#chat-panes .message").count() == 0 and not re.search(r"\bError\b", page.inner_text("#chat-panes"))
+    page.screenshot(path=str(ARTIFACTS / "seed-refused.png"))
+    page.locator(".toast-close").first.click()
+    seed.fill("7")
+    seed.press("Tab")
+    page.get_by_role("button", name="Send", exact=True).click()
+    expect(page.locator("#chat-panes .message.user").filter(has_text="a message that must not be lost")).to_have_count(3,
+                                                                                                             timeout=60_000)
+    expect(page.locator("#chat-panes").get_by_text(re.compile(r"seed 7$"))).to_have_count(3, timeout=60_000)
     assert_no_error(page)

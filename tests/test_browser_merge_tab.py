@@ -1,4 +1,5 @@
-"""The Merge tab in Debian's Chromium: an invalid t never merges another value, Cancel ends
+"""The Merge tab in Debian's Chromium: an invalid t never merges another value, a layer
+field that holds no layer number (-3, 2.5) says so in one line without a toast, Cancel ends
 in the panel's cancelled state, and the t plot has a legend. Screenshots go to artifacts/."""
 
 import time
@@ -14,7 +15,7 @@ def wait_until_ready(page) -> None:
     expect(page.get_by_text("✅ compatible")).to_be_visible(timeout=60_000)
 
 
-def test_an_invalid_t_is_shown_as_such_and_merge_refuses_it(browser_page, smollm2_dir):
+def test_an_invalid_t_or_layer_is_shown_as_such_and_merge_refuses_it(browser_page, smollm2_dir):
     page = browser_page
     wait_until_ready(page)
     field = page.get_by_label("t gradient for everything else")
@@ -30,6 +31,18 @@ def test_an_invalid_t_is_shown_as_such_and_merge_refuses_it(browser_page, smollm
     expect(yaml_box).not_to_contain_text("value")
     page.screenshot(path=str(ARTIFACTS / "merge-tab-invalid-field.png"), full_page=True)
     assert not places.outputs_root().exists() or not any(places.outputs_root().iterdir())
+    field.fill("0.5")
+    first = page.get_by_label("first layer")  # Gradio's own range check was four "Error" toasts; 2.5 became 2 unseen
+    for typed, shown in (("-3", "-3"), ("2.5", "2.5")):
+        first.fill(typed)
+        first.press("Tab")
+        expect(yaml_box).to_contain_text(f"# invalid: first layer: {shown} is not a layer number", timeout=15_000)
+        expect(page.get_by_text(f"first layer: {shown} is not a layer number — type a whole number").first).to_be_visible()
+    assert page.locator(".toast-body").count() == 0, page.locator(".toast-body").all_inner_texts()
+    page.screenshot(path=str(ARTIFACTS / "merge-tab-invalid-layer.png"), full_page=True)
+    first.fill("0")
+    first.press("Tab")
+    expect(yaml_box).to_contain_text("- value: 0.5", timeout=15_000)
 
 
 def test_every_keystroke_reaches_the_yaml(browser_page, smollm2_dir):

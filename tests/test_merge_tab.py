@@ -19,6 +19,23 @@ def form_of(a, b, attn="0.5", mlp="0.5", default="0.5", start=0, end=0, dtype="b
     return MergeForm(str(a), str(b), attn, mlp, default, start, end, dtype)
 
 
+@pytest.mark.parametrize(("start", "end", "message"), [
+    (-3, 0, "first layer: -3 is not a layer number — type a whole number of 0 or more, such as 0"),
+    (2.5, 8, "first layer: 2.5 is not a layer number — type a whole number of 0 or more, such as 0"),  # not rounded to 2
+    (0, None, "end layer: empty is not a layer number — type a whole number of 0 or more, such as 0"),
+    (4, 0, "layer range: first layer 4 with end layer 0 (all layers) — set the end layer, or first layer 0"),
+    (6, 6, "layer range: [6, 6] is empty — use start < end, or end 0 for all layers"),
+])
+def test_a_layer_field_that_is_no_layer_number_is_refused_in_one_line(tiny_models, start, end, message):
+    shown = merge_tab.form_to_yaml(form_of(tiny_models("llama", 1), tiny_models("llama", 2), start=start, end=end))
+    assert shown.message == f"⚠️ {message}" and shown.yaml_text == f"# invalid: {message}\n"
+
+
+def test_whole_layer_numbers_typed_as_floats_make_a_slice(tiny_models):
+    shown = merge_tab.form_to_yaml(form_of(tiny_models("llama", 1), tiny_models("llama", 2), start=1.0, end=3.0))
+    assert shown.message == "" and shown.yaml_text.count("layer_range: [1, 3]") == 2
+
+
 def test_an_invalid_field_leaves_nothing_valid_on_screen_and_nothing_runs(tiny_models):
     a, b = tiny_models("llama", 1), tiny_models("llama", 2)
     stale_yaml = merge_tab.form_to_yaml(form_of(a, b, default="1")).yaml_text  # the "1" keystroke of "1.5"

@@ -82,7 +82,8 @@ class ChatRequest:
         could not hold what was typed) is refused, naming the field."""
         seed = self.seed if seed is None else seed
         if seed is None or not 0 <= float(seed) <= MAX_SEED or float(seed) != int(float(seed)):
-            raise UserError("seed", f"'{seed}' is not a whole number from 0 to {MAX_SEED}", "type a seed such as 0 or 1234")
+            shown = "empty" if seed is None else f"'{float(seed):.15g}'"  # 1e+23, not its float's 24 digits
+            raise UserError("seed", f"{shown} is not a whole number from 0 to {MAX_SEED}", "type a seed such as 0 or 1234")
         return GenerationSettings(temperature=float(self.temperature), top_p=float(self.top_p), max_new_tokens=int(self.max_new_tokens),
                                   seed=int(float(seed)), repetition_penalty=float(self.repetition_penalty))
 
@@ -147,6 +148,12 @@ class ChatView:
                 gr.skip() if self.note is None else self.note, *buttons, gr.skip() if self.seed is None else self.seed)
 
 
+def refused(why: str) -> ChatView:
+    """A refused action: the reason on the line under the message box, where the visitor is
+    looking (a toast also says it), and nothing else changed."""
+    return ChatView([gr.skip()] * 3, [gr.skip()] * 3, None, False, f"⚠️ {why}", None)
+
+
 def view(session: ChatSession, relabel: bool = False, note: str | None = None, streaming: bool | None = None,
          seed: int | None = None) -> ChatView:
     arena = session.arena
@@ -161,7 +168,8 @@ def view(session: ChatSession, relabel: bool = False, note: str | None = None, s
 def take_message(message: str, request: ChatRequest, session: ChatSession) -> tuple[str | None, ChatView | None]:
     """Send's first step, at once: the message joins the panes and the box empties; the
     stream step answers it. Refused (empty, a bad seed, replies still streaming): a warning,
-    and the box keeps what was typed. Returns (box, view); None leaves a thing as it is."""
+    the reason under the box, and the box keeps what was typed. Returns (box, view); None
+    leaves a thing as it is."""
     if session.streaming:
         gr.Warning("Replies are still streaming: your message stays in the box. Press Send when they are in, or Stop.")
         return None, None
@@ -171,7 +179,7 @@ def take_message(message: str, request: ChatRequest, session: ChatSession) -> tu
         add_message(session.arena, message)
     except UserError as exc:  # a warning, not an error: an error would badge every output red
         gr.Warning(str(exc))
-        return None, None
+        return None, refused(str(exc))
     session.waiting, session.seed = "message", None
     return "", view(session, relabel=session.arena.blind, note=STREAMING_NOTE, streaming=True)
 
@@ -187,7 +195,7 @@ def take_regenerate(request: ChatRequest, lock_seed: bool, session: ChatSession)
             raise UserError("regenerate", "there is no message to answer again", "send a message first")
     except UserError as exc:
         gr.Warning(str(exc))
-        return None
+        return refused(str(exc))
     session.waiting = "regenerate"
     session.seed = int(request.seed) if lock_seed else session.arena.rng.randrange(MAX_SEED)
     return view(session, relabel=session.arena.blind, note=STREAMING_NOTE, streaming=True, seed=session.seed)
@@ -309,7 +317,7 @@ def submit_vote(best: str, worst: str, include_flagged: bool, session: ChatSessi
                        [session.arena.pane(label).ref for label in PANE_LABELS[1:]])
     except UserError as exc:
         gr.Warning(str(exc))
-        return ChatView([gr.skip()] * 3, [gr.skip()] * 3, None, False, f"⚠️ Vote refused: {exc}", None), gr.skip(), gr.skip()
+        return refused(f"Vote refused: {exc}"), gr.skip(), gr.skip()
     note = (f"🚩 Vote kept but flagged ({flagged}): left out of the results by default." if flagged
             else "Vote recorded. Press Clear for the next blind round.")
     return view(session, relabel=True, note=note), *show_results(merged, include_flagged)
@@ -492,8 +500,9 @@ def build_chat_tab(demo: gr.Blocks) -> ChatTab:
             repetition_penalty = gr.Slider(1, 2, DEFAULTS.repetition_penalty, step=0.05, label="repetition penalty (1 = off)")
         with gr.Row():
             max_new_tokens = gr.Slider(1, 1024, DEFAULTS.max_new_tokens, step=1, label="max new tokens")
-            seed = gr.Number(DEFAULTS.seed, label="seed (Regenerate draws a new one unless locked)", precision=0,
-                             minimum=0, maximum=MAX_SEED)
+            # No minimum/maximum: Gradio's own range check is a bare "Error" toast naming no field;
+            # the handlers refuse a bad seed in one line (ChatRequest.settings) and keep the message.
+            seed = gr.Number(DEFAULTS.seed, label="seed (Regenerate draws a new one unless locked)", precision=0)
             defaults_button = gr.Button("Default sampling", size="sm", scale=0, min_width=150)
     with gr.Accordion("Export this comparison (Markdown + JSON)", open=False):
         export_button = gr.Button("Export", size="sm")

@@ -373,8 +373,10 @@ def build_merge_tab(demo: gr.Blocks) -> MergeTab:
             mlp = gr.Textbox(first.mlp, label="t gradient for mlp")
             default = gr.Textbox(first.default, label="t gradient for everything else")
             with gr.Row():
-                layer_start = gr.Number(0, label="first layer", precision=0, minimum=0)
-                layer_end = gr.Number(0, label="end layer (0 = all)", precision=0, minimum=0)
+                # No precision or minimum: Gradio would round 2.5 to 2 unseen, and its range check is a
+                # bare "Error" toast; config_from_form refuses such a value in one line instead.
+                layer_start = gr.Number(0, label="first layer")
+                layer_end = gr.Number(0, label="end layer (0 = all)")
                 dtype = gr.Dropdown(list(DTYPES), value="bfloat16", label="dtype")
             with gr.Row():
                 output_name = gr.Textbox("my-merge", label="Output name (under outputs/)", scale=3)

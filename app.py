@@ -17,16 +17,17 @@ from inference import cpu_kernels
 from merging import slerp_kernel
 from ui.chat_tab import ChatSession, build_chat_tab
 from ui.context import PRIVATE, CancelSession, Visitor
-from ui.first_run import merge_defaults, on_chat_opened
+from ui.first_run import merge_defaults, on_chat_opened, parents_of
 from ui.merge_tab import build_merge_tab
 
 
-def chat_with_merge(output_path: str, parent_a: str, parent_b: str):
-    """The merge and its parents into the Chat tab, which opens; the first-chat notice,
-    which described another merge, is cleared."""
+def chat_with_merge(output_path: str):
+    """The merge and its parents (as its config names them: the form may have changed since,
+    or the page reloaded) into the Chat tab, which opens; the first-chat notice, which
+    described another merge, is cleared."""
     if not output_path:
         raise gr.Error("merge: nothing merged yet — run a merge first")
-    return output_path, parent_a, parent_b, gr.Tabs(selected="chat"), ""
+    return output_path, *parents_of(output_path), gr.Tabs(selected="chat"), ""
 
 
 def signed_in(merge_session: CancelSession, chat_session: ChatSession, profile: gr.OAuthProfile | None,
@@ -49,13 +50,16 @@ def build_app() -> gr.Blocks:
             with gr.Row(equal_height=True):
                 gr.LoginButton(scale=0, min_width=260)
                 who = gr.Markdown(elem_id="signed-in")
+        # This browser's latest merge, kept in its storage: it survives a reload (signing in
+        # reloads the page), and on a Space nobody else's merge is offered in its place.
+        own = gr.BrowserState("", storage_key="slerp-arena-latest-merge")
         with gr.Tabs() as tabs:
             with gr.Tab("Merge", id="merge"):
-                merge = build_merge_tab(demo)
+                merge = build_merge_tab(demo, own)
             with gr.Tab("Chat", id="chat") as chat_page:
                 first_notice = gr.Markdown(elem_id="first-chat-notice")
-                chat = build_chat_tab(demo)
-        merge.to_chat.click(chat_with_merge, [merge.output_path, merge.parent_a, merge.parent_b],
+                chat = build_chat_tab(demo, own)
+        merge.to_chat.click(chat_with_merge, merge.output_path,
                             [chat.merged_ref, chat.parent_a, chat.parent_b, tabs, first_notice], api_visibility=PRIVATE)
         # Opened with no merged model, the Chat tab merges the defaults first (ui/first_run.py):
         # the select decides at once; a needed merge is a new `default_merge`, whose change runs it.

@@ -82,6 +82,16 @@ def shared_merges() -> list[Path]:
     return [m for m in merges if not public_mode() or m.name.startswith(DEMO_MERGE)]
 
 
+def own_merge(stored: str | None) -> str:
+    """A browser's latest merge, as its storage kept it across reloads (signing in reloads
+    the page), while it is still a merge under outputs/; '' otherwise."""
+    if not stored:
+        return ""
+    root = outputs_root().resolve()
+    folder = (root / stored).resolve()
+    return str(folder) if folder.is_relative_to(root) and (folder / "mergekit_config.yml").is_file() else ""
+
+
 def latest_merge() -> str:
     """The merge a fresh Chat tab opens with: the newest shared one, leaving out a first-chat
     merge of a pair that is no longer the start pair (the original with itself, made before

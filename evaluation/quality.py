@@ -23,7 +23,7 @@ from evaluation.demo_parent import build_demo_parent
 from evaluation.prompt_set import DEMO_PROMPTS, PromptCase, read_prompts, split_halves
 from evaluation.reply_quality import Quality, score
 from inference.generation import GenerationSettings
-from inference.loading import LoadedModel, load_model, load_with_weights
+from inference.loading import LoadedModel, load_model, load_with_weights, scoring_precision
 from merging.form import PRESETS, MergeForm, config_from_form
 from merging.merge import merge_in_memory
 
@@ -50,9 +50,9 @@ def demo_models(base: str = DEFAULT_MODEL, preset: str = DEMO_PRESET) -> dict[st
     """The original (A), the demo parent (B), and their merge on the preset's curve."""
     parent = str(build_demo_parent(base))
     config = config_from_form(MergeForm(base, parent, *PRESETS[preset], 0, 0, "bfloat16"))
-    merged = load_with_weights(str(resolve_model(base)), merge_in_memory(config, 4 * 10**9), "bf16",
-                               f"merge ({preset})")
-    return {"original": load_model(base, "bf16"), "demo parent": load_model(parent, "bf16"), f"merge ({preset})": merged}
+    precision = scoring_precision()
+    merged = load_with_weights(str(resolve_model(base)), merge_in_memory(config, 4 * 10**9), precision, f"merge ({preset})")
+    return {"original": load_model(base, precision), "demo parent": load_model(parent, precision), f"merge ({preset})": merged}
 
 
 def measure(models: dict[str, LoadedModel], cases: list[PromptCase], settings: GenerationSettings,

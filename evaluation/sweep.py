@@ -33,7 +33,7 @@ from evaluation.prompt_set import PromptCase, read_prompts
 from inference import load_model
 from inference.chat import build_prompt
 from inference.generation import eos_ids
-from inference.loading import LoadedModel, load_with_weights
+from inference.loading import LoadedModel, load_with_weights, scoring_precision
 from merging import MergeConfig, load_config
 from merging.config import TRule
 from merging.merge import merge_in_memory
@@ -150,7 +150,7 @@ def sweep_steps(config: MergeConfig, prompts: list[PromptCase], grid: tuple[floa
     replies: dict[str, list[list[int]]] = {"a": [], "b": []}
     vocabularies = []
     for side, ref in (("a", config.base_model), ("b", config.other_model)):
-        parent = load_model(ref, "bf16")
+        parent = load_model(ref, scoring_precision())
         vocabularies.append(parent.tokenizer.get_vocab())
         for prompt in prompts:
             replies[side].append(greedy_ids(parent, prompt, max_new_tokens))
@@ -161,7 +161,8 @@ def sweep_steps(config: MergeConfig, prompts: list[PromptCase], grid: tuple[floa
     folder = str(resolve_model(config.base_model))
     points = []
     for t in grid:
-        merged = load_with_weights(folder, merge_in_memory(config_at(config, t, scale_curve), MAX_SWEEP_BYTES), "bf16", f"t={t:g}")
+        merged = load_with_weights(folder, merge_in_memory(config_at(config, t, scale_curve), MAX_SWEEP_BYTES), scoring_precision(),
+                                   f"t={t:g}")
         done += 1
         yield SweepProgress(f"merge at t={t:g}", done, total)
         gaps = []

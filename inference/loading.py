@@ -18,6 +18,8 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
+from core import zerogpu
+from core.cpu import native_bf16
 from core.errors import UserError
 from core.sources import read_config, resolve_model
 from inference.quantize import Hardware, linear_weight_bytes, quantize_linears, stored_bytes
@@ -77,6 +79,14 @@ class LoadedModel:
 
 def detect_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def scoring_precision(device: torch.device | None = None) -> str:
+    """The precision for work through a model's own forward (the t-sweep's scoring, batch
+    replies): bf16 on a GPU (a ZeroGPU worker's included) or a CPU with native bf16, fp32
+    elsewhere, where emulated bf16 matmuls ran several times slower (docs/benchmarks.md)."""
+    gpu = (device or detect_device()).type != "cpu" or zerogpu.on_zerogpu()
+    return "bf16" if gpu or native_bf16() else "fp32"
 
 
 def resolve_precision(precision: str, hardware: Hardware) -> str:

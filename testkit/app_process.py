@@ -35,12 +35,12 @@ def app_process(cache: str | None = None, repo: Path = REPO, timeout_s: float = 
                 env: dict[str, str] | None = None, log: Path | None = None) -> Iterator[tuple[str, float]]:
     """The app's URL once it answers, and the seconds that took; stopped on exit. `cache`:
     SLERP_ARENA_CACHE (default: a fresh temporary folder, a first start); `env`: set on
-    top; `log`: a file for the app's output (default: dropped)."""
+    top (it may replace the outputs folder too); `log`: a file for the app's output (default: dropped)."""
     work = Path(tempfile.mkdtemp(prefix="slerp-arena-app-"))
     port = free_port()
-    env = dict(os.environ, SLERP_ARENA_CACHE=cache or str(work / "cache"), GRADIO_SERVER_PORT=str(port),
-               SLERP_ARENA_OUTPUTS=str(work / "outputs"), SLERP_ARENA_VOTES=str(work / "votes.sqlite"),
-               GRADIO_ANALYTICS_ENABLED="False", **(env or {}))
+    env = {**os.environ, "SLERP_ARENA_CACHE": cache or str(work / "cache"), "GRADIO_SERVER_PORT": str(port),
+           "SLERP_ARENA_OUTPUTS": str(work / "outputs"), "SLERP_ARENA_VOTES": str(work / "votes.sqlite"),
+           "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
     started = time.time()
     output = log.open("w") if log else subprocess.DEVNULL
     app = subprocess.Popen([sys.executable, "app.py"], cwd=repo, env=env, stdout=output, stderr=subprocess.STDOUT)

@@ -53,7 +53,8 @@ def test_merge_then_chat_with_merged_and_parents(tiny_models):
     assert "already exists" in refused[0] and "tick “overwrite”" in refused[0] and "--overwrite" not in refused[0]
     assert refused[1:] == ("", "", "")  # one visitor cannot silently replace a merge; the old result is cleared
     assert merge_tab.merge(tiny_yaml(a, b, "0.2"), "my merge!", True, state, progress=lambda *args, **kwargs: None)[2] == output
-    merged_ref, chat_a, chat_b, _, notice = app.chat_with_merge(output, a, b)
+    merged_ref, chat_a, chat_b, _, notice = app.chat_with_merge(output)
+    assert (chat_a, chat_b) == (a, b)  # the parents its config names, whatever the form says now
     assert notice == ""  # the first-chat notice described another merge
     updates = list(chat_tab.chat("hello", "", 0.0, 1.0, 8, 0, merged_ref, chat_a, chat_b, True, True, True, "int8", "bf16", session))
     (merged_chat, a_chat, b_chat), (merged_stats, a_stats, b_stats) = unpack(updates[-1])

@@ -4,7 +4,10 @@ session cookie, in the local stand-in Gradio runs for Hugging Face's OAuth serve
 signs in as the machine's own HF login, here the Space's token "hf_owner", whose account the
 Hub-protocol server (testkit/hub_server.py) names "owner", and hands the page Gradio's mock
 OAuth token. Only that token was granted the gated parent: what downloads after sign-in
-was fetched with the visitor's token, not the Space's. Screenshots go to artifacts/."""
+was fetched with the visitor's token, not the Space's. A merge made before signing in (which
+reloads the page) is still in the Merge tab after it. Screenshots go to artifacts/."""
+
+import re
 
 import pytest
 from conftest import ARTIFACTS
@@ -38,6 +41,17 @@ def ask_gated(page) -> None:
     expect(page.locator("#chat-message textarea")).to_have_value("")  # taken
 
 
+def merge_before_sign_in(page, a: str, b: str) -> None:
+    for label, folder in (("Parent A (base_model, t = 0)", a), ("Parent B (t = 1)", b)):
+        box = page.get_by_label(label)
+        box.fill(folder)
+        box.press("Enter")
+    expect(page.get_by_text("✅ compatible")).to_be_visible(timeout=60_000)
+    page.get_by_label("Output name (under outputs/)").fill("before-sign-in")
+    page.get_by_role("button", name="Merge", exact=True).click()
+    expect(page.get_by_text("Merged into")).to_be_visible(timeout=60_000)
+
+
 def test_a_gated_parent_downloads_for_the_visitor_who_signed_in_and_no_one_else(tiny_models, tmp_path):
     with HubServer() as hub:
         hub.users["hf_owner"] = "owner"
@@ -51,6 +65,7 @@ def test_a_gated_parent_downloads_for_the_visitor_who_signed_in_and_no_one_else(
             try:
                 page.goto(url)
                 expect(page.locator("#signed-in")).to_contain_text("Not signed in")
+                merge_before_sign_in(page, str(tiny_models("llama", 1)), str(tiny_models("llama", 2)))
                 ask_gated(page)  # not signed in: downloads as the Space does, whose own token has no access
                 expect(page.locator("#chat-panes").get_by_text("is gated")).to_have_text(GATED_LINE)
                 expect(page.locator("#chat-message textarea")).to_have_value("hello")  # no pane took it: back in the box
@@ -59,6 +74,16 @@ def test_a_gated_parent_downloads_for_the_visitor_who_signed_in_and_no_one_else(
                 page.get_by_role("button", name="Sign in with Hugging Face").click()
                 expect(page.locator("#signed-in")).to_contain_text("Signed in as owner")
                 expect(page.get_by_role("button", name="Logout (owner)")).to_be_visible()
+                # Signing in reloaded the page: the merge made before is still this visitor's.
+                page.get_by_role("tab", name="Merge").click()
+                expect(page.get_by_text("Your latest merge: before-sign-in")).to_be_visible(timeout=30_000)
+                expect(page.get_by_label("Output folder")).to_have_value(re.compile(r"/before-sign-in$"))
+                page.screenshot(path=str(ARTIFACTS / "sign-in-merge-kept.png"))
+                page.get_by_role("button", name="Chat with this merge").click()
+                page.get_by_text(MODELS).click()
+                expect(page.locator("#chat-merged textarea")).to_have_value(re.compile(r"/before-sign-in$"))
+                expect(page.locator("#chat-parent-a textarea")).to_have_value(str(tiny_models("llama", 1)))
+                page.get_by_text(MODELS).click()
                 ask_gated(page)
                 expect(page.locator("#chat-panes").get_by_text("tok/s")).to_have_count(1, timeout=120_000)
                 expect(page.locator("#chat-panes").get_by_text("is gated")).to_have_count(0)

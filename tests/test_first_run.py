@@ -26,7 +26,7 @@ def demo_parent_is(monkeypatch, folder: Path | None) -> None:
 
 def page_form() -> merge_tab.MergeTab:
     with gr.Blocks() as demo:
-        return merge_tab.build_merge_tab(demo)
+        return merge_tab.build_merge_tab(demo, gr.BrowserState(""))
 
 
 def test_without_the_demo_parent_the_default_is_the_original_with_itself_and_the_tab_says_so(monkeypatch):
@@ -163,10 +163,10 @@ def test_after_the_demo_parent_is_built_a_fresh_chat_uses_the_demo_pair_not_the_
     assert first == str(places.outputs_root() / "demo-merge")
     blend = defaults.StartPair(original, pirate, "V-shape", blend=True)
     monkeypatch.setattr(defaults, "start_pair", lambda: blend)  # the demo parent is built
-    assert chat_tab.open_chat("", chat_tab.ChatSession())[0] == ""  # a fresh page's load does not pick the self-merge
+    assert chat_tab.open_chat("", "", chat_tab.ChatSession())[0] == ""  # a fresh page's load does not pick the self-merge
     merged, a, b, notice = open_chat()[-1]
     assert (merged, a, b) == (str(places.outputs_root() / "demo-merge-2"), original, pirate) and notice.startswith("✅")
-    assert chat_tab.open_chat("", chat_tab.ChatSession())[0] == merged
+    assert chat_tab.open_chat("", "", chat_tab.ChatSession())[0] == merged
 
 
 def test_a_public_app_offers_no_visitor_its_neighbours_merges(monkeypatch, tiny_defaults):
@@ -180,6 +180,21 @@ def test_a_public_app_offers_no_visitor_its_neighbours_merges(monkeypatch, tiny_
     assert defaults.latest_merge() == str(places.outputs_root() / "demo-merge")  # the app's own merge is everyone's
     monkeypatch.setenv("SLERP_ARENA_PUBLIC", "0")
     assert mine in defaults.known_models()
+
+
+def test_a_browser_gets_its_own_latest_merge_back_after_a_reload(monkeypatch, tiny_defaults, tmp_path):
+    """Signing in reloads the page: the merge this browser made before (its storage keeps
+    the path) comes back in the Merge tab's panel and the Chat tab, on a public app too."""
+    mine = merge_tab.merge(tiny_defaults.yaml(), "made-before-sign-in", False, CancelSession(), **NO_PROGRESS)[2]
+    monkeypatch.setenv("SLERP_ARENA_PUBLIC", "1")
+    assert chat_tab.open_chat("", mine, chat_tab.ChatSession())[0] == mine
+    result, output = merge_tab.restored_merge(mine)
+    assert output == mine and "made-before-sign-in" in result and str(places.outputs_root()) not in result
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "mergekit_config.yml").write_text(tiny_defaults.yaml())
+    for stored in ("", "../elsewhere", str(tmp_path / "elsewhere"), str(places.outputs_root() / "gone")):
+        assert defaults.own_merge(stored) == "" and merge_tab.restored_merge(stored) == (gr.skip(), gr.skip())
+    assert chat_tab.open_chat("", "../elsewhere", chat_tab.ChatSession())[0] == ""  # nothing else offered on a public app
 
 
 def test_a_loaded_merge_is_kept_and_gets_its_parents_and_typed_parents_are_left_alone(tiny_defaults):

@@ -348,9 +348,10 @@ def export_session(session: ChatSession):
     return gr.File(value=[str(folder / "comparison.md"), str(folder / "comparison.json")], visible=True)
 
 
-def open_chat(merged_ref: str, session: ChatSession) -> tuple:
-    """On page load: the Merged pane gets the latest merge from outputs/, or says what to do."""
-    ref = merged_ref.strip() or defaults.latest_merge()
+def open_chat(merged_ref: str, own: str, session: ChatSession) -> tuple:
+    """On page load: the Merged pane gets this browser's latest merge (`own`, as its storage
+    kept it), else the latest merge offered to everyone from outputs/, or says what to do."""
+    ref = merged_ref.strip() or defaults.own_merge(own) or defaults.latest_merge()
     if not ref:
         session.arena.pane("Merged").notice = NO_MERGE_HINT
     return ref, *session.arena.statuses(), *show_results(ref, False)
@@ -444,7 +445,7 @@ class ChatTab:
     session: gr.State
 
 
-def build_chat_tab(demo: gr.Blocks) -> ChatTab:
+def build_chat_tab(demo: gr.Blocks, own_merge: gr.BrowserState) -> ChatTab:
     session = gr.State(ChatSession())
     with gr.Row(equal_height=True):
         blind = gr.Checkbox(False, label="Blind mode: shuffled, unnamed panes; vote, then see the names", scale=3)
@@ -585,6 +586,6 @@ def build_chat_tab(demo: gr.Blocks) -> ChatTab:
     greedy_button.click(lambda: (0, 1.0), None, [temperature, repetition_penalty], api_visibility=PRIVATE)
     defaults_button.click(lambda: (DEFAULTS.temperature, DEFAULTS.top_p, DEFAULTS.repetition_penalty), None,
                           [temperature, top_p, repetition_penalty], api_visibility=PRIVATE)
-    demo.load(open_chat, [merged_ref, session], [merged_ref, *stats, results_plot, results_table], api_visibility=PRIVATE)
+    demo.load(open_chat, [merged_ref, own_merge, session], [merged_ref, *stats, results_plot, results_table], api_visibility=PRIVATE)
     merged_ref.change(drop_no_merge_hint, [merged_ref, session], stats, api_visibility=PRIVATE, concurrency_limit=None)
     return ChatTab(merged_ref, chat_a, chat_b, blind, session)

@@ -346,7 +346,15 @@ class MergeTab:
     session: gr.State
 
 
-def build_merge_tab(demo: gr.Blocks) -> MergeTab:
+def restored_merge(stored: str) -> tuple:
+    """On page load: this browser's latest merge (its storage kept it across the reload
+    that signing in makes) back in the results panel: (result, output folder)."""
+    if not (own := defaults.own_merge(stored)):
+        return gr.skip(), gr.skip()
+    return f"Your latest merge: `{Path(own).name}` (press **Chat with this merge**, or merge again).", own
+
+
+def build_merge_tab(demo: gr.Blocks, own: gr.BrowserState) -> MergeTab:
     session = gr.State(MergeSession())
     base_layers = gr.State(0)
     approved = gr.State(None)  # the YAML start_merge let through ("" when it refused)
@@ -461,6 +469,8 @@ def build_merge_tab(demo: gr.Blocks) -> MergeTab:
         concurrency_limit=1)
     merge_event.then(lambda: (gr.Dropdown(choices=known_models()), gr.Dropdown(choices=known_models())), None, [parent_a, parent_b],
                      api_visibility=PRIVATE)
+    output_path.change(lambda path: path or gr.skip(), output_path, own, api_visibility=PRIVATE, queue=False)
+    demo.load(restored_merge, own, [result, output_path], api_visibility=PRIVATE, queue=False)
     cancel.click(cancel_merge, session, None, concurrency_limit=None, api_visibility=PRIVATE)
     push.click(lambda path, repo, typed, state: push_to_hub(path, repo, typed, state.visitor), [output_path, hub_repo, hub_token, session],
                [push_message, push_file], api_visibility=PRIVATE)

@@ -57,8 +57,13 @@ def build_app() -> gr.Blocks:
             with gr.Tab("Merge", id="merge"):
                 merge = build_merge_tab(demo, own)
             with gr.Tab("Chat", id="chat") as chat_page:
-                first_notice = gr.Markdown(elem_id="first-chat-notice")
+                with gr.Row(equal_height=True):
+                    first_notice = gr.Markdown(elem_id="first-chat-notice")
+                    to_sweep = gr.Button("📈 The blend along t: t-sweep", size="sm", scale=0, min_width=220, elem_id="to-t-sweep")
                 chat = build_chat_tab(demo, own)
+        # One chat reply shows a point of the blend; the t-sweep (Merge tab) shows the whole curve.
+        to_sweep.click(lambda: gr.Tabs(selected="merge"), None, tabs, api_visibility=PRIVATE, queue=False).then(
+            None, js="() => document.getElementById('t-sweep')?.scrollIntoView({block: 'start'})")
         merge.to_chat.click(chat_with_merge, merge.output_path,
                             [chat.merged_ref, chat.parent_a, chat.parent_b, tabs, first_notice], api_visibility=PRIVATE)
         # Opened with no merged model, the Chat tab merges the defaults first (ui/first_run.py):

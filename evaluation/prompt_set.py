@@ -17,6 +17,9 @@ from pathlib import Path
 from core.errors import UserError
 
 DEMO_PROMPTS = Path(__file__).resolve().parent.parent / "prompts" / "demo.jsonl"
+# The Chat tab's suggestions: prompts of the seen half on which the demo merge (V-shape)
+# answered on topic in a pirate's voice with seeds 1-3 (docs/evaluation.md, "Demo in chat").
+CHAT_EXAMPLES = DEMO_PROMPTS.with_name("chat_examples.jsonl")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ It merges in memory, so it needs both engines and lives above them, like the t-s
     python -m evaluation quality                      # the app's defaults, held-out half, 2 seeds
     python -m evaluation quality --grid               # every candidate setting, on the seen half
     python -m evaluation quality --settings 0.7,0.9,1.2 --half all
+    python -m evaluation quality --prompts prompts/chat_examples.jsonl --half all --seeds 6 --first-seed 4
 """
 
 from __future__ import annotations
@@ -56,13 +57,14 @@ def demo_models(base: str = DEFAULT_MODEL, preset: str = DEMO_PRESET) -> dict[st
 
 
 def measure(models: dict[str, LoadedModel], cases: list[PromptCase], settings: GenerationSettings,
-            seeds: int = 2) -> Figures:
-    """Each model's figures over `seeds` sampled replies per case (one for greedy)."""
+            seeds: int = 2, first_seed: int = 0) -> Figures:
+    """Each model's figures over `seeds` sampled replies per case (one for greedy), seeded
+    from `first_seed` on (seeds a choice of prompts was made with can be left out)."""
     runs = 1 if settings.temperature == 0 else seeds
     by_model = {}
     for name, loaded in models.items():
         replies, repeated = [], []
-        for seed in range(runs):
+        for seed in range(first_seed, first_seed + runs):
             replies += batch_replies(loaded.model, loaded.tokenizer, cases, replace(settings, seed=seed), batch_size=len(cases))
             repeated += cases
         by_model[name] = score(replies, repeated)
@@ -88,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grid", action="store_true", help="measure every candidate setting")
     parser.add_argument("--settings", help="temperature,top_p,repetition_penalty (default: the app's)")
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--preset", choices=tuple(PRESETS), default=DEMO_PRESET, help="the merge's t curve")
     parser.add_argument("--max-new-tokens", type=int, default=GenerationSettings().max_new_tokens)
     args = parser.parse_args(argv)
@@ -110,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# {len(chosen)} cases ({half} half of {args.prompts}), {args.seeds} seeds when sampling", flush=True)
         results = []
         for settings in candidates:
-            results.append(measure(models, chosen, replace(settings, max_new_tokens=args.max_new_tokens), args.seeds))
+            results.append(measure(models, chosen, replace(settings, max_new_tokens=args.max_new_tokens), args.seeds, args.first_seed))
             for line in results[-1].lines():
                 print(line, flush=True)
         if len(results) > 1:

@@ -22,11 +22,12 @@ import dataclasses
 import sys
 import threading
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from core.errors import UserError
+from core.hub_access import as_visitor
 from core.sources import resolve_model
 from core.zerogpu import gpu
 from evaluation.prompt_set import PromptCase, read_prompts
@@ -76,6 +77,7 @@ class SweepRequest:
     grid: tuple[float, ...] = DEFAULT_GRID
     scale_curve: bool = False
     max_new_tokens: int = 48
+    token: str | None = field(default=None, repr=False)  # the signed-in visitor's: the parents download with it
 
 
 def parse_grid(text: str, field: str) -> tuple[float, ...]:
@@ -140,9 +142,11 @@ def _context(loaded: LoadedModel, prompt: PromptCase) -> list[int]:
 
 
 def sweep_steps(config: MergeConfig, prompts: list[PromptCase], grid: tuple[float, ...] = DEFAULT_GRID, scale_curve: bool = False,
-                max_new_tokens: int = 48) -> Generator[SweepProgress, None, list[SweepPoint]]:
+                max_new_tokens: int = 48, token: str | None = None) -> Generator[SweepProgress, None, list[SweepPoint]]:
     """The sweep one step at a time: a SweepProgress after each step, then (as the
-    generator's return value) one SweepPoint per t. Closing it stops it at that step."""
+    generator's return value) one SweepPoint per t. Closing it stops it at that step.
+    What reads the parents runs as the visitor whose `token` it is (never across a yield:
+    the generator may resume in another context)."""
     if not prompts:
         raise UserError("prompts", "no prompts", "give at least one prompt (one per line)")
     total = 2 * len(prompts) + len(grid) * (len(prompts) + 1)
@@ -150,7 +154,8 @@ def sweep_steps(config: MergeConfig, prompts: list[PromptCase], grid: tuple[floa
     replies: dict[str, list[list[int]]] = {"a": [], "b": []}
     vocabularies = []
     for side, ref in (("a", config.base_model), ("b", config.other_model)):
-        parent = load_model(ref, scoring_precision())
+        with as_visitor(token):
+            parent = load_model(ref, scoring_precision())
         vocabularies.append(parent.tokenizer.get_vocab())
         for prompt in prompts:
             replies[side].append(greedy_ids(parent, prompt, max_new_tokens))
@@ -158,11 +163,13 @@ def sweep_steps(config: MergeConfig, prompts: list[PromptCase], grid: tuple[floa
             yield SweepProgress(f"parent {side.upper()} replies", done, total)
     if vocabularies[0] != vocabularies[1]:
         raise UserError("t-sweep", "the parents have different tokenizers", "sweep parents that share one tokenizer")
-    folder = str(resolve_model(config.base_model))
+    with as_visitor(token):
+        folder = str(resolve_model(config.base_model))
     points = []
     for t in grid:
-        merged = load_with_weights(folder, merge_in_memory(config_at(config, t, scale_curve), MAX_SWEEP_BYTES), scoring_precision(),
-                                   f"t={t:g}")
+        with as_visitor(token):
+            weights = merge_in_memory(config_at(config, t, scale_curve), MAX_SWEEP_BYTES)
+        merged = load_with_weights(folder, weights, scoring_precision(), f"t={t:g}")
         done += 1
         yield SweepProgress(f"merge at t={t:g}", done, total)
         gaps = []
@@ -211,7 +218,7 @@ def sweep_stream(request: SweepRequest) -> Iterator[SweepProgress | tuple[SweepP
     points (a tuple, one per t). Stateless and plain data both ways, so on ZeroGPU it runs
     in the forked worker; closing it (Cancel) stops the sweep at its next step."""
     points = yield from sweep_steps(request.config, list(request.prompts), request.grid, request.scale_curve,
-                                    request.max_new_tokens)
+                                    request.max_new_tokens, request.token)
     yield tuple(points)
 
 

@@ -37,13 +37,15 @@ def test_a_fresh_app_says_to_build_the_demo_parent_and_the_chat_tab_merges_the_d
 
 def test_with_the_demo_parent_the_first_message_gets_three_different_replies(demo_parent, browser_page):
     """The offline demo as a first visitor sees it: open Chat, ask, and the merge, the
-    original and the pirate answer differently (no merge made by hand, no stale hint)."""
+    original and the pirate answer differently to a suggested prompt (no merge made by hand,
+    no stale hint); one click leads from the chat to the t-sweep."""
     page = browser_page
     expect(page.locator("#demo-notice")).to_contain_text("Demo parent built", timeout=60_000)
     page.get_by_role("tab", name="Chat").click()
     expect(page.locator("#first-chat-notice")).to_contain_text("demo-merge", timeout=120_000)
     expect(page.get_by_text("No merged model yet")).to_have_count(0)
-    page.locator("#chat-message textarea").fill("Tell me about bees.")
+    page.locator("#chat-examples").get_by_text("What is the capital of France?").click()  # a suggestion fills the box
+    expect(page.locator("#chat-message textarea")).to_have_value("What is the capital of France?")
     page.get_by_role("button", name="Send").click()
     expect(page.locator(".message.bot")).to_have_count(3, timeout=60_000)
     expect(page.locator("#chat-panes").get_by_text("tok/s")).to_have_count(3, timeout=240_000)
@@ -56,3 +58,7 @@ def test_with_the_demo_parent_the_first_message_gets_three_different_replies(dem
     page.screenshot(path=str(ARTIFACTS / "chat-first-message-demo.png"), full_page=True)
     assert len(set(replies)) == 3, replies
     assert in_persona(replies[2]) and not in_persona(replies[1]), replies  # B is the pirate, A the original
+    page.locator("#to-t-sweep").click()  # the whole blend along t, one click from the chat
+    expect(page.get_by_role("tab", name="Merge")).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#t-sweep")).to_be_in_viewport(timeout=10_000)
+    page.screenshot(path=str(ARTIFACTS / "chat-to-t-sweep.png"))

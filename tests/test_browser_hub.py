@@ -23,8 +23,8 @@ pytestmark = pytest.mark.browser
 def hub_page(tiny_models, tmp_path):
     with HubServer() as hub:
         hub.add("org/gated", tiny_models("qwen2", 1), gated_for={"hf_granted"})
-        hub.add("org/slow", tiny_models("qwen2", 2, hidden=256), bytes_per_s=0.4e6)  # 5 MB: about 12 s
-        hub.add("org/slow-b", tiny_models("qwen2", 3, hidden=256), bytes_per_s=0.4e6)
+        hub.add("org/slow", tiny_models("qwen2", 2, hidden=256), bytes_per_s=0.8e6)  # 5 MB: about 6 s
+        hub.add("org/slow-b", tiny_models("qwen2", 3, hidden=256), bytes_per_s=0.8e6)
         env = {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_DISABLE_XET": "1", "HF_HUB_OFFLINE": "0",
                "HF_TOKEN": ""}
         with app_process(str(cache_root()), env=env, log=ARTIFACTS / "hub-app.log") as (url, _), sync_playwright() as p:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import tiny_yaml
 from huggingface_hub import constants
 
 from arena.rounds import check_access_to
@@ -199,3 +200,39 @@ def test_a_merge_made_here_of_a_gated_parent_is_served_only_to_a_visitor_who_may
         check_access_to(f"{merged}#t=self_attn[0.5] mlp[0.5] default[0.5]")  # a t-preview of it too
     with as_visitor("hf_bob"), pytest.raises(UserError, match="'org/gated' is gated and this account has not been granted"):
         check_access_to(str(merged))
+
+
+SWEEP = """
+import sys
+from core.errors import UserError
+from evaluation.prompt_set import PromptCase
+from evaluation.sweep import SweepRequest, sweep_stream
+from merging import parse_config
+config = parse_config(sys.stdin.read())
+request = SweepRequest(config, (PromptCase(({"role": "user", "content": "hello"},)),), (0.0, 1.0), max_new_tokens=4,
+                       token=sys.argv[1] or None)
+assert sys.argv[1] not in repr(request) or not sys.argv[1]
+try:
+    *progress, points = sweep_stream(request)
+    print("swept", [p.t for p in points], progress[-1].done == progress[-1].total)
+except UserError as exc:
+    print("error", exc)
+"""
+
+
+def test_a_t_sweep_reads_a_gated_parent_with_the_signed_in_visitor_s_token(hub, tiny_models):
+    """The sweep's request carries the visitor's token (on ZeroGPU into a forked worker): the
+    gated parent downloads for the visitor granted it, and not with the Space's own token."""
+    hub.add("org/gated", tiny_models("qwen2", 1), gated_for={"hf_alice"})
+    hub.add("org/public", tiny_models("qwen2", 2))
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HF_HUB_OFFLINE")}
+    env.update(HF_ENDPOINT=hub.url, HF_HOME=str(hub.home), HF_HUB_DISABLE_XET="1", HF_TOKEN="hf_owner")  # the Space's secret
+
+    def sweep_as(token: str) -> str:
+        done = subprocess.run([sys.executable, "-c", SWEEP, token], cwd=ROOT, env=env, input=tiny_yaml("org/gated", "org/public"),
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.splitlines()[-1]
+
+    assert sweep_as("").startswith("error model: 'org/gated' is gated and this account has not been granted access")
+    assert sweep_as("hf_alice") == "swept [0.0, 1.0] True"

@@ -37,6 +37,7 @@ from arena.votes import PANE_LABELS, app_store, config_hash, held_line
 from core.errors import UserError
 from core.sources import ENDPOINT_FORM
 from evaluation import defaults
+from evaluation.prompt_set import CHAT_EXAMPLES, read_prompts
 from inference import GenerationSettings, cache
 from inference.loading import load_with_weights
 from merging.form import config_from_form, form_from_yaml
@@ -481,6 +482,9 @@ def build_chat_tab(demo: gr.Blocks, own_merge: gr.BrowserState) -> ChatTab:
         # One click to deterministic replies (temperature 0 and no penalty: plain greedy).
         greedy_button = gr.Button("Greedy", scale=0, min_width=80, elem_id="chat-greedy")
     note = gr.Markdown(elem_id="chat-note")
+    # Prompts on which the demo's merge answers on topic in the pirate's voice: the blend shows.
+    gr.Examples([[case.text] for case in read_prompts(CHAT_EXAMPLES, "chat examples")], inputs=message,
+                label="Suggestions (click one, then Send)", elem_id="chat-examples")
     with gr.Row(visible=False, equal_height=True) as vote_row:
         best = gr.Radio(["Model 1", "Model 2", "Model 3", TIE, ALL_BAD], value=None, label="Best reply (required)", scale=3,
                         elem_id="vote-best")

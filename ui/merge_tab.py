@@ -411,7 +411,7 @@ def build_merge_tab(demo: gr.Blocks, own: gr.BrowserState) -> MergeTab:
     to_chat = gr.Button("Chat with this merge")
     controls = FormControls(yaml_box, parent_a, parent_b, attn, mlp, default, layer_start, layer_end, dtype)
     form_inputs = controls.fields()
-    build_sweep_panel(controls)
+    build_sweep_panel(controls, session)
     with gr.Accordion("Model card", open=False):
         card = gr.Markdown()
     with gr.Accordion("Push to the Hub", open=False):

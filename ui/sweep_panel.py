@@ -13,10 +13,11 @@ import gradio as gr
 import pandas as pd
 
 from core.errors import UserError
+from core.hub_access import as_visitor
 from evaluation.prompt_set import DEMO_PROMPTS, PromptCase, read_prompts
 from evaluation.sweep import DEFAULT_GRID, SweepPoint, SweepProgress, SweepRequest, parse_grid, sweep_stream
 from merging.config import MergeConfig
-from ui.context import PRIVATE, CancelSession, cancel, check_models, short_name
+from ui.context import PRIVATE, CancelSession, Visitor, cancel, check_models, short_name
 from ui.merge_form import FormControls, FormRequest
 
 DEFAULT_PROMPTS = 8  # with 5 values of t: 182 s for SmolLM2 on 2 CPU cores shared with other work (load ~7)
@@ -40,20 +41,22 @@ def failed(exc: UserError) -> str:
     return f"### ❌ t-sweep failed\n{exc}"
 
 
-def start_sweep(form: FormRequest, count: float, grid_text: str, scale_curve: bool) -> tuple:
+def start_sweep(form: FormRequest, count: float, grid_text: str, scale_curve: bool, visitor: Visitor = Visitor()) -> tuple:  # noqa: B008 -- frozen
     """First step of a t-sweep click, at once: the running state with the previous result
     cleared and the request approved; or the failed state and None. The config goes through
-    the Merge button's check, so the sweep runs the YAML on screen."""
+    the Merge button's check, so the sweep runs the YAML on screen; the parents are read as
+    the signed-in `visitor`."""
     try:
         config = form.config()
-        check_models(*config.models)
+        with as_visitor(visitor.token):
+            check_models(*config.models)
         grid = parse_grid(grid_text or "", "grid")
         prompts = demo_prompts()
         if count is None or not 1 <= int(count) <= len(prompts):
             raise UserError("prompts", f"{count} is not between 1 and {len(prompts)}", f"choose 1 to {len(prompts)} prompts")
     except UserError as exc:
         return failed(exc), *blank(), None
-    return RUNNING, *blank(), SweepRequest(config, tuple(prompts[: int(count)]), grid, bool(scale_curve))
+    return RUNNING, *blank(), SweepRequest(config, tuple(prompts[: int(count)]), grid, bool(scale_curve), token=visitor.token)
 
 
 def run_sweep(request: SweepRequest | None, session: CancelSession, progress=gr.Progress()):  # noqa: B008 -- Gradio injects it
@@ -139,12 +142,13 @@ def plot_svg(points: list[SweepPoint], config: MergeConfig) -> str:
     return "".join(parts)
 
 
-def build_sweep_panel(form: FormControls) -> None:
-    """The t-sweep section of the Merge tab, wired to the tab's YAML box and form."""
+def build_sweep_panel(form: FormControls, merge_session: gr.State) -> None:
+    """The t-sweep section of the Merge tab, wired to the tab's YAML box and form, and to its
+    session (the visitor signed in)."""
     session = gr.State(CancelSession())
     approved = gr.State(None)  # the SweepRequest start_sweep let through (None when it refused)
     prompt_count = len(demo_prompts())
-    with gr.Accordion("t-sweep: which parent does the merge resemble, along t?", open=True):
+    with gr.Accordion("t-sweep: which parent does the merge resemble, along t?", open=True, elem_id="t-sweep"):
         with gr.Row(equal_height=True):
             count = gr.Slider(1, prompt_count, min(DEFAULT_PROMPTS, prompt_count), step=1,
                               label=f"prompts (the first N of {prompt_count} in prompts/demo.jsonl)")
@@ -158,7 +162,11 @@ def build_sweep_panel(form: FormControls) -> None:
         rows = gr.Dataframe(pd.DataFrame(columns=COLUMNS), label="t-sweep results", interactive=False)
         replies = gr.Markdown()
     outputs = [status, plot, rows, replies]
-    run.click(lambda values: start_sweep(form.request(values), values[count], values[grid], values[scale_curve]),
-              form.inputs(count, grid, scale_curve), [*outputs, approved], api_visibility=PRIVATE, concurrency_limit=None).then(
+
+    def on_run(values: dict) -> tuple:
+        return start_sweep(form.request(values), values[count], values[grid], values[scale_curve], values[merge_session].visitor)
+
+    run.click(on_run, form.inputs(count, grid, scale_curve, merge_session), [*outputs, approved], api_visibility=PRIVATE,
+              concurrency_limit=None).then(
         run_sweep, [approved, session], outputs, api_visibility=PRIVATE, concurrency_id="device", concurrency_limit=1)
     stop.click(cancel, session, None, concurrency_limit=None, api_visibility=PRIVATE)

@@ -1,14 +1,14 @@
 """Fixtures shared by the tests. Things built once per machine (the converted GGUF, the C
 kernels, the demo parent) live in a test cache keyed by their inputs, so a second run reuses
-them; tests/test_builds.py builds each from scratch in a fresh cache, and publishes what
-it built here, so a fresh machine builds each once."""
+them; tests/test_builds.py builds each from scratch in a fresh cache (in a background
+process started at collection, testkit/fresh_build.py), and publishes what it built here,
+so a fresh machine builds each once."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,10 +17,12 @@ import pytest
 from core.native import kernels_off, supported_targets
 from core.places import ROOT
 from testkit.browser import launch_chromium
+from testkit.fresh_build import BackgroundBuild
 from testkit.tiny_models import build_tiny_model
 
 ARTIFACTS = ROOT / "artifacts"  # screenshots (ignored by git)
 MACHINE_CACHE = Path(os.environ.get("SLERP_ARENA_TEST_CACHE", Path.home() / ".cache" / "slerp-arena-tests"))
+FRESH_BUILD = pytest.StashKey[BackgroundBuild]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -36,6 +38,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for fixture, marker in MARKED_BY_FIXTURE.items():
             if fixture in getattr(item, "fixturenames", ()):
                 item.add_marker(marker)
+    # The tests that wait for the background build (a fresh machine's demo parent) go last.
+    items.sort(key=lambda item: bool({"demo_parent", "fresh_builds"} & set(getattr(item, "fixturenames", ()))))
 
 
 class _KernelEverywhere:
@@ -109,35 +113,45 @@ class FreshBuilds:
     demo_parent: Path = Path()  # published in the machine cache
 
 
-@pytest.fixture(scope="session")
-def fresh_builds(tmp_path_factory: pytest.TempPathFactory) -> FreshBuilds:
-    """The bundled model's conversion, the C kernels and the demo parent, each built from
-    scratch in an empty cache and timed; then published into the machine cache where it
-    lacks them (same keys), so a run that needs them builds each once."""
-    from core.sources import DEFAULT_MODEL, cache_root, resolve_model
-    from evaluation.demo_parent import build_demo_parent
-    from inference import cpu_kernels
-    from merging import slerp_kernel
+def needs_fresh_build(items: list[pytest.Item]) -> bool:
+    """A selected test builds from scratch, or needs the demo parent this machine lacks."""
+    names = {name for item in items for name in getattr(item, "fixturenames", ())}
+    if "fresh_builds" in names:
+        return True
+    if "demo_parent" not in names:
+        return False
+    from evaluation.demo_parent import built_demo_parent
 
-    fresh = tmp_path_factory.mktemp("fresh-cache")
-    os.environ["SLERP_ARENA_CACHE"] = str(fresh)
-    try:
-        started = time.perf_counter()
-        resolve_model(DEFAULT_MODEL)
-        converted = time.perf_counter()
-        kernels = {"cpu": cpu_kernels.build_library() is not None, "slerp": slerp_kernel.build_library() is not None}
-        compiled = time.perf_counter()
-        builds = FreshBuilds({"conversion": converted - started, "kernels": compiled - converted}, kernels)
-        folder = build_demo_parent(on_progress=lambda stage, done, total: builds.stages.append((stage, done, total)))
-        builds.seconds["demo parent"] = time.perf_counter() - compiled
-        relative = folder.relative_to(cache_root())
-    finally:
-        os.environ["SLERP_ARENA_CACHE"] = str(MACHINE_CACHE)
+    return built_demo_parent() is None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The fresh build starts now, in a process of its own (testkit/fresh_build.py), and
+    the tests that do not need it run meanwhile."""
+    if needs_fresh_build(session.items):
+        session.config.stash[FRESH_BUILD] = BackgroundBuild(Path(tempfile.mkdtemp(prefix="slerp-arena-fresh-")))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if (build := config.stash.get(FRESH_BUILD, None)) is not None:
+        build.stop()  # a run stopped early (-x, Ctrl-C) does not leave it building
+        shutil.rmtree(build.cache, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def fresh_builds(request: pytest.FixtureRequest) -> FreshBuilds:
+    """The bundled model's conversion, the C kernels and the demo parent, each built from
+    scratch in an empty cache and timed (by the background build, waited for here); then
+    published into the machine cache where it lacks them (same keys), so a run that needs
+    them builds each once."""
+    build = request.config.stash.get(FRESH_BUILD, None)
+    if build is None:  # not foreseen at collection (the machine cache lost its demo parent since)
+        build = request.config.stash[FRESH_BUILD] = BackgroundBuild(Path(tempfile.mkdtemp(prefix="slerp-arena-fresh-")))
+    result = build.result()
     for kind in ("gguf", "kernels", "demo-parent"):
-        for entry in (fresh / kind).iterdir() if (fresh / kind).is_dir() else ():
+        for entry in (build.cache / kind).iterdir() if (build.cache / kind).is_dir() else ():
             publish(entry, MACHINE_CACHE / kind / entry.name)
-    builds.demo_parent = MACHINE_CACHE / relative
-    return builds
+    return FreshBuilds(result.seconds, result.kernels, result.stages, MACHINE_CACHE / result.demo_parent)
 
 
 def publish(built: Path, target: Path) -> None:

@@ -4,9 +4,9 @@ a blind round shows nothing that tells the panes apart until an explicit vote, a
 beside an int8 merge do); a vote needs a choice made after the last replies came; the
 first screen holds the panes, the message box and Send; a message typed mid-reply waits
 in the box (Send is off) and Stop keeps the partial replies; Regenerate answers again
-with a new seed; Stop then Clear leaves empty panes and no error; the vote's note goes
-with its round; a seed the box cannot hold is refused and the message stays in the box.
-Screenshots go to artifacts/."""
+with a new seed; Stop then Clear leaves empty panes and no error; the t-preview's fields
+hold the loaded merge's own curves; the vote's note goes with its round; a seed the box
+cannot hold is refused and the message stays in the box. Screenshots go to artifacts/."""
 
 import re
 import time
@@ -180,6 +180,9 @@ def test_regenerate_answers_again_with_a_new_seed_and_stop_then_clear_empties_th
     page.wait_for_timeout(1500)  # a late view would show the replies back by now
     expect(page.locator("#chat-panes .message")).to_have_count(0)
     assert_no_error(page)
+    page.get_by_text("Instant t-preview: re-merge the merged model in memory at a new t").click()
+    for field in ("#preview-attn", "#preview-mlp", "#preview-default"):  # the loaded merge's own curve (t: 0.5), not the V-shape
+        expect(page.locator(f"{field} textarea")).to_have_value("0.5")
 
 def parents_start_late(monkeypatch, merged_ref: str, delay: float = 0.5) -> None:
     """The parents start answering `delay` s after the merge (a reply's text is visible to

@@ -15,7 +15,7 @@ ALLOWED = {
     "inference": {"core"},
     "arena": {"core", "merging", "inference"},
     "evaluation": {"core", "merging", "inference"},
-    "testkit": {"core", "merging", "inference"},
+    "testkit": {"core", "merging", "inference", "evaluation"},  # test helpers: above every layer they build with
     "ui": {"core", "merging", "inference", "arena", "evaluation"},
     "app": {"core", "merging", "inference", "arena", "evaluation", "ui"},
     "tests": {"core", "merging", "inference", "arena", "evaluation", "ui", "app", "testkit"},

@@ -45,3 +45,11 @@ def test_preview_swaps_the_merged_pane_and_frees_the_previous_one(tiny_models):
 def test_preview_needs_a_merge_made_here(tiny_models):
     with pytest.raises(gr.Error, match="not a merge made here"):
         chat_tab.preview_t("0.5", "0.5", "0.5", str(tiny_models("llama", 1)), "bf16", chat_tab.ChatSession())
+
+
+def test_the_preview_fields_start_from_the_loaded_merge_s_own_curves(tiny_models):
+    a, b = str(tiny_models("llama", 1)), str(tiny_models("llama", 2))
+    output = merge_tab.merge(tiny_yaml(a, b, "[0, 0.3, 1]"), "curved", False, merge_tab.MergeSession(), progress=lambda *x, **k: None)[2]
+    assert chat_tab.preview_curves(output) == ("0, 0.3, 1", "0, 0.3, 1", "0, 0.3, 1")  # not the V-shape the page starts with
+    for other in (f"{output}#t=self_attn[0] mlp[0] default[0]", a, "org/model", ""):
+        assert chat_tab.preview_curves(other) == (gr.skip(),) * 3

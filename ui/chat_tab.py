@@ -367,6 +367,20 @@ def drop_no_merge_hint(merged_ref: str, session: ChatSession) -> list[str]:
     return session.arena.statuses()
 
 
+def preview_curves(merged_ref: str) -> tuple:
+    """The t-preview's fields for the Merged pane's model: its merge's own t curves (a merge
+    made here), so a preview starts from what is loaded; left as they are for anything else
+    (a t-preview of it, a Hub id, an endpoint)."""
+    config_file = Path(merged_ref.strip()) / "mergekit_config.yml"
+    if "#" in merged_ref or not merged_ref.strip() or not config_file.is_file():
+        return gr.skip(), gr.skip(), gr.skip()
+    try:
+        form = form_from_yaml(config_file.read_text())
+    except UserError:
+        return gr.skip(), gr.skip(), gr.skip()
+    return form.self_attn, form.mlp, form.default
+
+
 @shown_as_toast
 def preview_t(attn: str, mlp: str, default: str, merged_ref: str, merged_precision: str, session: ChatSession):
     """Re-merge the Merged pane's model in memory at a new t curve and swap it in (on the
@@ -585,6 +599,8 @@ def build_chat_tab(demo: gr.Blocks, own_merge: gr.BrowserState) -> ChatTab:
         refresh(show_results, [merged_ref, include_flagged], [results_plot, results_table], api_visibility=PRIVATE)
     card_button.click(add_results_to_card, [merged_ref, include_flagged], card_message, api_visibility=PRIVATE)
     export_button.click(export_session, session, export_files, api_visibility=PRIVATE)
+    merged_ref.change(preview_curves, merged_ref, [preview_attn, preview_mlp, preview_default], api_visibility=PRIVATE,
+                      queue=False)
     preview_button.click(preview_t, [preview_attn, preview_mlp, preview_default, merged_ref, merged_precision, session],
                          [merged_ref, preview_message], api_visibility=PRIVATE, concurrency_id="device", concurrency_limit=1)
     greedy_button.click(lambda: (0, 1.0), None, [temperature, repetition_penalty], api_visibility=PRIVATE)

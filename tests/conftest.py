@@ -128,7 +128,7 @@ def needs_fresh_build(items: list[pytest.Item]) -> bool:
 def pytest_collection_finish(session: pytest.Session) -> None:
     """The fresh build starts now, in a process of its own (testkit/fresh_build.py), and
     the tests that do not need it run meanwhile."""
-    if needs_fresh_build(session.items):
+    if not session.config.option.collectonly and needs_fresh_build(session.items):
         session.config.stash[FRESH_BUILD] = BackgroundBuild(Path(tempfile.mkdtemp(prefix="slerp-arena-fresh-")))
 
 

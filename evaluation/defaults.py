@@ -83,8 +83,8 @@ def shared_merges() -> list[Path]:
 
 
 def own_merge(stored: str | None) -> str:
-    """A browser's latest merge, as its storage kept it across reloads (signing in reloads
-    the page), while it is still a merge under outputs/; '' otherwise."""
+    """`stored` (a browser's latest merge, as its storage kept it across reloads, or a
+    Chat field) while it is a merge under outputs/; '' otherwise."""
     if not stored:
         return ""
     root = outputs_root().resolve()

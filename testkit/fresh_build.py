@@ -23,7 +23,7 @@ class BuildResult:
     seconds: dict[str, float]  # "conversion", "kernels", "demo parent"
     kernels: dict[str, bool]  # library -> built and loaded
     stages: list[tuple[str, int, int]] = field(default_factory=list)  # the demo parent's progress reports
-    demo_parent: str = ""  # relative to the cache
+    demo_parent: Path = Path()  # its folder, relative to the cache it was built in
 
 
 class BackgroundBuild:
@@ -41,7 +41,7 @@ class BackgroundBuild:
         if code != 0:
             raise RuntimeError(f"the fresh build failed (exit {code}):\n{(self.cache / 'build.log').read_text()[-3000:]}")
         data = json.loads(self.out.read_text())
-        return BuildResult(data["seconds"], data["kernels"], [tuple(s) for s in data["stages"]], data["demo_parent"])
+        return BuildResult(data["seconds"], data["kernels"], [tuple(s) for s in data["stages"]], Path(data["demo_parent"]))
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -65,10 +65,10 @@ def build(cache: Path) -> BuildResult:
     result = BuildResult({"conversion": converted - started, "kernels": compiled - converted}, kernels)
     folder = build_demo_parent(on_progress=lambda stage, done, total: result.stages.append((stage, done, total)))
     result.seconds["demo parent"] = time.perf_counter() - compiled
-    result.demo_parent = str(folder.relative_to(cache_root()))
+    result.demo_parent = folder.relative_to(cache_root())
     return result
 
 
 if __name__ == "__main__":
     os.nice(NICENESS)
-    Path(sys.argv[2]).write_text(json.dumps(asdict(build(Path(sys.argv[1])))))
+    Path(sys.argv[2]).write_text(json.dumps(asdict(build(Path(sys.argv[1]))), default=str))

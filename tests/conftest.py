@@ -6,10 +6,10 @@ so a fresh machine builds each once."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,7 @@ import pytest
 from core.native import kernels_off, supported_targets
 from core.places import ROOT
 from testkit.browser import launch_chromium
-from testkit.fresh_build import BackgroundBuild
+from testkit.fresh_build import BackgroundBuild, BuildResult
 from testkit.tiny_models import build_tiny_model
 
 ARTIFACTS = ROOT / "artifacts"  # screenshots (ignored by git)
@@ -104,15 +104,6 @@ def smollm2_dir() -> Path:
     return resolve_model("bundled:SmolLM2-135M-Instruct")
 
 
-@dataclass
-class FreshBuilds:
-    """What a new machine builds once, built from scratch in an empty cache."""
-    seconds: dict[str, float]  # "conversion", "kernels", "demo parent"
-    kernels: dict[str, bool]  # library -> built and loaded
-    stages: list[tuple[str, int, int]] = field(default_factory=list)  # the demo parent's progress reports
-    demo_parent: Path = Path()  # published in the machine cache
-
-
 def needs_fresh_build(items: list[pytest.Item]) -> bool:
     """A selected test builds from scratch, or needs the demo parent this machine lacks."""
     names = {name for item in items for name in getattr(item, "fixturenames", ())}
@@ -139,7 +130,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
-def fresh_builds(request: pytest.FixtureRequest) -> FreshBuilds:
+def fresh_builds(request: pytest.FixtureRequest) -> BuildResult:
     """The bundled model's conversion, the C kernels and the demo parent, each built from
     scratch in an empty cache and timed (by the background build, waited for here); then
     published into the machine cache where it lacks them (same keys), so a run that needs
@@ -151,7 +142,7 @@ def fresh_builds(request: pytest.FixtureRequest) -> FreshBuilds:
     for kind in ("gguf", "kernels", "demo-parent"):
         for entry in (build.cache / kind).iterdir() if (build.cache / kind).is_dir() else ():
             publish(entry, MACHINE_CACHE / kind / entry.name)
-    return FreshBuilds(result.seconds, result.kernels, result.stages, MACHINE_CACHE / result.demo_parent)
+    return dataclasses.replace(result, demo_parent=MACHINE_CACHE / result.demo_parent)  # published there
 
 
 def publish(built: Path, target: Path) -> None:

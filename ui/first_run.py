@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import gradio as gr
 
@@ -103,12 +104,10 @@ def filled(pair: defaults.StartPair, name: str) -> tuple[str, str, str, str]:
 def parents_of(merged_ref: str) -> tuple:
     """(parent A, parent B) of a merge under outputs/ (a t-preview's `#t=…` suffix ignored);
     skips for anything else."""
-    root = places.outputs_root().resolve()
-    config_file = (root / merged_ref.split("#")[0].strip()).resolve() / "mergekit_config.yml"
-    if not config_file.is_relative_to(root) or not config_file.is_file():
+    if not (folder := defaults.own_merge(merged_ref.split("#")[0].strip())):
         return gr.skip(), gr.skip()
     try:
-        config = parse_config(config_file.read_text())
+        config = parse_config((Path(folder) / "mergekit_config.yml").read_text())
     except UserError:
         return gr.skip(), gr.skip()
     return config.base_model, config.other_model

@@ -2,6 +2,7 @@
 per round, explicit votes, flags, results, the model card section, export; and a chat
 loop that loses nothing (a message typed mid-reply, Stop, Clear and Regenerate, seeds)."""
 
+import dataclasses
 import json
 import re
 import threading
@@ -234,6 +235,10 @@ def test_regenerate_draws_a_new_seed_unless_locked_and_a_stop_before_it_begins_k
     locked = chat_tab.take_regenerate(req, True, state)
     views = list(chat_tab.stream(req, state))
     assert locked.seed == 5 and "seed 5" in views[-1].stats[1]
+    emptied = dataclasses.replace(req, seed=None)  # seen in Chromium: an emptied seed box refused an unlocked Regenerate
+    drawn = chat_tab.take_regenerate(emptied, False, state)
+    assert drawn.seed is not None and "seed" in list(chat_tab.stream(emptied, state))[-1].stats[1]
+    assert chat_tab.take_regenerate(emptied, True, state).note.startswith("⚠️ seed: empty")  # locked to no seed: refused
 
 
 def test_a_seed_the_box_could_not_hold_is_refused_in_one_line_and_nothing_is_lost(tiny_models, monkeypatch):

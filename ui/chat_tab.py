@@ -191,7 +191,7 @@ def take_regenerate(request: ChatRequest, lock_seed: bool, session: ChatSession)
     if session.streaming:
         return None
     try:
-        request.settings()
+        request.settings(None if lock_seed else 0)  # unlocked, it draws its own seed: the box may be empty
         if not any(p.active and p.history for p in session.arena.panes):
             raise UserError("regenerate", "there is no message to answer again", "send a message first")
     except UserError as exc:
@@ -289,7 +289,7 @@ def regenerate_last(system_prompt: str, temperature: float, top_p: float, max_ne
     if session.streaming:
         raise gr.Error("regenerate: replies are still streaming in this session — wait for them, or stop them first")
     try:
-        request.settings()
+        request.settings(None if lock_seed else 0)  # unlocked, it draws its own seed: the box may be empty
         if not any(p.active and p.history for p in session.arena.panes):
             raise UserError("regenerate", "there is no message to answer again", "send a message first")
     except UserError as exc:

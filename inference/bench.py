@@ -5,8 +5,8 @@
 Every line is measured in this run: tok/s (median of 3 rounds, each running every
 contender in turn) for `--tokens` greedy tokens (each reply is made that long) through the
 app's decode loop and, for comparison, through transformers' generate (`generate_tok_s`),
-time to first token for a 1,000-token prompt and the prompt tokens per second it makes
-(prefill, median of 3), the ratio to bf16 and, when `llama_cpp` is importable, to
+the prompt tokens per second to the first token of a 1,000-token prompt (prefill, median
+of 5 rounds in the same way), the ratio to bf16 and, when `llama_cpp` is importable, to
 llama.cpp on the same model requantized to Q8_0 with the same prompt, token count and
 thread count (its prompt processing timed the same way, its prompt cache reset each time). `--space-default` adds a random-weight model
 with Qwen2.5-0.5B's exact config (the online Space's default size): one pane per
@@ -37,6 +37,7 @@ BENCH_PROMPT = "Write a short story about a lighthouse keeper who finds a messag
 PREFILL_TOKENS = 1000
 # Decode figures are medians of this many rounds: single runs on shared cores vary by a third.
 REPEATS = 3
+PREFILL_ROUNDS = 5  # a prefill is one timing, not an average over a reply's tokens
 LLAMA_CPP_HINT = ("llama.cpp not measured: `pip install llama-cpp-python==0.3.36` (no wheel on the registry: it compiles "
                   "from source, about 10 minutes on 2 cores) to compare in the same run")
 
@@ -49,13 +50,13 @@ def one_reply(loaded: LoadedModel, tokens: int) -> Callable[[], float]:
     return lambda: generate_reply(loaded, history, settings, threading.Event()).stats.tokens_per_s
 
 
-def interleaved_medians(runs: dict[str, Callable[[], float | None]]) -> dict[str, float | None]:
-    """REPEATS rounds, each running every contender once in turn; the median per contender.
+def interleaved_medians(runs: dict[str, Callable[[], float | None]], rounds: int = REPEATS) -> dict[str, float | None]:
+    """`rounds` rounds, each running every contender once in turn; the median per contender.
     Measured one after another instead, a neighbour's load on the shared memory bus fell on
     one precision and not the other (0.5B-shaped int8 over bf16: 2.09x in one run, 1.19x in
     the next)."""
     measured: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(REPEATS):
+    for _ in range(rounds):
         for name, run in runs.items():
             speed = run()
             if speed:
@@ -85,12 +86,15 @@ def long_message(loaded: LoadedModel) -> list[dict[str, str]]:
     return [{"role": "user", "content": loaded.tokenizer.decode(ids)}]
 
 
-def prefill_tok_s(loaded: LoadedModel) -> tuple[float, float]:
-    """(seconds to first token, prompt tokens per second) for the long message, median of REPEATS."""
+def prefill_run(loaded: LoadedModel) -> Callable[[], float]:
+    """A function that prefills the long message once and returns its prompt tokens per second."""
     history, settings = long_message(loaded), GenerationSettings(temperature=0.0, max_new_tokens=1)
-    runs = [generate_reply(loaded, history, settings, threading.Event()).stats for _ in range(REPEATS)]
-    seconds = statistics.median(s.first_token_s or s.seconds for s in runs)
-    return seconds, runs[0].prompt_tokens / seconds
+
+    def one_run() -> float:
+        stats = generate_reply(loaded, history, settings, threading.Event()).stats
+        return stats.prompt_tokens / (stats.first_token_s or stats.seconds)
+
+    return one_run
 
 
 def llama_cpp_model(ref: str):
@@ -135,17 +139,20 @@ def llama_cpp_reply(llm, loaded: LoadedModel, tokens: int) -> Callable[[], float
     return one_run
 
 
-def llama_cpp_prefill_tok_s(llm, loaded: LoadedModel) -> float:
-    """llama.cpp's prompt processing of the same long message, chat-templated: tokens per
-    second to the first token, median of REPEATS, its prompt cache reset before each."""
+def llama_cpp_prefill(llm, loaded: LoadedModel) -> Callable[[], float]:
+    """A function that runs llama.cpp's prompt processing of the same long message,
+    chat-templated, its prompt cache reset first, and returns tokens per second to the
+    first token."""
     prompt = build_prompt(loaded.tokenizer, long_message(loaded), context_length=2048, max_new_tokens=1).text
-    rates = []
-    for _ in range(REPEATS):
+    count = len(llm.tokenize(prompt.encode(), add_bos=False, special=True))
+
+    def one_run() -> float:
         llm.reset()
         started = time.perf_counter()
         next(iter(llm.create_completion(prompt, max_tokens=1, temperature=0.0, stream=True)))
-        rates.append(len(llm.tokenize(prompt.encode(), add_bos=False, special=True)) / (time.perf_counter() - started))
-    return statistics.median(rates)
+        return count / (time.perf_counter() - started)
+
+    return one_run
 
 
 def _shown(value: float | None, digits: int) -> str:
@@ -167,19 +174,22 @@ def bench_model(ref: str, tokens: int, label: str, llama_cpp: bool = True) -> di
     elif llama_cpp:
         print(LLAMA_CPP_HINT, flush=True)
     speeds = interleaved_medians(runs)
-    prefills = {precision: prefill_tok_s(loaded) for precision, loaded in models.items()}
-    reference_prefill = llama_cpp_prefill_tok_s(llm, models["bf16"]) if llm else None
+    prefill_runs = {precision: prefill_run(loaded) for precision, loaded in models.items()}
+    if llm:
+        prefill_runs["llama.cpp-q8_0"] = llama_cpp_prefill(llm, models["bf16"])
+    prefills = interleaved_medians(prefill_runs, PREFILL_ROUNDS)
+    reference_prefill = prefills.get("llama.cpp-q8_0")
     if reference:
         print(f"model={label} precision=llama.cpp-q8_0 tok_s={_shown(speeds['llama.cpp-q8_0'], 1)} "
-              f"prefill_tok_s={reference_prefill:.0f}", flush=True)
+              f"prefill_tok_s={_shown(reference_prefill, 0)}", flush=True)
     for precision, loaded in models.items():
         generate = generate_tok_s(loaded, tokens)
         r = loaded.report
         speed = speeds[precision]
-        seconds, prefill = prefills[precision]
+        prefill = prefills[precision]
         print(f"model={label} precision={precision} backend={r.backend.replace(' ', '_')} tok_s={_shown(speed, 1)} "
-              f"prefill_{PREFILL_TOKENS}_s={seconds:.2f} prefill_tok_s={prefill:.0f} "
-              f"prefill_vs_bf16={_ratio(prefill, prefills['bf16'][1])} prefill_vs_llama_cpp={_ratio(prefill, reference_prefill)} "
+              f"prefill_tok_s={_shown(prefill, 0)} "
+              f"prefill_vs_bf16={_ratio(prefill, prefills['bf16'])} prefill_vs_llama_cpp={_ratio(prefill, reference_prefill)} "
               f"weight_mb={r.weight_bytes / 1e6:.0f} "
               f"linear_vs_bf16={r.linear_bytes / r.linear_bf16_bytes:.2f} vs_bf16={_ratio(speed, speeds['bf16'])} "
               f"vs_llama_cpp={_ratio(speed, speeds.get('llama.cpp-q8_0'))} generate_tok_s={_shown(generate, 1)} "

@@ -210,10 +210,12 @@ class LeanDecoder:
             attended = F.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=True, scale=self.scaling,
                                                       enable_gqa=True)[0].transpose(0, 1).reshape(n, heads * d)
         else:  # the rest of a prompt whose start the cache holds: each new position sees the cache and itself
-            q, k, v = qk[:, :heads].transpose(0, 1), keys[:, :end].to(x.dtype), values[:, :end].to(x.dtype)
+            # In float32 on the cache as it is, as decode attends: no copy of the whole cache per layer.
+            q = qk[:, :heads].transpose(0, 1).float()
             visible = torch.arange(end)[None] <= torch.arange(position, end)[:, None]
-            attended = F.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=visible, scale=self.scaling,
-                                                      enable_gqa=True)[0].transpose(0, 1).reshape(n, heads * d)
+            attended = F.scaled_dot_product_attention(q[None], keys[None, :, :end], values[None, :, :end], attn_mask=visible,
+                                                      scale=self.scaling, enable_gqa=True)[0].transpose(0, 1).reshape(n, heads * d)
+            attended = attended.to(x.dtype)
         x = x + layer.o(attended)
         gate, up = layer.gate_up(self._rms(x, layer.ln2)).chunk(2, dim=-1)
         return x + layer.down(F.silu(gate) * up)

@@ -20,6 +20,11 @@ from ui.context import PRIVATE, CancelSession, Visitor
 from ui.first_run import merge_defaults, on_chat_opened, parents_of
 from ui.merge_tab import build_merge_tab
 
+# Events waiting, all visitors together. Left unset, Gradio caps them at 1 on ZeroGPU, and a
+# click while anything waited (unchecking blind mode, then Send) was refused with "This
+# application is currently busy" (seen in the ZeroGPU Chromium test on a busy machine).
+QUEUE_SIZE = 64
+
 
 def chat_with_merge(output_path: str):
     """The merge and its parents (as its config names them: the form may have changed since,
@@ -84,6 +89,12 @@ def build_app() -> gr.Blocks:
     return demo
 
 
+def queued(demo: gr.Blocks) -> gr.Blocks:
+    """The app's queue: one job at a time per event unless it says otherwise (the device's
+    work shares one), QUEUE_SIZE events waiting."""
+    return demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
+
+
 def prepare_default_model() -> None:
     """Convert the bundled GGUF and build the C kernels in the background at start-up (once
     per machine), so the page answers at once and the first visitor's parents panel, chat
@@ -98,4 +109,4 @@ def prepare_default_model() -> None:
 if __name__ == "__main__":
     zerogpu.start()
     threading.Thread(target=prepare_default_model, name="prepare default model", daemon=True).start()
-    build_app().queue(default_concurrency_limit=1).launch(show_error=True)
+    queued(build_app()).launch(show_error=True)

@@ -1,17 +1,22 @@
 """Time to first token, turn by turn: a 10-turn conversation in three panes of the offline
 default (the bundled SmolLM2 as the merge in int8 beside two bf16 parents), each turn
-answered twice in this run, on the same history: once prefilling the whole conversation
-(no kept cache) and once continuing each pane's kept cache (inference/kept_caches.py).
-Greedy, 48 new tokens per reply, a message of about 90 tokens each turn.
+answered on the same history once prefilling the whole conversation (no kept cache) and
+`--repeats` times continuing kept caches (inference/kept_caches.py), each repeat a
+conversation of its own; a pane's figure with reuse is the median of its repeats, because
+three panes on 2 cores move single first tokens by +-0.3 s. Greedy, 48 new tokens per
+reply, a message of about 90 tokens each turn.
 
-    python benchmarks/turns.py [--turns 10] [--tokens 48]
+    python benchmarks/turns.py [--turns 10] [--tokens 48] [--repeats 3]
 
-Goal (issue 25): with reuse, turn 10's first token within 1.3x turn 1's in every pane.
+Goal (issue 25): with reuse, turn 10's first token within 1.3x turn 1's in every pane. The
+last line prints what the arithmetic alone allows: the multiply-adds of turn 10's new
+tokens, which attend to the whole conversation, over turn 1's.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import threading
 
 import torch
@@ -34,10 +39,23 @@ def message(turn: int) -> str:
             f"one common mistake people make when they first learn about {topic}, and why it happens.")
 
 
+def prefill_flops(config, new: int, cached: int) -> float:
+    """Multiply-adds x2 of prefilling `new` tokens after `cached` ones: the layers' linears
+    for every new token, the lm_head for the last, and attention of each new token to
+    every position up to its own."""
+    hidden, layers, heads = config.hidden_size, config.num_hidden_layers, config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or hidden // heads
+    kv = config.num_key_value_heads * head_dim
+    per_layer = hidden * (heads * head_dim + 2 * kv) + heads * head_dim * hidden + 3 * hidden * config.intermediate_size
+    attended = new * cached + new * (new + 1) / 2  # positions seen, summed over the new tokens
+    return 2 * (new * layers * per_layer + hidden * config.vocab_size + layers * 2 * heads * head_dim * attended)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--turns", type=int, default=10)
     parser.add_argument("--tokens", type=int, default=48)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     print(f"cpu: {describe_cpu()}; C kernels: {chosen_target() or 'off, torch only'}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads", flush=True)
@@ -48,24 +66,32 @@ def main() -> int:
     run_side_by_side(models, [[{"role": "user", "content": "Hello!"}]] * 3, GenerationSettings(temperature=0.0, max_new_tokens=4))
     histories: list[list[dict[str, str]]] = [[], [], []]
     first: dict[str, list[list[float]]] = {}
-    print("turn | prompt tokens | first token, whole prompt (s): " + " / ".join(names) + " | with the kept cache (s) | "
-          "tokens reused", flush=True)
+    work: list[tuple[int, int]] = []  # per turn, the merged pane's (new, cached) tokens
+    print(f"turn | prompt tokens | first token, whole prompt (s): {' / '.join(names)} | with the kept cache, median of "
+          f"{args.repeats} (s) | tokens reused", flush=True)
     for turn in range(args.turns):
         for history in histories:
             history.append({"role": "user", "content": message(turn)})
         fresh = run_side_by_side(models, histories, settings, threading.Event())
-        reused = run_side_by_side(models, histories, settings, threading.Event(), conversations=["merged", "a", "b"])
+        repeats = [run_side_by_side(models, histories, settings, threading.Event(), conversations=[f"{n}-{r}" for n in names])
+                   for r in range(args.repeats)]
+        reused = repeats[0]
         for history, one in zip(histories, reused, strict=True):
             history.append({"role": "assistant", "content": one.text})
-        for kind, replies in (("fresh", fresh), ("reused", reused)):
-            first.setdefault(kind, []).append([r.stats.first_token_s or 0.0 for r in replies])
+        first.setdefault("fresh", []).append([r.stats.first_token_s or 0.0 for r in fresh])
+        first.setdefault("reused", []).append([statistics.median(rep[pane].stats.first_token_s or 0.0 for rep in repeats)
+                                               for pane in range(3)])
+        work.append((reused[0].stats.prompt_tokens - reused[0].stats.cached_tokens, reused[0].stats.cached_tokens))
         print(f"{turn + 1:4d} | {' / '.join(str(r.stats.prompt_tokens) for r in reused)} | "
-              f"{' / '.join(f'{r.stats.first_token_s:.2f}' for r in fresh)} | "
-              f"{' / '.join(f'{r.stats.first_token_s:.2f}' for r in reused)} | "
+              f"{' / '.join(f'{s:.2f}' for s in first['fresh'][-1])} | {' / '.join(f'{s:.2f}' for s in first['reused'][-1])} | "
               f"{' / '.join(str(r.stats.cached_tokens) for r in reused)}", flush=True)
     for kind in ("fresh", "reused"):
         ratios = " / ".join(f"{last / one:.2f}x" for one, last in zip(first[kind][0], first[kind][-1], strict=True))
         print(f"first token at turn {args.turns} over turn 1, {kind}: {ratios}", flush=True)
+    config = models[0].model.config
+    floor = prefill_flops(config, *work[-1]) / prefill_flops(config, *work[0])
+    print(f"arithmetic: the merged pane's turn {args.turns} prefills {work[-1][0]} new tokens after {work[-1][1]} kept, "
+          f"{floor:.2f}x the multiply-adds of turn 1's {work[0][0]}", flush=True)
     return 0
 
 

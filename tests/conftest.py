@@ -181,7 +181,7 @@ def isolated_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 @pytest.fixture
 def served_app(isolated_app):
     """The isolated app, launched on a free local port; yields its URL."""
-    demo = isolated_app.build_app().queue(default_concurrency_limit=1)
+    demo = isolated_app.queued(isolated_app.build_app())
     _, url, _ = demo.launch(prevent_thread_lock=True, show_error=True, quiet=True)
     yield url
     demo.close()

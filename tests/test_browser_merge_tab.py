@@ -141,3 +141,26 @@ def test_a_bad_max_ram_is_one_line_in_plan_and_merge_and_a_good_one_reaches_the_
     page.screenshot(path=str(ARTIFACTS / "merge-tab-max-ram-plan.png"), full_page=True)
     type_into("512MB")  # the plan was made for 256 MB: it goes too
     expect(page.get_by_text("RAM budget: 256 MB")).to_have_count(0, timeout=10_000)
+
+
+def test_a_merge_clicked_as_soon_as_the_parents_are_compatible_merges_them(browser_page, tiny_models, monkeypatch):
+    """"✅ compatible" arrives with the YAML of the parents just chosen: a click at that moment
+    merges them. The YAML is made slow here; it once came in an update of its own, after
+    the panel's, and such a click was refused ("the YAML box does not show the form's
+    values yet"; seen in the sign-in test on a busy machine)."""
+    form_to_yaml = merge_tab.form_to_yaml
+    monkeypatch.setattr(merge_tab, "form_to_yaml", lambda *args: (time.sleep(1.5), form_to_yaml(*args))[1])
+    page = browser_page
+    wait_until_ready(page)
+    a, b = str(tiny_models("llama", 1)), str(tiny_models("llama", 2))
+    for label, folder in (("Parent A (base_model, t = 0)", a), ("Parent B (t = 1)", b)):
+        box = page.get_by_label(label)
+        box.fill(folder)
+        box.press("Enter")
+    expect(page.get_by_text(f"Parent B: {b}")).to_be_visible(timeout=60_000)  # the panel describes the new pair
+    expect(page.get_by_text("✅ compatible")).to_be_visible()
+    page.get_by_label("Output name (under outputs/)").fill("at-once")
+    page.get_by_role("button", name="Merge", exact=True).click()
+    expect(page.get_by_text("Merged into")).to_be_visible(timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / "merge-tab-at-once.png"))
+    assert (places.outputs_root() / "at-once" / "model.safetensors").is_file()

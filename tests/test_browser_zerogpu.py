@@ -32,7 +32,7 @@ def zerogpu_page(isolated_app, monkeypatch):
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.set_default_timeout(60_000)
         with on_zerogpu() as device:
-            demo = isolated_app.build_app().queue(default_concurrency_limit=1)
+            demo = isolated_app.queued(isolated_app.build_app())
             _, url, _ = demo.launch(prevent_thread_lock=True, show_error=True, quiet=True)
             try:
                 page.goto(url)

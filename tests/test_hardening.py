@@ -199,9 +199,24 @@ def test_bad_input_through_the_api_leaves_the_app_serving(served_app, tiny_model
     assert refused.startswith("### ❌ Merge failed\nMax RAM: 10 MB is less than the")
 
 
-def test_four_chatting_clients_and_a_merge_do_not_mix(served_app, tiny_models):
+@pytest.fixture(params=["local", "zerogpu"])
+def queue_of(request, isolated_app, monkeypatch):
+    """The app served with the queue it gets here, and with the one it gets on a ZeroGPU Space:
+    Gradio reads SPACES_ZERO_GPU when the queue is made (at most 1 waiting event unless the
+    app sizes it). Only the queue sees the variable: the rest of the app stays off ZeroGPU."""
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true" if request.param == "zerogpu" else "")
+    demo = isolated_app.queued(isolated_app.build_app())
+    monkeypatch.delenv("SPACES_ZERO_GPU")
+    _, url, _ = demo.launch(prevent_thread_lock=True, show_error=True, quiet=True)
+    yield url
+    demo.close()
+
+
+def test_four_chatting_clients_and_a_merge_do_not_mix(queue_of, tiny_models):
+    """Four visitors chat and a fifth merges, all at once: each waits its turn (none is told
+    the app is busy) and sees only its own conversation."""
     a, b = str(tiny_models("llama", 1)), str(tiny_models("llama", 2))
-    clients = [Client(served_app, verbose=False) for _ in range(5)]
+    clients = [Client(queue_of, verbose=False) for _ in range(5)]
     jobs = [c.submit(f"message from client {i}", "", 0.0, 1.0, 24, 0, "", a, b, False, True, True, "bf16", "bf16", api_name="/chat")
             for i, c in enumerate(clients[:4])]
     merge_job = clients[4].submit(tiny_yaml(a, b), "concurrent-merge", False, api_name="/merge")
@@ -214,6 +229,7 @@ def test_four_chatting_clients_and_a_merge_do_not_mix(served_app, tiny_models):
                 ranks.add(status.rank)
         time.sleep(0.05)
     assert all(j.done() for j in [*jobs, merge_job]), "deadlock: jobs did not finish"
+    assert [str(j.exception()) for j in [*jobs, merge_job] if j.exception()] == []  # none refused as "busy"
     assert max(ranks, default=0) >= 1  # visitors see their place in the queue
     for i, job in enumerate(jobs):
         _, a_chat, b_chat, *_ = job.outputs()[-1]

@@ -428,25 +428,31 @@ def build_merge_tab(demo: gr.Blocks, own: gr.BrowserState) -> MergeTab:
         with as_visitor(values[session].visitor.token):
             return divergence_map(controls.request(values), progress)
 
-    to_yaml = dict(fn=on_form, inputs={*form_inputs, base_layers, yaml_box}, outputs=[yaml_box, plot, form_message, preset, plan_box],
-                   api_visibility=PRIVATE)
-    for component in (parent_a, parent_b):
-        component.change(describe_parents, [parent_a, parent_b, session], [parents_info, base_layers], api_visibility=PRIVATE
-                         ).then(**to_yaml)
+    def on_parents(values: dict) -> tuple:
+        # The parents panel and the YAML in one update: "✅ compatible" never shows above a YAML
+        # that still names the old parents (a Merge clicked then was refused in Chromium).
+        info, layers = describe_parents(values[parent_a], values[parent_b], values[session])
+        return (info, layers, *form_to_yaml(controls.form(values), layers, values[yaml_box]))
+
+    shown = [yaml_box, plot, form_message, preset, plan_box]
+    to_yaml = dict(fn=on_form, inputs={*form_inputs, base_layers, yaml_box}, outputs=shown, api_visibility=PRIVATE)
+    to_parents = dict(fn=on_parents, inputs={*form_inputs, yaml_box, session}, outputs=[parents_info, base_layers, *shown],
+                      api_visibility=PRIVATE)
     preset.input(apply_preset, preset, [attn, mlp, default], api_visibility=PRIVATE).then(**to_yaml)
     # .change, not .input: in Gradio 6.31 a Textbox's .input does not fire on Backspace,
     # paste or select-all-delete, and the YAML kept the old value (seen in Chromium). One
     # event for every field, "always_last": an update started by an older edit (a preset
     # filling three fields) can never finish after a newer one and leave stale YAML.
-    gr.on([component.change for component in form_inputs], **to_yaml, trigger_mode="always_last")
+    gr.on([parent_a.change, parent_b.change], **to_parents, trigger_mode="always_last")
+    gr.on([component.change for component in form_inputs if component not in (parent_a, parent_b)], **to_yaml,
+          trigger_mode="always_last")
     yaml_box.input(yaml_to_form, [yaml_box, base_layers], [*form_inputs, plot, form_message, preset, plan_box],
                    api_visibility=PRIVATE, trigger_mode="always_last")
     demo_outputs = [parent_a, parent_b, preset, attn, mlp, default, demo_parent.notice]
     # The form, YAML and plot are already on the page; this switches them to the demo pair
     # if it was built since start-up, fills the parents panel (the first start waits for the
     # bundled model's conversion here) and the plot's layer count.
-    demo.load(lambda: fresh_defaults(pair), None, demo_outputs, api_visibility=PRIVATE).then(
-        describe_parents, [parent_a, parent_b, session], [parents_info, base_layers], api_visibility=PRIVATE).then(**to_yaml)
+    demo.load(lambda: fresh_defaults(pair), None, demo_outputs, api_visibility=PRIVATE).then(**to_parents)
     # Its own queue: a build of minutes never holds the one that merges and chats wait on.
     demo_parent.build.click(build_demo, build_session, [*demo_outputs, demo_parent.message, demo_parent.build],
                             api_visibility=PRIVATE, concurrency_id="demo-build", concurrency_limit=1).then(**to_yaml)

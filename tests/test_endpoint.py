@@ -19,6 +19,7 @@ from core.errors import UserError
 from core.sources import resolve_model
 from inference import ModelCache
 from inference.__main__ import main
+from inference.kept_caches import KEPT
 from testkit.browser import free_port
 from ui import chat_tab, context
 
@@ -79,6 +80,9 @@ def test_an_endpoint_pane_answers_beside_an_in_process_pane(server):
     assert f"served by 127.0.0.1:{port}" in served_stats and "first token" in served_stats and "tok/s" in served_stats
     growing = [chats[2][1]["content"] for chats, _ in views if len(chats[2]) == 2]
     assert len(set(growing)) >= 3, growing  # streamed chunk by chunk, not one final answer
+    # The in-process pane keeps its KV cache for the next turn; the endpoint's is on its server.
+    kept = KEPT.conversations()
+    assert f"{state.arena.name}/Parent A" in kept and f"{state.arena.name}/Parent B" not in kept, kept
 
 
 def test_stop_closes_the_stream_and_keeps_the_partial_reply(server, monkeypatch):

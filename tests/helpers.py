@@ -139,3 +139,20 @@ def on_zerogpu():
         device.stop()
     # Nothing stays for the tests that follow: CUDA as it was, no torch function mode, no spaces.
     assert torch.cuda.is_available() == cuda and torch._C._len_torch_function_stack() == 0 and "spaces" not in sys.modules
+
+
+def set_max_new_tokens(page, tokens: int) -> None:
+    """Open the Sampling accordion, set max new tokens, close it again. Its first opening can
+    re-render the slider under a fill (1 run in 4 kept 256), so the fill is tried again."""
+    from playwright.sync_api import expect
+
+    page.get_by_text("Sampling (shared by all panes)").click()
+    box = page.get_by_label("max new tokens").first
+    for _ in range(3):
+        box.fill(str(tokens))
+        box.press("Tab")
+        page.wait_for_timeout(300)
+        if box.input_value() == str(tokens):
+            break
+    expect(box).to_have_value(str(tokens))
+    page.get_by_text("Sampling (shared by all panes)").click()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ARTIFACTS
-from helpers import slowed, tiny_yaml
+from helpers import set_max_new_tokens, slowed, tiny_yaml
 from playwright.sync_api import expect
 
 from arena.votes import VoteStore, config_hash, votes_path
@@ -55,16 +55,7 @@ def open_chat(page, output: str, a: str, b: str, blind: bool, max_tokens: int) -
     page.locator("#chat-parent-b textarea").fill(b)
     expect(page.locator("#chat-parent-a textarea")).to_have_value(a)
     page.get_by_text("Models: merged folder, parents, precision, panes on/off").click()  # closed again
-    page.get_by_text("Sampling (shared by all panes)").click()
-    box = page.get_by_label("max new tokens").first
-    for _ in range(3):  # the accordion's first opening can re-render the slider under a fill (1 run in 4 kept 256)
-        box.fill(str(max_tokens))
-        box.press("Tab")
-        page.wait_for_timeout(300)
-        if box.input_value() == str(max_tokens):
-            break
-    expect(box).to_have_value(str(max_tokens))
-    page.get_by_text("Sampling (shared by all panes)").click()
+    set_max_new_tokens(page, max_tokens)
     if blind:
         page.get_by_label("Blind mode: shuffled, unnamed panes; vote, then see the names").check()
 
@@ -126,7 +117,9 @@ def test_blind_round_in_chromium_reveals_nothing_before_an_explicit_vote(browser
 def test_a_message_typed_mid_reply_waits_in_the_box_and_stop_keeps_the_partial_replies(browser_page, merged, monkeypatch):
     slowed(monkeypatch, 0.08)
     page, (output, a, b) = browser_page, merged
-    open_chat(page, output, a, b, blind=False, max_tokens=64)
+    # 16 s replies: the Stop lands mid-reply even when a busy machine slows the page (at 64
+    # tokens, 5 s, every reply had ended before it once, and none said "stopped").
+    open_chat(page, output, a, b, blind=False, max_tokens=200)
     send(page, "first message")
     expect(page.locator(".message.bot")).to_have_count(3, timeout=60_000)  # replies are streaming
     send_button = page.get_by_role("button", name="Send", exact=True)

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 from conftest import ARTIFACTS
-from helpers import on_zerogpu, slowed
+from helpers import on_zerogpu, set_max_new_tokens, slowed
 from playwright.sync_api import expect, sync_playwright
 
 from inference import ModelCache, cache
@@ -51,15 +51,6 @@ def no_error(page) -> None:
 def send(page, text: str) -> None:
     page.locator("#chat-message textarea").fill(text)
     page.get_by_role("button", name="Send", exact=True).click()
-
-
-def set_max_new_tokens(page, tokens: int) -> None:
-    page.get_by_text("Sampling (shared by all panes)").click()
-    box = page.get_by_label("max new tokens").first
-    box.fill(str(tokens))
-    box.press("Tab")
-    expect(box).to_have_value(str(tokens))
-    page.get_by_text("Sampling (shared by all panes)").click()
 
 
 def test_a_visit_on_zerogpu_merges_chats_stops_regenerates_clears_and_votes(zerogpu_page):

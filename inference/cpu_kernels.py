@@ -109,7 +109,7 @@ def _widened(kind: str, flat: torch.Tensor, weight: torch.Tensor, scale: torch.T
             out[:, start:end] = F.linear(x, wide)
         elif compute == torch.float32:
             # The scales folded into the widened copy: a pass over its rows x in, not over
-            # the prompt's rows x out (a prompt of 1,000 tokens prefilled 3-25% faster).
+            # the prompt's rows x out (at 1,000 rows, 3-25% less time per linear on AVX2).
             out[:, start:end] = F.linear(x, wide.mul_((scale[start:end] * factor)[:, None]))
         else:  # scaled in float32 after a bf16 GEMM: rounded once more, not twice
             out[:, start:end] = F.linear(x, wide).float().mul_(scale[start:end] * factor)

@@ -116,11 +116,16 @@ def needs_fresh_build(items: list[pytest.Item]) -> bool:
     return built_demo_parent() is None
 
 
+def start_fresh_build(config: pytest.Config) -> BackgroundBuild:
+    build = config.stash[FRESH_BUILD] = BackgroundBuild(Path(tempfile.mkdtemp(prefix="slerp-arena-fresh-")))
+    return build
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """The fresh build starts now, in a process of its own (testkit/fresh_build.py), and
     the tests that do not need it run meanwhile."""
     if not session.config.option.collectonly and needs_fresh_build(session.items):
-        session.config.stash[FRESH_BUILD] = BackgroundBuild(Path(tempfile.mkdtemp(prefix="slerp-arena-fresh-")))
+        start_fresh_build(session.config)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -135,9 +140,8 @@ def fresh_builds(request: pytest.FixtureRequest) -> BuildResult:
     scratch in an empty cache and timed (by the background build, waited for here); then
     published into the machine cache where it lacks them (same keys), so a run that needs
     them builds each once."""
-    build = request.config.stash.get(FRESH_BUILD, None)
-    if build is None:  # not foreseen at collection (the machine cache lost its demo parent since)
-        build = request.config.stash[FRESH_BUILD] = BackgroundBuild(Path(tempfile.mkdtemp(prefix="slerp-arena-fresh-")))
+    # Started here where collection did not foresee it (the machine cache lost its demo parent since).
+    build = request.config.stash.get(FRESH_BUILD, None) or start_fresh_build(request.config)
     result = build.result()
     for kind in ("gguf", "kernels", "demo-parent"):
         for entry in (build.cache / kind).iterdir() if (build.cache / kind).is_dir() else ():

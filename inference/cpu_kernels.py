@@ -28,10 +28,9 @@ SLERP_ARENA_KERNELS=torch turns the kernels off (core/native.py).
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -39,6 +38,7 @@ import torch.nn.functional as F
 
 from core.cpu import native_bf16
 from core.native import BF16_HEADER, SIMD_HEADER, build, faster
+from inference.sharing import kernel_threads
 
 KERNEL_MAX_ROWS = 8  # above this, widening once and using torch's GEMM is faster
 WIDEN_MIN_ROWS = 32  # rows from which widening pays: at 16 rows _weight_int8pack_mm still won (0.85 ms against 1.00, AVX2)
@@ -150,30 +150,6 @@ def _product(kind: str, flat: torch.Tensor, weight: torch.Tensor, scale: torch.T
     in_c, in_torch = _paths(kind, flat, weight, scale)
     applies = flat.dtype == torch.bfloat16 and weight.device.type == "cpu" and flat.shape[0] <= KERNEL_MAX_ROWS
     return in_c() if applies and kernel() and kernel_wins((kind, flat.shape[0], *weight.shape), in_c, in_torch) else in_torch()
-
-
-_generations = 0  # replies decoding now, in this process
-_generations_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def sharing_cores() -> Iterator[None]:
-    """Count a reply as decoding while inside: concurrent replies split the cores (below)."""
-    global _generations
-    with _generations_lock:
-        _generations += 1
-    try:
-        yield
-    finally:
-        with _generations_lock:
-            _generations -= 1
-
-
-def kernel_threads() -> int:
-    """Cores per kernel call: all of torch's threads for one reply, a share of them when
-    several decode at once. Three panes each asking for both cores put 6 OpenMP threads
-    on 2 cores, spinning at every barrier."""
-    return max(1, torch.get_num_threads() // max(1, _generations))
 
 
 def _call(function, flat: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:

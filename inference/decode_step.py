@@ -13,8 +13,9 @@ import ctypes
 import torch
 from torch import nn
 
-from inference.cpu_kernels import kernel, kernel_threads
+from inference.cpu_kernels import kernel
 from inference.quantize import FP8Linear, Int8Linear
+from inference.sharing import kernel_threads
 
 _ptr = ctypes.c_void_p
 

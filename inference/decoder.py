@@ -37,6 +37,7 @@ from inference import decode_step
 from inference.cpu_kernels import bf16_linear_cpu, kernel_wins
 from inference.kept_caches import KEPT
 from inference.quantize import fuse_linears
+from inference.sharing import before_a_token, prefilling
 
 SUPPORTED_TYPES = ("llama", "mistral", "qwen2")
 ROPE_TYPES = ("default", "linear", "llama3", "yarn")  # a fixed table of angles (dynamic ones change with length)
@@ -261,7 +262,8 @@ def decode(decoder: LeanDecoder, prompt: list[int], max_new_tokens: int, process
     ids[0, :length] = torch.tensor(prompt)
     cache, reused = decoder.cache_for(prompt, length + max_new_tokens, conversation)
     streamer.put(ids[:, :length])
-    logits = decoder.forward(ids[:, reused:length], reused, cache)
+    with prefilling():
+        logits = decoder.forward(ids[:, reused:length], reused, cache)
     ends = set(eos)
     for position in range(length, length + max_new_tokens):
         token = processors(ids[:, :position], logits).argmax(dim=-1)
@@ -269,6 +271,7 @@ def decode(decoder: LeanDecoder, prompt: list[int], max_new_tokens: int, process
         streamer.put(token)
         if int(token) in ends or stop.is_set() or position + 1 == length + max_new_tokens:
             break
+        before_a_token()
         logits = decoder.forward(ids[:, position:position + 1], position, cache)
     KEPT.keep(conversation, decoder, ids[0, :position].tolist(), list(cache))  # the last token is not in the cache yet
     streamer.end()

@@ -27,9 +27,9 @@ from transformers.generation.streamers import BaseStreamer
 
 from core.errors import UserError
 from inference.chat import Message, build_prompt
-from inference.cpu_kernels import sharing_cores
 from inference.decoder import decode, lean_decoder, processors_for
 from inference.loading import LoadedModel
+from inference.sharing import sharing_cores
 
 MAX_MODELS = 4
 STOP_AT_EXIT_S = 10.0  # how long an exiting process waits for each stopped reply thread (a stopped one ends within a token)

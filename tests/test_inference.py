@@ -1,3 +1,4 @@
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from inference import (
     generate_reply,
     load_model,
     run_side_by_side,
+    sharing,
     stream_side_by_side,
 )
 from inference.cpu_kernels import bf16_linear_cpu, fp8_linear_cpu, int8_linear_cpu
@@ -240,6 +242,69 @@ def test_streaming_interleaves_updates_from_all_models(tiny_models):
     together, snapshot = streamed_together(stream_side_by_side(models, [QUESTION] * 3, settings))
     assert together  # every model had produced text before any model finished: they ran at the same time
     assert all(r.stats.new_tokens == 40 and r.stats.first_token_s is not None for r in snapshot)
+
+
+def test_prompts_go_one_at_a_time_with_every_core_and_tokens_wait_for_them():
+    # Three panes: A's prompt is being prefilled when B's and C's arrive. B's waits for A's,
+    # C's for B's, each with all of torch's threads; no pane decodes a token meanwhile,
+    # not even A, whose first token is out.
+    log, started, release = [], threading.Event(), threading.Event()
+
+    def reply(name: str) -> None:
+        with sharing.sharing_cores():
+            with sharing.prefilling():
+                log.append((name, "prompt", sharing.kernel_threads()))
+                started.set()
+                if name == "A":
+                    release.wait(10)
+            sharing.before_a_token()
+            log.append((name, "token", sharing.kernel_threads()))
+
+    def queued(count: int) -> None:
+        deadline = time.monotonic() + 10
+        while len(sharing._prompts) < count and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    threads = {name: threading.Thread(target=reply, args=(name,)) for name in "ABC"}
+    threads["A"].start()
+    started.wait(10)
+    for count, name in [(2, "B"), (3, "C")]:
+        threads[name].start()
+        queued(count)
+    release.set()
+    for thread in threads.values():
+        thread.join(10)
+    cores = torch.get_num_threads()
+    assert log[:3] == [("A", "prompt", cores), ("B", "prompt", cores), ("C", "prompt", cores)], log
+    assert sorted(name for name, step, _ in log[3:] if step == "token") == ["A", "B", "C"], log
+    assert not sharing._prompts
+
+
+def test_a_worker_forked_while_a_prompt_prefills_decodes_without_waiting_for_it():
+    # ZeroGPU forks its GPU worker from the app's process; the thread prefilling there is
+    # not in the child, and the child's tokens must not wait for it.
+    inside, release = threading.Event(), threading.Event()
+
+    def prompt() -> None:
+        with sharing.prefilling():
+            inside.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=prompt)
+    holder.start()
+    inside.wait(10)
+    try:
+        child = multiprocessing.get_context("fork").Process(target=sharing.before_a_token)
+        child.start()
+        child.join(10)
+        hung = child.is_alive()
+        if hung:
+            child.kill()
+            child.join()
+    finally:
+        release.set()
+        holder.join(10)
+    assert not hung and child.exitcode == 0
 
 
 def test_same_seed_same_sample_and_settings_are_shared(tiny_models):

@@ -1,0 +1,90 @@
+"""How the replies decoding at once in this process share its cores.
+
+Prompts first, one at a time: a reply's prompt is prefilled when the prompts that came
+before it are done, with every core, and no reply decodes a token while a prompt is
+waiting or being prefilled. Then the replies decode side by side, each on a share of
+the cores. Why: three panes prefilling at once on 2 cores ran three OpenMP teams of two
+threads there, and a pane's first token moved by +-0.3 s from one run to the next
+(benchmarks/turns.py). One at a time, each first token comes after the prompts queued
+before it, at the prompts' arithmetic, and a token's decode step is short enough to
+wait for a prompt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections import deque
+from collections.abc import Iterator
+
+import torch
+
+_decoding = 0  # replies decoding now, in this process
+_lock = threading.Lock()
+_prompts_changed = threading.Condition(_lock)
+_prompts: deque[object] = deque()  # one ticket per prompt waiting or being prefilled, in arrival order
+_here = threading.local()  # .prefilling: this thread holds the head ticket
+
+
+@contextlib.contextmanager
+def sharing_cores() -> Iterator[None]:
+    """Count a reply as decoding while inside: concurrent replies split the cores (below)."""
+    global _decoding
+    with _lock:
+        _decoding += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _decoding -= 1
+
+
+def kernel_threads() -> int:
+    """Cores per kernel call: every one of torch's threads for a prompt (it runs alone) or
+    a single reply, a share of them when several decode at once. Three panes each asking
+    for both cores put 6 OpenMP threads on 2 cores, spinning at every barrier."""
+    if getattr(_here, "prefilling", False):
+        return torch.get_num_threads()
+    return max(1, torch.get_num_threads() // max(1, _decoding))
+
+
+@contextlib.contextmanager
+def prefilling() -> Iterator[None]:
+    """Prefill a prompt inside: waits for the prompts that came before it."""
+    ticket = object()
+    with _lock:
+        _prompts.append(ticket)
+        while _prompts[0] is not ticket:
+            _prompts_changed.wait()
+    _here.prefilling = True
+    try:
+        yield
+    finally:
+        _here.prefilling = False
+        with _lock:
+            _prompts.popleft()
+            _prompts_changed.notify_all()
+
+
+def before_a_token() -> None:
+    """Called before each decode step: waits while any prompt is waiting or prefilling."""
+    if not _prompts:  # the common case, without the lock: a stale read only delays the wait by a token
+        return
+    with _lock:
+        while _prompts:
+            _prompts_changed.wait()
+
+
+def _forget_in_a_forked_child() -> None:
+    """A forked child (a ZeroGPU worker) starts with no replies and no prompts: the
+    threads that held them stayed in the parent, and a prompt counted here would make
+    every token in the child wait for ever."""
+    global _decoding, _lock, _prompts_changed
+    _decoding = 0
+    _lock = threading.Lock()
+    _prompts_changed = threading.Condition(_lock)
+    _prompts.clear()
+
+
+os.register_at_fork(after_in_child=_forget_in_a_forked_child)

@@ -1,10 +1,12 @@
 """Time to first token, turn by turn: a 10-turn conversation in three panes of the offline
 default (the bundled SmolLM2 as the merge in int8 beside two bf16 parents), each turn
-answered on the same history once prefilling the whole conversation (no kept cache) and
-`--repeats` times continuing kept caches (inference/kept_caches.py), each repeat a
-conversation of its own; a pane's figure with reuse is the median of its repeats, because
-three panes on 2 cores move single first tokens by +-0.3 s. Greedy, 48 new tokens per
-reply, a message of about 90 tokens each turn.
+answered on the same history `--repeats` times continuing kept caches
+(inference/kept_caches.py), each repeat a conversation of its own, then once prefilling the
+whole conversation (no kept cache): a turn follows the turn before it, as in a chat, not a
+whole-prompt prefill. A pane's figure with reuse is the median of its repeats (this host's
+neighbours move single first tokens by 20%). The panes' prompts go one at a time in pane
+order (inference/sharing.py), so pane 2's first token comes after panes 1 and 2 have
+prefilled. Greedy, 48 new tokens per reply, a message of about 90 tokens each turn.
 
     python benchmarks/turns.py [--turns 10] [--tokens 48] [--repeats 3]
 
@@ -72,9 +74,9 @@ def main() -> int:
     for turn in range(args.turns):
         for history in histories:
             history.append({"role": "user", "content": message(turn)})
-        fresh = run_side_by_side(models, histories, settings, threading.Event())
         repeats = [run_side_by_side(models, histories, settings, threading.Event(), conversations=[f"{n}-{r}" for n in names])
                    for r in range(args.repeats)]
+        fresh = run_side_by_side(models, histories, settings, threading.Event())
         reused = repeats[0]
         for history, one in zip(histories, reused, strict=True):
             history.append({"role": "assistant", "content": one.text})

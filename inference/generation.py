@@ -29,7 +29,7 @@ from core.errors import UserError
 from inference.chat import Message, build_prompt
 from inference.decoder import decode, lean_decoder, processors_for
 from inference.loading import LoadedModel
-from inference.sharing import sharing_cores
+from inference.sharing import leave, queue_prompts, sharing_cores
 
 MAX_MODELS = 4
 STOP_AT_EXIT_S = 10.0  # how long an exiting process waits for each stopped reply thread (a stopped one ends within a token)
@@ -174,10 +174,11 @@ class _ReplyStreamer(BaseStreamer):
 
 def generate_reply(loaded: LoadedModel, history: list[Message], settings: GenerationSettings, stop: threading.Event,
                    system_prompt: str = "", on_text=lambda text: None, reply: Reply | None = None,
-                   conversation: str = "") -> Reply:
+                   conversation: str = "", place: object | None = None) -> Reply:
     """One reply, streamed to `on_text(full_text_so_far)` and filled into `reply` as it
     grows (text and stats); errors are returned in the reply, not raised. `conversation`
-    names the chat this reply continues, whose last turn's cache it may reuse."""
+    names the chat this reply continues, whose last turn's cache it may reuse; `place`,
+    its prompt's place in the queue of prompts (inference/sharing.py)."""
     reply = reply or Reply(loaded.name)
 
     def show(text: str) -> None:
@@ -202,8 +203,10 @@ def generate_reply(loaded: LoadedModel, history: list[Message], settings: Genera
             if decoder is not None and decoder.fits(len(prompt.input_ids) + max_new_tokens):
                 processors = processors_for(len(prompt.input_ids), settings.repetition_penalty, min_new, eos, sampler)
                 _, reply.stats.cached_tokens = decode(decoder, prompt.input_ids, max_new_tokens, processors, eos, stop, streamer,
-                                                      conversation)
+                                                      conversation, place)
             else:
+                if place is not None:  # generate prefills outside the queue
+                    leave(place)
                 pad = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else eos[0]
                 input_ids = torch.tensor([prompt.input_ids], device=next(model.parameters()).device)
                 model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), do_sample=False,
@@ -247,11 +250,17 @@ def stream_side_by_side(models: list[ChatModel], histories: list[list[Message]],
     replies = [Reply(m.name) for m in models]
     updates: queue.Queue[int | None] = queue.Queue()
 
+    in_process = [i for i, m in enumerate(models) if isinstance(m, LoadedModel)]
+    places = dict(zip(in_process, queue_prompts(len(in_process)), strict=True))  # prompts go in pane order
+
     def worker(index: int) -> None:
         model, on_text = models[index], lambda _: updates.put(index)
         if isinstance(model, LoadedModel):
-            generate_reply(model, histories[index], settings, stop, system_prompt, on_text=on_text, reply=replies[index],
-                           conversation=conversations[index])
+            try:
+                generate_reply(model, histories[index], settings, stop, system_prompt, on_text=on_text, reply=replies[index],
+                               conversation=conversations[index], place=places[index])
+            finally:
+                leave(places[index])  # a reply that ended before its prompt holds up no other
         else:  # served elsewhere: it streams its own reply
             model.answer(histories[index], settings, stop, system_prompt, on_text=on_text, reply=replies[index])
         updates.put(None)

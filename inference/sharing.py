@@ -49,22 +49,40 @@ def kernel_threads() -> int:
     return max(1, torch.get_num_threads() // max(1, _decoding))
 
 
-@contextlib.contextmanager
-def prefilling() -> Iterator[None]:
-    """Prefill a prompt inside: waits for the prompts that came before it."""
-    ticket = object()
+def queue_prompts(count: int) -> list[object]:
+    """Places in the queue for `count` prompts, in this order: panes started together
+    prefill in pane order, not in the order their threads happen to get there (which
+    moved each pane's first token from run to run)."""
+    places = [object() for _ in range(count)]
     with _lock:
-        _prompts.append(ticket)
-        while _prompts[0] is not ticket:
+        _prompts.extend(places)
+    return places
+
+
+def leave(place: object) -> None:
+    """Give a place up: its prompt is done, or will not be prefilled here (the reply
+    failed before it, or it runs through generate's own loop)."""
+    with _lock:
+        if place in _prompts:
+            _prompts.remove(place)
+            _prompts_changed.notify_all()
+
+
+@contextlib.contextmanager
+def prefilling(place: object | None = None) -> Iterator[None]:
+    """Prefill a prompt inside, at `place` (from queue_prompts) or last in the queue:
+    waits for the prompts before it."""
+    if place is None:
+        (place,) = queue_prompts(1)
+    with _lock:
+        while _prompts and _prompts[0] is not place:
             _prompts_changed.wait()
     _here.prefilling = True
     try:
         yield
     finally:
         _here.prefilling = False
-        with _lock:
-            _prompts.popleft()
-            _prompts_changed.notify_all()
+        leave(place)
 
 
 def before_a_token() -> None:

@@ -244,15 +244,16 @@ def test_streaming_interleaves_updates_from_all_models(tiny_models):
     assert all(r.stats.new_tokens == 40 and r.stats.first_token_s is not None for r in snapshot)
 
 
-def test_prompts_go_one_at_a_time_with_every_core_and_tokens_wait_for_them():
-    # Three panes: A's prompt is being prefilled when B's and C's arrive. B's waits for A's,
-    # C's for B's, each with all of torch's threads; no pane decodes a token meanwhile,
-    # not even A, whose first token is out.
+def test_prompts_go_one_at_a_time_in_pane_order_with_every_core_and_tokens_wait_for_them():
+    # A's prompt is being prefilled when panes B, C and D start together (places taken in
+    # that order); C's thread gets there before B's, and D's reply fails before its prompt.
+    # B's prompt goes after A's, C's after B's, each with all of torch's threads, and no
+    # pane decodes a token meanwhile, not even A, whose first token is out.
     log, started, release = [], threading.Event(), threading.Event()
 
-    def reply(name: str) -> None:
+    def reply(name: str, place: object | None = None) -> None:
         with sharing.sharing_cores():
-            with sharing.prefilling():
+            with sharing.prefilling(place):
                 log.append((name, "prompt", sharing.kernel_threads()))
                 started.set()
                 if name == "A":
@@ -260,19 +261,17 @@ def test_prompts_go_one_at_a_time_with_every_core_and_tokens_wait_for_them():
             sharing.before_a_token()
             log.append((name, "token", sharing.kernel_threads()))
 
-    def queued(count: int) -> None:
-        deadline = time.monotonic() + 10
-        while len(sharing._prompts) < count and time.monotonic() < deadline:
-            time.sleep(0.005)
-
-    threads = {name: threading.Thread(target=reply, args=(name,)) for name in "ABC"}
-    threads["A"].start()
+    first = threading.Thread(target=reply, args=("A",))
+    first.start()
     started.wait(10)
-    for count, name in [(2, "B"), (3, "C")]:
-        threads[name].start()
-        queued(count)
+    b, c, d = sharing.queue_prompts(3)
+    threads = [first, threading.Thread(target=reply, args=("C", c)), threading.Thread(target=reply, args=("B", b))]
+    for thread in threads[1:]:
+        thread.start()
+        time.sleep(0.2)
+    sharing.leave(d)
     release.set()
-    for thread in threads.values():
+    for thread in threads:
         thread.join(10)
     cores = torch.get_num_threads()
     assert log[:3] == [("A", "prompt", cores), ("B", "prompt", cores), ("C", "prompt", cores)], log

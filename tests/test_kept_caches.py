@@ -47,6 +47,18 @@ def test_a_six_turn_conversation_reuses_each_turn_and_replies_as_a_fresh_prefill
         assert after.stats.cached_tokens >= before.stats.prompt_tokens > 0  # broken UTF-8: its text tokenizes otherwise)
 
 
+def test_a_growing_conversation_copies_its_cache_on_few_turns(llama, monkeypatch):
+    """Each turn's prompt outgrows the last turn's cache; a cache grows with room for two
+    more turns like the one that outgrew it, so most turns continue it in place instead of
+    copying it into a new one (the replies stay a fresh prefill's: the six-turn test)."""
+    made = []
+    real = type(lean_decoder(llama.model)).new_cache
+    monkeypatch.setattr(type(lean_decoder(llama.model)), "new_cache", lambda self, length: made.append(length) or real(self, length))
+    replies = converse(llama, "growing")
+    assert all(r.stats.cached_tokens > 0 for r in replies[1:])
+    assert len(made) <= 3, made  # turn 1, then a copy on two of the five turns after it (seen: 35, 202, 341 positions)
+
+
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
 def test_smollm2_logits_after_a_kept_cache_stay_within_the_decode_bound(smollm2_dir, precision):
     """The real model, whose kept caches the C decode step filled: at every turn of six,

@@ -42,10 +42,10 @@ PAGE = 4096  # a block's mapping starts on a page: up to one more page per paren
 SCRATCH_BYTES = 2 * CHUNK_ELEMENTS * 4  # the pair's float32 piece
 # The plan, headers, threads and what the allocator keeps beyond the live buffers:
 # calibrated against the VmHWM of real merges (tests/test_dry_run.py measures them).
-FIXED_BYTES = 8 * 10**6
+FIXED_BYTES = 2 * 10**6
 RESERVED_BYTES = FIXED_BYTES + SCRATCH_BYTES + WRITE_BLOCKS * WRITE_BLOCK_BYTES
 # 128 MB: `python -m merging` itself takes ~245 MB (imports), so a merge stays under
-# 400 MB of RSS; it holds 5 slots, enough to read a 4096x4096 bf16 pair once.
+# 400 MB of RSS; it holds 6 slots, enough to read a 4096x4096 bf16 pair once.
 DEFAULT_MAX_RAM = 128 * 10**6
 MIN_SLOTS = 2  # the block in hand and one read ahead
 MIN_MAX_RAM = RESERVED_BYTES + MIN_SLOTS * SLOT_BYTES
@@ -219,7 +219,7 @@ class Feed:
                     # No local name keeps the mapping: while this thread waits for the next
                     # slot, a block the math has finished with must already be unmapped
                     # (a name held here kept one block too many mapped whenever the math
-                    # caught up with the reader: 72 MB against a 67 MB budget, seen in CI).
+                    # caught up with the reader, 5 MB over the smallest budget in CI).
                     self._ready.put(Block(job.name, start, stop, slot,
                                           tuple(map_elements(self._fd(e.file), e, start, stop) for e in job.entries)))
         except BaseException as exc:  # raised in the math's thread by next()

@@ -28,11 +28,23 @@ from merging import load_config, run_merge
 def status(key):
     return int(re.search(key + r":\\s+(\\d+)", open("/proc/self/status").read())[1]) * 1024
 
+def library_rss():
+    # The resident pages of shared libraries (torch's code): how many a first merge faults
+    # in depends on the page cache (see the test), not on the budget.
+    total, library = 0, False
+    for line in open("/proc/self/smaps"):
+        fields = line.split()
+        if fields[0].endswith(":"):
+            total += int(fields[1]) * 1024 if library and fields[0] == "Rss:" else 0
+        else:
+            library = len(fields) > 5 and ".so" in fields[5]
+    return total
+
 config = load_config(sys.argv[1])
-before = status("VmRSS")
+before, code = status("VmRSS"), library_rss()
 open("/proc/self/clear_refs", "w").write("5")  # reset VmHWM to the current RSS
 run_merge(config, sys.argv[2], max_ram=int(sys.argv[3]))
-print(status("VmHWM") - before)
+print(status("VmHWM") - before - (library_rss() - code))
 """
 
 
@@ -56,14 +68,15 @@ def pair_config(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("max_ram", [MIN_MAX_RAM, DEFAULT_MAX_RAM, 256 * 10**6])
 def test_peak_ram_stays_within_the_budget_and_the_plan_predicts_it(pair_config: Path, tmp_path: Path, max_ram: int):
-    # Measured on the 2-core dev machine (median of three): 56.3 / 79.4 / 119.3 MB against
-    # 57.6 / 80.7 / 120.6 MB planned. 25% allowed, for allocators and page sizes elsewhere.
+    # Measured on the 2-core dev machine (median of three): 50.3 / 76.6 / 110.2 MB against
+    # 51.6 / 86.2 / 114.6 MB planned. 25% allowed, for allocators and page sizes elsewhere.
     runs = sorted(merge_working_set(pair_config, tmp_path / f"out{i}", max_ram) for i in range(3))
     planned = dry_run(parse_config(pair_config.read_text()), max_ram).peak_ram_bytes
     print(f"budget {max_ram / 1e6:.0f} MB: planned {planned / 1e6:.1f} MB, measured {[round(r / 1e6, 1) for r in runs]} MB")
-    # The budget binds the plan; the measured peak may pass it by 10%: in full-suite runs the
-    # smallest budget (66.7 MB) peaked at 68.9-71.8 MB where it measures 56 MB alone (cause
-    # not found yet: the page size of the scratch, or a block mapped late; issue 15's note).
+    # The budget binds the plan; the measured peak may pass it by 10%. Torch's code is left
+    # out (library_rss): in a fresh venv the merge's first calls faulted in 21.5 MB of
+    # libtorch_cpu.so, not 6 MB, because pip's newly written files sit in the page cache as
+    # 2 MB folios, and the smallest budget measured 72.7 MB against 66.7 MB.
     assert planned <= max_ram and runs[-1] <= 1.1 * max_ram, (planned, runs)
     assert abs(planned - runs[1]) <= 0.25 * runs[1], (planned, runs)
     # The budget, not the model, sets the peak: the largest budget's slots outgrow this pair.

@@ -158,7 +158,7 @@ def test_the_max_ram_box_reaches_the_merge_and_the_plan(tiny_models, monkeypatch
     assert "RAM budget: 300 MB" in merge_tab.plan(FormRequest(shown, form), "300MB")
     refused = merge_tab.merge(shown, "never", False, merge_tab.MergeSession(), approved, "lots", **NO_PROGRESS)
     assert refused == ("### ❌ Merge failed\nMax RAM: 'lots' is not a size — write e.g. 128MB, 512MB or 2GB", "", "", "")
-    assert merge_tab.plan(FormRequest(shown, form), "10MB") == "⚠️ Max RAM: 10 MB is less than the 67 MB a merge needs — use 67MB or more"
+    assert merge_tab.plan(FormRequest(shown, form), "10MB") == "⚠️ Max RAM: 10 MB is less than the 61 MB a merge needs — use 61MB or more"
     assert "ℹ️ Max RAM was empty: the default, 128 MB." in merge_tab.plan(FormRequest(shown, form), "")
     assert "is more than this machine's" in merge_tab.plan(FormRequest(shown, form), "1000000GB")
     assert "is more than this machine's" not in merge_tab.plan(FormRequest(shown, form), "300MB")

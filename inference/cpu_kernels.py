@@ -17,8 +17,9 @@ host class: docs/benchmarks.md):
 - bf16 (used by the lean decode loop, decoder.py): the same loop widening bf16 by a shift.
 Activations and outputs are bf16 (the compute dtype of every quantized model here), so no
 conversion runs in torch around the call. A prompt (WIDEN_MIN_ROWS rows or more) shares one
-widening of each block of weights among all its rows and runs torch's GEMM (`_widened`),
-so int8 and FP8 prefill as fast as bf16: in bf16 where the CPU has native bf16, in float32
+widening of each block of weights (one pass in C, csrc/widen.c, scales folded in) among
+all its rows and runs torch's GEMM (`_widened`), so int8 and FP8 prefill within a few
+percent of bf16 (the widening's pass): in bf16 where the CPU has native bf16, in float32
 elsewhere, where torch emulates bf16 and its bf16 GEMM ran 7x slower than float32 (18
 against 130-155 GFLOPS, AVX2 host), so a bf16 model's prompt is widened to float32 there
 too. Without a compiler, or for other dtypes, int8 goes through `_weight_int8pack_mm` and
@@ -45,7 +46,7 @@ WIDEN_MIN_ROWS = 32  # rows from which widening pays: at 16 rows _weight_int8pac
 WIDEN_BLOCK = 2048  # output rows widened at a time: a 7B MLP's weights widened at once would take ~235 MB
 
 # One library, in this order, after the shared bf16 conversions and vector helpers.
-SOURCES = [BF16_HEADER, SIMD_HEADER, *(Path(__file__).parent / "csrc" / name for name in ("gemv.c", "decode_step.c"))]
+SOURCES = [BF16_HEADER, SIMD_HEADER, *(Path(__file__).parent / "csrc" / name for name in ("gemv.c", "widen.c", "decode_step.c"))]
 
 _kernel_lock = threading.Lock()
 _kernel: ctypes.CDLL | None | bool = None  # None: not tried yet, False: unavailable
@@ -61,6 +62,9 @@ def build_library(target: str | None = "") -> ctypes.CDLL | None:
         return None
     for function in (lib.int8_gemv, lib.fp8_gemv, lib.bf16_gemv):
         function.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int] * 4
+        function.restype = None
+    for function in (lib.int8_widen, lib.fp8_widen):
+        function.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int] * 4
         function.restype = None
     return lib
 
@@ -95,26 +99,38 @@ def gemm_dtype(flat: torch.Tensor) -> torch.dtype:
     return torch.float32 if emulated else flat.dtype
 
 
+def _scaled_wide(kind: str, block: torch.Tensor, scale: torch.Tensor, compute: torch.dtype) -> torch.Tensor:
+    """int8 or e4m3 rows times their scales in `compute`, rounded once: in one pass in C
+    (csrc/widen.c) where the library is built, in torch's passes otherwise (the same bits)."""
+    lib = kernel()
+    if lib is not None and compute in (torch.float32, torch.bfloat16) and block.device.type == "cpu" and (
+            scale.dtype == {"int8": torch.bfloat16, "fp8": torch.float32}[kind]):
+        w, s, wide = block.contiguous(), scale.contiguous(), torch.empty(block.shape, dtype=compute)
+        function = lib.int8_widen if kind == "int8" else lib.fp8_widen
+        function(w.data_ptr(), s.data_ptr(), wide.data_ptr(), *block.shape, compute == torch.bfloat16, kernel_threads())
+        return wide
+    # Scales already in the GEMM's dtype (int8's bf16 ones, on a CPU with native bf16) scale
+    # the copy in that dtype, as a product of two bf16 values rounds once either way; others
+    # in float32 (a bf16 copy scaled in place by float32 scales took twice the GEMM's time).
+    scaled_in = compute if scale.dtype == compute else torch.float32
+    wide, factor = _wide(kind, block, scaled_in)
+    return wide.mul_((scale.to(scaled_in) * factor)[:, None]).to(compute)
+
+
 def _widened(kind: str, flat: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
     """flat @ (weight * scale).T through torch's GEMM (`gemm_dtype`), the weights widened
     WIDEN_BLOCK output rows at a time: a prompt's rows share each widening, so the product
     costs what a bf16 model's does; the result in flat's dtype."""
     compute = gemm_dtype(flat)
     x = flat.to(compute)
-    scale = None if scale is None else scale.float()
     blocks = []
     for start in range(0, weight.shape[0], WIDEN_BLOCK):
         block = weight[start:start + WIDEN_BLOCK]
-        if scale is None:
-            wide = _wide(kind, block, compute)[0]
-        else:
-            # The scales folded into the widened copy, in float32 and then rounded once: a
-            # pass over its rows x in, not over the prompt's rows x out. At 1,000 rows a
-            # SmolLM2 MLP projection took 6.1 ms in bf16 scaled afterwards, 2.2 folded and
-            # 2.1 in a bf16 model (AVX-512 with native bf16); 3-25% less in float32 on AVX2.
-            # (A bf16 copy scaled in place by float32 scales took twice as long as the GEMM.)
-            wide, factor = _wide(kind, block, torch.float32)
-            wide = wide.mul_((scale[start:start + block.shape[0]] * factor)[:, None]).to(compute)
+        # The scales folded into the widened copy: a pass over its rows x in, not over the
+        # prompt's rows x out. At 1,000 rows a SmolLM2 MLP projection took 6.1 ms in bf16
+        # scaled afterwards, 2.2 folded and 2.1 in a bf16 model (AVX-512 with native bf16);
+        # 3-25% less in float32 on AVX2.
+        wide = _wide(kind, block, compute)[0] if scale is None else _scaled_wide(kind, block, scale[start:start + len(block)], compute)
         blocks.append(F.linear(x, wide))
     # One block is the usual case (2,048 rows): returned as it is, not copied into a result.
     return (blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=-1)).to(flat.dtype)

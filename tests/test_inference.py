@@ -145,6 +145,25 @@ def test_a_prompt_sized_product_widens_the_weights_block_by_block(kind, native, 
     assert float((y - exact).norm() / exact.norm()) < 2**-8
 
 
+@pytest.mark.parametrize("compute", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("kind", ["int8", "fp8"])
+def test_widened_weights_are_the_scaled_weights_rounded_from_float32(math_path, kind, compute):
+    """A prompt's weights times their row scales, widened in one pass in C (csrc/widen.c) or
+    in torch's passes: every value is the exact product rounded to float32, then to the
+    GEMM's dtype, for every int8 value and every e4m3 code (NaN, never stored, aside).
+    100 columns: the 8- and 16-wide loops, then tails."""
+    torch.manual_seed(7)
+    if kind == "int8":
+        weight, scale = torch.randint(-128, 128, (300, 100), dtype=torch.int8), (torch.rand(300) / 50).bfloat16()
+    else:
+        codes = torch.arange(256, dtype=torch.uint8).repeat(118)[:30000].reshape(300, 100)
+        codes[(codes & 0x7F) == 0x7F] = 0
+        weight, scale = codes.view(torch.float8_e4m3fn), torch.rand(300) / 50
+    wide = cpu_kernels._scaled_wide(kind, weight, scale, compute)
+    assert wide.dtype == compute
+    assert torch.equal(wide, (weight.double() * scale.double()[:, None]).float().to(compute))
+
+
 # 100: the 64-wide loop, then the 32-wide one, then a tail; 600: a tail after 64-wide only.
 @pytest.mark.parametrize("rows, width", [(1, 576), (3, 100), (1, 600), (8, 896)])
 def test_bf16_cpu_kernel_is_the_exact_product_rounded_once(kernel_target, rows, width):

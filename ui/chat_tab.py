@@ -51,7 +51,9 @@ CHAT_HEIGHT = 330  # px: three panes, the message box and Send fit a 1400x900 sc
 MAX_SEED = 2**31 - 1
 DEFAULTS = GenerationSettings()  # the sampling a first visitor gets
 NO_MERGE_HINT = "No merged model yet: run a merge on the Merge tab and press 'Chat with this merge', or open Models and type a folder."
-STREAMING_NOTE = "⏳ Replies are streaming: your next message can wait in the box; press **Stop** to end them now."
+STREAMING_NOTE = (
+    "⏳ Replies are on their way (while another visitor has the device, each pane shows your place in the queue): "
+    "your next message can wait in the box; press **Stop** to end them now.")
 
 
 @dataclass(frozen=True)

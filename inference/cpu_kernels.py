@@ -46,7 +46,8 @@ WIDEN_MIN_ROWS = 32  # rows from which widening pays: at 16 rows _weight_int8pac
 WIDEN_BLOCK = 2048  # output rows widened at a time: a 7B MLP's weights widened at once would take ~235 MB
 
 # One library, in this order, after the shared bf16 conversions and vector helpers.
-SOURCES = [BF16_HEADER, SIMD_HEADER, *(Path(__file__).parent / "csrc" / name for name in ("gemv.c", "widen.c", "decode_step.c"))]
+SOURCES = [BF16_HEADER, SIMD_HEADER,
+           *(Path(__file__).parent / "csrc" / name for name in ("gemv.c", "widen.c", "decode_step.c", "kept_attention.c"))]
 
 _kernel_lock = threading.Lock()
 _kernel: ctypes.CDLL | None | bool = None  # None: not tried yet, False: unavailable
@@ -66,6 +67,8 @@ def build_library(target: str | None = "") -> ctypes.CDLL | None:
     for function in (lib.int8_widen, lib.fp8_widen):
         function.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int] * 4
         function.restype = None
+    lib.kept_attention.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int] * 6 + [ctypes.c_float, ctypes.c_int]
+    lib.kept_attention.restype = None
     return lib
 
 

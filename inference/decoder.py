@@ -34,6 +34,7 @@ from torch import nn
 from transformers import LogitsProcessorList, MinNewTokensLengthLogitsProcessor, RepetitionPenaltyLogitsProcessor
 
 from inference import decode_step
+from inference.attention import attend_kept
 from inference.cpu_kernels import bf16_linear_cpu, kernel_wins
 from inference.kept_caches import KEPT
 from inference.quantize import fuse_linears
@@ -216,12 +217,13 @@ class LeanDecoder:
             attended = F.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=True, scale=self.scaling,
                                                       enable_gqa=True)[0].transpose(0, 1).reshape(n, heads * d)
         else:  # the rest of a prompt whose start the cache holds: each new position sees the cache and itself
-            # In float32 on the cache as it is, as decode attends: no copy of the whole cache per layer.
-            q = qk[:, :heads].transpose(0, 1).float()
-            visible = torch.arange(end)[None] <= torch.arange(position, end)[:, None]
-            attended = F.scaled_dot_product_attention(q[None], keys[None, :, :end], values[None, :, :end], attn_mask=visible,
-                                                      scale=self.scaling, enable_gqa=True)[0].transpose(0, 1).reshape(n, heads * d)
-            attended = attended.to(x.dtype)
+            attended = attend_kept(qk[:, :heads], keys, values, position, self.scaling)
+            if attended is None:  # in float32 on the cache as it is, as decode attends: no copy of the whole cache per layer
+                q = qk[:, :heads].transpose(0, 1).float()
+                visible = torch.arange(end)[None] <= torch.arange(position, end)[:, None]
+                attended = F.scaled_dot_product_attention(q[None], keys[None, :, :end], values[None, :, :end], attn_mask=visible,
+                                                          scale=self.scaling, enable_gqa=True)[0].transpose(0, 1).reshape(n, heads * d)
+                attended = attended.to(x.dtype)
         x = x + layer.o(attended)
         gate, up = layer.gate_up(self._rms(x, layer.ln2)).chunk(2, dim=-1)
         return x + layer.down(F.silu(gate) * up)

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from arena.rounds import ArenaSession, add_message, reply
+from core.cpu import cpu_flags
 from inference import GenerationSettings, build_prompt, generate_reply, load_model
+from inference.attention import attend_kept
 from inference.decoder import lean_decoder
 from inference.kept_caches import KEPT, REUSE_ENV, KeptCaches, common_length
 
@@ -186,3 +188,28 @@ def test_idle_conversations_are_dropped_least_recently_used_beyond_the_budget():
     gc.collect()
     store.keep("e", owner, [1], layers(1))  # a model that left the model cache leaves nothing kept
     assert "d" not in store.conversations()
+
+
+@pytest.mark.parametrize("heads, kv_heads, d, new, kept", [(9, 3, 64, 100, 1326), (9, 3, 64, 37, 5), (32, 8, 128, 20, 301)])
+def test_a_prompt_attends_to_its_kept_cache_within_bf16_rounding(kernel_target, heads, kv_heads, d, new, kept):
+    """The rest of a prompt against a kept cache holding bf16 values (as every kept cache
+    does): with AVX512-BF16 the C kernel (csrc/kept_attention.c) gives every output within
+    two bf16 roundings (the probabilities', the output's) of the float64 attention, the
+    query tiles' last rows cut short (37, 20) and each row masked at its own position;
+    without it, attend_kept declines and torch's float32 attention runs."""
+    torch.manual_seed(new)
+    keys, values = ((torch.randn(kv_heads, kept + new + 7, d) * 3).bfloat16().float() for _ in range(2))
+    q = torch.randn(new, heads, d).bfloat16()
+    got = attend_kept(q, keys, values, kept, d**-0.5)
+    if "avx512_bf16" not in cpu_flags() or kernel_target != "avx512":
+        assert got is None
+        return
+    end, group = kept + new, heads // kv_heads
+    k, v = (t[:, :end].double().repeat_interleave(group, 0) for t in (keys, values))
+    scores = q.double().transpose(0, 1) @ k.transpose(1, 2) * d**-0.5
+    scores.masked_fill_(torch.arange(end)[None] > torch.arange(kept, end)[:, None], float("-inf"))
+    p = scores.softmax(-1)
+    exact, magnitude = ((p @ t).transpose(0, 1).reshape(new, heads * d) for t in (v, v.abs()))
+    assert got.dtype == torch.bfloat16 and got.shape == (new, heads * d)
+    assert bool(((got.double() - exact).abs() <= (exact.abs() + magnitude) * 2**-8).all())
+    assert float((got.double() - exact).norm() / exact.norm()) < 2**-8

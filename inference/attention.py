@@ -24,7 +24,8 @@ def attend_kept(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, posit
     n, heads, d = q.shape
     kv_heads, capacity = keys.shape[:2]
     if (lib is None or not lib.kept_attention_available() or q.device.type != "cpu" or q.dtype != torch.bfloat16
-            or keys.dtype != torch.float32 or d % 32 or d > 128 or heads % kv_heads or not keys.is_contiguous()
+            or keys.dtype != torch.float32 or values.dtype != torch.float32 or values.shape != keys.shape
+            or capacity < position + n or d % 32 or d > 128 or heads % kv_heads or not keys.is_contiguous()
             or not values.is_contiguous()):
         return None
     q, out = q.contiguous(), torch.empty(n, heads * d, dtype=torch.bfloat16)

@@ -130,12 +130,15 @@ def test_a_t_preview_on_zerogpu_swaps_the_merged_pane_and_it_answers(zerogpu_pag
     merged_is(page, re.compile(r"zerogpu-preview$"))
     set_max_new_tokens(page, 24)
     page.get_by_text("Instant t-preview: re-merge the merged model in memory at a new t").click()
+    # The fields take the merge's own curve, which the preview starts from: the default pair's,
+    # a V-shape once the demo parent is built (the suite builds it in the background), flat
+    # before. Typed only once they have it: a CI run typed first and the curve arrived after.
+    own = form_from_yaml((outputs_root() / "zerogpu-preview" / "mergekit_config.yml").read_text())
+    for field, value in (("attn", own.self_attn), ("mlp", own.mlp), ("default", own.default)):
+        expect(page.locator(f"#preview-{field} textarea")).to_have_value(value, timeout=30_000)
     page.locator("#preview-mlp textarea").fill("0.9")
     page.get_by_role("button", name="Preview", exact=True).click()
     expect(page.get_by_text("Re-merged in memory in")).to_be_visible(timeout=120_000)
-    # The other fields kept the merge's own curve, which the preview starts from: the default
-    # pair's, a V-shape once the demo parent is built (the suite builds it in the background), flat before.
-    own = form_from_yaml((outputs_root() / "zerogpu-preview" / "mergekit_config.yml").read_text())
     merged_is(page, re.compile(re.escape(f"#t=self_attn[{own.self_attn}] mlp[0.9] default[{own.default}]") + "$"))
     assert not any(path == "/schedule" for path, _ in device.calls)  # the re-merge held no GPU
     send(page, "What is the capital of France?")

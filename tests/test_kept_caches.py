@@ -190,7 +190,8 @@ def test_idle_conversations_are_dropped_least_recently_used_beyond_the_budget():
     assert "d" not in store.conversations()
 
 
-@pytest.mark.parametrize("heads, kv_heads, d, new, kept", [(9, 3, 64, 100, 1326), (9, 3, 64, 37, 5), (32, 8, 128, 20, 301)])
+@pytest.mark.parametrize("heads, kv_heads, d, new, kept", [(9, 3, 64, 100, 1326), (9, 3, 64, 37, 5), (32, 8, 128, 20, 301),
+                                                            (4, 4, 32, 17, 2)])
 def test_a_prompt_attends_to_its_kept_cache_within_bf16_rounding(kernel_target, heads, kv_heads, d, new, kept):
     """The rest of a prompt against a kept cache holding bf16 values (as every kept cache
     does): with AVX512-BF16 the C kernel (csrc/kept_attention.c) gives every output within
@@ -199,7 +200,7 @@ def test_a_prompt_attends_to_its_kept_cache_within_bf16_rounding(kernel_target, 
     without it, attend_kept declines and torch's float32 attention runs."""
     torch.manual_seed(new)
     keys, values = ((torch.randn(kv_heads, kept + new + 7, d) * 3).bfloat16().float() for _ in range(2))
-    q = torch.randn(new, heads, d).bfloat16()
+    q = torch.randn(new, heads + 2 * kv_heads, d).bfloat16()[:, :heads]  # as the decoder slices it from q, k and v
     got = attend_kept(q, keys, values, kept, d**-0.5)
     if "avx512_bf16" not in cpu_flags() or kernel_target != "avx512":
         assert got is None

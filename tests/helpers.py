@@ -156,3 +156,18 @@ def set_max_new_tokens(page, tokens: int) -> None:
             break
     expect(box).to_have_value(str(tokens))
     page.get_by_text("Sampling (shared by all panes)").click()
+
+
+def choose_parents(page, a: str, b: str) -> None:
+    """Type the two parents into the Merge tab and wait until the panel describes them as
+    compatible. The "✅ compatible" of the pair the page opened with does not count: a Merge
+    clicked then was refused, as the YAML did not show the typed pair yet (seen in CI)."""
+    from playwright.sync_api import expect
+
+    expect(page.get_by_text("✅ compatible")).to_be_visible(timeout=60_000)  # the page's own pair, loaded
+    for label, name in (("Parent A (base_model, t = 0)", a), ("Parent B (t = 1)", b)):
+        box = page.get_by_label(label)
+        box.fill(name)
+        box.press("Enter")
+    expect(page.get_by_text(f"Parent B: {b}")).to_be_visible(timeout=60_000)  # the panel describes the typed pair
+    expect(page.get_by_text("✅ compatible")).to_be_visible(timeout=60_000)

@@ -9,6 +9,7 @@ import re
 
 import pytest
 from conftest import ARTIFACTS
+from helpers import choose_parents
 from playwright.sync_api import expect, sync_playwright
 
 from core.sources import cache_root
@@ -67,11 +68,7 @@ def test_a_merge_of_hub_parents_shows_their_download_and_cancel_stops_it(hub_pag
     """The Merge tab's panel while the parents download (MB, MB/s, time left); Cancel ends it
     as a cancelled merge; the next Merge fetches the rest and merges."""
     page = hub_page
-    for label, repo in (("Parent A (base_model, t = 0)", "org/slow"), ("Parent B (t = 1)", "org/slow-b")):
-        box = page.get_by_label(label)
-        box.fill(repo)
-        box.press("Enter")
-    expect(page.get_by_text("✅ compatible")).to_be_visible(timeout=60_000)  # read from each config.json alone
+    choose_parents(page, "org/slow", "org/slow-b")  # compatible: read from each config.json alone
     page.get_by_label("Output name (under outputs/)").fill("hub-merge")
     page.get_by_role("button", name="Merge", exact=True).click()
     line = page.get_by_text(re.compile(r"Downloading the parents · [1-4] of 5 MB downloaded, 0\.[1-9] MB/s, about \d+ s left")).first

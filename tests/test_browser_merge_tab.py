@@ -5,6 +5,7 @@ in the panel's cancelled state, and the t plot has a legend. Screenshots go to a
 import time
 
 from conftest import ARTIFACTS
+from helpers import choose_parents
 from playwright.sync_api import expect
 
 from core import places
@@ -151,14 +152,7 @@ def test_a_merge_clicked_as_soon_as_the_parents_are_compatible_merges_them(brows
     form_to_yaml = merge_tab.form_to_yaml
     monkeypatch.setattr(merge_tab, "form_to_yaml", lambda *args: (time.sleep(1.5), form_to_yaml(*args))[1])
     page = browser_page
-    wait_until_ready(page)
-    a, b = str(tiny_models("llama", 1)), str(tiny_models("llama", 2))
-    for label, folder in (("Parent A (base_model, t = 0)", a), ("Parent B (t = 1)", b)):
-        box = page.get_by_label(label)
-        box.fill(folder)
-        box.press("Enter")
-    expect(page.get_by_text(f"Parent B: {b}")).to_be_visible(timeout=60_000)  # the panel describes the new pair
-    expect(page.get_by_text("✅ compatible")).to_be_visible()
+    choose_parents(page, str(tiny_models("llama", 1)), str(tiny_models("llama", 2)))
     page.get_by_label("Output name (under outputs/)").fill("at-once")
     page.get_by_role("button", name="Merge", exact=True).click()
     expect(page.get_by_text("Merged into")).to_be_visible(timeout=60_000)

@@ -11,6 +11,7 @@ import re
 
 import pytest
 from conftest import ARTIFACTS
+from helpers import choose_parents
 from playwright.sync_api import expect, sync_playwright
 
 from core.sources import cache_root
@@ -42,11 +43,7 @@ def ask_gated(page) -> None:
 
 
 def merge_before_sign_in(page, a: str, b: str) -> None:
-    for label, folder in (("Parent A (base_model, t = 0)", a), ("Parent B (t = 1)", b)):
-        box = page.get_by_label(label)
-        box.fill(folder)
-        box.press("Enter")
-    expect(page.get_by_text("✅ compatible")).to_be_visible(timeout=60_000)
+    choose_parents(page, a, b)
     page.get_by_label("Output name (under outputs/)").fill("before-sign-in")
     page.get_by_role("button", name="Merge", exact=True).click()
     expect(page.get_by_text("Merged into")).to_be_visible(timeout=60_000)

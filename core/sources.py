@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import re
 import shutil
@@ -196,7 +197,6 @@ def hub_errors(repo_id: str) -> Iterator[None]:
     """Hub failures as one-line user errors (the one mapping for downloads and configs):
     a gated repo, a missing or private one, a refused token and an unreachable Hub each
     get their own line, saying what to do."""
-    import httpx2
     from huggingface_hub.errors import (
         DisabledRepoError,
         GatedRepoError,
@@ -234,14 +234,17 @@ def hub_errors(repo_id: str) -> Iterator[None]:
         offline = f"connect to the network, or use a local folder / {DEFAULT_MODEL}"
         fix = "try again in a minute, or pick another model" if ON_SPACE else offline  # a visitor cannot connect a Space
         raise UserError("model", f"'{repo_id}' is not in the local Hugging Face cache and the Hub is unreachable", fix) from None
-    except httpx2.TransportError as exc:  # a connection cut or garbled past huggingface_hub's own retries
-        raise UserError("model", f"the connection to the Hub broke while fetching '{repo_id}' ({exc.__class__.__name__})",
-                        "try again: the files already complete are kept") from None
     except HfHubHTTPError as exc:
         if exc.response is not None and exc.response.status_code == 401:  # "Invalid credentials": expired or revoked
             raise UserError("model", f"the Hub refused the Hugging Face token while fetching '{repo_id}' (expired or revoked)",
                             f"{sign_in} (a new token)") from None
         raise UserError("model", f"download of '{repo_id}' failed ({exc.__class__.__name__})", "retry, or check the token") from None
+    except UserError:
+        raise
+    except Exception as exc:  # a connection cut or garbled past huggingface_hub's retries, in its HTTP library's own types
+        logging.getLogger(__name__).warning("fetching %s failed", repo_id, exc_info=True)  # the owner's log keeps the traceback
+        raise UserError("model", f"the connection to the Hub broke while fetching '{repo_id}' ({exc.__class__.__name__})",
+                        "try again: the files already complete are kept") from None
 
 
 def converted_path(gguf: Path) -> Path:
@@ -287,17 +290,29 @@ def gguf_to_safetensors(gguf: Path) -> Path:
 
 def _convert_gguf(gguf: Path, out: Path) -> None:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+    from transformers.utils import logging as hf_logging
 
-    logging.set_verbosity_error()  # transformers' bf16-vs-fp32 advice does not apply to a one-off conversion
+    hf_logging.set_verbosity_error()  # transformers' bf16-vs-fp32 advice does not apply to a one-off conversion
     kwargs = {"gguf_file": gguf.name}
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.bfloat16, **kwargs)
-    # transformers refuses to save while the GGUF quantizer is attached; the weights it
-    # holds are already dequantized, so detach it and save a plain checkpoint.
-    model.hf_quantizer = None
-    model.save_pretrained(out)
+    # Every weight unpacked at load into a plain dense model (with the `kernels` package
+    # installed, transformers would otherwise keep them packed in GGUF layers).
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.bfloat16,
+                                                 quantization_config=GgufConfig(dequantize=True), **kwargs)
+    # save_pretrained refuses any model loaded from a GGUF, dense or not: the weights go
+    # through safetensors' own writer (a tied output layer stored once, as the embedding),
+    # the configs through their own save_pretrained.
+    weights = model.state_dict()
+    output = model.get_output_embeddings()
+    if output is not None and output.weight is model.get_input_embeddings().weight:
+        weights.pop(next(f"{name}.weight" for name, module in model.named_modules() if module is output))
+    save_file({name: tensor.contiguous() for name, tensor in weights.items()}, str(out / "model.safetensors"),
+              metadata={"format": "pt"})
+    model.config.architectures = [type(model).__name__]  # what save_pretrained records, for loaders that read it
+    model.config.save_pretrained(out)
+    model.generation_config.save_pretrained(out)
     tokenizer.save_pretrained(out)
     config_path = out / "config.json"
     config = json.loads(config_path.read_text())

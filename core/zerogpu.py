@@ -33,7 +33,7 @@ _wrapped: dict[Callable, Callable] = {}  # function -> its spaces.GPU wrapper, b
 
 
 def on_zerogpu() -> bool:
-    return importlib.util.find_spec("spaces") is not None and os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "true")
+    return importlib.util.find_spec("spaces") is not None and os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true")
 
 
 def start() -> None:

@@ -148,7 +148,9 @@ def _paths(kind: str, flat: torch.Tensor, weight: torch.Tensor, scale: torch.Ten
             lambda: F.linear(flat, weight))
         return lambda: _call(lib.bf16_gemv, flat, weight, None), in_torch
     if kind == "int8":
-        in_torch = (lambda: _widened(kind, flat, weight, scale)) if widen else (lambda: torch._weight_int8pack_mm(flat, weight, scale))
+        # torch has no public int8 weight-only matmul; where its private op is gone, the widened product is the same.
+        packed = not widen and hasattr(torch, "_weight_int8pack_mm")
+        in_torch = (lambda: torch._weight_int8pack_mm(flat, weight, scale)) if packed else (lambda: _widened(kind, flat, weight, scale))
         return lambda: _call(lib.int8_gemv, flat, weight, scale), in_torch
     return lambda: _call(lib.fp8_gemv, flat, weight, scale.float()), lambda: _widened(kind, flat, weight, scale)
 

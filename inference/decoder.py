@@ -22,6 +22,7 @@ Anything else (Gemma2, a GPU, a sliding window shorter than the conversation) go
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import weakref
@@ -239,7 +240,11 @@ def lean_decoder(model: nn.Module) -> LeanDecoder | None:
         return None
     with _decoders_lock:
         if model not in _decoders:
-            _decoders[model] = LeanDecoder(model)
+            try:
+                _decoders[model] = LeanDecoder(model)
+            except AttributeError:  # transformers' module tree is not its API: a renamed part sends the model to generate
+                logging.getLogger(__name__).warning("lean decoder unavailable for %s", model.config.model_type, exc_info=True)
+                _decoders[model] = None
         return _decoders[model]
 
 

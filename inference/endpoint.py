@@ -8,7 +8,8 @@ a prompt. Stop is checked at every streamed chunk and closes the stream, which s
 take as the signal to stop generating. Errors come back in the Reply, one line each.
 
 The API key is read at every request from SLERP_ARENA_ENDPOINT_KEY, else OPENAI_API_KEY
-(local servers ignore it); the read timeout from SLERP_ARENA_ENDPOINT_TIMEOUT (seconds).
+(local servers ignore it); the per-chunk timeout from SLERP_ARENA_ENDPOINT_TIMEOUT (seconds).
+Timeouts go through the openai SDK's own type: the HTTP library under it is its business.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ class EndpointModel:
         started = time.perf_counter()
         stream = None
         try:
-            stream = self._client().chat.completions.create(**self.request(history, settings, system_prompt))
+            timeout = Timeouts.from_environment()
+            stream = self._client(timeout).chat.completions.create(**self.request(history, settings, system_prompt))
             for chunk in stream:
                 if stop.is_set():
                     break
@@ -72,8 +74,11 @@ class EndpointModel:
                 reply.text += piece
                 on_text(reply.text)
             reply.stopped = stop.is_set()
+        except UserError as exc:  # a setting of this app's owner
+            reply.error = str(exc)
         except Exception as exc:  # noqa: BLE001 -- shown in this pane; the other panes go on
-            reply.error = str(self._user_error(exc))
+            reply.error = str(self._user_error(exc, timeout, answered=stream is not None, replying=bool(reply.text),
+                                               waited=time.perf_counter() - started))
         finally:
             if stream is not None:
                 stream.close()  # ends the HTTP response: the server stops generating
@@ -90,31 +95,39 @@ class EndpointModel:
         return {"model": self.model, "messages": messages, "stream": True, "temperature": settings.temperature,
                 "top_p": settings.top_p, "max_tokens": settings.max_new_tokens, "seed": settings.seed}
 
-    def _client(self):
-        import httpx
+    def _client(self, timeout: Timeouts):
         import openai  # only needed once an endpoint is used
 
         key = next((os.environ[v] for v in KEY_VARIABLES if os.environ.get(v)), "none")  # the client refuses no key at all
-        timeout = float(os.environ.get("SLERP_ARENA_ENDPOINT_TIMEOUT", DEFAULT_READ_TIMEOUT_S))
         # No retries: a dead server should say so in its pane at once, not after backing off.
         return openai.OpenAI(base_url=self.base_url, api_key=key, max_retries=0,
-                             timeout=httpx.Timeout(timeout, connect=min(CONNECT_TIMEOUT_S, timeout)))
+                             timeout=openai.Timeout(timeout.read, connect=timeout.connect))
 
-    def _user_error(self, exc: Exception) -> UserError:
+    def _user_error(self, exc: Exception, timeout: Timeouts, answered: bool, replying: bool, waited: float) -> UserError:
+        """The failure in the visitor's words: which stage it reached (connecting, waiting for
+        the answer, mid-reply) decides the sentence."""
         import openai
 
-        where = f"endpoint {self.base_url}"
+        host = self.served_by
+        up = "is the server up? Start it, or correct HOST:PORT in the model field"
+        slow = "the server may be overloaded or still loading: send again, or raise SLERP_ARENA_ENDPOINT_TIMEOUT"
         if isinstance(exc, openai.APITimeoutError):
-            return UserError("model", f"{where} did not answer in time",
-                             "check that the server is up and not overloaded, or raise SLERP_ARENA_ENDPOINT_TIMEOUT")
-        if isinstance(exc, openai.APIConnectionError):
+            # The read timeout cannot fire before `read` seconds have passed, so an earlier one is the connect timeout.
+            if not answered and waited < timeout.read:
+                return UserError("model", f"could not connect to {host} in {timeout.connect:g} s", up)
+            if replying:
+                return UserError("model", f"{host} stopped mid-reply: nothing for {timeout.read:g} s", slow)
+            return UserError("model", f"{host} did not answer in {timeout.read:g} s", slow)
+        if isinstance(exc, openai.APIConnectionError) and not replying:
             cause = re.sub(r"^\[Errno -?\d+\]\s*", "", str(exc.__cause__ or exc)).lower() or "connection failed"
-            return UserError("model", f"cannot reach {where} ({cause[:DETAIL_CHARS]})",
-                             "start the server, or correct HOST:PORT in the model field")
+            if answered:
+                return UserError("model", f"{host} closed the connection before replying ({cause[:DETAIL_CHARS]})",
+                                 "check the server's log, then send again")
+            return UserError("model", f"could not connect to {host} ({cause[:DETAIL_CHARS]})", up)
         if isinstance(exc, openai.APIStatusError):
             status = exc.status_code
             detail = _detail(exc.body) or exc.message
-            problem = f"{where} answered {status} ({detail[:DETAIL_CHARS]})"
+            problem = f"endpoint {self.base_url} answered {status} ({detail[:DETAIL_CHARS]})"
             if status in (401, 403):
                 return UserError("model", problem, f"set {KEY_VARIABLES[0]} (or {KEY_VARIABLES[1]}) to a key this server accepts")
             if status == 429:
@@ -123,8 +136,28 @@ class EndpointModel:
                 return UserError("model", problem, "check the model name after '#' (the name the server serves it under)")
             return UserError("model", problem, "the server failed: check its log, then send again")
         detail = " ".join(str(exc).split())[:DETAIL_CHARS]
-        return UserError("model", f"{where} failed mid-reply ({exc.__class__.__name__}: {detail})",
-                         "check the server's log, then send again")
+        stage = "failed mid-reply" if replying else "failed before replying"
+        return UserError("model", f"{host} {stage} ({exc.__class__.__name__}: {detail})", "check the server's log, then send again")
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds to connect, and to wait for each piece of the answer (the first token included)."""
+
+    connect: float
+    read: float
+
+    @classmethod
+    def from_environment(cls) -> Timeouts:
+        value = os.environ.get("SLERP_ARENA_ENDPOINT_TIMEOUT", str(DEFAULT_READ_TIMEOUT_S))
+        try:
+            read = float(value)
+        except ValueError:
+            read = -1.0
+        if not 0 < read < float("inf"):
+            raise UserError("SLERP_ARENA_ENDPOINT_TIMEOUT", f"{value!r} is not a number of seconds",
+                            f"set it to a positive number, e.g. {DEFAULT_READ_TIMEOUT_S:g}")
+        return cls(min(CONNECT_TIMEOUT_S, read), read)
 
 
 def _detail(body: object) -> str:

@@ -23,7 +23,7 @@ from typing import Protocol
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
-from transformers.generation.streamers import BaseStreamer
+from transformers.generation import BaseStreamer
 
 from core.errors import UserError
 from inference.chat import Message, build_prompt

@@ -223,18 +223,18 @@ def load_with_weights(folder: str, weights: dict[str, torch.Tensor], precision: 
     if uses_bitsandbytes(resolved, hardware):
         resolved = "fp8" if hardware.native_fp8 else "bf16"  # bitsandbytes quantizes only at load from disk
     started = time.perf_counter()
-    from transformers.initialization import no_init_weights
+    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING
 
     config = AutoConfig.from_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    with no_init_weights():  # every weight is about to be replaced: skip the random init
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32 if resolved == "fp32" else torch.bfloat16)
-    result = model.load_state_dict(weights, strict=False)
-    tied = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
-    if set(result.missing_keys) - tied or result.unexpected_keys:
-        raise UserError("weights", f"do not fit {folder} (missing {result.missing_keys[:2]}, unexpected "
-                             f"{result.unexpected_keys[:2]})", "preview t curves of the merge this folder holds")
-    model.tie_weights()
+    # from_pretrained with the weights in hand: nothing is initialised at random first.
+    model, info = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)].from_pretrained(
+        None, config=config, state_dict=weights, dtype=torch.float32 if resolved == "fp32" else torch.bfloat16,
+        output_loading_info=True)
+    missing, unexpected = sorted(info["missing_keys"]), sorted(info["unexpected_keys"])
+    if missing or unexpected:
+        raise UserError("weights", f"do not fit {folder} (missing {missing[:2]}, unexpected {unexpected[:2]})",
+                        "preview t curves of the merge this folder holds")
     model.to(device).eval()
     backends = quantize_linears(model, resolved, device) if resolved in ("int8", "fp8") else [f"torch {resolved}"]
     linear, linear_bf16 = linear_weight_bytes(model)

@@ -18,11 +18,11 @@ class HubOffline(UserError):
 
 
 def push_folder(folder: Path, repo_id: str, token: str) -> str:
-    from huggingface_hub import HfApi, constants
+    from huggingface_hub import HfApi, is_offline_mode
 
     if not HUB_ID.match(repo_id.strip()):
         raise UserError("repo", f"'{repo_id}' is not a Hub repo id", "write it as user/name")
-    if constants.HF_HUB_OFFLINE:
+    if is_offline_mode():
         raise HubOffline()
     api = HfApi(token=token.strip() or None)
     try:

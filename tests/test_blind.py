@@ -171,15 +171,15 @@ def test_while_replies_stream_the_buttons_are_off_and_a_new_message_stays_in_the
     assert box == "" and first.streaming is True and first.updates()[-5].interactive is False  # Send off
     thread, errors = run_in_thread(chat_tab.stream(req, state))
     wait_for(lambda: replying(state))
-    warnings = []
-    monkeypatch.setattr(chat_tab.gr, "Warning", warnings.append)
-    assert chat_tab.take_message("second", req, state) == (None, None)  # refused: the box keeps "second"
-    assert "stays in the box" in warnings[0]
+    with pytest.warns(UserWarning) as shown:  # gr.Warning outside an event is a Python warning
+        assert chat_tab.take_message("second", req, state) == (None, None)  # refused: the box keeps "second"
+    assert "stays in the box" in str(shown[0].message)
     thread.join(30)
     assert not errors and chat_tab.stream_done(state).streaming is False
     assert [m["content"] for m in state.arena.panes[1].history if m["role"] == "user"] == ["first"]
-    box, shown = chat_tab.take_message("  ", req, state)
-    assert box is None and "empty message" in warnings[-1] and shown.note == f"⚠️ {warnings[-1]}"
+    with pytest.warns(UserWarning, match="empty message") as shown:
+        box, refusal = chat_tab.take_message("  ", req, state)
+    assert box is None and refusal.note == f"⚠️ {shown[-1].message}"
 
 
 def test_stop_mid_reply_keeps_the_text_marked_stopped_and_an_older_stream_changes_nothing(tiny_models, monkeypatch):
@@ -244,13 +244,13 @@ def test_regenerate_draws_a_new_seed_unless_locked_and_a_stop_before_it_begins_k
 def test_a_seed_the_box_could_not_hold_is_refused_in_one_line_and_nothing_is_lost(tiny_models, monkeypatch):
     a = str(tiny_models("llama", 1))
     state = chat_tab.ChatSession()
-    warnings = []
-    monkeypatch.setattr(chat_tab.gr, "Warning", warnings.append)
     for seed, shown in ((None, "empty"), (-1, "'-1'"), (2**31, "'2147483648'"), (1.5, "'1.5'"), (10**23, "'1e+23'")):
-        box, refusal = chat_tab.take_message("hello", request(a=a, seed=seed, on=(False, True, False)), state)
+        with pytest.warns(UserWarning) as warned:  # gr.Warning outside an event is a Python warning
+            box, refusal = chat_tab.take_message("hello", request(a=a, seed=seed, on=(False, True, False)), state)
         assert box is None and refusal.chats == [gr.skip()] * 3  # the box keeps the message; the panes stay
-        assert warnings[-1] == f"seed: {shown} is not a whole number from 0 to 2147483647 — type a seed such as 0 or 1234"
-        assert refusal.note == f"⚠️ {warnings[-1]}"  # also on the line under the message box
+        said = str(warned[-1].message)
+        assert said == f"seed: {shown} is not a whole number from 0 to 2147483647 — type a seed such as 0 or 1234"
+        assert refusal.note == f"⚠️ {said}"  # also on the line under the message box
     assert all(p.history == [] for p in state.arena.panes) and not state.waiting
 
 

@@ -124,11 +124,11 @@ def test_each_hub_failure_gets_its_own_line(monkeypatch, status, headers, token,
     """The Hub's answers as huggingface_hub classifies them (its own hf_raise_for_status on
     real responses), each turned into one line that says what to do."""
     import httpx2
-    from huggingface_hub.utils import hf_raise_for_status
+    from huggingface_hub import hf_raise_for_status
 
     from core import sources
 
-    monkeypatch.setattr("huggingface_hub.get_token", lambda: token)
+    monkeypatch.setattr("core.hub_access.has_token", lambda: token is not None)
     request = httpx2.Request("GET", f"{HUB}/api/models/org/model/revision/main")
     with pytest.raises(UserError) as raised, sources.hub_errors("org/model"):
         hf_raise_for_status(httpx2.Response(status, headers=headers, request=request))

@@ -2,6 +2,8 @@
 module), through the Chat tab's handlers and the chat CLI: side by side with an
 in-process pane, Stop, a dead port, public mode's allow-list, blind mode."""
 
+import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -9,6 +11,7 @@ import sys
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import openai
 import pytest
@@ -17,8 +20,10 @@ from helpers import run_main, unpack
 from arena.leaks import names_of
 from core.errors import UserError
 from core.sources import resolve_model
-from inference import ModelCache
+from inference import ModelCache, endpoint
 from inference.__main__ import main
+from inference.endpoint import EndpointModel
+from inference.generation import GenerationSettings, Reply
 from inference.kept_caches import KEPT
 from testkit.browser import free_port
 from ui import chat_tab, context
@@ -37,7 +42,7 @@ def server(smollm2_dir, tmp_path_factory):
     log = (tmp_path_factory.mktemp("serve") / "serve.log").open("w+")
     # One torch thread: the in-process pane generates at the same time on the same 2 cores.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "transformers.cli.transformers", "serve", str(smollm2_dir),
+    process = subprocess.Popen([str(Path(sys.executable).with_name("transformers")), "serve", str(smollm2_dir),
                                 "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
                                stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
@@ -119,8 +124,8 @@ def test_a_dead_port_fails_in_its_pane_while_the_others_answer(server):
     state = chat_tab.ChatSession()
     (merged, local, broken), (_, local_stats, _) = ask(state, merged=server[1], parent_a=IN_PROCESS, parent_b=dead, tokens=4)[-1]
     message = broken[-1]["content"]
-    assert message.startswith("⚠️ model: cannot reach endpoint http://127.0.0.1:") and "connection refused" in message
-    assert "start the server, or correct HOST:PORT" in message and "\n" not in message
+    assert message.startswith("⚠️ model: could not connect to 127.0.0.1:") and "(connection refused)" in message
+    assert "is the server up? Start it, or correct HOST:PORT" in message and "\n" not in message and "mid-reply" not in message
     assert merged[-1]["content"] and not merged[-1]["content"].startswith("⚠️")
     assert local[-1]["content"] and "tok/s" in local_stats
 
@@ -164,7 +169,7 @@ def test_cli_chat_through_an_endpoint(server, capsys):
     code, out, err = run_main(main, ["chat", endpoint, "--prompt", QUESTION, "--max-new-tokens", 8], capsys)
     assert code == 0 and "Paris" in out and f"served by 127.0.0.1:{port}" in out, (out, err)
     code, out, _ = run_main(main, ["chat", f"http://127.0.0.1:{free_port()}/v1#x", "--prompt", "hi"], capsys)
-    assert code == 1 and "error: model: cannot reach endpoint" in out
+    assert code == 1 and "error: model: could not connect to 127.0.0.1:" in out
     code, out, _ = run_main(main, ["chat", f"http://127.0.0.1:{port}/v1#not-served-here", "--prompt", "hi"], capsys)
     assert code == 1 and "answered 400" in out and "check the model name after '#'" in out
 
@@ -174,8 +179,103 @@ def test_a_server_that_never_answers_times_out_in_its_pane(capsys, monkeypatch):
     with socket.socket() as silent:  # accepts connections (the kernel's backlog) and never replies
         silent.bind(("127.0.0.1", 0))
         silent.listen()
-        code, out, _ = run_main(main, ["chat", f"http://127.0.0.1:{silent.getsockname()[1]}/v1#m", "--prompt", "hi"], capsys)
-    assert code == 1 and "did not answer in time — check that the server is up" in out and "SLERP_ARENA_ENDPOINT_TIMEOUT" in out
+        port = silent.getsockname()[1]
+        code, out, _ = run_main(main, ["chat", f"http://127.0.0.1:{port}/v1#m", "--prompt", "hi"], capsys)
+    assert code == 1 and f"error: model: 127.0.0.1:{port} did not answer in 1 s — the server may be overloaded" in out
+    assert "SLERP_ARENA_ENDPOINT_TIMEOUT" in out and "mid-reply" not in out
+
+
+def answer_within(ref: str, seconds: float, **settings) -> tuple[Reply, float]:
+    """An endpoint's reply, run in a thread that must end within `seconds`: a timeout that is
+    not applied fails the test instead of hanging it."""
+    replies = []
+    started = time.perf_counter()
+    thread = threading.Thread(target=lambda: replies.append(EndpointModel.of(ref).answer(
+        [{"role": "user", "content": "hi"}], GenerationSettings(**settings), threading.Event())), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"no reply within {seconds} s: the timeout was not applied"
+    return replies[0], time.perf_counter() - started
+
+
+class ScriptedServer:
+    """An OpenAI-compatible endpoint on 127.0.0.1 that answers every request with the same
+    streamed chunks, `gap` seconds apart, then either ends the stream or stalls (holds the
+    connection open, sending nothing) until closed."""
+
+    def __init__(self, pieces: list[str], gap: float, stall: bool):
+        self.pieces, self.gap, self.stall = pieces, gap, stall
+        self.closing = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.ref = f"http://127.0.0.1:{self.listener.getsockname()[1]}/v1#m"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = self.listener.accept()
+                threading.Thread(target=self._answer, args=(connection,), daemon=True).start()
+
+    def _answer(self, connection: socket.socket):
+        with connection, contextlib.suppress(OSError):
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n")
+            for piece in self.pieces:
+                chunk = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
+                         "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+                connection.sendall(f"data: {json.dumps(chunk)}\n\n".encode())
+                if self.closing.wait(self.gap):
+                    return
+            if self.stall:
+                self.closing.wait()
+            else:
+                connection.sendall(b"data: [DONE]\n\n")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.closing.set()
+        self.listener.close()
+
+
+def test_a_server_that_never_accepts_fails_the_pane_within_the_connect_timeout(monkeypatch):
+    monkeypatch.setattr(endpoint, "CONNECT_TIMEOUT_S", 1.0)
+    monkeypatch.setenv("SLERP_ARENA_ENDPOINT_TIMEOUT", "30")  # the wait for an answer, which must not apply here
+    with socket.socket() as full:
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)
+        # One connection fills a backlog of 0; the kernel then drops the next one's SYNs, so it never connects.
+        with socket.create_connection(full.getsockname(), timeout=5):
+            host = f"127.0.0.1:{full.getsockname()[1]}"
+            reply, seconds = answer_within(f"http://{host}/v1#m", 10)
+    assert seconds < 4, seconds  # 1 s to connect; the SDK's own default is 5 s, the read timeout 30 s
+    assert reply.error == f"model: could not connect to {host} in 1 s — is the server up? Start it, or correct HOST:PORT in the model field"
+
+
+def test_a_server_that_stalls_mid_reply_fails_the_pane_within_the_chunk_timeout(monkeypatch):
+    monkeypatch.setenv("SLERP_ARENA_ENDPOINT_TIMEOUT", "1")
+    with ScriptedServer(["Hello", " there"], gap=0.2, stall=True) as server:
+        reply, seconds = answer_within(server.ref, 10)
+    assert seconds < 4, seconds  # two chunks, then 1 s of nothing
+    assert reply.text == "Hello there" and reply.done
+    assert reply.error.startswith(f"model: {server.ref[7:-5]} stopped mid-reply: nothing for 1 s — the server may be overloaded")
+
+
+def test_a_slow_but_steady_server_is_not_cut_by_the_chunk_timeout(monkeypatch):
+    monkeypatch.setenv("SLERP_ARENA_ENDPOINT_TIMEOUT", "1")
+    pieces = ["one", " two", " three", " four", " five", " six"]
+    with ScriptedServer(pieces, gap=0.5, stall=False) as server:
+        reply, seconds = answer_within(server.ref, 20)
+    assert seconds > 2.5 and reply.error == "" and reply.text == "".join(pieces)  # 3 s in all, never 1 s without a chunk
+
+
+def test_an_unreadable_timeout_setting_is_named_in_the_pane(monkeypatch):
+    monkeypatch.setenv("SLERP_ARENA_ENDPOINT_TIMEOUT", "soon")
+    reply, _ = answer_within(f"http://127.0.0.1:{free_port()}/v1#m", 10)
+    assert reply.error == "SLERP_ARENA_ENDPOINT_TIMEOUT: 'soon' is not a number of seconds — set it to a positive number, e.g. 60"
 
 
 def test_an_endpoint_is_chat_only_and_never_loaded_here(server):

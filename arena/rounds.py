@@ -14,12 +14,15 @@ import contextlib
 import json
 import random
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from arena.leaks import identity_leak
+from arena.pace import FRAME_S, SharedPace
+from arena.prompt_fit import check_fits, record_prefill
 from arena.replies import PaneRequest, RepliesRequest, stream_replies
 from arena.votes import PANE_LABELS, VoteStore
 from core.downloads import Progress, watching
@@ -56,23 +59,24 @@ class Turn:
     done: bool = False
 
     def line(self, reveal: bool) -> str:
-        """The pane's one-line stats. Before the reveal only what cannot tell the panes
-        apart: tokens, seed, stopped."""
+        """The pane's one-line stats. Before the reveal only whether it was stopped: a
+        token count would tell a verbose model, a speed the merge."""
+        if not reveal:
+            return "stopped" if self.stopped else ""
         parts = [f"{self.tokens} tokens", f"seed {self.settings.get('seed', 0)}"]
-        if reveal:
-            if self.first_token_s is not None:
-                parts.append(f"first token {self.first_token_s:.2f} s")
-            if self.cached_tokens:
-                parts.append(f"{self.cached_tokens} prompt tokens reused")
-            if self.tokens_per_s:
-                parts.append(f"{self.tokens_per_s:.1f} tok/s")
-            if self.served_by:
-                parts.append(f"served by {self.served_by}")
-            else:
-                parts += [self.precision, f"{self.weight_mb:.0f} MB" if self.weight_mb >= 10 else f"{self.weight_mb:.1f} MB"]
+        if self.first_token_s is not None:
+            parts.append(f"first token {self.first_token_s:.2f} s")
+        if self.cached_tokens:
+            parts.append(f"{self.cached_tokens} prompt tokens reused")
+        if self.tokens_per_s:
+            parts.append(f"{self.tokens_per_s:.1f} tok/s")
+        if self.served_by:
+            parts.append(f"served by {self.served_by}")
+        else:
+            parts += [self.precision, f"{self.weight_mb:.0f} MB" if self.weight_mb >= 10 else f"{self.weight_mb:.1f} MB"]
         if self.stopped:
             parts.append("stopped")
-        if reveal and self.notice:
+        if self.notice:
             parts.append(self.notice)
         return " · ".join(parts)
 
@@ -193,15 +197,6 @@ def take_back_replies(session: ArenaSession) -> None:
         if pane.history[-1]["role"] == "assistant":
             pane.history.pop()
             del pane.turns[-1:]
-
-
-def take_back_message(session: ArenaSession) -> str:
-    """The message no reply has begun for (a Stop while it waited for the device), taken
-    out of every pane so that it can go back to the message box; '' when none waits."""
-    text = ""
-    for pane in session.waiting():
-        text = pane.history.pop()["content"]
-    return text
 
 
 def stop(session: ArenaSession) -> None:
@@ -328,6 +323,13 @@ def reply(session: ArenaSession, settings: GenerationSettings, system_prompt: st
         session.unsent = refused
         yield session
         return
+    local = [(pane.label, model) for pane, model in loaded if isinstance(model, LoadedModel)]
+    try:
+        check_fits(local, session.last_prompt(), system_prompt, settings.max_new_tokens, not session.revealed)
+    except UserError:  # said under the message box, which gets the message back
+        for pane, _ in loaded:
+            pane.history.pop()
+        raise
     request = RepliesRequest(tuple(PaneRequest(p.ref, p.precision, tuple(p.history), f"{session.name}/{p.label}") for p, _ in loaded),
                              settings, system_prompt)
     messages, turns = [], []
@@ -346,17 +348,19 @@ def reply(session: ArenaSession, settings: GenerationSettings, system_prompt: st
             if isinstance(model, LoadedModel):
                 held.enter_context(model.in_use())
         snapshots = held.enter_context(contextlib.closing(stream(request)))
+        pace = SharedPace() if not session.revealed else None
+        replies: list[Reply] = []
         try:
             for replies in snapshots:
                 if session.epoch != epoch:
                     return
-                paced = not session.revealed
-                texts = same_pace(replies) if paced else [one.text for one in replies]
-                finished = all(one.done for one in replies)
-                for message, turn, one, text in zip(messages, turns, replies, texts, strict=True):
-                    message["content"] = text if not one.error else f"⚠️ {one.error}" if session.revealed else HIDDEN_ERROR
-                    if finished or not paced:  # a blind pane's token count would show its speed
-                        _fill(turn, one)
+                _show(session, messages, turns, replies, pace)
+                yield session
+            while pace is not None and replies and not pace.caught_up(replies):  # what faster panes wrote ahead
+                time.sleep(FRAME_S)
+                if session.epoch != epoch:
+                    return
+                _show(session, messages, turns, replies, pace)
                 yield session
         except UserError as exc:  # refused at the GPU boundary (the visitor's ZeroGPU quota), or raised in its worker
             if session.epoch != epoch:
@@ -366,9 +370,11 @@ def reply(session: ArenaSession, settings: GenerationSettings, system_prompt: st
                 turn.error, turn.done = str(exc), True
             yield session
             return
-        for (_, model), turn in zip(loaded, turns, strict=True):
+        for (_, model), turn, one in zip(loaded, turns, replies or [Reply("")] * len(loaded), strict=True):
             if isinstance(model, LoadedModel) and turn.tokens_per_s:
                 model.measured_tokens_per_s = turn.tokens_per_s
+            if isinstance(model, LoadedModel):
+                record_prefill(model, one)
 
 
 def check_access_to(ref: str) -> None:
@@ -417,15 +423,15 @@ def _load(session: ArenaSession, pane: Pane) -> Iterator[ArenaSession]:
     return result["model"]
 
 
-def same_pace(replies: list[Reply]) -> list[str]:
-    """The texts a blind round shows: every pane at the pace of the slowest one still
-    writing, so the first words appear together and no pane's speed tells the merge (int8
-    or FP8, faster) from its parents."""
-    writing = [len(one.text) for one in replies if not one.done]
-    if not writing:
-        return [one.text for one in replies]
-    shown = min(writing)
-    return [one.text[:shown] for one in replies]
+def _show(session: ArenaSession, messages: list[dict], turns: list[Turn], replies: list[Reply], pace: SharedPace | None) -> None:
+    """A snapshot into the panes: blind ones at the shared pace, their turns' figures
+    (tokens, speed) only once every text is shown whole."""
+    texts = pace.texts(replies, time.monotonic()) if pace else [one.text for one in replies]
+    whole = pace is None or pace.caught_up(replies)
+    for message, turn, one, text in zip(messages, turns, replies, texts, strict=True):
+        message["content"] = text if not one.error else f"⚠️ {one.error}" if session.revealed else HIDDEN_ERROR
+        if whole:
+            _fill(turn, one)
 
 
 def _fill(turn: Turn, reply: Reply) -> None:

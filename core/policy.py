@@ -9,7 +9,9 @@ forces it on / off. In public mode:
   `SLERP_ARENA_ENDPOINTS` (comma-separated base URLs): otherwise a visitor could make the
   Space send requests, and its API key, to any address it can reach;
 - the two parents together may not exceed a size limit, and merges may not push the
-  outputs folder past a disk quota.
+  outputs folder past a disk quota;
+- a chat message may not make a prompt longer than SLERP_ARENA_MAX_PROMPT_TOKENS
+  (PUBLIC_PROMPT_TOKENS by default): one visitor's long prefill holds the CPU for all.
 Pickle checkpoints are never loaded by the merge (safetensors only) and
 `trust_remote_code` is never set, in either mode.
 """
@@ -24,6 +26,7 @@ from core.errors import UserError
 from core.sources import base_url_of, endpoint_of, kind_of
 
 GB = 10**9
+PUBLIC_PROMPT_TOKENS = 4096
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,19 @@ def public_mode() -> bool:
     if forced is not None:
         return forced.strip().lower() in ("1", "true", "yes", "on")
     return bool(os.environ.get("SPACE_ID"))
+
+
+def max_prompt_tokens() -> int | None:
+    """The longest prompt a message may make (tokens, in any pane's chat template), or None
+    for no limit but the models' contexts: the owner's own app, unless they set one."""
+    value = os.environ.get("SLERP_ARENA_MAX_PROMPT_TOKENS", "")
+    if value.strip():
+        try:
+            return int(value) if int(value) > 0 else None
+        except ValueError:
+            raise UserError("SLERP_ARENA_MAX_PROMPT_TOKENS", f"{value!r} is not a whole number of tokens",
+                            f"set it to a number such as {PUBLIC_PROMPT_TOKENS}, or 0 for no limit") from None
+    return PUBLIC_PROMPT_TOKENS if public_mode() else None
 
 
 def policy_from_env(model_roots: tuple[Path, ...], output_root: Path) -> AccessPolicy | None:

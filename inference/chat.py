@@ -64,6 +64,14 @@ def build_prompt(tokenizer: PreTrainedTokenizerBase, history: list[Message], sys
     return Prompt(text, ids, "; ".join(notices))
 
 
+def message_tokens(tokenizer: PreTrainedTokenizerBase, message: str, system_prompt: str = "") -> int:
+    """The tokens of a prompt that holds only this message (and the system prompt), in the
+    model's chat template: what no dropping of older turns can shorten."""
+    template = tokenizer.chat_template or FALLBACK_TEMPLATE
+    text = _render(tokenizer, template, [{"role": "user", "content": message}], system_prompt)
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 def _render(tokenizer: PreTrainedTokenizerBase, template: str, turns: list[Message], system_prompt: str) -> str:
     messages = [{"role": m["role"], "content": m["content"]} for m in turns]
     if not system_prompt:

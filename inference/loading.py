@@ -56,6 +56,7 @@ class LoadedModel:
     report: LoadReport
     busy: int = 0  # generations running on it now: a cache never evicts a busy model
     measured_tokens_per_s: float = 0.0  # its last reply's decode speed (0: none yet); sizes ZeroGPU requests
+    measured_prefill_tokens_per_s: float = 0.0  # its last long prompt's (0: none yet); a long message's wait is told from it
     _busy_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @contextlib.contextmanager

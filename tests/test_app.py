@@ -15,6 +15,13 @@ from ui import chat_tab, merge_tab
 pytestmark = pytest.mark.usefixtures("isolated_app")
 
 
+def test_an_unreadable_parent_a_leaves_the_plot_on_parent_bs_layers(tiny_models, tmp_path):
+    b = str(tiny_models("llama", 2))
+    _, layers = merge_tab.describe_parents(b, b)
+    text, shown = merge_tab.describe_parents(str(tmp_path / "no-such-model"), b)
+    assert "Parent A (base): ⚠️" in text and shown == layers > 0  # not 0, which would draw a guessed layer count
+
+
 def test_form_and_yaml_stay_in_sync_both_ways(tiny_models):
     a, b = str(tiny_models("llama", 1)), str(tiny_models("llama", 2))
     _, base_layers = merge_tab.describe_parents(a, b)

@@ -8,6 +8,7 @@ with a new seed; Stop then Clear leaves empty panes and no error; the t-preview'
 hold the loaded merge's own curves; the vote's note goes with its round; a seed the box
 cannot hold is refused and the message stays in the box. Screenshots go to artifacts/."""
 
+import dataclasses
 import re
 import time
 from pathlib import Path
@@ -27,18 +28,31 @@ ROLES = re.compile(r"Merged|Parent A|Parent B")  # case-sensitive: the pane role
 ROUNDS = 12
 FRAME_MS = 50  # panes whose first words land within this of each other appeared together (a frame is ~17 ms)
 
+STATS = re.compile(r"tokens|seed|tok/s|first token|MB|int8|bf16|fp8")  # what a pane's stats line shows once revealed
+SAMPLES_MS = (1000, 2000, 4000)  # into streaming: when the panes' text lengths are read
 # In the page: the time each Chat pane (its block's place among the panes' blocks) first
-# shows words, not the pending dots.
-WATCH_FIRST_WORDS = """() => {
-  window.firstWords = {};
+# shows words, not the pending dots; and, SAMPLES_MS after the first words anywhere, every
+# pane's text length and stats line.
+WATCH_PANES = """(samples) => {
+  window.firstWords = {}; window.lengths = {}; window.statsSeen = [];
   const started = performance.now(), blocks = [...document.querySelectorAll('#chat-panes .block')];
+  const text = m => m.querySelector('[role=status]') || /Loading content/.test(m.innerText) ? '' : m.innerText.trim();
+  let streaming = null;
   const tick = () => {
+    const now = performance.now();
     for (const m of document.querySelectorAll('#chat-panes .message.bot')) {
-      const id = blocks.indexOf(m.closest('.block')), text = m.innerText.trim();
-      if (!(id in window.firstWords) && text && !m.querySelector('[role=status]') && !/Loading content/.test(text))
-        window.firstWords[id] = performance.now() - started;
+      const id = blocks.indexOf(m.closest('.block'));
+      if (!(id in window.firstWords) && text(m)) window.firstWords[id] = now - started;
     }
-    if (Object.keys(window.firstWords).length >= 3) clearInterval(timer);
+    if (streaming === null && Object.keys(window.firstWords).length) streaming = now;
+    for (const at of samples) {
+      if (streaming !== null && !(at in window.lengths) && now - streaming >= at) {
+        window.lengths[at] = Object.fromEntries([...document.querySelectorAll('#chat-panes .message.bot')]
+          .map(m => [blocks.indexOf(m.closest('.block')), text(m).length]));
+        window.statsSeen.push(...[...document.querySelectorAll('#chat-panes .pane-stats')].map(e => e.innerText.trim()));
+      }
+    }
+    if (Object.keys(window.lengths).length >= samples.length) clearInterval(timer);
   };
   const timer = setInterval(tick, 5);
 }"""
@@ -87,8 +101,9 @@ def test_blind_round_in_chromium_reveals_nothing_before_an_explicit_vote(browser
     open_chat(page, output, a, b, blind=True, max_tokens=8)
     send(page, "Tell me about SLERP.")
     expect(page.locator(".message.bot")).to_have_count(3, timeout=60_000)
-    expect(page.locator("#chat-panes").get_by_text(re.compile(r"^[1-8] tokens · seed 0$"))).to_have_count(3, timeout=60_000)
-    expect(page.get_by_role("button", name="Vote and reveal")).to_be_visible()
+    expect(page.get_by_role("button", name="Vote and reveal")).to_be_visible(timeout=60_000)
+    stats = page.locator("#chat-panes .pane-stats").all_inner_texts()
+    assert len(stats) >= 3 and {t.strip() for t in stats} == {""}, stats  # no stats before the reveal
     for box in ("#chat-message textarea", "#chat-panes"):  # first screen: panes, message box and Send
         assert page.locator(box).bounding_box()["y"] + 40 < 900
     assert page.get_by_role("button", name="Send", exact=True).bounding_box()["y"] < 900
@@ -115,41 +130,94 @@ def test_blind_round_in_chromium_reveals_nothing_before_an_explicit_vote(browser
     page.screenshot(path=str(ARTIFACTS / "results-plot.png"), full_page=True)
 
 
-def test_a_message_typed_mid_reply_waits_in_the_box_and_stop_keeps_the_partial_replies(browser_page, merged, monkeypatch):
+def pane_messages(page) -> list[list[tuple[str, str]]]:
+    """Each pane's messages in order, as (user or bot, text)."""
+    return page.evaluate("""() => [...document.querySelectorAll('#chat-panes .block')]
+      .filter(b => b.querySelector('.message'))
+      .map(b => [...b.querySelectorAll('.message.user, .message.bot')]
+        .map(m => [m.classList.contains('user') ? 'user' : 'bot', m.innerText.trim()]))""")
+
+
+def test_four_messages_sent_mid_reply_by_click_and_by_enter_are_each_answered_in_order(browser_page, merged, monkeypatch):
+    slowed(monkeypatch, 0.03)
+    page, (output, a, b) = browser_page, merged
+    open_chat(page, output, a, b, blind=False, max_tokens=40)  # about 1.5 s a reply: the next message comes mid-reply
+    box = page.locator("#chat-message textarea")
+    page.evaluate("""() => { window.notes = []; new MutationObserver(() => window.notes.push(
+      document.querySelector('#chat-note').innerText)).observe(document.querySelector('#chat-note'),
+      {subtree: true, childList: true, characterData: true}); }""")
+    messages = ["Name three flowers they like.", "Do bees sleep?", "What is a queen bee?", "Summarize our chat in one line."]
+    for text, gap_s, by_enter in zip(messages, (0, 0.3, 0.8, 2.0), (False, True, False, True), strict=True):
+        page.wait_for_timeout(gap_s * 1000)
+        box.fill(text)
+        if by_enter:
+            box.press("Enter")
+        else:
+            page.get_by_role("button", name="Send", exact=True).click()
+        expect(box).to_have_value("")  # taken at once, also mid-reply
+    page.screenshot(path=str(ARTIFACTS / "messages-waiting-their-turn.png"))
+    expect(page.locator("#chat-panes .message.bot")).to_have_count(12, timeout=120_000)
+    expect(page.get_by_role("button", name="Regenerate")).to_be_enabled(timeout=60_000)  # everything answered
+    notes = page.evaluate("() => window.notes")
+    assert any("1 more message waiting: answered in order" in note for note in notes), notes  # said while it waited
+    panes = pane_messages(page)
+    assert len(panes) == 3, panes
+    for pane in panes:
+        assert [role for role, _ in pane] == ["user", "bot"] * 4, pane
+        assert [text for role, text in pane if role == "user"] == messages and all(text for role, text in pane if role == "bot")
+    expect(page.locator("#chat-panes").get_by_text(re.compile(r"^\d+ tokens · seed 0"))).to_have_count(3)  # stats: the last turn
+    page.screenshot(path=str(ARTIFACTS / "four-messages-answered.png"))
+    assert_no_error(page)
+
+
+def test_stop_keeps_the_partial_replies_and_gives_back_the_waiting_message(browser_page, merged, monkeypatch):
     slowed(monkeypatch, 0.08)
     page, (output, a, b) = browser_page, merged
-    # 16 s replies: the Stop lands mid-reply even when a busy machine slows the page (at 64
-    # tokens, 5 s, every reply had ended before it once, and none said "stopped").
+    # 16 s replies: the Stop lands mid-reply even when a busy machine slows the page.
     open_chat(page, output, a, b, blind=False, max_tokens=200)
     send(page, "first message")
     expect(page.locator(".message.bot")).to_have_count(3, timeout=60_000)  # replies are streaming
-    send_button = page.get_by_role("button", name="Send", exact=True)
-    expect(send_button).to_be_disabled()
-    expect(page.locator("#chat-clear")).to_be_disabled()
+    expect(page.get_by_role("button", name="Regenerate")).to_be_disabled()
     expect(page.locator("#chat-note")).to_contain_text("Replies are on their way")
-    page.locator("#chat-message textarea").fill("second message")  # typed meanwhile: it stays in the box
+    send(page, "second message")  # waits its turn, shown after the replies on their way
+    expect(page.locator("#chat-panes .message.user").filter(has_text="second message")).to_have_count(3)
     for i in range(3):  # some text in every pane before the Stop
         expect(page.locator("#chat-panes .message.bot").nth(i)).to_have_text(re.compile(r"\S"), timeout=30_000)
     page.get_by_role("button", name="Stop", exact=True).click()
     expect(page.locator("#chat-panes").get_by_text(re.compile(r"stopped"))).to_have_count(3, timeout=20_000)
-    expect(send_button).to_be_enabled()
     expect(page.get_by_label("Blind mode: shuffled, unnamed panes; vote, then see the names")).to_be_enabled()
-    expect(page.locator("#chat-message textarea")).to_have_value("second message")
+    expect(page.locator("#chat-message textarea")).to_have_value("second message")  # back in the box, not lost
+    expect(page.locator("#chat-panes .message.user").filter(has_text="second message")).to_have_count(0)
     partial = [len(t) for t in page.locator("#chat-panes .message.bot").all_inner_texts()]
-    assert all(n > 0 for n in partial), partial  # the partial replies stay on screen
+    assert len(partial) == 3 and all(n > 0 for n in partial), partial  # the partial replies stay on screen
     page.screenshot(path=str(ARTIFACTS / "stopped-mid-reply.png"))
-    send_button.click()
+    page.get_by_role("button", name="Send", exact=True).click()
     expect(page.locator("#chat-panes .message.user").filter(has_text="second message")).to_have_count(3, timeout=60_000)
     expect(page.locator("#chat-message textarea")).to_have_value("")
     expect(page.locator("#chat-panes .message.bot")).to_have_count(6, timeout=60_000)
-    page.get_by_role("button", name="Stop", exact=True).click()  # then Clear: the panes empty and nothing comes back
-    page.locator("#chat-clear").click()
-    expect(page.locator("#chat-panes .message")).to_have_count(0, timeout=30_000)
-    page.wait_for_timeout(1500)  # a late view or error would show by now
+    assert_no_error(page)
+
+
+def test_clear_mid_stream_empties_the_panes_and_the_waiting_messages_and_nothing_comes_back(browser_page, merged, monkeypatch):
+    slowed(monkeypatch, 0.08)
+    page, (output, a, b) = browser_page, merged
+    open_chat(page, output, a, b, blind=False, max_tokens=200)
+    send(page, "first message")
+    send(page, "waiting message")
+    for i in range(3):
+        expect(page.locator("#chat-panes .message.bot").nth(i)).to_have_text(re.compile(r"\S"), timeout=60_000)
+    clear = page.locator("#chat-clear")
+    expect(clear).to_be_enabled()  # mid-reply: Clear is a way out, as Stop is
+    clear.click()
+    expect(page.locator("#chat-panes .message")).to_have_count(0, timeout=20_000)
+    page.wait_for_timeout(3000)  # a late view of the cancelled stream, or the waiting message's replies, would show by now
     expect(page.locator("#chat-panes .message")).to_have_count(0)
+    assert page.locator("#chat-message textarea").input_value() == "" and page.inner_text("#chat-note").strip() == ""
+    page.screenshot(path=str(ARTIFACTS / "cleared-mid-stream.png"))
     assert_no_error(page)
     send(page, "after clear")
-    expect(page.locator("#chat-panes .message.user")).to_have_count(3, timeout=60_000)
+    expect(page.locator("#chat-panes .message.bot")).to_have_count(3, timeout=60_000)
+    expect(page.locator("#chat-panes .message.user").filter(has_text="waiting message")).to_have_count(0)
     assert_no_error(page)
 
 
@@ -178,33 +246,38 @@ def test_regenerate_answers_again_with_a_new_seed_and_stop_then_clear_empties_th
     for field in ("#preview-attn", "#preview-mlp", "#preview-default"):  # the loaded merge's own curve (t: 0.5), not the V-shape
         expect(page.locator(f"{field} textarea")).to_have_value("0.5")
 
-def parents_start_late(monkeypatch, merged_ref: str, delay: float = 0.5) -> None:
-    """The parents start answering `delay` s after the merge (a reply's text is visible to
-    the stream as soon as it is decoded, so the start is what is held back), then every
-    piece comes at the same pace."""
+def parents_slower(monkeypatch, merged_ref: str, delay: float = 0.5) -> None:
+    """As an int8 merge beside bf16 parents, only more so: the parents start answering
+    `delay` s after the merge, then write a piece every 0.05 s, the merge every 0.01 s;
+    every reply runs to max new tokens (a random model may end early)."""
     real = generation.generate_reply
 
-    def late(loaded, *args, on_text=None, **kwargs):
-        if Path(loaded.name).name != Path(merged_ref).name:
+    def slower(loaded, history, settings, *args, on_text=None, **kwargs):
+        parent = Path(loaded.name).name != Path(merged_ref).name
+        if parent:
             time.sleep(delay)
 
         def paced(text):
-            time.sleep(0.02)
+            time.sleep(0.05 if parent else 0.01)
             on_text(text)
-        return real(loaded, *args, on_text=paced if on_text else None, **kwargs)
+        settings = dataclasses.replace(settings, min_new_tokens=settings.max_new_tokens)
+        return real(loaded, history, settings, *args, on_text=paced if on_text else None, **kwargs)
 
-    monkeypatch.setattr(generation, "generate_reply", late)
+    monkeypatch.setattr(generation, "generate_reply", slower)
 
 
-def test_twelve_blind_rounds_show_every_pane_s_first_words_together_and_each_vote_is_a_fresh_choice(
-        browser_page, merged, monkeypatch):
+def test_twelve_blind_rounds_keep_one_pace_in_every_pane_and_each_vote_is_a_fresh_choice(browser_page, merged, monkeypatch):
+    """Over 12 blind rounds with a merge five times as fast as its parents: every pane shows
+    its first words together, and at 1, 2 and 4 s into streaming the merge's pane is not
+    the longest more often than chance allows; no stats show before the reveal; each round
+    samples with its own seed."""
     page, (output, a, b) = browser_page, merged
-    parents_start_late(monkeypatch, output)
-    open_chat(page, output, a, b, blind=True, max_tokens=4)
+    parents_slower(monkeypatch, output)
+    open_chat(page, output, a, b, blind=True, max_tokens=100)  # the parents write for about 5.5 s, the merge for 1
     vote, best = page.get_by_role("button", name="Vote and reveal"), page.locator("#vote-best")
-    first_alone, spreads = {"Merged": 0, "Parent A": 0, "Parent B": 0}, []
+    first_alone, spreads, merge_longest, seeds = {"Merged": 0, "Parent A": 0, "Parent B": 0}, [], 0, set()
     for round_no in range(ROUNDS):
-        page.evaluate(WATCH_FIRST_WORDS)
+        page.evaluate(WATCH_PANES, list(SAMPLES_MS))
         send(page, f"Round {round_no}: tell me about SLERP.")
         expect(vote).to_be_visible(timeout=60_000)  # every reply is in
         if round_no == 0:  # a choice made before Regenerate is not a choice of the new replies
@@ -216,15 +289,23 @@ def test_twelve_blind_rounds_show_every_pane_s_first_words_together_and_each_vot
             expect(best.locator("input:checked")).to_have_count(0)
             vote.click()
             expect(page.get_by_text("Vote refused: best reply: nothing chosen")).to_be_visible(timeout=10_000)
-        seen = page.evaluate("() => window.firstWords")
+        page.wait_for_function(f"() => Object.keys(window.lengths).length >= {len(SAMPLES_MS)}", timeout=30_000)
+        seen, lengths = page.evaluate("() => window.firstWords"), page.evaluate("() => window.lengths")
+        stats_seen = page.evaluate("() => window.statsSeen")
+        # No stats before the reveal: no token count, seed, speed or size in any pane's line.
+        assert len(stats_seen) >= 3 * len(SAMPLES_MS) and not any(STATS.search(t) for t in stats_seen), stats_seen
         ids = page.evaluate(PANE_IDS)
-        assert sorted(seen) == sorted(ids), (seen, ids)
+        assert sorted(seen) == sorted(ids) and len(lengths) == len(SAMPLES_MS), (seen, ids, lengths)
         best.locator("label").filter(has_text="Model 2").click()
         vote.click()
         expect(page.locator("#chat-note")).to_contain_text("Vote recorded", timeout=10_000)
         names = re.findall(r"Model \d = (Merged|Parent A|Parent B)", page.inner_text("#chat-panes"))
         assert len(names) == 3, page.inner_text("#chat-panes")
         times = {name: seen[pane] for name, pane in zip(names, ids, strict=True)}
+        for at in SAMPLES_MS:
+            shown = {name: lengths[str(at)].get(pane, 0) for name, pane in zip(names, ids, strict=True)}
+            merge_longest += all(shown["Merged"] > n for name, n in shown.items() if name != "Merged")
+        seeds.update(re.findall(r"seed (\d+)", page.inner_text("#chat-panes")))
         spreads.append(max(times.values()) - min(times.values()))
         earliest = min(times, key=times.get)
         if all(times[earliest] + FRAME_MS < t for name, t in times.items() if name != earliest):
@@ -234,10 +315,15 @@ def test_twelve_blind_rounds_show_every_pane_s_first_words_together_and_each_vot
         page.locator("#chat-clear").click()
         expect(page.locator("#chat-panes .message")).to_have_count(0, timeout=20_000)
         expect(page.locator("#chat-note")).not_to_contain_text("Vote recorded")  # the note went with its round
-    print(f"first words, spread between the panes per round (ms): {[round(s) for s in spreads]}; first alone: {first_alone}")
+    samples = ROUNDS * len(SAMPLES_MS)
+    print(f"first words, spread between the panes per round (ms): {[round(s) for s in spreads]}; first alone: {first_alone}; "
+          f"the merge's pane the longest in {merge_longest} of {samples} samples at {SAMPLES_MS} ms")
     # By chance, a pane would be first alone in 4 of 12 rounds; 8 or more has p < 0.02.
     assert max(first_alone.values()) < 8, first_alone
     assert sorted(spreads)[len(spreads) // 2] <= FRAME_MS, spreads  # together in most rounds
+    # By chance the merge's pane is the longest in at most a third of the samples (12 of 36); 19 or more has p < 0.01.
+    assert merge_longest < 19, merge_longest
+    assert len(seeds) >= ROUNDS, seeds  # a fresh seed every round (and for the Regenerate)
 
     page.get_by_text("Sampling (shared by all panes)").click()
     seed = page.get_by_label("seed (Regenerate draws a new one unless locked)")
@@ -253,10 +339,15 @@ def test_twelve_blind_rounds_show_every_pane_s_first_words_together_and_each_vot
     page.locator(".toast-close").first.click()
     seed.fill("7")
     seed.press("Tab")
+    page.get_by_label("lock seed").check()  # the page's seed in a blind round: said to weaken blindness
     page.get_by_role("button", name="Send", exact=True).click()
+    expect(page.locator("#chat-note")).to_contain_text("The seed is locked, so a reply seen named before can come back word for word")
     expect(page.locator("#chat-panes .message.user").filter(has_text="a message that must not be lost")).to_have_count(3,
                                                                                                              timeout=60_000)
-    expect(page.locator("#chat-panes").get_by_text(re.compile(r"seed 7$"))).to_have_count(3, timeout=60_000)
+    expect(vote).to_be_visible(timeout=60_000)
+    best.locator("label").filter(has_text="tie").click()
+    vote.click()
+    expect(page.locator("#chat-panes").get_by_text(re.compile(r"seed 7\b"))).to_have_count(3, timeout=60_000)
     assert_no_error(page)
 
 
@@ -279,8 +370,8 @@ SHOWN_TRACKERS = """() => [...document.querySelectorAll('#chat-panes .block:not(
 
 
 def replies_ended(page, timeout: int) -> None:
-    """Send is on again (the page has had the stream's end) and every pane has its stats line."""
-    expect(page.get_by_role("button", name="Send", exact=True)).to_be_enabled(timeout=timeout)
+    """Regenerate is on again (the page has had the stream's end) and every pane has its stats line."""
+    expect(page.get_by_role("button", name="Regenerate")).to_be_enabled(timeout=timeout)
     expect(page.locator("#chat-panes").get_by_text(REPLIED)).to_have_count(3)
 
 
@@ -339,7 +430,7 @@ def test_a_second_visitor_waiting_for_the_device_sees_their_queue_position_and_a
         position, size, _waited, estimate = QUEUE_STATUS.search(waiting_text).groups()
         assert int(position) == 1 and int(size) >= 1 and float(estimate) > 0, waiting_text
         # Visitor 1 is still answering: visitor 2's message is on screen, and none of their replies yet.
-        expect(first.get_by_role("button", name="Send", exact=True)).to_be_disabled()
+        expect(first.get_by_role("button", name="Regenerate")).to_be_disabled()
         expect(second.locator("#chat-panes .message.user").filter(has_text="visitor two's question")).to_have_count(3)
         assert second.locator("#chat-panes").get_by_text(REPLIED).count() == 0, second.inner_text("#chat-panes")
         second.screenshot(path=str(ARTIFACTS / "queue-second-visitor-waiting.png"))
@@ -367,3 +458,29 @@ def test_a_second_visitor_waiting_for_the_device_sees_their_queue_position_and_a
         print(f"waiting: {waiting_text!r}; visitor 1 done after {first_done:.1f} s, visitor 2 after {second_done:.1f} s")
     finally:
         second.context.close()
+
+
+def test_an_over_long_message_is_refused_with_its_numbers_and_a_dead_endpoint_says_so_in_its_pane(browser_page, merged,
+                                                                                                  monkeypatch):
+    page, (output, a, b) = browser_page, merged
+    monkeypatch.setenv("SLERP_ARENA_MAX_PROMPT_TOKENS", "300")  # public mode's limit, small enough for a test
+    open_chat(page, output, a, b, blind=False, max_tokens=4)
+    send(page, "hello")  # the models load
+    expect(page.get_by_role("button", name="Regenerate")).to_be_enabled(timeout=60_000)
+    long_message = "Tell me everything about bees. " * 120  # 3,720 characters
+    send(page, long_message)
+    expect(page.locator("#chat-note")).to_have_text(
+        re.compile(r"⚠️ message: [\d,]+ tokens in the chat template; this Space takes at most 300 — shorten it"), timeout=10_000)
+    expect(page.locator("#chat-message textarea")).to_have_value(long_message)  # nothing lost
+    expect(page.locator("#chat-panes .message.user")).to_have_count(3)  # only the first message
+    page.screenshot(path=str(ARTIFACTS / "over-long-message-refused.png"))
+
+    page.get_by_text("Models: merged folder, parents, precision, panes on/off").click()
+    page.locator("#chat-parent-b textarea").fill("http://127.0.0.1:9/v1#m")  # a port nothing listens on
+    page.get_by_text("Models: merged folder, parents, precision, panes on/off").click()
+    send(page, "are you there?")
+    pane_b = page.locator("#chat-panes .block").filter(has=page.locator(".message")).nth(2)
+    expect(pane_b).to_contain_text("could not connect to 127.0.0.1:9 (connection refused) — is the server up?", timeout=30_000)
+    expect(pane_b).not_to_contain_text("mid-reply")
+    expect(page.locator("#chat-panes .message.bot")).to_have_count(5, timeout=30_000)  # the other panes answer
+    page.screenshot(path=str(ARTIFACTS / "dead-endpoint-pane.png"))

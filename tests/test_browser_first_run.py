@@ -2,12 +2,15 @@
 says prominently that the demo parent is not built, and opening the Chat tab merges the
 defaults and fills the merged model. Screenshots go to artifacts/."""
 
+import re
+import time
+
 import pytest
 from conftest import ARTIFACTS
 from playwright.sync_api import expect
 
 from core import places
-from evaluation import defaults
+from evaluation import defaults, demo_build
 from evaluation.reply_quality import in_persona
 
 
@@ -62,3 +65,32 @@ def test_with_the_demo_parent_the_first_message_gets_three_different_replies(dem
     expect(page.get_by_role("tab", name="Merge")).to_have_attribute("aria-selected", "true")
     expect(page.locator("#t-sweep")).to_be_in_viewport(timeout=10_000)
     page.screenshot(path=str(ARTIFACTS / "chat-to-t-sweep.png"))
+
+
+def test_the_demo_build_runs_in_the_background_with_its_own_line_and_the_form_stays_usable(no_demo_parent, browser_page,
+                                                                                          smollm2_dir, monkeypatch):
+    def slow_build(base, on_progress):  # the real one takes minutes; its own test is in test_builds.py
+        for stage, steps in (("teacher answers", 4), ("fine-tuning", 400)):
+            for step in range(1, steps + 1):
+                time.sleep(0.1)
+                on_progress(stage, step, steps)
+        raise AssertionError("not cancelled")
+
+    monkeypatch.setattr(demo_build, "build_demo_parent", slow_build)
+    page = browser_page
+    expect(page.get_by_text("✅ compatible")).to_be_visible(timeout=60_000)
+    build = page.get_by_role("button", name="Build demo parent")
+    build.click()
+    line = page.locator("#demo-build-line")
+    expect(line).to_contain_text(re.compile(r"⏳ Building the demo parent: fine-tuning \d+/400 · .* about .* left"), timeout=20_000)
+    expect(build).to_be_disabled()
+    # The form is not covered and answers: a t field takes an edit, and the YAML follows it.
+    attn = page.get_by_label("t gradient for self_attn")
+    attn.fill("0, 0.25, 1")
+    expect(page.locator(".cm-content")).to_contain_text("0.25", timeout=10_000)
+    assert page.get_by_text(re.compile(r"processing")).count() == 0, "a progress overlay covers the form"
+    expect(page.locator("#demo-notice")).to_contain_text("The demo parent is not built yet")
+    page.screenshot(path=str(ARTIFACTS / "demo-build-in-progress.png"))
+    page.get_by_role("button", name="Cancel build").click()
+    expect(line).to_contain_text("⏹ Build cancelled — nothing was saved", timeout=10_000)
+    expect(build).to_be_enabled()

@@ -1,6 +1,8 @@
 """First run: the Merge tab's defaults with and without the built demo parent, its build
 (progress, Cancel), and the Chat tab opened with no merge, which merges the defaults."""
 
+import threading
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -8,10 +10,10 @@ import pytest
 
 from core import places
 from core.sources import DEFAULT_MODEL
-from evaluation import defaults
+from evaluation import defaults, demo_build
 from evaluation.reply_quality import Quality
 from merging.form import PRESETS, MergeForm
-from ui import chat_tab, context, demo_panel, first_run, merge_tab
+from ui import chat_tab, demo_panel, first_run, merge_tab
 from ui.context import CancelSession
 
 pytestmark = pytest.mark.usefixtures("isolated_app")
@@ -69,32 +71,77 @@ def test_start_up_does_not_look_for_the_demo_parent_before_the_bundled_model_is_
     assert defaults.start_pair().blend is False
 
 
-def test_the_build_switches_the_form_to_the_demo_pair_and_cancel_stops_it(monkeypatch, tiny_models, tmp_path):
+def test_the_build_runs_in_the_background_and_switches_an_untouched_form_to_the_demo_pair(monkeypatch, tiny_models):
     folder = tiny_models("llama", 7)
+    demo_parent_is(monkeypatch, None)
+    go_on = threading.Event()
 
     def fake_build(base, on_progress):  # the real one takes minutes; its own test is in test_demo_parent.py
-        for done in range(1, 4):
-            on_progress("fine-tuning", done, 3)
+        assert base == DEFAULT_MODEL  # keyed by the bundled model's name, as defaults.demo_parent() looks it up
+        on_progress("teacher answers", 159, 159)
+        on_progress("fine-tuning", 1, 48)
+        go_on.wait(10)
+        demo_parent_is(monkeypatch, folder)
         return folder
 
-    monkeypatch.setattr(demo_panel, "build_demo_parent", fake_build)
+    monkeypatch.setattr(demo_build, "build_demo_parent", fake_build)
     monkeypatch.setattr(demo_panel, "demo_report", lambda f: {"demo parent": Quality(19, 0.95, 0.9, 0, 0)})
-    monkeypatch.setattr(demo_panel, "resolve_model", lambda ref: tmp_path)
-    stages = []
-    a, b, preset, attn, mlp, default, notice, message, build = demo_panel.build_demo(
-        CancelSession(), progress=lambda fraction, desc="": stages.append(desc))
-    assert stages == ["fine-tuning 1/3", "fine-tuning 2/3", "fine-tuning 3/3"]
+    job = demo_build.DemoBuild()
+    untouched = (DEFAULT_MODEL, DEFAULT_MODEL, "constant 0.5", *PRESETS["constant 0.5"])
+    assert demo_panel.start_build(job).startswith("⏳ Building the demo parent")  # at once: the build runs in a thread
+    deadline = time.time() + 10
+    while "fine-tuning 1/48" not in (line := job.status().line()):
+        assert time.time() < deadline, line
+        time.sleep(0.01)
+    assert "left" in line and "the form stays usable" in line
+    *form, notice, message, button, shown = demo_panel.show_build(job, "idle", *untouched)
+    assert form == [gr.skip()] * 6 and message.startswith("⏳ Building the demo parent: fine-tuning 1/48")
+    assert button.interactive is False and shown == "building"  # Build is off while it runs; Cancel stays on
+    go_on.set()
+    while job.status().state != "built":
+        assert time.time() < deadline
+        time.sleep(0.01)
+    a, b, preset, attn, mlp, default, notice, message, button, shown = demo_panel.show_build(job, "building", *untouched)
     assert (a.value, b.value, preset, attn, mlp, default) == (DEFAULT_MODEL, str(folder), "V-shape", *PRESETS["V-shape"])
-    assert "Demo parent built" in notice and message.startswith("Demo parent ready in") and "press **Merge**" in message
-    assert build.variant == "secondary"  # built: the button is no longer the bright call to action
-    assert "- demo parent: persona=95% on_topic=90% loops=0 profane=0 n=19" in message  # the build's held-out report
-    session = CancelSession()
+    assert "Demo parent built" in notice and message.startswith("✅ Demo parent ready") and "press **Merge**" in message
+    assert "- demo parent: persona=95% on_topic=90% loops=0 profane=0 n=19" in message and shown == "built"
+    assert demo_panel.show_build(job, "built", *untouched)[:-1] == (gr.skip(),) * 9  # told once
+    touched = (DEFAULT_MODEL, "org/other", "constant 0.5", *PRESETS["constant 0.5"])
+    *form, notice, message, _, _ = demo_panel.show_build(job, "building", *touched)
+    assert form[2:] == [gr.skip()] * 4 and "press **Merge**" not in message  # the visitor's parents and t fields stay
 
-    def cancel_at_once(fraction, desc=""):
-        context.cancel(session)
 
-    assert demo_panel.build_demo(session, progress=cancel_at_once) == (*[gr.skip()] * 7, demo_panel.CANCELLED, gr.skip())
-    assert demo_panel.CANCELLED.startswith("⏹ Build cancelled — nothing was saved")
+def test_cancel_stops_the_build_between_two_steps_and_nothing_is_saved(monkeypatch):
+    demo_parent_is(monkeypatch, None)
+
+    def endless(base, on_progress):
+        for step in range(10**6):
+            on_progress("fine-tuning", step, 10**6)
+            time.sleep(0.001)
+        raise AssertionError("not cancelled")
+
+    monkeypatch.setattr(demo_build, "build_demo_parent", endless)
+    job = demo_build.DemoBuild()
+    job.start()
+    assert job.start().state == "building"  # a second Build joins the running one
+    job.cancel()
+    deadline = time.time() + 10
+    while job.status().state == "building":
+        assert time.time() < deadline
+        time.sleep(0.01)
+    assert job.status().line() == "⏹ Build cancelled — nothing was saved; the defaults stay the original with itself."
+
+
+def test_the_time_left_follows_the_pace_this_host_has_shown():
+    weights = demo_build.STAGE_WEIGHTS
+    assert demo_build.time_left({}, "teacher answers", 0, 159, 5.0) is None  # nothing measured yet
+    # At the weights' own pace, halfway through fine-tuning: the other half and both reports are left.
+    left = demo_build.time_left({"teacher answers": weights["teacher answers"]}, "fine-tuning", 24, 48, weights["fine-tuning"] / 2)
+    assert left == pytest.approx(weights["fine-tuning"] / 2 + weights["report: original"] + weights["report: demo parent"])
+    # A host three times slower (a busy one) is told three times the wait.
+    slow = demo_build.time_left({"teacher answers": 3 * weights["teacher answers"]}, "fine-tuning", 24, 48,
+                                3 * weights["fine-tuning"] / 2)
+    assert slow == pytest.approx(3 * left)
 
 
 @pytest.fixture

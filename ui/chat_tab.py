@@ -1,12 +1,14 @@
 """The Chat tab: the merged model beside its parents, each through its own chat template;
 blind rounds with votes, export, and an instant t-preview of the merge.
 
-How a reply runs, as FastChat's arena does it: Send (or Regenerate) first takes the message
-at once, then streams the replies in a second, queued step; while they stream, Send,
-Regenerate, Clear and the blind switch are off, and whatever is typed stays in the box.
-Stop cancels the stream (Gradio `cancels`), which closes it and ends the generation
-wherever it runs (arena/replies.py). Clear is on again only after the page has had the
-stream's end, so no late view of a finished stream can land on an emptied arena."""
+How a reply runs, as FastChat's arena does it: Send (or Enter, or Regenerate) first takes
+the message at once, then answers it in a second, queued step. Messages sent while replies
+stream wait in the session's queue, shown in the panes, and each stream step answers the
+oldest, so every message is answered once and in order. Regenerate and the blind switch
+are off while anything streams or waits. Stop cancels the streams (Gradio `cancels`),
+which closes them and ends the generation wherever it runs (arena/replies.py), and puts
+the waiting messages back in the box; Clear empties the panes and the queue, and a
+cancelled stream changes nothing after it (its round is no longer the session's)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from arena.prompt_fit import check_fits, prefill_remark
 from arena.ratings import CARD_MARKER, card_section, config_results, plot_html, table_markdown
 from arena.rounds import (
     ALL_BAD,
@@ -29,7 +32,6 @@ from arena.rounds import (
     export_markdown,
     reply,
     stop,
-    take_back_message,
     take_back_replies,
     vote,
 )
@@ -39,7 +41,7 @@ from core.sources import ENDPOINT_FORM
 from evaluation import defaults
 from evaluation.prompt_set import CHAT_EXAMPLES, read_prompts
 from inference import GenerationSettings, cache
-from inference.loading import load_with_weights
+from inference.loading import LoadedModel, load_with_weights
 from merging.form import config_from_form, form_from_yaml
 from merging.merge import merge_in_memory
 from merging.model_card import replace_section
@@ -51,9 +53,13 @@ CHAT_HEIGHT = 330  # px: three panes, the message box and Send fit a 1400x900 sc
 MAX_SEED = 2**31 - 1
 DEFAULTS = GenerationSettings()  # the sampling a first visitor gets
 NO_MERGE_HINT = "No merged model yet: run a merge on the Merge tab and press 'Chat with this merge', or open Models and type a folder."
+# At most this often a stream step sends the page a view (three chats, whole): a page that
+# falls behind a faster stream shows its views late, after a click made meanwhile (seen in
+# Chromium on 2 busy cores: a vote's refusal overwritten by a stream's last view, 2 s late).
+VIEW_INTERVAL_S = 0.1
 STREAMING_NOTE = (
     "⏳ Replies are on their way (while another visitor has the device, each pane shows your place in the queue): "
-    "your next message can wait in the box; press **Stop** to end them now.")
+    "send your next message when you like, it is answered after these; **Stop** ends them now.")
 
 
 @dataclass(frozen=True)
@@ -75,10 +81,25 @@ class ChatRequest:
     parent_b_on: bool = True
     merged_precision: str = "auto"
     parent_precision: str = "bf16"
+    lock_seed: bool = False  # Regenerate and blind rounds keep the seed box's seed
 
     @classmethod
     def from_page(cls, *values) -> ChatRequest:
         return cls(*values)
+
+    def any_on(self) -> bool:
+        refs, switches = (self.merged, self.parent_a, self.parent_b), (self.merged_on, self.parent_a_on, self.parent_b_on)
+        return any(on and ref.strip() for ref, on in zip(refs, switches, strict=True))
+
+    def caution(self, blind: bool) -> str:
+        """What weakens a blind round: replies that can repeat, word for word, one seen named before."""
+        if not blind:
+            return ""
+        if float(self.temperature) == 0:
+            return " Temperature 0 (greedy) repeats a reply word for word, so one seen named before is recognised: blindness is weaker."
+        if self.lock_seed:
+            return " The seed is locked, so a reply seen named before can come back word for word: blindness is weaker."
+        return ""
 
     def settings(self, seed: int | None = None) -> GenerationSettings:
         """The sampling settings; a seed outside 0 … 2^31-1 (or none: a number box that
@@ -112,17 +133,34 @@ class ChatRequest:
                 arena.pane(label).notice = problem
 
 
+@dataclass(frozen=True)
+class Waiting:
+    """A Send or Regenerate taken at once, for its stream step to answer."""
+    message: str  # '' for Regenerate: the last message is answered again
+    seed: int | None  # what it samples with (None: the page's seed box)
+    remark: str = ""  # said while it streams: a long prefill's wait, what weakens this blind round
+
+
 class ChatSession:
-    """Per visitor (gr.State): their arena, their t-preview model, whether a message waits
-    for the stream step, and the seed Regenerate drew for it. A plain class: Gradio
-    serializes dataclass states."""
+    """Per visitor (gr.State): their arena, their t-preview model, and what waits for a
+    stream step, oldest first. A plain class: Gradio serializes dataclass states."""
 
     def __init__(self) -> None:
         self.arena = ArenaSession()
         self.preview = None  # this visitor's in-memory t-preview model, freed when replaced
-        self.waiting = ""  # what the stream step is to do: "message", "regenerate", or "" (nothing)
-        self.streaming = False
-        self.seed: int | None = None  # Regenerate's seed for the waiting reply (None: the page's)
+        self.queue: list[Waiting] = []
+        self.current: Waiting | None = None  # the one streaming now
+
+    @property
+    def streaming(self) -> bool:
+        return self.current is not None
+
+    @property
+    def busy(self) -> bool:
+        return self.streaming or bool(self.queue)
+
+    def queued_messages(self) -> list[str]:
+        return [w.message for w in self.queue if w.message]
 
     def __deepcopy__(self, memo: dict) -> ChatSession:  # gr.State copies its default per session
         return ChatSession()
@@ -139,13 +177,14 @@ class ChatView:
     voting: bool | None  # the vote row is shown (None: left as it is)
     reset_vote: bool  # best / worst choices emptied
     note: str | None  # the line under the message box (None: left as it is)
-    streaming: bool | None  # Send, Regenerate, Clear and blind off while True; None: left as they are
-    seed: int | None = None  # shown in the seed box (Regenerate's new seed)
+    busy: bool | None  # replies stream or wait: Regenerate and blind off (Send queues, Clear empties); None: left as they are
+    seed: int | None = None  # shown in the seed box (the seed drawn for these replies)
 
     def updates(self) -> tuple:
         choice = gr.Radio(value=None) if self.reset_vote else gr.Radio()
-        buttons = (gr.skip(),) * 4 if self.streaming is None else (gr.Button(interactive=not self.streaming),) * 3 + (
-            gr.Checkbox(interactive=not self.streaming),)
+        buttons = (gr.skip(),) * 4 if self.busy is None else (
+            gr.Button(interactive=True), gr.Button(interactive=not self.busy), gr.Button(interactive=True),
+            gr.Checkbox(interactive=not self.busy))
         row = gr.skip() if self.voting is None else gr.Row(visible=self.voting)
         return (*self.chats, *self.stats, row, choice, choice,
                 gr.skip() if self.note is None else self.note, *buttons, gr.skip() if self.seed is None else self.seed)
@@ -157,108 +196,162 @@ def refused(why: str) -> ChatView:
     return ChatView([gr.skip()] * 3, [gr.skip()] * 3, None, False, f"⚠️ {why}", None)
 
 
-def view(session: ChatSession, relabel: bool = False, note: str | None = None, streaming: bool | None = None,
-         seed: int | None = None) -> ChatView:
+def view(session: ChatSession, relabel: bool = False, note: str | None = None, seed: int | None = None,
+         ended: bool = False) -> ChatView:
+    """The session as the page shows it: each pane's history, then the messages waiting
+    for their turn (in the panes that are on). `ended`: the stream step has returned, so
+    the vote row may appear (not with the stream's last snapshot)."""
     arena = session.arena
-    chats = ([gr.Chatbot(value=p.history, label=label) for p, label in zip(arena.panes, arena.display_labels(), strict=True)]
-             if relabel else [p.history for p in arena.panes])
-    # The vote row appears once the stream has ended (not with its last snapshot), and its
-    # choices are emptied only when a round or a stream starts: a choice made then is kept.
-    voting = arena.blind and not arena.revealed and not streaming and arena.replies_in() and not arena.failed()
-    return ChatView(chats, arena.statuses(), voting, relabel and not arena.revealed, note, streaming, seed)
+    waiting = [{"role": "user", "content": text} for text in session.queued_messages()]
+    histories = [p.history + waiting if waiting and p.active else p.history for p in arena.panes]
+    chats = ([gr.Chatbot(value=h, label=label) for h, label in zip(histories, arena.display_labels(), strict=True)]
+             if relabel else histories)
+    # Its choices are emptied only when a round or a stream starts: a choice made as the row appeared is kept.
+    voting = (arena.blind and not arena.revealed and ended and not session.busy and arena.replies_in()
+              and not arena.failed())
+    if note is None and session.busy:
+        note = streaming_note(session)
+    return ChatView(chats, arena.statuses(), voting, relabel and not arena.revealed, note, session.busy, seed)
+
+
+def streaming_note(session: ChatSession) -> str:
+    waiting = len(session.queued_messages()) - (0 if session.streaming else 1)
+    more = f" {waiting} more message{'s' if waiting > 1 else ''} waiting: answered in order." if waiting > 0 else ""
+    first = session.current or session.queue[0]
+    return STREAMING_NOTE + more + first.remark
 
 
 def take_message(message: str, request: ChatRequest, session: ChatSession) -> tuple[str | None, ChatView | None]:
-    """Send's first step, at once: the message joins the panes and the box empties; the
-    stream step answers it. Refused (empty, a bad seed, replies still streaming): a warning,
-    the reason under the box, and the box keeps what was typed. Returns (box, view); None
-    leaves a thing as it is."""
-    if session.streaming:
-        gr.Warning("Replies are still streaming: your message stays in the box. Press Send when they are in, or Stop.")
-        return None, None
+    """Send's first step, at once: the message waits in the session's queue, shown in the
+    panes, and the box empties; its stream step answers it after those before it. Refused
+    (empty, a bad seed, no pane on): a warning, the reason under the box, and the box keeps
+    what was typed. Returns (box, view); None leaves a thing as it is."""
     try:
-        request.settings()
-        request.configure(session.arena)
-        add_message(session.arena, message)
+        waiting = take(message, request, session)
     except UserError as exc:  # a warning, not an error: an error would badge every output red
         gr.Warning(str(exc))
         return None, refused(str(exc))
-    session.waiting, session.seed = "message", None
-    return "", view(session, relabel=session.arena.blind, note=STREAMING_NOTE, streaming=True)
+    return "", view(session, relabel=session.arena.blind and not session.streaming, seed=waiting.seed)
 
 
-def take_regenerate(request: ChatRequest, lock_seed: bool, session: ChatSession) -> ChatView | None:
+def take(message: str, request: ChatRequest, session: ChatSession) -> Waiting:
+    """A message queued for its stream step, or a UserError naming the field. Idle, the
+    panes are pointed at the page's models now, so the message shows where it will be
+    answered; busy, its stream step does that."""
+    if not message.strip():
+        raise UserError("message", "empty message", "type a message before sending")
+    request.settings()
+    if not session.busy:
+        request.configure(session.arena)
+    if not (request.any_on() if session.busy else any(p.active for p in session.arena.panes)):
+        raise UserError("panes", "no model is switched on", "open Models, tick at least one pane and give it a model")
+    # The panes whose models are loaded already say now whether the message fits (the others once loaded).
+    loaded = [(p.label, model) for p in session.arena.panes if p.active
+              and isinstance(model := cache.MODELS.peek(p.ref, p.precision), LoadedModel)]
+    tokens = check_fits(loaded, message, request.system_prompt, int(request.max_new_tokens), session.arena.blind)
+    waiting = Waiting(message, blind_seed(request, session), prefill_remark(loaded, tokens) + request.caution(session.arena.blind))
+    session.queue.append(waiting)
+    return waiting
+
+
+def blind_seed(request: ChatRequest, session: ChatSession) -> int | None:
+    """A blind round's replies sample with a fresh seed, so a reply seen named before does
+    not come back word for word; a locked seed keeps the page's (and says so)."""
+    if not session.arena.blind or request.lock_seed:
+        return None
+    return session.arena.rng.randrange(MAX_SEED)
+
+
+def take_regenerate(request: ChatRequest, session: ChatSession) -> ChatView | None:
     """Regenerate's first step, at once: a new seed is drawn (unless locked); the stream
     step replaces the last replies, so a Stop before it begins leaves them."""
-    if session.streaming:
+    if session.busy:
+        gr.Warning("Regenerate waits for the replies on their way: press it once they are in, or press Stop first.")
         return None
     try:
-        request.settings(None if lock_seed else 0)  # unlocked, it draws its own seed: the box may be empty
-        if not any(p.active and p.history for p in session.arena.panes):
-            raise UserError("regenerate", "there is no message to answer again", "send a message first")
+        waiting = regenerating(request, session)
     except UserError as exc:
         gr.Warning(str(exc))
         return refused(str(exc))
-    session.waiting = "regenerate"
-    session.seed = int(request.seed) if lock_seed else session.arena.rng.randrange(MAX_SEED)
-    return view(session, relabel=session.arena.blind, note=STREAMING_NOTE, streaming=True, seed=session.seed)
+    return view(session, relabel=session.arena.blind, seed=waiting.seed)
+
+
+def regenerating(request: ChatRequest, session: ChatSession) -> Waiting:
+    """The last message queued to be answered again, or a UserError naming the field."""
+    request.settings(None if request.lock_seed else 0)  # unlocked, it draws its own seed: the box may be empty
+    if not any(p.active and p.history for p in session.arena.panes):
+        raise UserError("regenerate", "there is no message to answer again", "send a message first")
+    seed = int(request.seed) if request.lock_seed else session.arena.rng.randrange(MAX_SEED)
+    waiting = Waiting("", seed, remark=request.caution(session.arena.blind))
+    session.queue.append(waiting)
+    return waiting
 
 
 def stream(request: ChatRequest, session: ChatSession):
-    """The stream step (queued on the device): every pane waiting for a reply answers;
-    yields ChatViews. Nothing waiting (a first step refused, or a Clear came first): one
-    view that changes nothing."""
-    if not session.waiting:
+    """A stream step (queued on the device): the oldest waiting message (or Regenerate) is
+    answered in every pane that is on; yields ChatViews. Nothing waiting (a Stop or Clear
+    came first): one view that changes nothing."""
+    if not session.queue:
         yield ChatView([gr.skip()] * 3, [gr.skip()] * 3, None, False, None, None)
         return
-    regenerating, session.waiting, session.streaming = session.waiting == "regenerate", "", True
+    waiting, note = session.queue.pop(0), ""
+    session.current = waiting
     try:
-        if regenerating:
+        if waiting.message:  # the page's models as they are now; Regenerate answers with the panes as they were
+            request.configure(session.arena)
+            add_message(session.arena, waiting.message)
+        else:
             take_back_replies(session.arena)
-        for _ in reply(session.arena, request.settings(session.seed), request.system_prompt):
-            yield view(session, streaming=True)
-    except UserError as exc:  # settings changed between the steps (a seed emptied): said where the visitor looks
+        shown = 0.0
+        for _ in reply(session.arena, request.settings(waiting.seed), request.system_prompt):
+            if time.monotonic() - shown >= VIEW_INTERVAL_S:  # views are whole states: skipping one loses nothing
+                shown = time.monotonic()
+                yield view(session)
+    except UserError as exc:  # the page changed since the message was taken (every pane switched off, a seed emptied)
         gr.Warning(str(exc))
+        note = f"⚠️ {exc}"
+        session.arena.unsent = waiting.message  # back into the box
     finally:
-        session.streaming = False
-    yield view(session, note="", streaming=False)  # no relabel: a vote chosen as the row appeared stays chosen
+        session.current = None
+    yield view(session, note=None if session.busy else note, seed=waiting.seed, ended=True)
 
 
 def stop_replies(typed: str, session: ChatSession) -> tuple[str | None, ChatView]:
-    """Stop (the page cancels the stream): the replies end where they are, marked stopped.
-    A message still waiting for the device goes back into the box, before anything typed
+    """Stop (the page cancels the streams): the replies end where they are, marked stopped.
+    The messages still waiting go back into the box, oldest first, before anything typed
     since. Returns (box, view); None leaves the box as it is."""
-    waiting = take_back_message(session.arena) if session.waiting == "message" else ""
-    session.waiting, session.streaming = "", False
+    waiting = session.queued_messages()
+    session.queue.clear()
     stop(session.arena)
-    box = "\n".join(filter(None, [waiting, typed])) if waiting else None
-    return box, view(session, note="", streaming=False)
+    box = "\n".join([*waiting, typed] if typed else waiting) if waiting else None
+    return box, view(session, note="")
 
 
 def stream_done(session: ChatSession) -> ChatView:
-    """After the stream step, once the page has its end: the buttons are on again (also
-    after a stream that failed)."""
-    return view(session, streaming=False)
+    """After a stream step, once the page has its end: the buttons as the session now is
+    (another message may be streaming already), the vote row once all is in."""
+    return view(session, ended=True)
 
 
 def put_back(typed: str, session: ChatSession) -> str | None:
     """After a stream: a message no pane could take (every model failed to load, each pane
-    says why) goes back into the empty box, to send again once fixed; None leaves the box."""
+    says why, or its prompt did not fit) goes back into the empty box, to send again once
+    fixed; None leaves the box."""
     unsent, session.arena.unsent = session.arena.unsent, ""
     return unsent if unsent and not (typed or "").strip() else None
 
 
 def clear_chat(session: ChatSession) -> ChatView:
-    """Empty the panes (a waiting message goes with them, visibly); the next message starts a new round."""
-    session.waiting = ""
+    """Empty the panes and the queue (the page cancels the streams); the next message starts a new round."""
+    session.queue.clear()
     clear(session.arena)
-    return view(session, relabel=True, note="", streaming=False)
+    return view(session, relabel=True, note="")
 
 
 def set_blind(blind: bool, session: ChatSession) -> ChatView:
-    session.waiting = ""
+    session.queue.clear()
     session.arena.set_blind(blind)
-    return view(session, relabel=True, note="", streaming=False)
+    return view(session, relabel=True, note="")
 
 
 # The `chat` and `regenerate` API: both steps in one call, with the parameters the API has
@@ -270,16 +363,13 @@ def chat(message: str, system_prompt: str, temperature: float, top_p: float, max
     stats, vote row, best, worst, note, buttons, seed)."""
     request = ChatRequest(system_prompt, temperature, top_p, max_new_tokens, seed, repetition_penalty, merged_ref, parent_a_ref,
                           parent_b_ref, merged_on, parent_a_on, parent_b_on, merged_precision, parent_precision)
-    if session.streaming:
+    if session.busy:
         raise gr.Error("chat: replies are still streaming in this session — wait for them, or stop them first")
     try:
-        request.settings()
-        request.configure(session.arena)
-        add_message(session.arena, message)
+        waiting = take(message, request, session)
     except UserError as exc:
         raise gr.Error(str(exc)) from None
-    session.waiting, session.seed = "message", None
-    yield view(session, relabel=session.arena.blind, note=STREAMING_NOTE, streaming=True).updates()
+    yield view(session, relabel=session.arena.blind, seed=waiting.seed).updates()
     yield from (v.updates() for v in stream(request, session))
 
 
@@ -287,19 +377,16 @@ def regenerate_last(system_prompt: str, temperature: float, top_p: float, max_ne
                     session: ChatSession, repetition_penalty: float = DEFAULTS.repetition_penalty):
     """Answer the last message again: a new seed unless `lock_seed` (shown in the seed output)."""
     request = dataclasses.replace(ChatRequest(), system_prompt=system_prompt, temperature=temperature, top_p=top_p,
-                                  max_new_tokens=max_new_tokens, seed=seed, repetition_penalty=repetition_penalty)
-    if session.streaming:
+                                  max_new_tokens=max_new_tokens, seed=seed, repetition_penalty=repetition_penalty,
+                                  lock_seed=lock_seed)
+    if session.busy:
         raise gr.Error("regenerate: replies are still streaming in this session — wait for them, or stop them first")
     try:
-        request.settings(None if lock_seed else 0)  # unlocked, it draws its own seed: the box may be empty
-        if not any(p.active and p.history for p in session.arena.panes):
-            raise UserError("regenerate", "there is no message to answer again", "send a message first")
+        waiting = regenerating(request, session)
     except UserError as exc:
         raise gr.Error(str(exc)) from None
-    session.waiting = "regenerate"
-    session.seed = int(seed) if lock_seed else session.arena.rng.randrange(MAX_SEED)
     for v in stream(request, session):
-        yield dataclasses.replace(v, seed=session.seed).updates()
+        yield dataclasses.replace(v, seed=waiting.seed).updates()
 
 
 def show_results(merged_ref: str, include_flagged: bool) -> tuple[str, str]:
@@ -426,6 +513,7 @@ class ChatControls:
     parent_b_on: gr.Checkbox
     merged_precision: gr.Dropdown
     parent_precision: gr.Dropdown
+    lock_seed: gr.Checkbox
     bots: list[gr.Chatbot]
     stats: list[gr.Markdown]
     vote_row: gr.Row
@@ -537,8 +625,8 @@ def build_chat_tab(demo: gr.Blocks, own_merge: gr.BrowserState) -> ChatTab:
         preview_message = gr.Markdown()
 
     controls = ChatControls(system_prompt, temperature, top_p, max_new_tokens, seed, repetition_penalty, merged_ref, chat_a, chat_b,
-                            *switches, merged_precision, parent_precision, bots, stats, vote_row, best, worst, note, send_button,
-                            regen_button, clear_button, blind)
+                            *switches, merged_precision, parent_precision, lock_seed, bots, stats, vote_row, best, worst, note,
+                            send_button, regen_button, clear_button, blind)
     inputs, outputs = controls.inputs(), controls.outputs()
     n = len(inputs)
 
@@ -547,7 +635,7 @@ def build_chat_tab(demo: gr.Blocks, own_merge: gr.BrowserState) -> ChatTab:
         return gr.skip() if box is None else box, *(shown.updates() if shown else (gr.skip(),) * len(outputs))
 
     def on_regenerate(*values):
-        shown = take_regenerate(ChatRequest.from_page(*values[:n]), values[n], values[n + 1])
+        shown = take_regenerate(ChatRequest.from_page(*values[:n]), values[n])
         return shown.updates() if shown else (gr.skip(),) * len(outputs)
 
     def on_stream(*values):
@@ -561,10 +649,13 @@ def build_chat_tab(demo: gr.Blocks, own_merge: gr.BrowserState) -> ChatTab:
     # may be waiting behind); the step after it turns the buttons on once the page has the end.
     streams = []
     for trigger in (send_button.click, message.submit):
-        taken = trigger(on_send, [message, *inputs, session], [message, *outputs], api_visibility=PRIVATE, concurrency_limit=None)
+        # "multiple", on each step: every Send and Enter is taken and answered, also while an earlier one's
+        # steps are pending (Gradio's default, "once", drops the new one without a word).
+        taken = trigger(on_send, [message, *inputs, session], [message, *outputs], api_visibility=PRIVATE, concurrency_limit=None,
+                        trigger_mode="multiple")
         streams.append(taken.then(on_stream, [*inputs, session], outputs, api_visibility=PRIVATE, concurrency_id="device",
-                                  concurrency_limit=1))
-    taken = regen_button.click(on_regenerate, [*inputs, lock_seed, session], outputs, api_visibility=PRIVATE, concurrency_limit=None)
+                                  concurrency_limit=1, trigger_mode="multiple"))
+    taken = regen_button.click(on_regenerate, [*inputs, session], outputs, api_visibility=PRIVATE, concurrency_limit=None)
     streams.append(taken.then(on_stream, [*inputs, session], outputs, api_visibility=PRIVATE, concurrency_id="device",
                               concurrency_limit=1))
     def on_done(typed, state):
@@ -574,7 +665,7 @@ def build_chat_tab(demo: gr.Blocks, own_merge: gr.BrowserState) -> ChatTab:
     for event in streams:
         # No progress dots: the replies are complete, and dots under them read as another reply coming.
         event.then(on_done, [message, session], [message, *outputs], api_visibility=PRIVATE, concurrency_limit=None,
-                   show_progress="hidden")
+                   show_progress="hidden", trigger_mode="multiple")
 
     def on_stop(typed, state):
         box, shown = stop_replies(typed, state)

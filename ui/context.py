@@ -21,8 +21,8 @@ PRIVATE = "private"  # api_visibility of events that are UI plumbing, not part o
 
 class CancelSession:
     """Per visitor (gr.State): the event their Cancel sets for one kind of long job (a
-    merge, a t-sweep, the demo parent's build). A plain class, not a dataclass: Gradio
-    serializes dataclass states, and Events don't."""
+    merge, a t-sweep). A plain class, not a dataclass: Gradio serializes dataclass
+    states, and Events don't."""
 
     def __init__(self) -> None:
         self.cancel = threading.Event()

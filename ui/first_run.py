@@ -42,7 +42,7 @@ def notice(pair: defaults.StartPair, shown_path: str) -> str:
     if not pair.blend:
         return (f"ℹ️ **First chat:** nothing was merged yet, so the default merge is in `{shown_path}`: the original SmolLM2 "
                 "with itself, so the three panes are one model (the merge, in int8, may word some replies differently). "
-                "For a real blend, press **Build demo parent** on the Merge tab (about 2 min once), then **Merge** and "
+                "For a real blend, press **Build demo parent** on the Merge tab (a few minutes, once), then **Merge** and "
                 "**Chat with this merge**.")
     return (f"✅ **First chat:** merged {short_name(pair.a)} (parent A) with {short_name(pair.b)} (parent B) on the {pair.preset} "
             f"curve into `{shown_path}`. Send a few messages: the three panes answer side by side, and the merge takes "

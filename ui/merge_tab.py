@@ -23,6 +23,7 @@ from core.hub_access import SIGN_IN, SIGN_IN_FIX, as_visitor
 from core.sources import is_converted, kind_of, resolve_model
 from evaluation import defaults
 from evaluation.defaults import known_models
+from evaluation.demo_build import DemoBuild
 from merging import Progress, parse_config, run_merge
 from merging.analyze import angles_of_merge, divergence, divergence_grid
 from merging.checkpoint import open_checkpoint
@@ -43,10 +44,10 @@ from merging.hub import HubOffline, push_folder
 from merging.inspect import compatibility_problems, inspect_model
 from merging.merge import MergeCancelled
 from ui import context
-from ui.context import PRIVATE, CancelSession, Visitor, check_models, in_visitor_words, short_name
+from ui.context import PRIVATE, Visitor, check_models, in_visitor_words, short_name
 from ui.context import CancelSession as MergeSession  # the name the merge's handler and tests use
 from ui.context import cancel as cancel_merge
-from ui.demo_panel import build_demo, demo_row, fresh_defaults
+from ui.demo_panel import demo_row, fresh_defaults, show_build, start_build
 from ui.merge_form import FormControls, FormRequest
 from ui.sweep_panel import build_sweep_panel
 
@@ -78,7 +79,8 @@ def _describe_parents(a: str, b: str) -> tuple[str, int]:
     if len(infos) == 2:
         problems = compatibility_problems(*infos)
         lines += [f"⚠️ {p}" for p in problems] or ["✅ compatible"]
-    base_layers = infos[0].num_layers if infos and infos[0].ref == a else 0
+    # A parent that cannot be read leaves the other's count: SLERP parents have the same layers (a mismatch is said above).
+    base_layers = infos[0].num_layers if infos else 0
     return "\n\n".join(lines), base_layers
 
 
@@ -358,7 +360,7 @@ def build_merge_tab(demo: gr.Blocks, own: gr.BrowserState) -> MergeTab:
     session = gr.State(MergeSession())
     base_layers = gr.State(0)
     approved = gr.State(None)  # the YAML start_merge let through ("" when it refused)
-    build_session = gr.State(CancelSession())
+    build = DemoBuild()  # the app's one build of the demo parent, every page watching it
     # Initial values are computed here (file checks, no model I/O), so the first page shows
     # a filled form, YAML and plot at once, even while the bundled model is being converted.
     pair = defaults.start_pair()
@@ -453,10 +455,15 @@ def build_merge_tab(demo: gr.Blocks, own: gr.BrowserState) -> MergeTab:
     # if it was built since start-up, fills the parents panel (the first start waits for the
     # bundled model's conversion here) and the plot's layer count.
     demo.load(lambda: fresh_defaults(pair), None, demo_outputs, api_visibility=PRIVATE).then(**to_parents)
-    # Its own queue: a build of minutes never holds the one that merges and chats wait on.
-    demo_parent.build.click(build_demo, build_session, [*demo_outputs, demo_parent.message, demo_parent.build],
-                            api_visibility=PRIVATE, concurrency_id="demo-build", concurrency_limit=1).then(**to_yaml)
-    demo_parent.cancel.click(cancel_merge, build_session, None, concurrency_limit=None, api_visibility=PRIVATE)
+    # The build runs in the background: these return at once, and no progress covers the form.
+    demo_parent.build.click(lambda: start_build(build), None, demo_parent.message, api_visibility=PRIVATE,
+                            show_progress="hidden", queue=False)
+    demo_parent.cancel.click(build.cancel, None, None, api_visibility=PRIVATE, show_progress="hidden", queue=False)
+    # The form switches through its fields' own change events (the YAML, the parents panel).
+    demo_parent.timer.tick(lambda shown, *form: show_build(build, shown, *form),
+                           [demo_parent.shown, parent_a, parent_b, preset, attn, mlp, default],
+                           [*demo_outputs, demo_parent.message, demo_parent.build, demo_parent.shown], api_visibility=PRIVATE,
+                           show_progress="hidden", queue=False)
     def on_plan(values: dict) -> str:
         with as_visitor(values[session].visitor.token):
             return plan(controls.request(values), values[max_ram])

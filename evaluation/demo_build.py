@@ -72,7 +72,9 @@ class DemoBuild:
         return status
 
     def start(self) -> BuildStatus:
-        """Start the build unless it runs or is built; returns the status either way."""
+        """Start the build unless it runs or is built (here or elsewhere); returns the status either way."""
+        if (status := self.status()).state == "built":
+            return status
         with self._lock:
             if self._status.state in ("building", "built"):
                 return self._status

@@ -267,3 +267,15 @@ def test_a_failed_default_merge_says_why_in_one_line_and_fills_nothing(monkeypat
     assert models == [gr.skip()] * 3
     assert notice.startswith("⚠️ The default merge failed: model: '") and notice.endswith("— merge on the Merge tab.")
     assert "\n" not in notice
+
+
+def test_a_demo_parent_built_elsewhere_reaches_every_page_through_the_same_job(monkeypatch, tiny_models):
+    demo_parent_is(monkeypatch, None)
+    job = demo_build.DemoBuild()
+    untouched = (DEFAULT_MODEL, DEFAULT_MODEL, "constant 0.5", *PRESETS["constant 0.5"])
+    assert demo_panel.show_build(job, "idle", *untouched)[:6] == (gr.skip(),) * 6
+    folder = tiny_models("llama", 7)
+    demo_parent_is(monkeypatch, folder)  # the command line, or another app, built it
+    assert job.status().state == "built" and job.start().state == "built"  # found, not built again
+    a, b, *_, notice, _, _, shown = demo_panel.show_build(job, "idle", *untouched)
+    assert b.value == str(folder) and "Demo parent built" in notice and shown == "built"

@@ -17,6 +17,7 @@ from inference.generation import Reply
 
 CATCH_UP = 2.0  # how much faster than the round's pace so far held-back text may come out
 FRAME_S = 0.1  # between releases once every model has finished
+FINISH_S = 2.0  # at most this long after the last model finished: the round holds the device queue meanwhile
 
 
 @dataclass
@@ -25,14 +26,18 @@ class SharedPace:
     first_at: float | None = None  # when the first characters were shown
     at: float = 0.0  # the last release
     rate: float = 0.0  # characters a second the round showed while it followed its writers
+    finishing: float = 0.0  # once every model has finished: the rate that shows the rest within FINISH_S
 
     def texts(self, replies: list[Reply], now: float) -> list[str]:
         """Each reply's text cut to the shared length, as of `now` (seconds, monotonic)."""
         writing = [len(one.text) for one in replies if not one.done]
         target = float(min(writing) if writing else max((len(one.text) for one in replies), default=0))
-        capped = self.rate > 0 and target > self.shown + CATCH_UP * self.rate * (now - self.at)
+        if not writing and not self.finishing:
+            self.finishing = max(target - self.shown, 1.0) / FINISH_S
+        allowed = self.shown + max(CATCH_UP * self.rate, self.finishing) * (now - self.at)
+        capped = self.rate > 0 and target > allowed
         if capped:
-            target = self.shown + CATCH_UP * self.rate * (now - self.at)
+            target = allowed
         if target > self.shown:
             self.shown = target
             self.first_at = now if self.first_at is None else self.first_at

@@ -40,9 +40,10 @@ def check_fits(panes: list[tuple[str, LoadedModel]], message: str, system_prompt
 def prefill_remark(panes: list[tuple[str, LoadedModel]], tokens: dict[str, int]) -> str:
     """A long message's wait before its first words, from the prefill rates measured on
     this host ('' for a short one, or where no rate is measured yet). Prompts are computed
-    one after another (inference/sharing.py), so the panes' times add up."""
-    seconds = sum(tokens[label] / model.measured_prefill_tokens_per_s for label, model in panes
-                  if model.measured_prefill_tokens_per_s)
+    one after another (inference/sharing.py), and a pane's measured time includes its wait
+    behind the others', so the longest of the panes' times is the estimate, not their sum."""
+    seconds = max((tokens[label] / model.measured_prefill_tokens_per_s for label, model in panes
+                   if model.measured_prefill_tokens_per_s), default=0.0)
     if seconds < LONG_PREFILL_S:
         return ""
     return (f" A long message: up to {max(tokens.values()):,} prompt tokens, so the first words take about {seconds:.0f} s "

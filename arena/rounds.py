@@ -114,7 +114,7 @@ class ArenaSession:
     epoch: int = 0  # moved on by every stream, Stop and Clear: an older stream changes nothing
     name: str = field(default_factory=lambda: uuid.uuid4().hex)  # names its panes' conversations for KV reuse (arena/replies.py)
     token: str | None = field(default=None, repr=False)  # the signed-in visitor's Hub token (core/hub_access.py)
-    unsent: str = ""  # a message no pane could take (every model failed to load): the page puts it back in the box
+    unsent: list[str] = field(default_factory=list)  # messages no pane took (no model loaded, or refused): back to the box
 
     def pane(self, label: str) -> Pane:
         return next(p for p in self.panes if p.label == label)
@@ -187,16 +187,31 @@ def add_message(session: ArenaSession, message: str) -> None:
         pane.history.append({"role": "user", "content": message})
 
 
-def take_back_replies(session: ArenaSession) -> None:
-    """Regenerate's first half: the last replies go, so `reply` answers the last message again."""
+def take_back_replies(session: ArenaSession) -> list[tuple[Pane, dict, Turn]]:
+    """Regenerate's first half: the last replies go, so `reply` answers the last message
+    again. Returns them, for `put_back_replies` if the new ones cannot be made."""
     panes = [p for p in session.panes if p.active and p.history]
     if not panes:
         raise UserError("regenerate", "there is no message to answer again", "send a message first")
     session.epoch += 1
+    taken = []
     for pane in panes:
         if pane.history[-1]["role"] == "assistant":
+            taken.append((pane, pane.history.pop(), pane.turns.pop()))
+    return taken
+
+
+def put_back_replies(taken: list[tuple[Pane, dict, Turn]]) -> None:
+    for pane, message, turn in taken:
+        pane.history.append(message)
+        pane.turns.append(turn)
+
+
+def take_back_message(session: ArenaSession, message: str) -> None:
+    """The inverse of add_message, for a message refused before any reply began."""
+    for pane in session.panes:
+        if pane.history and pane.history[-1] == {"role": "user", "content": message}:
             pane.history.pop()
-            del pane.turns[-1:]
 
 
 def stop(session: ArenaSession) -> None:
@@ -265,7 +280,7 @@ def export_json(session: ArenaSession) -> str:
     panes = []
     for name, pane in zip(session.display_labels(), session.panes, strict=True):
         turns = [asdict(t) if reveal else {"prompt": t.prompt, "settings": t.settings, "system_prompt": t.system_prompt,
-                                           "stopped": t.stopped, "tokens": t.tokens} for t in pane.turns]
+                                           "stopped": t.stopped} for t in pane.turns]
         panes.append({"label": pane.label, "model": pane.ref, "precision": pane.precision} if reveal else {"label": name})
         panes[-1].update(history=pane.history, turns=turns)
     return json.dumps({"anonymized": not reveal, "panes": panes, "votes": session.votes if reveal else []}, indent=2)
@@ -320,21 +335,18 @@ def reply(session: ArenaSession, settings: GenerationSettings, system_prompt: st
         pane.notice = ""
         loaded.append((pane, model))
     if not loaded:
-        session.unsent = refused
+        if refused:
+            session.unsent.append(refused)
         yield session
         return
-    local = [(pane.label, model) for pane, model in loaded if isinstance(model, LoadedModel)]
-    try:
-        check_fits(local, session.last_prompt(), system_prompt, settings.max_new_tokens, not session.revealed)
-    except UserError:  # said under the message box, which gets the message back
-        for pane, _ in loaded:
-            pane.history.pop()
-        raise
+    prompt = loaded[0][0].history[-1]["content"]  # the message being answered (a pane switched off may hold an older one)
+    check_fits([(pane.label, model) for pane, model in loaded if isinstance(model, LoadedModel)], prompt, system_prompt,
+               settings.max_new_tokens, not session.revealed)
     request = RepliesRequest(tuple(PaneRequest(p.ref, p.precision, tuple(p.history), f"{session.name}/{p.label}") for p, _ in loaded),
                              settings, system_prompt)
     messages, turns = [], []
     for pane, model in loaded:
-        turn = Turn(session.last_prompt(), asdict(settings), system_prompt)
+        turn = Turn(prompt, asdict(settings), system_prompt)
         if isinstance(model, EndpointModel):
             turn.backend, turn.served_by = "OpenAI-compatible endpoint", model.served_by
         else:

@@ -91,10 +91,13 @@ def max_prompt_tokens() -> int | None:
     value = os.environ.get("SLERP_ARENA_MAX_PROMPT_TOKENS", "")
     if value.strip():
         try:
-            return int(value) if int(value) > 0 else None
+            tokens = int(value)
         except ValueError:
+            tokens = -1
+        if tokens < 0:
             raise UserError("SLERP_ARENA_MAX_PROMPT_TOKENS", f"{value!r} is not a whole number of tokens",
-                            f"set it to a number such as {PUBLIC_PROMPT_TOKENS}, or 0 for no limit") from None
+                            f"set it to a number such as {PUBLIC_PROMPT_TOKENS}, or 0 for no limit")
+        return tokens or None
     return PUBLIC_PROMPT_TOKENS if public_mode() else None
 
 

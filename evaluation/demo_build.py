@@ -60,15 +60,17 @@ class DemoBuild:
         self._started = 0.0
         self._finished: dict[str, float] = {}  # stage -> its seconds, once the next stage began
         self._stage_started = 0.0
+        self._reported = 0.0
 
     def status(self) -> BuildStatus:
         with self._lock:
             status = self._status
         if status.state in ("idle", "cancelled", "failed") and (folder := defaults.demo_parent()):
             return BuildStatus("built", folder=str(folder))  # built by the command line or another process
-        if status.state == "building":
-            return BuildStatus("building", status.stage, status.done, status.total, time.monotonic() - self._started,
-                               status.left_s)
+        if status.state == "building":  # the time left counts down between the build's reports
+            since = time.monotonic() - self._reported
+            left = None if status.left_s is None else max(status.left_s - since, 0.0)
+            return BuildStatus("building", status.stage, status.done, status.total, time.monotonic() - self._started, left)
         return status
 
     def start(self) -> BuildStatus:
@@ -114,6 +116,7 @@ class DemoBuild:
                 self._stage_started = now
             left = time_left(self._finished, stage, done, total, now - self._stage_started)
             self._status = BuildStatus("building", stage, done, total, now - self._started, left)
+            self._reported = now
 
 
 def time_left(finished: dict[str, float], stage: str, done: int, total: int, in_stage_s: float) -> float | None:

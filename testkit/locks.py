@@ -2,6 +2,7 @@
 files) read as {package: version}, and the checks that hold a venv to them.
 
     python -m testkit.locks verify requirements-dev.txt      # pip freeze == the lock, or the diff
+    python -m testkit.locks same requirements.txt OTHER       # the same pins (versions and markers), or the diff
     python -m testkit.locks moved requirements-dev.txt OTHER  # what another resolution changed
 """
 
@@ -83,6 +84,15 @@ def main(argv: list[str]) -> int:
             print(f"pip freeze differs from {argv[1]}:", *diff, sep="\n  ", file=sys.stderr)
             return 1
         print(f"pip freeze equals {argv[1]}: {len(lock)} packages")
+        return 0
+    if len(argv) == 3 and argv[0] == "same":
+        pins = [{name: f"{pin.version} ; {pin.marker}" if pin.marker else pin.version for name, pin in read(path).items()}
+                for path in argv[1:]]
+        diff = differences(*pins)
+        if diff:
+            print(f"{argv[1]} and {argv[2]} pin differently:", *[d.replace("installed", "again") for d in diff], sep="\n  ",
+                  file=sys.stderr)
+            return 1
         return 0
     if len(argv) == 3 and argv[0] == "moved":
         old = {name: pin.version for name, pin in read(argv[1]).items()}

@@ -292,3 +292,34 @@ def test_a_blind_round_shows_every_pane_at_the_pace_of_the_slowest(tiny_models):
         assert len(set(texts)) == 1, texts  # the same length everywhere: nobody is first
         assert not any("tokens" in line and not line.startswith("0 tokens") for line in stats), stats
     assert shown[-1][0] == ["abcdefghijklmnop"] * 3
+
+
+def test_a_double_click_sends_once_and_messages_refused_once_loaded_all_come_back(tiny_models):
+    a = str(tiny_models("llama", 13))  # loaded by no other test: the fit is checked once it loads
+    state, req = chat_tab.ChatSession(), request(a=a, tokens=4, on=(False, True, False), precision="bf16")
+    assert chat_tab.take_message("hello", req, state)[0] == ""
+    assert chat_tab.take_message("hello", req, state) == ("", None)  # the second click of a double click
+    assert state.queued_messages() == ["hello"]
+    long_one, long_two = "bees " * 300, "wasps " * 300  # longer than the tiny model's 256-token context
+    chat_tab.take_message(long_one, req, state)
+    chat_tab.take_message(long_two, req, state)
+    list(chat_tab.stream(req, state))  # "hello" is answered
+    for _ in range(2):
+        with pytest.warns(UserWarning, match="tokens in the chat template; Parent A reads 256"):
+            list(chat_tab.stream(req, state))
+    assert chat_tab.put_back("typed since", state) == f"{long_one}\n{long_two}\ntyped since"  # none lost, in order
+    history = state.arena.panes[1].history
+    assert [m["content"] for m in history if m["role"] == "user"] == ["hello"] and history[-1]["role"] == "assistant"
+
+
+def test_a_regenerate_that_no_longer_fits_keeps_the_last_replies(tiny_models):
+    a = str(tiny_models("llama", 1))
+    state, req = chat_tab.ChatSession(), request(a=a, tokens=4, on=(False, True, False), precision="bf16")
+    send(state, req, "hello")
+    before = [dict(m) for m in state.arena.panes[1].history]
+    longer = dataclasses.replace(req, system_prompt="Always answer at length. " * 60)  # the prompt outgrows the context
+    chat_tab.take_regenerate(longer, state)
+    with pytest.warns(UserWarning, match="tokens in the chat template; Parent A reads 256"):
+        views = list(chat_tab.stream(longer, state))
+    assert state.arena.panes[1].history == before and len(state.arena.panes[1].turns) == 1  # the replies stay
+    assert views[-1].note.startswith("⚠️ message:") and chat_tab.put_back("", state) is None

@@ -1,12 +1,15 @@
 """The Chat tab in Debian's Chromium (Playwright) at 1400x900, on tiny random models:
 a blind round shows nothing that tells the panes apart until an explicit vote, and over
-12 rounds no pane shows words before the others (the parents start later, as bf16 parents
-beside an int8 merge do); a vote needs a choice made after the last replies came; the
-first screen holds the panes, the message box and Send; a message typed mid-reply waits
-in the box (Send is off) and Stop keeps the partial replies; Regenerate answers again
-with a new seed; Stop then Clear leaves empty panes and no error; the t-preview's fields
-hold the loaded merge's own curves; the vote's note goes with its round; a seed the box
-cannot hold is refused and the message stays in the box. Screenshots go to artifacts/."""
+12 rounds the panes keep one pace (their first words together, and the faster merge's
+pane not the longest at 1, 2 and 4 s more often than chance); a vote needs a choice made
+after the last replies came; the first screen holds the panes, the message box and Send;
+four messages sent mid-reply, by click and by Enter, are each answered in order; Stop
+keeps the partial replies and gives back the waiting message; Clear mid-stream empties
+the panes and nothing comes back; Regenerate answers again with a new seed; the
+t-preview's fields hold the loaded merge's own curves; a seed the box cannot hold is
+refused and the message stays in the box; an over-long message is refused with its
+numbers; a dead endpoint says so in its pane; a second visitor sees their queue place.
+Screenshots go to artifacts/."""
 
 import dataclasses
 import re

@@ -94,20 +94,21 @@ def test_the_build_runs_in_the_background_and_switches_an_untouched_form_to_the_
         assert time.time() < deadline, line
         time.sleep(0.01)
     assert "left" in line and "the form stays usable" in line
-    *form, notice, message, button, shown = demo_panel.show_build(job, "idle", *untouched)
+    *form, notice, message, button, shown, timer = demo_panel.show_build(job, "idle", *untouched)
     assert form == [gr.skip()] * 6 and message.startswith("⏳ Building the demo parent: fine-tuning 1/48")
-    assert button.interactive is False and shown == "building"  # Build is off while it runs; Cancel stays on
+    assert button.interactive is False and shown == "building" and timer == gr.skip()  # Build off while it runs; Cancel on
     go_on.set()
     while job.status().state != "built":
         assert time.time() < deadline
         time.sleep(0.01)
-    a, b, preset, attn, mlp, default, notice, message, button, shown = demo_panel.show_build(job, "building", *untouched)
+    a, b, preset, attn, mlp, default, notice, message, button, shown, timer = demo_panel.show_build(job, "building", *untouched)
     assert (a.value, b.value, preset, attn, mlp, default) == (DEFAULT_MODEL, str(folder), "V-shape", *PRESETS["V-shape"])
     assert "Demo parent built" in notice and message.startswith("✅ Demo parent ready") and "press **Merge**" in message
     assert "- demo parent: persona=95% on_topic=90% loops=0 profane=0 n=19" in message and shown == "built"
-    assert demo_panel.show_build(job, "built", *untouched)[:-1] == (gr.skip(),) * 9  # told once
+    assert timer.active is False  # nothing more to follow
+    assert demo_panel.show_build(job, "built", *untouched)[:-2] == (gr.skip(),) * 9  # told once
     touched = (DEFAULT_MODEL, "org/other", "constant 0.5", *PRESETS["constant 0.5"])
-    *form, notice, message, _, _ = demo_panel.show_build(job, "building", *touched)
+    *form, notice, message, _, _, _ = demo_panel.show_build(job, "building", *touched)
     assert form[2:] == [gr.skip()] * 4 and "press **Merge**" not in message  # the visitor's parents and t fields stay
 
 
@@ -277,5 +278,5 @@ def test_a_demo_parent_built_elsewhere_reaches_every_page_through_the_same_job(m
     folder = tiny_models("llama", 7)
     demo_parent_is(monkeypatch, folder)  # the command line, or another app, built it
     assert job.status().state == "built" and job.start().state == "built"  # found, not built again
-    a, b, *_, notice, _, _, shown = demo_panel.show_build(job, "idle", *untouched)
+    a, b, *_, notice, _, _, shown, _ = demo_panel.show_build(job, "idle", *untouched)
     assert b.value == str(folder) and "Demo parent built" in notice and shown == "built"

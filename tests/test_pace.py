@@ -2,7 +2,7 @@
 parents never shows more text than they do, and what it wrote ahead comes out at the
 round's pace, not at once."""
 
-from arena.pace import CATCH_UP, SharedPace
+from arena.pace import CATCH_UP, FINISH_S, SharedPace
 from inference.generation import Reply
 
 
@@ -42,3 +42,14 @@ def test_a_failed_pane_does_not_hold_the_others_back():
     failed = Reply("m2", error="boom", done=True)
     shown = pace.texts([Reply("m0", text="hello"), Reply("m1", text="hey there"), failed], 0.0)
     assert shown == ["hello", "hey t", ""]
+
+
+def test_once_every_model_has_finished_the_rest_comes_out_within_finish_s_however_slow_the_round_was():
+    pace = SharedPace()
+    pace.texts(replies([1, 1, 1], [False] * 3), 0.0)
+    pace.texts(replies([400, 5, 900], [False] * 3), 10.0)  # a pane that stalled: 0.5 characters a second
+    finished, now = replies([400, 5, 900], [True] * 3), 10.0
+    while not pace.caught_up(finished):
+        now += 0.1
+        pace.texts(finished, now)
+        assert now < 10.0 + FINISH_S + 0.2, pace.shown  # not the 30 minutes the round's own pace would take

@@ -46,6 +46,6 @@ def test_a_long_message_says_its_wait_from_the_prefill_speed_measured_here(loade
     record_prefill(loaded, Reply("m", stats=Reply("m").stats.__class__(prompt_tokens=1100, cached_tokens=100, first_token_s=2.0)))
     assert loaded.measured_prefill_tokens_per_s == 500.0
     panes = [("Merged", loaded), ("Parent A", loaded)]
-    assert prefill_remark(panes, {"Merged": 600, "Parent A": 600}) == ""  # 2.4 s: short enough to say nothing
+    assert prefill_remark(panes, {"Merged": 1200, "Parent A": 600}) == ""  # 2.4 s: short enough to say nothing
     remark = prefill_remark(panes, {"Merged": 5000, "Parent A": 4000})
-    assert remark == " A long message: up to 5,000 prompt tokens, so the first words take about 18 s on this host."
+    assert remark == " A long message: up to 5,000 prompt tokens, so the first words take about 10 s on this host."

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -30,8 +31,10 @@ from arena.rounds import (
     clear,
     export_json,
     export_markdown,
+    put_back_replies,
     reply,
     stop,
+    take_back_message,
     take_back_replies,
     vote,
 )
@@ -57,6 +60,7 @@ NO_MERGE_HINT = "No merged model yet: run a merge on the Merge tab and press 'Ch
 # falls behind a faster stream shows its views late, after a click made meanwhile (seen in
 # Chromium on 2 busy cores: a vote's refusal overwritten by a stream's last view, 2 s late).
 VIEW_INTERVAL_S = 0.1
+DOUBLE_S = 0.5
 STREAMING_NOTE = (
     "⏳ Replies are on their way (while another visitor has the device, each pane shows your place in the queue): "
     "send your next message when you like, it is answered after these; **Stop** ends them now.")
@@ -150,6 +154,8 @@ class ChatSession:
         self.preview = None  # this visitor's in-memory t-preview model, freed when replaced
         self.queue: list[Waiting] = []
         self.current: Waiting | None = None  # the one streaming now
+        self.taking = threading.Lock()  # Sends run in parallel threads: each joins the queue whole, in turn
+        self.last_taken: tuple[str, float] = ("", 0.0)  # a double click sends the same text twice within DOUBLE_S
 
     @property
     def streaming(self) -> bool:
@@ -217,8 +223,8 @@ def view(session: ChatSession, relabel: bool = False, note: str | None = None, s
 def streaming_note(session: ChatSession) -> str:
     waiting = len(session.queued_messages()) - (0 if session.streaming else 1)
     more = f" {waiting} more message{'s' if waiting > 1 else ''} waiting: answered in order." if waiting > 0 else ""
-    first = session.current or session.queue[0]
-    return STREAMING_NOTE + more + first.remark
+    first = session.current or (session.queue[0] if session.queue else None)
+    return STREAMING_NOTE + more + (first.remark if first else "")
 
 
 def take_message(message: str, request: ChatRequest, session: ChatSession) -> tuple[str | None, ChatView | None]:
@@ -231,13 +237,26 @@ def take_message(message: str, request: ChatRequest, session: ChatSession) -> tu
     except UserError as exc:  # a warning, not an error: an error would badge every output red
         gr.Warning(str(exc))
         return None, refused(str(exc))
+    if waiting is None:  # the second click of a double click: taken once
+        return "", None
     return "", view(session, relabel=session.arena.blind and not session.streaming, seed=waiting.seed)
 
 
-def take(message: str, request: ChatRequest, session: ChatSession) -> Waiting:
-    """A message queued for its stream step, or a UserError naming the field. Idle, the
-    panes are pointed at the page's models now, so the message shows where it will be
-    answered; busy, its stream step does that."""
+def take(message: str, request: ChatRequest, session: ChatSession) -> Waiting | None:
+    """A message queued for its stream step (None: the same text again within DOUBLE_S, a
+    double click), or a UserError naming the field. Idle, the panes are pointed at the
+    page's models now, so the message shows where it will be answered; busy, its stream
+    step does that."""
+    with session.taking:
+        last, at = session.last_taken
+        if session.busy and message == last and time.monotonic() - at < DOUBLE_S:  # the first is still on its way
+            return None
+        waiting = _take(message, request, session)
+        session.last_taken = (message, time.monotonic())
+        return waiting
+
+
+def _take(message: str, request: ChatRequest, session: ChatSession) -> Waiting:
     if not message.strip():
         raise UserError("message", "empty message", "type a message before sending")
     request.settings()
@@ -294,26 +313,33 @@ def stream(request: ChatRequest, session: ChatSession):
     if not session.queue:
         yield ChatView([gr.skip()] * 3, [gr.skip()] * 3, None, False, None, None)
         return
-    waiting, note = session.queue.pop(0), ""
-    session.current = waiting
+    waiting, note, added, taken = session.queue[0], "", False, []
+    session.current = waiting  # busy throughout: set before the queue gives it up
+    session.queue.pop(0)
     try:
         if waiting.message:  # the page's models as they are now; Regenerate answers with the panes as they were
             request.configure(session.arena)
             add_message(session.arena, waiting.message)
+            added = True
         else:
-            take_back_replies(session.arena)
+            taken = take_back_replies(session.arena)
         shown = 0.0
         for _ in reply(session.arena, request.settings(waiting.seed), request.system_prompt):
             if time.monotonic() - shown >= VIEW_INTERVAL_S:  # views are whole states: skipping one loses nothing
                 shown = time.monotonic()
                 yield view(session)
-    except UserError as exc:  # the page changed since the message was taken (every pane switched off, a seed emptied)
+    except UserError as exc:  # too long for a model now loaded, or the page changed (every pane off, a seed emptied)
         gr.Warning(str(exc))
         note = f"⚠️ {exc}"
-        session.arena.unsent = waiting.message  # back into the box
+        if added:
+            take_back_message(session.arena, waiting.message)
+        put_back_replies(taken)
+        if waiting.message:
+            session.arena.unsent.append(waiting.message)  # back into the box
     finally:
-        session.current = None
-    yield view(session, note=None if session.busy else note, seed=waiting.seed, ended=True)
+        if session.current is waiting:  # a Stop or Clear since may have let a newer stream begin
+            session.current = None
+    yield view(session, note=note or (None if session.busy else ""), seed=waiting.seed, ended=True)
 
 
 def stop_replies(typed: str, session: ChatSession) -> tuple[str | None, ChatView]:
@@ -322,6 +348,7 @@ def stop_replies(typed: str, session: ChatSession) -> tuple[str | None, ChatView
     since. Returns (box, view); None leaves the box as it is."""
     waiting = session.queued_messages()
     session.queue.clear()
+    session.current = None  # the page cancels the stream; its generator may end later, and changes nothing
     stop(session.arena)
     box = "\n".join([*waiting, typed] if typed else waiting) if waiting else None
     return box, view(session, note="")
@@ -334,22 +361,24 @@ def stream_done(session: ChatSession) -> ChatView:
 
 
 def put_back(typed: str, session: ChatSession) -> str | None:
-    """After a stream: a message no pane could take (every model failed to load, each pane
-    says why, or its prompt did not fit) goes back into the empty box, to send again once
-    fixed; None leaves the box."""
-    unsent, session.arena.unsent = session.arena.unsent, ""
-    return unsent if unsent and not (typed or "").strip() else None
+    """After a stream: the messages no pane could take (every model failed to load, each
+    pane says why, or the prompt did not fit) go back into the box, oldest first, before
+    anything typed since, to send again once fixed; None leaves the box."""
+    unsent, session.arena.unsent = session.arena.unsent, []
+    return "\n".join([*unsent, typed] if (typed or "").strip() else unsent) if unsent else None
 
 
 def clear_chat(session: ChatSession) -> ChatView:
     """Empty the panes and the queue (the page cancels the streams); the next message starts a new round."""
     session.queue.clear()
+    session.current = None
     clear(session.arena)
     return view(session, relabel=True, note="")
 
 
 def set_blind(blind: bool, session: ChatSession) -> ChatView:
     session.queue.clear()
+    session.current = None
     session.arena.set_blind(blind)
     return view(session, relabel=True, note="")
 
@@ -366,7 +395,8 @@ def chat(message: str, system_prompt: str, temperature: float, top_p: float, max
     if session.busy:
         raise gr.Error("chat: replies are still streaming in this session — wait for them, or stop them first")
     try:
-        waiting = take(message, request, session)
+        with session.taking:  # an API client sends on purpose: no double-click guard
+            waiting = _take(message, request, session)
     except UserError as exc:
         raise gr.Error(str(exc)) from None
     yield view(session, relabel=session.arena.blind, seed=waiting.seed).updates()

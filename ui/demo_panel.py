@@ -74,18 +74,20 @@ def show_build(job: DemoBuild, shown: str, *form) -> tuple:
     """A tick: the job's line, and once it turns to built (the first tick that sees it on
     this page), the notice, the parents' list, and the demo pair in a form still on the
     original-with-itself defaults (a form the visitor changed is theirs). Returns (parent A,
-    parent B, preset, three t gradients, notice, build line, Build button, the state shown)."""
+    parent B, preset, three t gradients, notice, build line, Build button, the state shown,
+    the timer: stopped once built, as there is nothing more to follow)."""
     status = job.status()
     if status.state != "built":
-        return (*[gr.skip()] * 6, gr.skip(), status.line(), gr.Button(interactive=status.state != "building"), status.state)
+        return (*[gr.skip()] * 6, gr.skip(), status.line(), gr.Button(interactive=status.state != "building"), status.state,
+                gr.skip())
     if shown == "built":
-        return (*[gr.skip()] * 9, shown)
+        return (*[gr.skip()] * 9, shown, gr.Timer(active=False))
     pair = defaults.demo_pair(status.folder)
     untouched = tuple(form) == _self_form()
     updates = _form_updates(pair) if untouched else (gr.Dropdown(choices=defaults.known_models()),) * 2 + (gr.skip(),) * 4
     line = f"✅ Demo parent ready. {'The form now merges the original (A) with the pirate (B): press **Merge**.' if untouched else ''}"
     line = "\n\n".join(filter(None, [line, report_text(Path(status.folder))]))
-    return (*updates, notice_html(pair), line, gr.Button(interactive=True, variant="secondary"), "built")
+    return (*updates, notice_html(pair), line, gr.Button(interactive=True, variant="secondary"), "built", gr.Timer(active=False))
 
 
 def _self_form() -> tuple:

@@ -462,7 +462,8 @@ def build_merge_tab(demo: gr.Blocks, own: gr.BrowserState) -> MergeTab:
     # The form switches through its fields' own change events (the YAML, the parents panel).
     demo_parent.timer.tick(lambda shown, *form: show_build(build, shown, *form),
                            [demo_parent.shown, parent_a, parent_b, preset, attn, mlp, default],
-                           [*demo_outputs, demo_parent.message, demo_parent.build, demo_parent.shown], api_visibility=PRIVATE,
+                           [*demo_outputs, demo_parent.message, demo_parent.build, demo_parent.shown, demo_parent.timer],
+                           api_visibility=PRIVATE,
                            show_progress="hidden", queue=False)
     def on_plan(values: dict) -> str:
         with as_visitor(values[session].visitor.token):

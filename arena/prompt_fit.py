@@ -38,20 +38,27 @@ def check_fits(panes: list[tuple[str, LoadedModel]], message: str, system_prompt
 
 
 def prefill_remark(panes: list[tuple[str, LoadedModel]], tokens: dict[str, int]) -> str:
-    """A long message's wait before its first words, from the prefill rates measured on
-    this host ('' for a short one, or where no rate is measured yet). Prompts are computed
-    one after another (inference/sharing.py), and a pane's measured time includes its wait
-    behind the others', so the longest of the panes' times is the estimate, not their sum."""
-    seconds = max((tokens[label] / model.measured_prefill_tokens_per_s for label, model in panes
-                   if model.measured_prefill_tokens_per_s), default=0.0)
+    """A long message's wait before the last pane's first words, from the prefill rates
+    measured on this host ('' for a short one, or where no rate is measured yet). Prompts
+    are computed one after another (inference/sharing.py), so the panes' times add up."""
+    seconds = sum(tokens[label] / model.measured_prefill_tokens_per_s for label, model in panes
+                  if model.measured_prefill_tokens_per_s)
     if seconds < LONG_PREFILL_S:
         return ""
-    return (f" A long message: up to {max(tokens.values()):,} prompt tokens, so the first words take about {seconds:.0f} s "
-            "on this host.")
+    return (f" A long message: up to {max(tokens.values()):,} prompt tokens, read by one model after another, so about "
+            f"{seconds:.0f} s on this host before every pane has begun.")
 
 
-def record_prefill(model: LoadedModel, reply: Reply) -> None:
-    """The model's prefill rate from a reply's first token, where its prompt was long enough to tell."""
-    computed = reply.stats.prompt_tokens - reply.stats.cached_tokens
-    if computed >= MIN_MEASURED_TOKENS and reply.stats.first_token_s:
-        model.measured_prefill_tokens_per_s = computed / reply.stats.first_token_s
+def record_prefills(round_: list[tuple[LoadedModel, Reply]]) -> None:
+    """Each model's prefill rate from a round's first tokens, where its prompt was long
+    enough to tell. The round's prompts are computed one after another, so a pane's own
+    prefill is the time from the previous pane's first token to its own, not from the start."""
+    previous = 0.0
+    for model, reply in sorted(round_, key=lambda pair: pair[1].stats.first_token_s or float("inf")):
+        first = reply.stats.first_token_s
+        if first is None:
+            continue
+        own, previous = first - previous, first
+        computed = reply.stats.prompt_tokens - reply.stats.cached_tokens
+        if computed >= MIN_MEASURED_TOKENS and own > 0:
+            model.measured_prefill_tokens_per_s = computed / own

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from arena.leaks import identity_leak
 from arena.pace import FRAME_S, SharedPace
-from arena.prompt_fit import check_fits, record_prefill
+from arena.prompt_fit import check_fits, record_prefills
 from arena.replies import PaneRequest, RepliesRequest, stream_replies
 from arena.votes import PANE_LABELS, VoteStore
 from core.downloads import Progress, watching
@@ -90,12 +90,15 @@ class Pane:
     history: list[dict[str, str]] = field(default_factory=list)
     turns: list[Turn] = field(default_factory=list)  # one per assistant message
     notice: str = ""  # a loading notice or an error; the last turn's stats show otherwise
+    reading: bool = False  # loaded, its model reading the prompt: no words yet
 
     @property
     def active(self) -> bool:
         return self.enabled and bool(self.ref.strip())
 
     def status(self, reveal: bool) -> str:
+        if self.reading:
+            return "reading your message…"
         if self.notice:
             if reveal or self.notice.startswith("loading"):
                 return self.notice if reveal else "loading…"
@@ -303,8 +306,8 @@ def export_markdown(session: ArenaSession) -> str:
             if len(p.history) > i + 1:
                 turn = p.turns[i // 2] if len(p.turns) > i // 2 else None
                 settings = ", ".join(f"{k}={v}" for k, v in turn.settings.items()) if turn else ""
-                lines += [f"### {name}", "", p.history[i + 1]["content"], "",
-                          f"*{turn.line(reveal) if turn else ''}; {settings}*", ""]
+                shown = "; ".join(filter(None, [turn.line(reveal) if turn else "", settings]))
+                lines += [f"### {name}", "", p.history[i + 1]["content"], "", f"*{shown}*" if shown else "", ""]
     for v in session.votes if reveal else []:
         flag = f" (flagged: {v['flagged']})" if v.get("flagged") else ""
         lines.append(f"Vote on “{v['prompt']}”: " + ", ".join(f"{verdict} = {label or '—'}" for verdict, label in v["verdicts"]) + flag)
@@ -356,6 +359,12 @@ def reply(session: ArenaSession, settings: GenerationSettings, system_prompt: st
         pane.history.append(messages[-1])
         pane.turns.append(turns[-1])
     with contextlib.ExitStack() as held:
+        for pane, _ in loaded:  # until its first words: said, not left at "loading" (a long prompt takes a while)
+            pane.reading = True
+            held.callback(setattr, pane, "reading", False)
+        yield session
+        if session.epoch != epoch:
+            return
         for _, model in loaded:  # busy here too: a worker process's own count does not reach this cache
             if isinstance(model, LoadedModel):
                 held.enter_context(model.in_use())
@@ -366,13 +375,13 @@ def reply(session: ArenaSession, settings: GenerationSettings, system_prompt: st
             for replies in snapshots:
                 if session.epoch != epoch:
                     return
-                _show(session, messages, turns, replies, pace)
+                _show(session, loaded, messages, turns, replies, pace)
                 yield session
             while pace is not None and replies and not pace.caught_up(replies):  # what faster panes wrote ahead
                 time.sleep(FRAME_S)
                 if session.epoch != epoch:
                     return
-                _show(session, messages, turns, replies, pace)
+                _show(session, loaded, messages, turns, replies, pace)
                 yield session
         except UserError as exc:  # refused at the GPU boundary (the visitor's ZeroGPU quota), or raised in its worker
             if session.epoch != epoch:
@@ -382,11 +391,10 @@ def reply(session: ArenaSession, settings: GenerationSettings, system_prompt: st
                 turn.error, turn.done = str(exc), True
             yield session
             return
-        for (_, model), turn, one in zip(loaded, turns, replies or [Reply("")] * len(loaded), strict=True):
+        for (_, model), turn in zip(loaded, turns, strict=True):
             if isinstance(model, LoadedModel) and turn.tokens_per_s:
                 model.measured_tokens_per_s = turn.tokens_per_s
-            if isinstance(model, LoadedModel):
-                record_prefill(model, one)
+        record_prefills([(model, one) for (_, model), one in zip(loaded, replies, strict=False) if isinstance(model, LoadedModel)])
 
 
 def check_access_to(ref: str) -> None:
@@ -435,12 +443,14 @@ def _load(session: ArenaSession, pane: Pane) -> Iterator[ArenaSession]:
     return result["model"]
 
 
-def _show(session: ArenaSession, messages: list[dict], turns: list[Turn], replies: list[Reply], pace: SharedPace | None) -> None:
+def _show(session: ArenaSession, loaded: list[tuple[Pane, ChatModel]], messages: list[dict], turns: list[Turn],
+          replies: list[Reply], pace: SharedPace | None) -> None:
     """A snapshot into the panes: blind ones at the shared pace, their turns' figures
     (tokens, speed) only once every text is shown whole."""
     texts = pace.texts(replies, time.monotonic()) if pace else [one.text for one in replies]
     whole = pace is None or pace.caught_up(replies)
-    for message, turn, one, text in zip(messages, turns, replies, texts, strict=True):
+    for (pane, _), message, turn, one, text in zip(loaded, messages, turns, replies, texts, strict=True):
+        pane.reading = not text and not one.done
         message["content"] = text if not one.error else f"⚠️ {one.error}" if session.revealed else HIDDEN_ERROR
         if whole:
             _fill(turn, one)

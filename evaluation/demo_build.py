@@ -28,7 +28,7 @@ class BuildCancelled(Exception):
 
 @dataclass(frozen=True)
 class BuildStatus:
-    state: str  # "idle", "building", "built", "cancelled", "failed"
+    state: str  # "idle", "building", "cancelling", "built", "cancelled", "failed"
     stage: str = ""
     done: int = 0
     total: int = 0
@@ -42,6 +42,10 @@ class BuildStatus:
             steps = f"{self.stage} {self.done}/{self.total}" if self.total else "starting"
             left = f"about {_duration(self.left_s)} left" if self.left_s is not None else "estimating the time left"
             return f"⏳ Building the demo parent: {steps} · {_duration(self.elapsed_s)} so far, {left} · the form stays usable"
+        if self.state == "cancelling":
+            return "⏹ Cancelling the build: it stops at its next step, and nothing is saved."
+        if self.state == "built":
+            return "✅ The demo parent is built."
         if self.state == "cancelled":
             return "⏹ Build cancelled — nothing was saved; the defaults stay the original with itself."
         if self.state == "failed":
@@ -70,7 +74,8 @@ class DemoBuild:
         if status.state == "building":  # the time left counts down between the build's reports
             since = time.monotonic() - self._reported
             left = None if status.left_s is None else max(status.left_s - since, 0.0)
-            return BuildStatus("building", status.stage, status.done, status.total, time.monotonic() - self._started, left)
+            return BuildStatus("cancelling" if self._cancel.is_set() else "building", status.stage, status.done, status.total,
+                               time.monotonic() - self._started, left)
         return status
 
     def start(self) -> BuildStatus:
@@ -88,8 +93,12 @@ class DemoBuild:
             self._thread.start()
         return self.status()
 
-    def cancel(self) -> None:
-        self._cancel.set()
+    def cancel(self) -> BuildStatus:
+        """Stop the build at its next step (a build not running is left as it is)."""
+        with self._lock:
+            if self._status.state == "building":
+                self._cancel.set()
+        return self.status()
 
     def _run(self) -> None:
         try:

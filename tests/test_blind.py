@@ -174,7 +174,7 @@ def test_a_message_sent_mid_reply_waits_its_turn_and_every_message_is_answered_i
     thread, errors = run_in_thread(chat_tab.stream(req, state))
     wait_for(lambda: replying(state))
     box, second = chat_tab.take_message("second", req, state)  # mid-reply: taken, shown after the reply on its way
-    assert box == "" and [m["content"] for m in second.chats[1]][0::2] == ["first", "second"]
+    assert box == "" and [m["content"] for m in second.chats[1]][0::2] == ["first", "second\n\n*⏳ waiting its turn*"]
     assert "1 more message waiting: answered in order" in second.note
     with pytest.warns(UserWarning, match="Regenerate waits for the replies on their way"):
         assert chat_tab.take_regenerate(req, state) is None  # not now: said where the visitor looks

@@ -190,6 +190,7 @@ def test_stop_keeps_the_partial_replies_and_gives_back_the_waiting_message(brows
     expect(page.locator("#chat-panes").get_by_text(re.compile(r"stopped"))).to_have_count(3, timeout=20_000)
     expect(page.get_by_label("Blind mode: shuffled, unnamed panes; vote, then see the names")).to_be_enabled()
     expect(page.locator("#chat-message textarea")).to_have_value("second message")  # back in the box, not lost
+    expect(page.locator("#chat-note")).to_contain_text("Stopped. The message that waited is back in the box.")
     expect(page.locator("#chat-panes .message.user").filter(has_text="second message")).to_have_count(0)
     partial = [len(t) for t in page.locator("#chat-panes .message.bot").all_inner_texts()]
     assert len(partial) == 3 and all(n > 0 for n in partial), partial  # the partial replies stay on screen

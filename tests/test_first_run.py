@@ -123,11 +123,12 @@ def test_cancel_stops_the_build_between_two_steps_and_nothing_is_saved(monkeypat
 
     monkeypatch.setattr(demo_build, "build_demo_parent", endless)
     job = demo_build.DemoBuild()
+    assert demo_panel.cancel_build(job) == "No build is running."
     job.start()
     assert job.start().state == "building"  # a second Build joins the running one
-    job.cancel()
+    assert demo_panel.cancel_build(job).startswith("⏹ Cancelling the build: it stops at its next step")  # said at once
     deadline = time.time() + 10
-    while job.status().state == "building":
+    while job.status().state in ("building", "cancelling"):
         assert time.time() < deadline
         time.sleep(0.01)
     assert job.status().line() == "⏹ Build cancelled — nothing was saved; the defaults stay the original with itself."

@@ -3,10 +3,10 @@ numbers in one line; a long message's wait from the prefill speed measured here.
 
 import pytest
 
-from arena.prompt_fit import check_fits, prefill_remark, record_prefill
+from arena.prompt_fit import check_fits, prefill_remark, record_prefills
 from core.errors import UserError
 from inference import cache
-from inference.generation import Reply
+from inference.generation import Reply, ReplyStats
 
 
 @pytest.fixture
@@ -40,12 +40,22 @@ def test_public_mode_limits_the_prompt_and_an_owner_can_set_the_limit(loaded, mo
         check_fits([("Merged", loaded)], "hi", "", 16, blind=False)
 
 
-def test_a_long_message_says_its_wait_from_the_prefill_speed_measured_here(loaded, monkeypatch):
+def first_token(prompt_tokens: int, cached_tokens: int, at: float) -> Reply:
+    return Reply("m", stats=ReplyStats(prompt_tokens=prompt_tokens, cached_tokens=cached_tokens, first_token_s=at))
+
+
+def test_a_long_message_says_its_wait_from_the_prefill_speeds_measured_here(loaded, tiny_models, monkeypatch):
     monkeypatch.setattr(loaded, "measured_prefill_tokens_per_s", 0.0)
     assert prefill_remark([("Merged", loaded)], {"Merged": 5000}) == ""  # nothing measured: nothing promised
-    record_prefill(loaded, Reply("m", stats=Reply("m").stats.__class__(prompt_tokens=1100, cached_tokens=100, first_token_s=2.0)))
+    other = cache.MODELS.get(str(tiny_models("llama", 2)), "bf16")
+    monkeypatch.setattr(other, "measured_prefill_tokens_per_s", 0.0)
+    # Prompts go one after another: the second pane's first token came 2 s after the first's, not 4 s after the start.
+    record_prefills([(other, first_token(1100, 100, 4.0)), (loaded, first_token(1100, 100, 2.0))])
+    assert loaded.measured_prefill_tokens_per_s == 500.0 and other.measured_prefill_tokens_per_s == 500.0
+    record_prefills([(loaded, first_token(40, 0, 9.0))])  # too short a prompt to tell a rate
     assert loaded.measured_prefill_tokens_per_s == 500.0
-    panes = [("Merged", loaded), ("Parent A", loaded)]
-    assert prefill_remark(panes, {"Merged": 1200, "Parent A": 600}) == ""  # 2.4 s: short enough to say nothing
+    panes = [("Merged", loaded), ("Parent A", other)]
+    assert prefill_remark(panes, {"Merged": 600, "Parent A": 600}) == ""  # 2.4 s: short enough to say nothing
     remark = prefill_remark(panes, {"Merged": 5000, "Parent A": 4000})
-    assert remark == " A long message: up to 5,000 prompt tokens, so the first words take about 10 s on this host."
+    assert remark == (" A long message: up to 5,000 prompt tokens, read by one model after another, so about 18 s on this host "
+                      "before every pane has begun.")

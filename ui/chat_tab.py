@@ -208,7 +208,7 @@ def view(session: ChatSession, relabel: bool = False, note: str | None = None, s
     for their turn (in the panes that are on). `ended`: the stream step has returned, so
     the vote row may appear (not with the stream's last snapshot)."""
     arena = session.arena
-    waiting = [{"role": "user", "content": text} for text in session.queued_messages()]
+    waiting = [{"role": "user", "content": f"{text}\n\n*⏳ waiting its turn*"} for text in session.queued_messages()]
     histories = [p.history + waiting if waiting and p.active else p.history for p in arena.panes]
     chats = ([gr.Chatbot(value=h, label=label) for h, label in zip(histories, arena.display_labels(), strict=True)]
              if relabel else histories)
@@ -337,8 +337,12 @@ def stream(request: ChatRequest, session: ChatSession):
         if waiting.message:
             session.arena.unsent.append(waiting.message)  # back into the box
     finally:
-        if session.current is waiting:  # a Stop or Clear since may have let a newer stream begin
+        ours = session.current is waiting  # not after a Stop or Clear (a newer stream may have begun since)
+        if ours:
             session.current = None
+    if not ours:  # the Stop or Clear said what the page shows now: an abandoned stream's last view changes nothing
+        yield ChatView([gr.skip()] * 3, [gr.skip()] * 3, None, False, None, None)
+        return
     yield view(session, note=note or (None if session.busy else ""), seed=waiting.seed, ended=True)
 
 
@@ -351,7 +355,9 @@ def stop_replies(typed: str, session: ChatSession) -> tuple[str | None, ChatView
     session.current = None  # the page cancels the stream; its generator may end later, and changes nothing
     stop(session.arena)
     box = "\n".join([*waiting, typed] if typed else waiting) if waiting else None
-    return box, view(session, note="")
+    back = f"⏹ Stopped. The {len(waiting)} messages that waited are back in the box, one per line: send them again." if len(
+        waiting) > 1 else "⏹ Stopped. The message that waited is back in the box." if waiting else ""
+    return box, view(session, note=back)
 
 
 def stream_done(session: ChatSession) -> ChatView:
@@ -376,11 +382,17 @@ def clear_chat(session: ChatSession) -> ChatView:
     return view(session, relabel=True, note="")
 
 
-def set_blind(blind: bool, session: ChatSession) -> ChatView:
+def set_blind(blind: bool, session: ChatSession, lock_seed: bool = False, temperature: float = DEFAULTS.temperature) -> ChatView:
     session.queue.clear()
     session.current = None
     session.arena.set_blind(blind)
-    return view(session, relabel=True, note="")
+    return view(session, relabel=True, note=caution_note(blind, lock_seed, temperature))
+
+
+def caution_note(blind: bool, lock_seed: bool, temperature: float) -> str:
+    """Said as soon as blind mode meets a locked seed or greedy sampling, not only while replies stream."""
+    caution = dataclasses.replace(ChatRequest(), lock_seed=lock_seed, temperature=temperature).caution(blind)
+    return f"⚠️{caution}" if caution else ""
 
 
 # The `chat` and `regenerate` API: both steps in one call, with the parameters the API has
@@ -706,8 +718,10 @@ def build_chat_tab(demo: gr.Blocks, own_merge: gr.BrowserState) -> ChatTab:
     for clearing in (clear_button.click, *[bot.clear for bot in bots]):  # a pane's trash icon clears the arena too
         clearing(lambda state: clear_chat(state).updates(), session, outputs, cancels=streams, api_visibility=PRIVATE,
                  concurrency_limit=None)
-    blind.input(lambda on, state: set_blind(on, state).updates(), [blind, session], outputs, cancels=streams, api_visibility=PRIVATE,
-                concurrency_limit=None)
+    blind.input(lambda on, lock, t, state: set_blind(on, state, lock, t).updates(), [blind, lock_seed, temperature, session], outputs,
+                cancels=streams, api_visibility=PRIVATE, concurrency_limit=None)
+    gr.on([lock_seed.input, temperature.release], lambda on, lock, t: caution_note(on, lock, t) if on else gr.skip(),
+          [blind, lock_seed, temperature], note, api_visibility=PRIVATE, queue=False, show_progress="hidden")
     vote_button.click(on_vote, [best, worst, include_flagged, session], [*outputs, results_plot, results_table], api_visibility=PRIVATE)
 
     # The API: `chat` and `regenerate`, hidden buttons whose parameters are unchanged.

@@ -70,6 +70,12 @@ def start_build(job: DemoBuild) -> str:
     return job.start().line() or "⏳ Building the demo parent: starting"
 
 
+def cancel_build(job: DemoBuild) -> str:
+    """Cancel pressed: the line says at once that the build stops (or that none runs)."""
+    status = job.cancel()
+    return status.line() if status.state in ("cancelling", "cancelled") else "No build is running."
+
+
 def show_build(job: DemoBuild, shown: str, *form) -> tuple:
     """A tick: the job's line, and once it turns to built (the first tick that sees it on
     this page), the notice, the parents' list, and the demo pair in a form still on the
@@ -78,8 +84,9 @@ def show_build(job: DemoBuild, shown: str, *form) -> tuple:
     the timer: stopped once built, as there is nothing more to follow)."""
     status = job.status()
     if status.state != "built":
-        return (*[gr.skip()] * 6, gr.skip(), status.line(), gr.Button(interactive=status.state != "building"), status.state,
-                gr.skip())
+        busy = status.state in ("building", "cancelling")
+        return (*[gr.skip()] * 6, gr.skip(), status.line() if busy or status.state != shown else gr.skip(),
+                gr.Button(interactive=not busy), status.state, gr.skip())
     if shown == "built":
         return (*[gr.skip()] * 9, shown, gr.Timer(active=False))
     pair = defaults.demo_pair(status.folder)

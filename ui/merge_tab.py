@@ -47,7 +47,7 @@ from ui import context
 from ui.context import PRIVATE, Visitor, check_models, in_visitor_words, short_name
 from ui.context import CancelSession as MergeSession  # the name the merge's handler and tests use
 from ui.context import cancel as cancel_merge
-from ui.demo_panel import demo_row, fresh_defaults, show_build, start_build
+from ui.demo_panel import cancel_build, demo_row, fresh_defaults, show_build, start_build
 from ui.merge_form import FormControls, FormRequest
 from ui.sweep_panel import build_sweep_panel
 
@@ -458,7 +458,8 @@ def build_merge_tab(demo: gr.Blocks, own: gr.BrowserState) -> MergeTab:
     # The build runs in the background: these return at once, and no progress covers the form.
     demo_parent.build.click(lambda: start_build(build), None, demo_parent.message, api_visibility=PRIVATE,
                             show_progress="hidden", queue=False)
-    demo_parent.cancel.click(build.cancel, None, None, api_visibility=PRIVATE, show_progress="hidden", queue=False)
+    demo_parent.cancel.click(lambda: cancel_build(build), None, demo_parent.message, api_visibility=PRIVATE,
+                             show_progress="hidden", queue=False)
     # The form switches through its fields' own change events (the YAML, the parents panel).
     demo_parent.timer.tick(lambda shown, *form: show_build(build, shown, *form),
                            [demo_parent.shown, parent_a, parent_b, preset, attn, mlp, default],

@@ -173,12 +173,17 @@ def test_four_messages_sent_mid_reply_by_click_and_by_enter_are_each_answered_in
     assert_no_error(page)
 
 
-def test_stop_keeps_the_partial_replies_and_gives_back_the_waiting_message(browser_page, merged, monkeypatch):
+def long_replies(page, merged, monkeypatch, message: str) -> None:
+    """Replies of up to 16 s to `message` (200 pieces at 0.08 s): a click lands mid-reply even
+    when a busy machine slows the page."""
     slowed(monkeypatch, 0.08)
-    page, (output, a, b) = browser_page, merged
-    # 16 s replies: the Stop lands mid-reply even when a busy machine slows the page.
-    open_chat(page, output, a, b, blind=False, max_tokens=200)
-    send(page, "first message")
+    open_chat(page, *merged, blind=False, max_tokens=200)
+    send(page, message)
+
+
+def test_stop_keeps_the_partial_replies_and_gives_back_the_waiting_message(browser_page, merged, monkeypatch):
+    page = browser_page
+    long_replies(page, merged, monkeypatch, "first message")
     expect(page.locator(".message.bot")).to_have_count(3, timeout=60_000)  # replies are streaming
     expect(page.get_by_role("button", name="Regenerate")).to_be_disabled()
     expect(page.locator("#chat-note")).to_contain_text("Replies are on their way")
@@ -203,10 +208,8 @@ def test_stop_keeps_the_partial_replies_and_gives_back_the_waiting_message(brows
 
 
 def test_clear_mid_stream_empties_the_panes_and_the_waiting_messages_and_nothing_comes_back(browser_page, merged, monkeypatch):
-    slowed(monkeypatch, 0.08)
-    page, (output, a, b) = browser_page, merged
-    open_chat(page, output, a, b, blind=False, max_tokens=200)
-    send(page, "first message")
+    page = browser_page
+    long_replies(page, merged, monkeypatch, "first message")
     send(page, "waiting message")
     for i in range(3):
         expect(page.locator("#chat-panes .message.bot").nth(i)).to_have_text(re.compile(r"\S"), timeout=60_000)

@@ -241,7 +241,11 @@ def hub_errors(repo_id: str) -> Iterator[None]:
         raise UserError("model", f"download of '{repo_id}' failed ({exc.__class__.__name__})", "retry, or check the token") from None
     except UserError:
         raise
-    except Exception as exc:  # a connection cut or garbled past huggingface_hub's retries, in its HTTP library's own types
+    except Exception as exc:
+        if isinstance(exc, OSError) and not isinstance(exc, ConnectionError | TimeoutError):  # this machine's side
+            raise UserError("model", f"fetching '{repo_id}' failed on this machine ({exc.strerror or exc.__class__.__name__})",
+                            "free some disk space (or fix the cache folder's permissions), then try again") from None
+        # A connection cut or garbled past huggingface_hub's retries, in its HTTP library's own types.
         logging.getLogger(__name__).warning("fetching %s failed", repo_id, exc_info=True)  # the owner's log keeps the traceback
         raise UserError("model", f"the connection to the Hub broke while fetching '{repo_id}' ({exc.__class__.__name__})",
                         "try again: the files already complete are kept") from None

@@ -147,3 +147,11 @@ def test_a_broken_hub_connection_gets_its_own_line():
     with pytest.raises(UserError, match="the connection to the Hub broke while fetching 'org/model' .RemoteProtocolError. — try again"), \
             sources.hub_errors("org/model"):
         raise httpx2.RemoteProtocolError("illegal status line")
+
+
+def test_a_full_disk_while_fetching_is_said_as_this_machine_s_problem():
+    from core import sources
+
+    with pytest.raises(UserError, match=r"^model: fetching 'org/model' failed on this machine \(No space left on device\) — free some"), \
+            sources.hub_errors("org/model"):
+        raise OSError(28, "No space left on device")

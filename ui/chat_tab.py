@@ -340,10 +340,8 @@ def stream(request: ChatRequest, session: ChatSession):
         ours = session.current is waiting  # not after a Stop or Clear (a newer stream may have begun since)
         if ours:
             session.current = None
-    if not ours:  # the Stop or Clear said what the page shows now: an abandoned stream's last view changes nothing
-        yield ChatView([gr.skip()] * 3, [gr.skip()] * 3, None, False, None, None)
-        return
-    yield view(session, note=note or (None if session.busy else ""), seed=waiting.seed, ended=True)
+    # After a Stop or Clear the line under the box is theirs: an abandoned stream's last view leaves it.
+    yield view(session, note=None if not ours else note or (None if session.busy else ""), seed=waiting.seed, ended=True)
 
 
 def stop_replies(typed: str, session: ChatSession) -> tuple[str | None, ChatView]:

@@ -60,6 +60,15 @@ NO_MERGE_HINT = "No merged model yet: run a merge on the Merge tab and press 'Ch
 # falls behind a faster stream shows its views late, after a click made meanwhile (seen in
 # Chromium on 2 busy cores: a vote's refusal overwritten by a stream's last view, 2 s late).
 VIEW_INTERVAL_S = 0.1
+# Sent, the box empties in the page at once, as Send reads it: a server's "" arriving after
+# the visitor had typed the next message wiped it (seen in Chromium on a busy host: the next
+# Send sent ""). The step's own values go on to the server unchanged.
+CLEAR_BOX = """(...values) => {
+  const box = document.querySelector('#chat-message textarea');
+  box.value = '';
+  box.dispatchEvent(new Event('input', {bubbles: true}));
+  return values.slice(0, %d);
+}"""
 DOUBLE_S = 0.5
 STREAMING_NOTE = (
     "⏳ Replies are on their way (while another visitor has the device, each pane shows your place in the queue): "
@@ -327,7 +336,9 @@ def stream(request: ChatRequest, session: ChatSession):
         for _ in reply(session.arena, request.settings(waiting.seed), request.system_prompt):
             if time.monotonic() - shown >= VIEW_INTERVAL_S:  # views are whole states: skipping one loses nothing
                 shown = time.monotonic()
-                yield view(session)
+                # The line under the box is written when a message is taken and when a step ends, not by
+                # these: one still on its way to the page when Stop or Clear lands cannot bring it back.
+                yield dataclasses.replace(view(session), note=None)
     except UserError as exc:  # too long for a model now loaded, or the page changed (every pane off, a seed emptied)
         gr.Warning(str(exc))
         note = f"⚠️ {exc}"
@@ -671,8 +682,9 @@ def build_chat_tab(demo: gr.Blocks, own_merge: gr.BrowserState) -> ChatTab:
     n = len(inputs)
 
     def on_send(message_text, *values):
+        # The page empties the box itself as the message leaves (CLEAR_BOX); a refused one is put back.
         box, shown = take_message(message_text, ChatRequest.from_page(*values[:n]), values[n])
-        return gr.skip() if box is None else box, *(shown.updates() if shown else (gr.skip(),) * len(outputs))
+        return gr.skip() if box == "" else message_text, *(shown.updates() if shown else (gr.skip(),) * len(outputs))
 
     def on_regenerate(*values):
         shown = take_regenerate(ChatRequest.from_page(*values[:n]), values[n])
@@ -692,7 +704,7 @@ def build_chat_tab(demo: gr.Blocks, own_merge: gr.BrowserState) -> ChatTab:
         # "multiple", on each step: every Send and Enter is taken and answered, also while an earlier one's
         # steps are pending (Gradio's default, "once", drops the new one without a word).
         taken = trigger(on_send, [message, *inputs, session], [message, *outputs], api_visibility=PRIVATE, concurrency_limit=None,
-                        trigger_mode="multiple")
+                        trigger_mode="multiple", js=CLEAR_BOX % (len(inputs) + 2))
         streams.append(taken.then(on_stream, [*inputs, session], outputs, api_visibility=PRIVATE, concurrency_id="device",
                                   concurrency_limit=1, trigger_mode="multiple"))
     taken = regen_button.click(on_regenerate, [*inputs, session], outputs, api_visibility=PRIVATE, concurrency_limit=None)

@@ -17,3 +17,9 @@ def _restore(cls: type[UserError], field: str, problem: str, fix: str) -> UserEr
     error = cls.__new__(cls)  # a subclass's own __init__ (MergeCancelled's takes nothing) is not called
     UserError.__init__(error, field, problem, fix)
     return error
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception a library raised, as a short clause for a one-line message."""
+    text = str(exc).strip().splitlines()
+    return f"{exc.__class__.__name__}: {text[0][:160]}" if text else exc.__class__.__name__

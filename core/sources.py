@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from core.checkpoints import read_config_file
 from core.errors import UserError
 from core.places import ON_SPACE
 
@@ -175,10 +176,7 @@ def read_config(ref: str) -> dict:
             path = Path(hf_hub_download(ref.strip(), "config.json", token=hub_token()))
     else:
         path = resolve_model(ref) / "config.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        raise UserError("model", f"'{ref}' has an unreadable config.json", "re-download or re-save the model") from None
+    return read_config_file(path, ref)
 
 
 def check_model_dir(path: Path, ref: str) -> Path:

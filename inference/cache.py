@@ -63,6 +63,9 @@ class ModelCache:
             self._make_room(ref, needed)
             try:
                 loaded = load_model(ref, precision, self.device, check_memory=False)
+            except BaseException:
+                self._release()  # a refused load (a stranger's NaN weights) gives back what it took
+                raise
             finally:
                 with self._lock:
                     self._reserved -= needed

@@ -55,6 +55,10 @@ def unsupported_reason(model: nn.Module) -> str | None:
         return f"architecture {config.model_type}"
     if next(model.parameters()).device.type != "cpu":
         return "not on the CPU"
+    # A subclass of nn.Linear (bitsandbytes' Linear8bitLt) keeps its weights its own way.
+    odd = next((type(m).__name__ for m in model.modules() if isinstance(m, nn.Linear) and type(m) is not nn.Linear), None)
+    if odd is not None:
+        return f"{odd} layers"
     if getattr(config, "hidden_act", "silu") != "silu":
         return f"activation {config.hidden_act}"
     rope = (getattr(config, "rope_parameters", None) or {}).get("rope_type", "default")

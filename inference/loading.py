@@ -8,6 +8,7 @@ int8). Quantized models are loaded in bf16 and their linear layers converted in 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -19,8 +20,9 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 from transformers.utils import logging as hf_logging
 
 from core import zerogpu
+from core.checkpoints import check_shapes, read_config_file, read_weights, skeleton
 from core.cpu import native_bf16
-from core.errors import UserError
+from core.errors import UserError, first_line
 from core.sources import read_config, resolve_model
 from inference.quantize import Hardware, linear_weight_bytes, quantize_linears, stored_bytes
 
@@ -28,6 +30,7 @@ PRECISIONS = ("auto", "fp8", "int8", "bf16", "fp32")
 QUANTIZED_NOTE = "The embedding lookup stays in bf16; every linear, lm_head included, is quantized (lm_head in int8)."
 KEEP_FREE_FRACTION = 0.20  # the memory guard keeps this share of RAM / VRAM free
 
+log = logging.getLogger(__name__)
 hf_logging.set_verbosity_error()  # GGUF and generation advice is noise in a chat app
 
 
@@ -90,6 +93,22 @@ def scoring_precision(device: torch.device | None = None) -> str:
     return "bf16" if gpu or native_bf16() else "fp32"
 
 
+def non_finite_tensors(model: torch.nn.Module) -> list[str]:
+    """Names of the floating-point weights holding NaN or Inf. A sum is NaN or Inf exactly
+    when an element is (real weights are nowhere near overflowing a float32 sum), and it
+    allocates nothing, where isfinite would take a byte per weight."""
+    return [name for name, t in model.state_dict().items()
+            if t.is_floating_point() and not torch.isfinite(t.sum(dtype=torch.float32))]
+
+
+def refuse_non_finite(model: torch.nn.Module, ref: str) -> None:
+    bad = non_finite_tensors(model)
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise UserError("model", f"'{ref}' holds NaN or Inf in {bad[0]}{more}: it cannot reply",
+                        "pick another model, or merge again from finite parents")
+
+
 def resolve_precision(precision: str, hardware: Hardware) -> str:
     if precision not in PRECISIONS:
         raise UserError("precision", f"'{precision}' is not supported", f"use one of {', '.join(PRECISIONS)}")
@@ -103,17 +122,6 @@ def uses_bitsandbytes(precision: str, hardware: Hardware) -> bool:
     return precision == "int8" and hardware.cuda
 
 
-def _skeleton(raw: dict, name: str, dtype: torch.dtype | None = None) -> torch.nn.Module:
-    """The model of config.json `raw` on the meta device: every shape, no memory."""
-    try:
-        config = AutoConfig.for_model(**raw)
-    except (KeyError, ValueError) as exc:
-        raise UserError("model", f"'{name}' has a config transformers does not know ({exc.__class__.__name__})",
-                        "use a model with a standard transformers architecture") from None
-    with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config, dtype=dtype)
-
-
 def _load_bytes(skeleton: torch.nn.Module) -> int:
     """The guard's figure: every parameter in bf16, as the weights are read before quantization."""
     return sum(p.numel() for p in skeleton.parameters()) * 2
@@ -122,7 +130,7 @@ def _load_bytes(skeleton: torch.nn.Module) -> int:
 def estimate_load_bytes(ref: str) -> int:
     """Bytes the weights take while loading (bf16, before any quantization), from the
     config alone: the model is built on the meta device, which allocates nothing."""
-    return _load_bytes(_skeleton(read_config(ref), ref))
+    return _load_bytes(skeleton(read_config(ref), ref))
 
 
 @dataclass(frozen=True)
@@ -137,11 +145,11 @@ def estimate_footprint(raw_config: dict, precision: str, hardware: Hardware, nam
     meta-device skeleton goes through the same quantization code a real load runs, and is
     summed as LoadReport sums a loaded model (stored_bytes)."""
     resolved = resolve_precision(precision, hardware)
-    skeleton = _skeleton(raw_config, name, torch.float32 if resolved == "fp32" else torch.bfloat16)
-    load = _load_bytes(skeleton)
+    model = skeleton(raw_config, name, torch.float32 if resolved == "fp32" else torch.bfloat16)
+    load = _load_bytes(model)
     if resolved in ("int8", "fp8"):
-        quantize_linears(skeleton, resolved, torch.device("meta"), hardware)
-    return Footprint(resolved, load, stored_bytes(skeleton))
+        quantize_linears(model, resolved, torch.device("meta"), hardware)
+    return Footprint(resolved, load, stored_bytes(model))
 
 
 def free_memory(device: torch.device) -> tuple[int, int]:
@@ -165,12 +173,14 @@ def allowance_of(available: int, total: int) -> int:
 
 
 def load_model(ref: str, precision: str = "auto", device: torch.device | None = None,
-               memory_budget: int | None = None, check_memory: bool = True) -> LoadedModel:
+               memory_budget: int | None = None, check_memory: bool = True, hardware: Hardware | None = None) -> LoadedModel:
     """Load `ref` in `precision`. `memory_budget` overrides the guard's byte allowance;
     `check_memory=False` is for a caller that has made room itself (ModelCache).
+    `hardware` overrides the device's own rules, to run a path the device would not choose
+    (the GPU paths on a CPU, in tests).
     Only safetensors are read (core.sources refuses pickle-only folders: they run code)."""
     device = device or detect_device()
-    hardware = Hardware.of(device)
+    hardware = hardware or Hardware.of(device)
     resolved = resolve_precision(precision, hardware)
     if check_memory:
         needed = estimate_load_bytes(ref)
@@ -182,6 +192,7 @@ def load_model(ref: str, precision: str = "auto", device: torch.device | None = 
 
     started = time.perf_counter()
     folder = resolve_model(ref)
+    check_shapes(read_config_file(folder / "config.json", ref), read_weights(folder, ref), ref)
     kwargs: dict = {"trust_remote_code": False, "use_safetensors": True}
     compute_dtype = torch.float32 if resolved == "fp32" else torch.bfloat16
     bitsandbytes = uses_bitsandbytes(resolved, hardware)
@@ -196,14 +207,19 @@ def load_model(ref: str, precision: str = "auto", device: torch.device | None = 
     except OSError as exc:
         problem = str(exc).splitlines()[0][:200]
         raise UserError("model", f"cannot load '{ref}' ({problem})", "check the path or Hub id") from None
+    except Exception as exc:  # noqa: BLE001 -- whatever transformers raised about a stranger's files: one line, traceback logged
+        log.warning("loading %s failed", ref, exc_info=True)
+        raise UserError("model", f"cannot load '{ref}' ({first_line(exc)})",
+                        "re-download the model, or pick another") from None
+    refuse_non_finite(model, ref)
     if not bitsandbytes:
         model.to(device)
     model.eval()
 
     if resolved in ("int8", "fp8") and not bitsandbytes:
-        backends = quantize_linears(model, resolved, device)
+        backends = quantize_linears(model, resolved, device, hardware)
     elif bitsandbytes:
-        backends = ["bitsandbytes LLM.int8 (CUDA)"]
+        backends = [f"bitsandbytes LLM.int8 on {device.type}"]
     else:
         backends = [f"torch {resolved} (no quantization)"]
     weight_bytes = stored_bytes(model)

@@ -11,8 +11,11 @@ Backends, chosen by the hardware:
 - int8 on CPU: a C kernel for decode and `torch._weight_int8pack_mm` for prefill
   (cpu_kernels.py); not bitsandbytes, which decodes slower than bf16 on CPU.
 - int8 on CUDA: bitsandbytes LLM.int8, applied at load time (see loading.py).
-- fp8 on CUDA with compute capability >= 8.9 (Ada, Hopper): native `torch._scaled_mm`
-  with a dynamic per-row activation scale.
+- fp8 on CUDA with compute capability >= 8.9 (Ada, Hopper, Blackwell): native
+  `torch._scaled_mm` with a dynamic per-row activation scale, where a probe on the device
+  itself (`probe_fp8`) runs it; a device that refuses per-row scales (reported on sm_120)
+  gets per-tensor activation scales with the weight's row scales applied to the output,
+  and one that refuses both gets the weight-only path below.
 - fp8 elsewhere: weights stored as float8, decoded at matmul time (CPU has no FP8 math).
   SLERP_ARENA_FP8_FALLBACK=1 forces this path on any GPU, so the decode that cards below
   cc 8.9 run can be tested (and compared) on a card that has native FP8.
@@ -24,12 +27,14 @@ applied to a meta-device skeleton to size a model for a machine we are not on
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from core.errors import first_line
 from inference.cpu_kernels import fp8_linear_cpu, int8_linear_cpu, kernel
 
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
@@ -42,16 +47,69 @@ def native_fp8_available(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)
 
 
+FP8_SCALINGS = ("row", "tensor")  # native FP8 layouts, in the order tried
+
+
 @dataclass(frozen=True)
 class Hardware:
     """What the quantization rules depend on."""
 
     cuda: bool
     native_fp8: bool
+    fp8_scaling: str = "row"  # the native FP8 layout: per-"row" or per-"tensor" activation scales
+    fp8_note: str = ""  # what the device refused, for the backend line
 
     @classmethod
-    def of(cls, device: torch.device) -> Hardware:
-        return cls(device.type == "cuda", native_fp8_available(device))
+    def of(cls, device: torch.device, try_native_fp8: bool | None = None) -> Hardware:
+        """The device's own rules; `try_native_fp8` overrides the compute-capability test
+        (True tries native FP8 on a CPU, as the tests do: the probe still decides)."""
+        candidate = native_fp8_available(device) if try_native_fp8 is None else try_native_fp8
+        if not candidate:
+            return cls(device.type == "cuda", False)
+        scaling, note = probe_fp8(str(device))
+        return cls(device.type == "cuda", scaling is not None, scaling or "row", note)
+
+
+@functools.cache
+def probe_fp8(device: str) -> tuple[str | None, str]:
+    """The first native FP8 layout this device runs correctly, tried on one tiny matmul of
+    the shapes and scales the model's layers use, where they will run; and a note of what
+    it refused (None, note: neither ran, use the weight-only path)."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 32, generator=generator).to(device, torch.bfloat16)
+    weight = torch.randn(32, 32, generator=generator)
+    scale = _per_channel_scale(weight, FP8_MAX)
+    weight8 = (weight / scale[:, None]).to(torch.float8_e4m3fn).to(device)
+    expected = x.float() @ weight.to(device).t()
+    refused = []
+    for scaling in FP8_SCALINGS:
+        try:
+            y = scaled_matmul(x, weight8, scale.to(device), scaling).float()
+            error = float((y - expected).norm() / expected.norm())
+            problem = "" if error < 0.1 else f"a wrong result, {error:.0%} off"
+        except Exception as exc:  # noqa: BLE001 -- what a device refuses comes as any error (cuBLAS, NotImplemented)
+            problem = first_line(exc)
+        if not problem:
+            note = f"this device refused {', '.join(refused)}" if refused else ""
+            return scaling, note
+        refused.append(f"per-{scaling} scales ({problem})")
+    return None, f"native FP8 refused by this device: {'; '.join(refused)}"
+
+
+def scaled_matmul(x: torch.Tensor, weight8: torch.Tensor, scale: torch.Tensor, scaling: str) -> torch.Tensor:
+    """x @ (weight8 * scale[:, None]).T through torch._scaled_mm, x quantized to e4m3 on the
+    fly with one scale per row or one for the whole of x. Per-tensor, the weight's row
+    scales are applied to the float32 output instead, so the weights are the same."""
+    flat = x.reshape(-1, x.shape[-1])
+    amax = flat.abs().amax(dim=1, keepdim=True) if scaling == "row" else flat.abs().amax()
+    x_scale = amax.float().clamp_min(1e-12) / FP8_MAX
+    x8 = (flat.float() / x_scale).to(torch.float8_e4m3fn)
+    if scaling == "row":
+        y = torch._scaled_mm(x8, weight8.t(), scale_a=x_scale, scale_b=scale[None, :].float(), out_dtype=x.dtype)
+    else:
+        one = torch.ones((), device=x.device)
+        y = (torch._scaled_mm(x8, weight8.t(), scale_a=x_scale, scale_b=one, out_dtype=torch.float32) * scale).to(x.dtype)
+    return y.reshape(*x.shape[:-1], weight8.shape[0])
 
 
 def _per_channel_scale(weight: torch.Tensor, limit: float) -> torch.Tensor:
@@ -88,38 +146,36 @@ class Int8Linear(nn.Module):
 class FP8Linear(nn.Module):
     """float8_e4m3fn weights with a per-output-channel scale."""
 
-    def __init__(self, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, native: bool):
+    def __init__(self, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, scaling: str | None):
         super().__init__()
         self.out_features, self.in_features = weight.shape
         self.register_buffer("weight", weight)
         self.register_buffer("scale", scale)
         self.bias = bias
         # torch._scaled_mm wants both matrix dims to be multiples of 16.
-        self.native = native and self.in_features % 16 == 0 and self.out_features % 16 == 0
+        fits = self.in_features % 16 == 0 and self.out_features % 16 == 0
+        self.scaling = scaling if fits else None  # the native FP8 layout (FP8_SCALINGS), or None: weight-only
 
     @classmethod
-    def of(cls, linear: nn.Linear, native: bool) -> FP8Linear:
+    def of(cls, linear: nn.Linear, scaling: str | None) -> FP8Linear:
         w = linear.weight.detach().float()
         scale = _per_channel_scale(w, FP8_MAX)
-        return cls((w / scale[:, None]).to(torch.float8_e4m3fn), scale, linear.bias, native)
+        return cls((w / scale[:, None]).to(torch.float8_e4m3fn), scale, linear.bias, scaling)
+
+    @property
+    def native(self) -> bool:
+        return self.scaling is not None
 
     @property
     def backend(self) -> str:
         if self.native:
-            return "torch._scaled_mm (native FP8)"
+            return f"torch._scaled_mm, per-{self.scaling} scales (native FP8)"
         if self.weight.device.type == "cuda":
             return "fp8 weight-only, cast to the compute dtype per matmul (CUDA without native FP8)"
         return fp8_linear_cpu.backend
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.native:
-            flat = x.reshape(-1, self.in_features)
-            x_scale = (flat.abs().amax(dim=1, keepdim=True).float().clamp_min(1e-12) / FP8_MAX)
-            x8 = (flat.float() / x_scale).to(torch.float8_e4m3fn)
-            y = torch._scaled_mm(x8, self.weight.t(), scale_a=x_scale, scale_b=self.scale[None, :], out_dtype=x.dtype)
-            y = y.reshape(*x.shape[:-1], self.out_features)
-        else:
-            y = fp8_linear_cpu(x, self.weight, self.scale)
+        y = scaled_matmul(x, self.weight, self.scale, self.scaling) if self.native else fp8_linear_cpu(x, self.weight, self.scale)
         return y if self.bias is None else y + self.bias
 
 
@@ -140,9 +196,13 @@ def quantize_linears(model: nn.Module, precision: str, device: torch.device, har
             continue
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        replacement = Int8Linear.of(module) if precision == "int8" or module is output else FP8Linear.of(module, hardware.native_fp8)
+        if precision == "int8" or module is output:
+            replacement = Int8Linear.of(module)
+        else:
+            replacement = FP8Linear.of(module, hardware.fp8_scaling if hardware.native_fp8 else None)
         setattr(parent, child, replacement.to(device))
-        backends.add(replacement.backend)
+        note = hardware.fp8_note if isinstance(replacement, FP8Linear) and hardware.fp8_note else ""
+        backends.add(f"{replacement.backend} ({note})" if note else replacement.backend)
     return sorted(backends)
 
 
@@ -161,7 +221,7 @@ def fuse_linears(linears: list[nn.Module]) -> nn.Module:
     if isinstance(first, Int8Linear):
         fused = Int8Linear(cat("weight"), cat("scale"), cat("bias"))
     elif isinstance(first, FP8Linear):
-        fused = FP8Linear(cat("weight"), cat("scale"), cat("bias"), first.native)
+        fused = FP8Linear(cat("weight"), cat("scale"), cat("bias"), first.scaling)
     else:
         fused = nn.Linear(first.in_features, sum(m.out_features for m in linears), bias=first.bias is not None,
                           device="meta")

@@ -1,4 +1,5 @@
-"""CLI: python -m merging CONFIG.yml OUTPUT_DIR [--shard-size 2GB] [--max-ram 128MB] [--overwrite] [--dry-run] [--device cpu|cuda]"""
+"""CLI: python -m merging CONFIG.yml OUTPUT_DIR [--shard-size 2GB] [--max-ram 128MB] [--overwrite] [--dry-run] [--device cpu|cuda]
+[--allow-non-finite]"""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"RAM the merge may use beside the process itself (default {DEFAULT_MAX_RAM // 10**6}MB): "
                              "tensors whose pair fits are read once, larger ones partly twice; peak RAM stays flat in model size")
     parser.add_argument("--dry-run", action="store_true", help="print size, peak RAM, disk and time estimates; write nothing")
+    parser.add_argument("--allow-non-finite", action="store_true",
+                        help="merge parents holding NaN or Inf (refused otherwise); the model card lists those tensors")
     parser.add_argument("--device", default="cpu", help="where the SLERP math runs: cpu (default) or cuda (same tensors within 1 bf16 ulp)")
     args = parser.parse_args(argv)
     if args.dry_run:
@@ -46,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         shard_bytes = parse_size(args.shard_size, "--shard-size", "2GB, 500MB or 1GiB")  # cheap checks first
         max_ram = parse_max_ram(args.max_ram)
         result = run_merge(load_config(args.config), args.output_dir, shard_bytes=shard_bytes, overwrite=args.overwrite,
-                           on_progress=on_progress, cancel=cancel, device=args.device, max_ram=max_ram)
+                           on_progress=on_progress, cancel=cancel, device=args.device, max_ram=max_ram,
+                           allow_non_finite=args.allow_non_finite)
     except UserError as exc:
         bar.close()
         print(f"error: {exc}", file=sys.stderr)

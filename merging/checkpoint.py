@@ -3,13 +3,12 @@ built from the safetensors headers alone (no weights are read here)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.checkpoints import TensorEntry, check_against_weights, read_config_file, read_weights
 from core.errors import UserError
 from merging.architectures import ArchitectureSpec, spec_for
-from merging.safetensors_io import TensorEntry, read_header
 
 
 @dataclass
@@ -46,21 +45,7 @@ class Checkpoint:
 
 
 def open_checkpoint(ref: str, path: Path) -> Checkpoint:
-    try:
-        config = json.loads((path / "config.json").read_text())
-    except (OSError, ValueError):
-        raise UserError("model", f"'{ref}' has an unreadable config.json", "re-download or re-save the model") from None
-    index = path / "model.safetensors.index.json"
-    if index.is_file():
-        weight_map = json.loads(index.read_text())["weight_map"]
-        files = sorted({path / f for f in weight_map.values()})
-    else:
-        files = sorted(path.glob("*.safetensors"))
-    tensors: dict[str, TensorEntry] = {}
-    for file in files:
-        if not file.is_file():
-            raise UserError("model", f"'{ref}' is missing shard {file.name}", "re-download the model")
-        tensors.update(read_header(file))
-    if not tensors:
-        raise UserError("model", f"'{ref}' holds no tensors", "point at a folder with model weights")
+    config = read_config_file(path / "config.json", ref)
+    tensors = read_weights(path, ref)
+    check_against_weights(config, tensors, ref)
     return Checkpoint(ref, path, config, tensors)

@@ -27,9 +27,10 @@ from pathlib import Path
 
 import torch
 
+from core.checkpoints import TensorEntry
 from core.errors import UserError
 from merging.planning import TensorPlan
-from merging.safetensors_io import WRITE_BLOCK_BYTES, WRITE_BLOCKS, TensorEntry, map_elements
+from merging.safetensors_io import WRITE_BLOCK_BYTES, WRITE_BLOCKS, map_elements
 from merging.sizes import megabytes, parse_size
 
 # The math's unit: the angle's sums are taken per 1M-element piece (4 MB of float32), so

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -73,6 +74,7 @@ class TensorReport:
     theta_degrees: float | None  # None for non-float tensors (copied from base_model)
     lerp: bool
     blended: bool  # TensorPlan.blends: the output mixes both parents
+    non_finite: tuple[str, ...] = ()  # the parents ("base", "other") holding NaN or Inf in it
 
 
 @dataclass
@@ -115,12 +117,15 @@ def run_merge(
     exists_fix: str = "choose another output name, or overwrite it (--overwrite)",
     device: str | None = None,
     max_ram: int = DEFAULT_MAX_RAM,
+    allow_non_finite: bool = False,
 ) -> MergeResult:
     """Merge `config` into `output_dir`. `policy` (public mode) restricts which local
     paths may be read or written and how big a merge may be. `exists_fix` is the advice
     when the output exists, in the words of the caller's own controls (flag or checkbox).
     `device`: where the SLERP math runs (slerp.math_device; CPU by default). `max_ram`:
-    the merge's working set in bytes (feed.parse_max_ram reads what users type)."""
+    the merge's working set in bytes (feed.parse_max_ram reads what users type).
+    `allow_non_finite`: merge parents holding NaN or Inf (refused otherwise), and list
+    those tensors in the model card."""
     started = time.perf_counter()
     math_on = math_device(device)
     output = Path(output_dir)
@@ -141,7 +146,7 @@ def run_merge(
     _remove_stale_partials(output)
     work = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-{os.getpid()}-", dir=output.parent))
     try:
-        reports, written = _write_shards(plan, work, shard_bytes, on_progress, cancel, math_on, max_ram)
+        reports, written = _write_shards(plan, work, shard_bytes, on_progress, cancel, math_on, max_ram, allow_non_finite)
         _copy_tokenizer(tokenizer_dir, work, template)
         _write_config(plan, work)
         (work / "mergekit_config.yml").write_text(config.to_yaml())
@@ -195,13 +200,15 @@ def merge_in_memory(config: MergeConfig, max_output_bytes: int, device: str | No
     with single_threaded_math(), Feed(plan.tensors, max_ram, math_on) as feed:
         for tensor in plan.tensors:
             collector = CollectingWriter()
-            merge_tensor(tensor, collector, feed, math_on)
+            report, _ = merge_tensor(tensor, collector, feed, math_on)
+            check_finite(report, plan, False, plan.warnings)
             weights[tensor.name] = torch.cat(collector.chunks).reshape(tensor.shape)
     return weights
 
 
 def _write_shards(plan: MergePlan, folder: Path, shard_bytes: int, on_progress: Callable[[Progress], None] | None,
-                  cancel: threading.Event | None, device: torch.device, max_ram: int) -> tuple[list[TensorReport], int]:
+                  cancel: threading.Event | None, device: torch.device, max_ram: int,
+                  allow_non_finite: bool) -> tuple[list[TensorReport], int]:
     shards = _assign_shards(plan.tensors, shard_bytes)
     names = ["model.safetensors"] if len(shards) == 1 else [
         f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
@@ -217,6 +224,7 @@ def _write_shards(plan: MergePlan, folder: Path, shard_bytes: int, on_progress: 
                     if cancel is not None and cancel.is_set():
                         raise MergeCancelled()
                     report, nbytes = merge_tensor(tensor, writer, feed, device)
+                    check_finite(report, plan, allow_non_finite, plan.warnings)
                     reports.append(report)
                     written += nbytes
                     if on_progress is not None:
@@ -274,8 +282,12 @@ def merge_tensor(plan: TensorPlan, writer: ChunkWriter, feed: Feed, device: torc
         return fa[:n], fb[:n]
 
     def copy(i: int) -> tuple[int, int | None]:  # a copy of the base
-        block = feed.next(job, i)
-        return sum(emit(a) for _, (a,) in block.pieces()), block.slot
+        block, nbytes = feed.next(job, i), 0
+        for _, (a,) in block.pieces():
+            if a.is_floating_point():  # a plain sum, for check_finite: NaN or Inf exactly when an element is
+                stats.include(float(a.sum(dtype=torch.float32)), 0.0, 0.0)
+            nbytes += emit(a)
+        return nbytes, block.slot
 
     def first_pass(i: int) -> tuple[int, int | None]:  # the angle (and the output itself when t is 0 or 1)
         block, nbytes = feed.next(job, i), 0
@@ -314,12 +326,29 @@ def merge_tensor(plan: TensorPlan, writer: ChunkWriter, feed: Feed, device: torc
     if len(job.entries) == 1:
         written = sum(run(copy, i) for i in range(job.blocks))
         theta = 0.0 if plan.compute_dtype.is_floating_point else None
-        return TensorReport(plan.name, plan.layer, plan.t, theta, theta is not None, plan.blends), written
+        bad = () if math.isfinite(stats.sq0) else ("base",)
+        return TensorReport(plan.name, plan.layer, plan.t, theta, theta is not None, plan.blends, bad), written
     written = sum(run(first_pass, i) for i in range(job.blocks))
+    # The first pass sums every element's square: a sum is NaN or Inf exactly when an
+    # element is, so non-finite parents are found at no cost beyond the merge's own.
+    bad = tuple(side for side, sq in (("base", stats.sq0), ("other", stats.sq1)) if not math.isfinite(sq))
     c = coefficients(stats, plan.t)
     if plan.blends:
         written += sum(run(second_pass, i) for i in range(job.blocks))
-    return TensorReport(plan.name, plan.layer, plan.t, c.theta_degrees, c.lerp, plan.blends), written
+    return TensorReport(plan.name, plan.layer, plan.t, c.theta_degrees, c.lerp, plan.blends, bad), written
+
+
+def check_finite(report: TensorReport, plan: MergePlan, allow: bool, notes: list[str]) -> None:
+    """Refuse a tensor whose parents hold NaN or Inf, or, when `allow`, note it for the
+    model card."""
+    if not report.non_finite:
+        return
+    refs = [plan.base.ref if side == "base" else plan.other.ref for side in report.non_finite]
+    if not allow:
+        raise UserError("model", f"'{refs[0]}' holds NaN or Inf in {report.name} (the first such tensor the merge "
+                        "reached; nothing was written)", "replace that parent, or merge anyway with --allow-non-finite "
+                        "(the model card then lists such tensors)")
+    notes.append(f"{report.name} holds NaN or Inf in {' and '.join(refs)}, and so does the merged tensor")
 
 
 def cast_into(out: torch.Tensor, values: torch.Tensor, via: torch.dtype) -> None:

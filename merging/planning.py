@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from core.checkpoints import TensorEntry
 from core.errors import UserError
 from merging.architectures import spec_for
 from merging.checkpoint import Checkpoint
 from merging.config import MergeConfig, Slice, Source, TRule
-from merging.safetensors_io import TensorEntry
 
 TORCH_DTYPE = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 

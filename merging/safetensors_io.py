@@ -1,4 +1,5 @@
-"""Chunked reads and streaming writes of the safetensors format.
+"""Chunked reads and streaming writes of the safetensors format (headers are read and
+validated in core/checkpoints.py).
 
 Why not `safe_open`: it memory-maps the file, and every page touched stays in the
 process RSS while the file is open (measured: 512 MB RSS after reading one 269 MB
@@ -24,60 +25,13 @@ from pathlib import Path
 
 import torch
 
+from core.checkpoints import DTYPE_NAMES, TensorEntry
 from core.errors import UserError
 
-TORCH_DTYPES = {
-    "BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64,
-    "I8": torch.int8, "U8": torch.uint8, "I16": torch.int16, "I32": torch.int32, "I64": torch.int64,
-    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
-}
-DTYPE_NAMES = {v: k for k, v in TORCH_DTYPES.items()}
-HEADER_LIMIT = 100 * 1024 * 1024  # the safetensors spec caps headers at 100 MB
 # The writer's own chunk buffers, reused: the chunk being filled, two queued, one being
 # written. 4 MB holds a 1M-element float32 chunk (larger chunks get a buffer of their own).
 WRITE_BLOCKS = 4
 WRITE_BLOCK_BYTES = 4 * 2**20
-
-
-@dataclass(frozen=True)
-class TensorEntry:
-    file: Path
-    dtype: torch.dtype
-    shape: tuple[int, ...]
-    start: int  # absolute byte offset of the data in `file`
-    nbytes: int
-
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
-
-
-def read_header(path: Path) -> dict[str, TensorEntry]:
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        raw = fh.read(8)
-        if len(raw) < 8:
-            raise UserError(str(path), "not a safetensors file (too short)", "re-download or re-save the model")
-        (header_len,) = struct.unpack("<Q", raw)
-        if header_len > HEADER_LIMIT or 8 + header_len > size:
-            raise UserError(str(path), "corrupted safetensors header", "re-download or re-save the model")
-        try:
-            header = json.loads(fh.read(header_len))
-        except ValueError:
-            raise UserError(str(path), "corrupted safetensors header", "re-download or re-save the model") from None
-    data_start = 8 + header_len
-    entries = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        begin, end = info["data_offsets"]
-        dtype = TORCH_DTYPES.get(info["dtype"])
-        if dtype is None:
-            raise UserError(str(path), f"tensor {name} has unsupported dtype {info['dtype']}", "convert the model to bf16/fp16/fp32")
-        if data_start + end > size:
-            raise UserError(str(path), f"file is truncated (tensor {name} ends past the end)", "re-download the model")
-        entries[name] = TensorEntry(path, dtype, tuple(info["shape"]), data_start + begin, end - begin)
-    return entries
 
 
 def read_elements(entry: TensorEntry, start: int, stop: int) -> torch.Tensor:

@@ -88,7 +88,8 @@ def unpack(view) -> tuple[list[list[dict]], list[str]]:
 
 
 def run_main(main, argv: list[str], capsys) -> tuple[int, str, str]:
-    """A CLI's main(argv) in-process: (exit code, stdout, stderr)."""
+    """A CLI's main(argv) in-process: (exit code, stdout, stderr), its output only."""
+    capsys.readouterr()
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err

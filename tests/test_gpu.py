@@ -75,7 +75,7 @@ def check_precision(tiny_models, precision: str, backend: str) -> None:
 def test_fp8_runs_natively_through_scaled_mm_on_cc_8_9_and_up(tiny_models):
     if not native_fp8():
         pytest.skip(f"compute capability {torch.cuda.get_device_capability(CUDA)} has no native FP8 (needs 8.9)")
-    check_precision(tiny_models, "fp8", "torch._scaled_mm (native FP8)")
+    check_precision(tiny_models, "fp8", "torch._scaled_mm, per-")
 
 
 def test_fp8_falls_back_to_weight_only_decode_below_cc_8_9(tiny_models, monkeypatch):
@@ -85,7 +85,7 @@ def test_fp8_falls_back_to_weight_only_decode_below_cc_8_9(tiny_models, monkeypa
 
 
 def test_int8_goes_through_bitsandbytes(tiny_models):
-    check_precision(tiny_models, "int8", "bitsandbytes LLM.int8 (CUDA)")
+    check_precision(tiny_models, "int8", "bitsandbytes LLM.int8 on cuda")
 
 
 @pytest.mark.parametrize("precision", ["bf16", "int8", "fp8"])

@@ -1,0 +1,257 @@
+"""A stranger's checkpoint, checked before any of its weights are used: every safetensors
+header validated by the safetensors library itself, the shard index, and config.json
+against the shapes in those headers. Both engines read a model folder through here.
+
+Why the library validates and we still parse: safetensors checks the format's full rules
+(offsets ordered, contiguous and inside the file, each tensor's bytes equal to its shape
+times its dtype, the data covering the file exactly) when it opens a file, but it gives
+no byte offsets, which the merge's positioned reads need. Opening maps the file and
+touches only the header's pages, so RSS stays flat; once the library has accepted a
+header, reading its offsets here cannot go wrong."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from core.errors import UserError, first_line
+
+TORCH_DTYPES = {
+    "BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64,
+    "I8": torch.int8, "U8": torch.uint8, "I16": torch.int16, "I32": torch.int32, "I64": torch.int64,
+    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+}
+DTYPE_NAMES = {v: k for k, v in TORCH_DTYPES.items()}
+INDEX = "model.safetensors.index.json"
+REDOWNLOAD = "re-download the model, or re-save it with safetensors"
+# Deeper than any released model (Llama-3.1-405B has 126 layers); bounds the time a config
+# may cost to build on the meta device before its weights have been compared with it.
+MAX_LAYERS = 1024
+LAYER_INDEX = re.compile(r"\.(?:layers|h|blocks|layer)\.(\d+)\.")
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    file: Path
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    start: int  # absolute byte offset of the data in `file`
+    nbytes: int
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+def _library_verdict(path: Path) -> str | None:
+    """What the safetensors library says is wrong with the file, or None."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, "pt"):
+            return None
+    except SafetensorError as exc:
+        return str(exc).removeprefix("Error while deserializing header: ").splitlines()[0][:200]
+    except (OSError, ValueError, OverflowError) as exc:
+        return f"unreadable ({exc.__class__.__name__})"
+
+
+def _named(path: Path, problem: str) -> str:
+    """The library names the tensor in some verdicts only; for the rest, name the first
+    tensor whose bytes disagree with its shape and dtype, read from the raw header."""
+    if "`" in problem or "tensor" not in problem:
+        return problem
+    try:
+        with open(path, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(n))
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            begin, end = info["data_offsets"]
+            size = _dtype_size(info["dtype"])
+            if size is not None and end - begin != math.prod(info["shape"]) * size:
+                return f"{problem} `{name}`: {end - begin} bytes for shape {info['shape']} of {info['dtype']}"
+    except (ValueError, KeyError, TypeError, AttributeError, struct.error, OSError):
+        pass
+    return problem
+
+
+def _dtype_size(name: str) -> int | None:
+    dtype = TORCH_DTYPES.get(name)
+    return None if dtype is None else dtype.itemsize
+
+
+def read_header(path: Path, ref: str | None = None) -> dict[str, TensorEntry]:
+    """name -> where its bytes are, for one safetensors file; refused in one line naming
+    the file and the tensor unless the header passes the format's full rules."""
+    where = f"'{ref}' shard {path.name}" if ref else str(path)
+    problem = _library_verdict(path)
+    if problem is not None:
+        raise UserError("model", f"{where} is not a valid safetensors file ({_named(path, problem)})", REDOWNLOAD)
+    with open(path, "rb") as fh:
+        (header_len,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(header_len))
+    data_start = 8 + header_len
+    entries = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = TORCH_DTYPES.get(info["dtype"])
+        if dtype is None:
+            raise UserError("model", f"{where}: tensor {name} has dtype {info['dtype']}, which this app does not read",
+                            "convert the model to bf16, fp16 or fp32")
+        begin, end = info["data_offsets"]
+        entries[name] = TensorEntry(path, dtype, tuple(info["shape"]), data_start + begin, end - begin)
+    return entries
+
+
+def _read_json(path: Path, ref: str, what: str) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise UserError("model", f"'{ref}' has an unreadable {what}", REDOWNLOAD) from None
+    if not isinstance(value, dict):
+        raise UserError("model", f"'{ref}' has a {what} that is not a JSON object", REDOWNLOAD)
+    return value
+
+
+def read_config_file(path: Path, ref: str) -> dict:
+    return _read_json(path, ref, "config.json")
+
+
+def weight_files(folder: Path, ref: str) -> tuple[list[Path], dict[str, str]]:
+    """The shards to read, and the index's tensor -> shard map ({} without an index). An
+    index must name files inside the folder, and nothing else."""
+    if not (folder / INDEX).is_file():
+        return sorted(folder.glob("*.safetensors")), {}
+    weight_map = _read_json(folder / INDEX, ref, INDEX).get("weight_map")
+    if not isinstance(weight_map, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
+        raise UserError("model", f"'{ref}' has a {INDEX} whose weight_map is not a map of tensor names to shards", REDOWNLOAD)
+    for shard in set(weight_map.values()):
+        if Path(shard).name != shard or not shard.endswith(".safetensors"):
+            raise UserError("model", f"'{ref}' has a {INDEX} naming '{shard[:80]}', which is not a shard in its folder", REDOWNLOAD)
+        if not (folder / shard).is_file():
+            raise UserError("model", f"'{ref}' is missing shard {shard}", "re-download the model")
+    return sorted(folder / s for s in set(weight_map.values())), weight_map
+
+
+def read_weights(folder: Path, ref: str) -> dict[str, TensorEntry]:
+    """Every tensor of the model in `folder`, each header validated, the index (if any)
+    checked against what the shards hold."""
+    files, weight_map = weight_files(folder, ref)
+    tensors: dict[str, TensorEntry] = {}
+    for file in files:
+        for name, entry in read_header(file, ref).items():
+            if name in tensors:
+                raise UserError("model", f"'{ref}' holds tensor {name} twice ({tensors[name].file.name} and {file.name})", REDOWNLOAD)
+            tensors[name] = entry
+    for name, shard in weight_map.items():
+        if tensors.get(name) is None or tensors[name].file.name != shard:
+            raise UserError("model", f"'{ref}' has a {INDEX} placing {name} in {shard}, which does not hold it", REDOWNLOAD)
+    if not tensors:
+        raise UserError("model", f"'{ref}' holds no tensors", "point at a folder with model weights")
+    return tensors
+
+
+def transformers_config(raw: dict, ref: str):
+    """config.json as transformers reads it; refused in one line when it cannot be, or
+    when its values are not sizes (check_config_values), before anything is built from it."""
+    from transformers import CONFIG_MAPPING, AutoConfig
+
+    check_config_values(raw, ref)
+    if raw.get("model_type") not in CONFIG_MAPPING:
+        raise UserError("model", f"'{ref}' has a config.json whose model_type {str(raw.get('model_type'))[:40]!r} transformers "
+                        "does not know", "use a model with a standard transformers architecture")
+    try:
+        config = AutoConfig.for_model(**raw)
+    except Exception as exc:  # noqa: BLE001 -- a stranger's config can fail any of transformers' checks
+        raise UserError("model", f"'{ref}' has a config.json transformers cannot read ({first_line(exc)})",
+                        "use a model with a standard transformers architecture and config") from None
+    layers = getattr(config, "num_hidden_layers", 1)  # under whatever key this architecture names it
+    if not _whole(layers) or layers > MAX_LAYERS:
+        raise UserError("model", f"'{ref}' has a config.json giving {str(layers)[:20]} layers",
+                        f"fix its layer count: a model has from 1 to {MAX_LAYERS}")
+    return config
+
+
+def skeleton(raw: dict, ref: str, dtype: torch.dtype | None = None) -> torch.nn.Module:
+    """The model of config.json `raw` on the meta device: every shape, no memory, built in
+    a bounded time (transformers_config caps its depth)."""
+    from transformers import AutoModelForCausalLM
+
+    config = transformers_config(raw, ref)
+    try:
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(config, dtype=dtype)
+    except Exception as exc:  # noqa: BLE001 -- negative sizes, heads that do not divide, unknown classes
+        raise UserError("model", f"'{ref}' has a config.json that describes no buildable model ({first_line(exc)})",
+                        "fix config.json, or re-download the model") from None
+
+
+SIZE_KEYS = ("hidden_size", "intermediate_size", "vocab_size", "num_attention_heads", "num_key_value_heads", "head_dim",
+             "max_position_embeddings")
+LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
+EMBEDDINGS = ("model.embed_tokens.weight", "transformer.wte.weight")
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**31
+
+
+def check_config_values(raw: dict, ref: str) -> tuple[str, int | None]:
+    """The sizes in config.json (and in a nested text_config) are whole numbers, its
+    depth at most MAX_LAYERS: checked before anything is built from it. Returns the key
+    holding the layer count, and the count (None where the config gives none)."""
+    if isinstance(raw.get("text_config"), dict):
+        check_config_values(raw["text_config"], ref)
+    for key in SIZE_KEYS:
+        if raw.get(key) is not None and not _whole(raw[key]):
+            raise UserError("model", f"'{ref}' has a config.json whose {key} is {repr(raw[key])[:20]}",
+                            f"fix {key} in config.json: a whole number above 0")
+    key = next((k for k in LAYER_KEYS if k in raw), LAYER_KEYS[0])
+    layers = raw.get(key)
+    if key in raw and (not _whole(layers) or layers > MAX_LAYERS):
+        raise UserError("model", f"'{ref}' has a config.json giving {str(layers)[:20]} layers",
+                        f"fix {key} in config.json: a model has from 1 to {MAX_LAYERS}")
+    return key, layers
+
+
+def check_against_weights(raw: dict, tensors: dict[str, TensorEntry], ref: str) -> None:
+    """config.json against the weights' headers, without building anything (the merge
+    runs this; it never imports transformers): its sizes are whole numbers, it gives as
+    many layers as the weights hold, and the embedding's shape is its vocabulary by its
+    hidden size. `check_shapes` compares every tensor, where transformers is at hand."""
+    key, layers = check_config_values(raw, ref)
+    in_weights = {int(m.group(1)) for name in tensors if (m := LAYER_INDEX.search(name))}
+    if in_weights and layers is not None and max(in_weights) + 1 != layers:
+        raise UserError("model", f"'{ref}' has a config.json giving {layers} layers, and weights holding {max(in_weights) + 1}",
+                        f"fix {key} in config.json, or re-download the model")
+    embedding = next((tensors[name] for name in EMBEDDINGS if name in tensors), None)
+    expected = (raw.get("vocab_size"), raw.get("hidden_size"))
+    if embedding is not None and None not in expected and embedding.shape != expected:
+        raise UserError("model", f"'{ref}': config.json gives a vocabulary of {expected[0]} by a hidden size of {expected[1]}, "
+                        f"and its embedding in {embedding.file.name} is {list(embedding.shape)}",
+                        "check that config.json belongs to these weights, or re-download the model")
+
+
+def check_shapes(raw: dict, tensors: dict[str, TensorEntry], ref: str) -> None:
+    """Every tensor the config's model and the weights both name has the same shape in
+    each, as transformers requires at load (its own error is a page long)."""
+    check_against_weights(raw, tensors, ref)
+    expected = skeleton(raw, ref).state_dict()
+    shared = [name for name in tensors if name in expected]
+    if not shared:
+        raise UserError("model", f"'{ref}' holds no tensor the {raw.get('model_type')} architecture of its config.json names",
+                        "check that config.json belongs to these weights")
+    for name in shared:
+        if tuple(expected[name].shape) != tensors[name].shape:
+            raise UserError("model", f"'{ref}': config.json gives {name} the shape {list(expected[name].shape)}, "
+                            f"and {tensors[name].file.name} holds {list(tensors[name].shape)}",
+                            "check that config.json belongs to these weights, or re-download the model")

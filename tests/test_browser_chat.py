@@ -24,6 +24,7 @@ from playwright.sync_api import expect
 
 from arena.votes import VoteStore, config_hash, votes_path
 from inference import generation
+from testkit.malformed import broken_copy
 from ui import merge_tab
 
 REVEALING = re.compile(r"int8|bf16|fp8|fp32|torch|\d MB|tok/s|first token|SmolLM|llama", re.IGNORECASE)
@@ -491,3 +492,21 @@ def test_an_over_long_message_is_refused_with_its_numbers_and_a_dead_endpoint_sa
     expect(pane_b).not_to_contain_text("mid-reply")
     expect(page.locator("#chat-panes .message.bot")).to_have_count(5, timeout=30_000)  # the other panes answer
     page.screenshot(path=str(ARTIFACTS / "dead-endpoint-pane.png"))
+
+
+def test_strangers_broken_checkpoints_are_one_line_under_their_panes_and_the_merge_still_answers(browser_page, merged, tmp_path):
+    page, (output, a, b) = browser_page, merged
+    nan = broken_copy(Path(a), tmp_path / "nan-weights", "weights hold NaN")
+    offsets = broken_copy(Path(b), tmp_path / "overlapping-offsets", "offsets overlapping")
+    open_chat(page, output, str(nan), str(offsets), blind=False, max_tokens=4)
+    send(page, "hello")
+    stats = page.locator("#chat-panes [data-testid=markdown].pane-stats")
+    expect(stats.nth(1)).to_have_text(re.compile(r"^\s*⚠️ model: '.*nan-weights' holds NaN or Inf in "
+                                                 r"model\.layers\.1\.mlp\.down_proj\.weight: it cannot reply — pick another model"),
+                                      timeout=60_000)
+    expect(stats.nth(2)).to_have_text(re.compile(r"^\s*⚠️ model: '.*overlapping-offsets' shard model\.safetensors is not a valid "
+                                                 r"safetensors file \(invalid offset for tensor model\.embed_tokens\.weight\)"))
+    expect(stats.nth(0)).to_contain_text("tok/s", timeout=30_000)  # the merge answers beside them
+    expect(page.locator("#chat-panes .message.bot")).to_have_count(1)
+    assert "Traceback" not in page.inner_text("body") and page.locator(".toast-body").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "strangers-broken-panes.png"))

@@ -28,15 +28,18 @@ applied to a meta-device skeleton to size a model for a machine we are not on
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from core import zerogpu
 from core.errors import first_line
 from inference.cpu_kernels import fp8_linear_cpu, int8_linear_cpu, kernel
 
+log = logging.getLogger(__name__)
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
 FORCE_FALLBACK_ENV = "SLERP_ARENA_FP8_FALLBACK"  # "1": no native FP8 anywhere (see above)
 
@@ -48,6 +51,7 @@ def native_fp8_available(device: torch.device) -> bool:
 
 
 FP8_SCALINGS = ("row", "tensor")  # native FP8 layouts, in the order tried
+AT_FIRST_USE = "at first use"  # the layout is probed where the layer first runs (ZeroGPU's worker)
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,7 @@ class Hardware:
 
     cuda: bool
     native_fp8: bool
-    fp8_scaling: str = "row"  # the native FP8 layout: per-"row" or per-"tensor" activation scales
+    fp8_scaling: str = "row"  # the native FP8 layout: "row", "tensor", or AT_FIRST_USE
     fp8_note: str = ""  # what the device refused, for the backend line
 
     @classmethod
@@ -66,6 +70,8 @@ class Hardware:
         candidate = native_fp8_available(device) if try_native_fp8 is None else try_native_fp8
         if not candidate:
             return cls(device.type == "cuda", False)
+        if zerogpu.on_zerogpu():  # CUDA is emulated here: the GPU is only in the worker a reply runs in
+            return cls(True, True, AT_FIRST_USE)
         scaling, note = probe_fp8(str(device))
         return cls(device.type == "cuda", scaling is not None, scaling or "row", note)
 
@@ -91,8 +97,10 @@ def probe_fp8(device: str) -> tuple[str | None, str]:
             problem = first_line(exc)
         if not problem:
             note = f"this device refused {', '.join(refused)}" if refused else ""
+            log.info("native FP8 on %s: per-%s scales %s", device, scaling, note)
             return scaling, note
         refused.append(f"per-{scaling} scales ({problem})")
+    log.warning("native FP8 on %s: weight-only, %s", device, "; ".join(refused))
     return None, f"native FP8 refused by this device: {'; '.join(refused)}"
 
 
@@ -154,7 +162,7 @@ class FP8Linear(nn.Module):
         self.bias = bias
         # torch._scaled_mm wants both matrix dims to be multiples of 16.
         fits = self.in_features % 16 == 0 and self.out_features % 16 == 0
-        self.scaling = scaling if fits else None  # the native FP8 layout (FP8_SCALINGS), or None: weight-only
+        self.scaling = scaling if fits else None  # FP8_SCALINGS, AT_FIRST_USE, or None: weight-only
 
     @classmethod
     def of(cls, linear: nn.Linear, scaling: str | None) -> FP8Linear:
@@ -168,6 +176,8 @@ class FP8Linear(nn.Module):
 
     @property
     def backend(self) -> str:
+        if self.scaling == AT_FIRST_USE:
+            return "torch._scaled_mm (native FP8), per-row, per-tensor or weight-only as a probe on the GPU finds at the first reply"
         if self.native:
             return f"torch._scaled_mm, per-{self.scaling} scales (native FP8)"
         if self.weight.device.type == "cuda":
@@ -175,7 +185,8 @@ class FP8Linear(nn.Module):
         return fp8_linear_cpu.backend
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = scaled_matmul(x, self.weight, self.scale, self.scaling) if self.native else fp8_linear_cpu(x, self.weight, self.scale)
+        scaling = probe_fp8(str(x.device))[0] if self.scaling == AT_FIRST_USE else self.scaling
+        y = scaled_matmul(x, self.weight, self.scale, scaling) if scaling else fp8_linear_cpu(x, self.weight, self.scale)
         return y if self.bias is None else y + self.bias
 
 

@@ -1,7 +1,7 @@
 """The safetensors reader against arbitrary input: random bytes, and random JSON headers
 shaped like the format's (names, dtypes, shapes and offsets drawn freely) with random data
 lengths. Every input gives a valid parse or a UserError: no other exception, no hang.
-5,000 cases each; a valid parse must describe bytes that lie inside the file."""
+3,400 cases each (10,200 in all); a valid parse must describe bytes that lie inside the file."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from core.checkpoints import read_header
 from core.errors import UserError
 
-CASES = settings(max_examples=5000, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+CASES = settings(max_examples=3400, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 FOLDER = Path(tempfile.mkdtemp(prefix="fuzz-headers-"))
 DTYPES = ["BF16", "F16", "F32", "F64", "I8", "U8", "I16", "I32", "I64", "BOOL", "F8_E4M3", "F8_E5M2", "U16", "F8_E8M0", "Q4", ""]
 sizes = st.one_of(st.integers(0, 64), st.integers(-2, 2**64 + 1), st.sampled_from([2**63, 2**64 - 1, 2**32]))

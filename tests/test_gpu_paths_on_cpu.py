@@ -14,7 +14,7 @@ import torch
 
 from inference import GenerationSettings, generate_reply, load_model
 from inference.cpu_kernels import fp8_linear_cpu
-from inference.quantize import FP8Linear, Hardware, probe_fp8
+from inference.quantize import AT_FIRST_USE, FP8Linear, Hardware, probe_fp8
 
 CPU = torch.device("cpu")
 IDS = torch.tensor([[1, 5, 9, 42, 77, 100, 3]])
@@ -89,6 +89,25 @@ def test_a_device_refusing_native_fp8_falls_back_to_weight_only_and_says_so(tiny
     assert not any(isinstance(m, FP8Linear) and m.native for m in loaded.model.modules())
     assert 0 < relative_error(loaded, bf16_logits(folder)) < TOLERANCE["fp8"]
     replies(loaded)
+
+
+def test_on_zerogpu_the_layout_is_probed_where_the_layers_first_run(tiny_models, device_refusing, monkeypatch):
+    """ZeroGPU loads the model where CUDA is emulated (a probe there would run on the CPU):
+    the layers probe the device they first run on, the GPU worker's, and answer exactly as a
+    model loaded with that layout does."""
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    assert Hardware.of(CPU, try_native_fp8=True) == Hardware(cuda=True, native_fp8=True, fp8_scaling=AT_FIRST_USE)
+    monkeypatch.delenv("SPACES_ZERO_GPU")
+    device_refusing("row")
+    folder = str(tiny_models("llama", 7))
+    lazy = load_model(folder, "fp8", CPU, hardware=Hardware(cuda=False, native_fp8=True, fp8_scaling=AT_FIRST_USE))
+    assert "probe on the GPU finds at the first reply" in lazy.report.backend and probe_fp8.cache_info().currsize == 0
+    with torch.inference_mode():
+        probed = lazy.model(IDS).logits
+    assert probe_fp8.cache_info().currsize == 1 and probe_fp8("cpu")[0] == "tensor"
+    with torch.inference_mode():
+        assert torch.equal(probed, native_fp8_load(folder).model(IDS).logits)  # the per-tensor layout, as probed at load
+    replies(lazy)
 
 
 def test_the_probe_refuses_a_layout_that_runs_but_answers_wrongly(monkeypatch):

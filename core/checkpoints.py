@@ -33,7 +33,8 @@ REDOWNLOAD = "re-download the model, or re-save it with safetensors"
 # Deeper than any released model (Llama-3.1-405B has 126 layers); bounds the time a config
 # may cost to build on the meta device before its weights have been compared with it.
 MAX_LAYERS = 1024
-LAYER_INDEX = re.compile(r"\.(?:layers|h|blocks|layer)\.(\d+)\.")
+# The decoder's layers as the text models name them; a vision tower's blocks do not count.
+LAYER_INDEX = re.compile(r"^(?:model\.layers|transformer\.h)\.(\d+)\.")
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ def read_header(path: Path, ref: str | None = None) -> dict[str, TensorEntry]:
 def _read_json(path: Path, ref: str, what: str) -> dict:
     try:
         value = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python parses
         raise UserError("model", f"'{ref}' has an unreadable {what}", REDOWNLOAD) from None
     if not isinstance(value, dict):
         raise UserError("model", f"'{ref}' has a {what} that is not a JSON object", REDOWNLOAD)
@@ -150,6 +151,8 @@ def read_weights(folder: Path, ref: str) -> dict[str, TensorEntry]:
     tensors: dict[str, TensorEntry] = {}
     for file in files:
         for name, entry in read_header(file, ref).items():
+            if weight_map.get(name, file.name) != file.name:
+                continue  # a copy the index does not place here: transformers reads the one it does
             if name in tensors:
                 raise UserError("model", f"'{ref}' holds tensor {name} twice ({tensors[name].file.name} and {file.name})", REDOWNLOAD)
             tensors[name] = entry
@@ -167,7 +170,7 @@ def transformers_config(raw: dict, ref: str):
     from transformers import CONFIG_MAPPING, AutoConfig
 
     check_config_values(raw, ref)
-    if raw.get("model_type") not in CONFIG_MAPPING:
+    if not isinstance(raw.get("model_type"), str) or raw["model_type"] not in CONFIG_MAPPING:
         raise UserError("model", f"'{ref}' has a config.json whose model_type {str(raw.get('model_type'))[:40]!r} transformers "
                         "does not know", "use a model with a standard transformers architecture")
     try:
@@ -198,7 +201,7 @@ def skeleton(raw: dict, ref: str, dtype: torch.dtype | None = None) -> torch.nn.
 
 SIZE_KEYS = ("hidden_size", "intermediate_size", "vocab_size", "num_attention_heads", "num_key_value_heads", "head_dim",
              "max_position_embeddings")
-LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
+LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "depth")
 EMBEDDINGS = ("model.embed_tokens.weight", "transformer.wte.weight")
 
 
@@ -207,11 +210,13 @@ def _whole(value: object) -> bool:
 
 
 def check_config_values(raw: dict, ref: str) -> tuple[str, int | None]:
-    """The sizes in config.json (and in a nested text_config) are whole numbers, its
-    depth at most MAX_LAYERS: checked before anything is built from it. Returns the key
-    holding the layer count, and the count (None where the config gives none)."""
-    if isinstance(raw.get("text_config"), dict):
-        check_config_values(raw["text_config"], ref)
+    """The sizes in config.json (and in its nested text_config, vision_config, …) are whole
+    numbers, each depth at most MAX_LAYERS: checked before anything is built from it.
+    Returns the key holding the top level's layer count, and the count (None where the
+    config gives none)."""
+    for name, nested in raw.items():
+        if name.endswith("_config") and isinstance(nested, dict):
+            check_config_values(nested, ref)
     for key in SIZE_KEYS:
         if raw.get(key) is not None and not _whole(raw[key]):
             raise UserError("model", f"'{ref}' has a config.json whose {key} is {repr(raw[key])[:20]}",
@@ -230,8 +235,10 @@ def check_against_weights(raw: dict, tensors: dict[str, TensorEntry], ref: str) 
     many layers as the weights hold, and the embedding's shape is its vocabulary by its
     hidden size. `check_shapes` compares every tensor, where transformers is at hand."""
     key, layers = check_config_values(raw, ref)
-    in_weights = {int(m.group(1)) for name in tensors if (m := LAYER_INDEX.search(name))}
-    if in_weights and layers is not None and max(in_weights) + 1 != layers:
+    in_weights = {int(m.group(1)) for name in tensors if (m := LAYER_INDEX.match(name))}
+    # Fewer layers than the config gives would load the rest as random weights; more is
+    # how some checkpoints ship extra layers (DeepSeek-V3's next-token predictor).
+    if in_weights and layers is not None and max(in_weights) + 1 < layers:
         raise UserError("model", f"'{ref}' has a config.json giving {layers} layers, and weights holding {max(in_weights) + 1}",
                         f"fix {key} in config.json, or re-download the model")
     embedding = next((tensors[name] for name in EMBEDDINGS if name in tensors), None)
@@ -247,11 +254,8 @@ def check_shapes(raw: dict, tensors: dict[str, TensorEntry], ref: str) -> None:
     each, as transformers requires at load (its own error is a page long)."""
     check_against_weights(raw, tensors, ref)
     expected = skeleton(raw, ref).state_dict()
-    shared = [name for name in tensors if name in expected]
-    if not shared:
-        raise UserError("model", f"'{ref}' holds no tensor the {raw.get('model_type')} architecture of its config.json names",
-                        "check that config.json belongs to these weights")
-    for name in shared:
+    # Names that match nothing (a checkpoint transformers renames as it loads) are left to it.
+    for name in (name for name in tensors if name in expected):
         if tuple(expected[name].shape) != tensors[name].shape:
             raise UserError("model", f"'{ref}': config.json gives {name} the shape {list(expected[name].shape)}, "
                             f"and {tensors[name].file.name} holds {list(tensors[name].shape)}",

@@ -93,20 +93,25 @@ def scoring_precision(device: torch.device | None = None) -> str:
     return "bf16" if gpu or native_bf16() else "fp32"
 
 
+NON_FINITE_CHUNK = 2**20  # elements summed at a time: a float32 copy of 4 MB, not of the whole tensor
+
+
 def non_finite_tensors(model: torch.nn.Module) -> list[str]:
     """Names of the floating-point weights holding NaN or Inf. A sum is NaN or Inf exactly
-    when an element is (real weights are nowhere near overflowing a float32 sum), and it
-    allocates nothing, where isfinite would take a byte per weight."""
-    return [name for name, t in model.state_dict().items()
-            if t.is_floating_point() and not torch.isfinite(t.sum(dtype=torch.float32))]
+    when an element is (real weights are nowhere near overflowing a float32 sum); taken a
+    chunk at a time, it needs 4 MB where isfinite would take a byte per weight. Buffers
+    are left out: a mask may hold -inf on purpose."""
+    return [name for name, p in model.named_parameters() if p.is_floating_point() and not all(
+        torch.isfinite(chunk.sum(dtype=torch.float32)) for chunk in p.detach().reshape(-1).split(NON_FINITE_CHUNK))]
 
 
-def refuse_non_finite(model: torch.nn.Module, ref: str) -> None:
+def non_finite_refusal(model: torch.nn.Module, ref: str) -> UserError | None:
     bad = non_finite_tensors(model)
-    if bad:
-        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
-        raise UserError("model", f"'{ref}' holds NaN or Inf in {bad[0]}{more}: it cannot reply",
-                        "pick another model, or merge again from finite parents")
+    if not bad:
+        return None
+    more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+    return UserError("model", f"'{ref}' holds NaN or Inf in {bad[0]}{more}: it cannot reply",
+                     "pick another model, or merge again from finite parents")
 
 
 def resolve_precision(precision: str, hardware: Hardware) -> str:
@@ -211,7 +216,9 @@ def load_model(ref: str, precision: str = "auto", device: torch.device | None = 
         log.warning("loading %s failed", ref, exc_info=True)
         raise UserError("model", f"cannot load '{ref}' ({first_line(exc)})",
                         "re-download the model, or pick another") from None
-    refuse_non_finite(model, ref)
+    if (refusal := non_finite_refusal(model, ref)) is not None:
+        del model  # the traceback keeps this frame: the weights go now, not with it
+        raise refusal
     if not bitsandbytes:
         model.to(device)
     model.eval()

@@ -185,8 +185,9 @@ class FP8Linear(nn.Module):
         return fp8_linear_cpu.backend
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scaling = probe_fp8(str(x.device))[0] if self.scaling == AT_FIRST_USE else self.scaling
-        y = scaled_matmul(x, self.weight, self.scale, scaling) if scaling else fp8_linear_cpu(x, self.weight, self.scale)
+        if self.scaling == AT_FIRST_USE:  # probed once per process and device, then kept by the layer
+            self.scaling = probe_fp8(str(x.device))[0]
+        y = scaled_matmul(x, self.weight, self.scale, self.scaling) if self.native else fp8_linear_cpu(x, self.weight, self.scale)
         return y if self.bias is None else y + self.bias
 
 

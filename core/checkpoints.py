@@ -58,7 +58,7 @@ def _library_verdict(path: Path) -> str | None:
         with safe_open(path, "pt"):
             return None
     except SafetensorError as exc:
-        verdict = str(exc).removeprefix("Error while deserializing header: ").splitlines()[0]
+        verdict = str(exc).removeprefix("Error while deserializing header: ")
         return re.sub(r", expected one of .*? at line", " at line", verdict)[:200]  # the list of every dtype: noise
     except (OSError, ValueError, OverflowError) as exc:
         return f"unreadable ({exc.__class__.__name__})"

@@ -2,8 +2,13 @@
 shows it as a single line that names the field and the fix."""
 
 
+ESCAPED = {code: ascii(chr(code))[1:-1] for code in [*range(32), 127, 0x2028, 0x2029, 0x85]}
+
+
 class UserError(Exception):
     def __init__(self, field: str, problem: str, fix: str):
+        # One line whatever a stranger's file named things: control characters are escaped.
+        field, problem, fix = (part.translate(ESCAPED) for part in (field, problem, fix))
         self.field, self.problem, self.fix = field, problem, fix
         super().__init__(f"{field}: {problem} — {fix}")
 

@@ -70,9 +70,16 @@ def open_chat(page, output: str, a: str, b: str, blind: bool, max_tokens: int) -
     page.get_by_role("tab", name="Chat").click()
     page.get_by_text("Models: merged folder, parents, precision, panes on/off").click()
     expect(page.locator("#chat-merged textarea")).to_have_value(output, timeout=30_000)  # the page's load is done
-    page.locator("#chat-parent-a textarea").fill(a)
-    page.locator("#chat-parent-b textarea").fill(b)
+    # Opening the tab fills the parents of the latest merge (ui/first_run.on_chat_opened); on a
+    # busy host its answer can land after the fill below (seen in CI): fill until it holds.
+    for _ in range(4):
+        page.locator("#chat-parent-a textarea").fill(a)
+        page.locator("#chat-parent-b textarea").fill(b)
+        page.wait_for_timeout(1_000)
+        if page.locator("#chat-parent-a textarea").input_value() == a and page.locator("#chat-parent-b textarea").input_value() == b:
+            break
     expect(page.locator("#chat-parent-a textarea")).to_have_value(a)
+    expect(page.locator("#chat-parent-b textarea")).to_have_value(b)
     page.get_by_text("Models: merged folder, parents, precision, panes on/off").click()  # closed again
     set_max_new_tokens(page, max_tokens)
     if blind:

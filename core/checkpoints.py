@@ -70,9 +70,7 @@ def _named(path: Path, problem: str) -> str:
     if "`" in problem or "tensor" not in problem:
         return problem
     try:
-        with open(path, "rb") as fh:
-            (n,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(n))
+        header = _raw_header(path)[0]
         for name, info in header.items():
             if name == "__metadata__":
                 continue
@@ -90,6 +88,13 @@ def _dtype_size(name: str) -> int | None:
     return None if dtype is None else dtype.itemsize
 
 
+def _raw_header(path: Path) -> tuple[dict, int]:
+    """The header as JSON, and where the data starts."""
+    with open(path, "rb") as fh:
+        (header_len,) = struct.unpack("<Q", fh.read(8))
+        return json.loads(fh.read(header_len)), 8 + header_len
+
+
 def read_header(path: Path, ref: str | None = None) -> dict[str, TensorEntry]:
     """name -> where its bytes are, for one safetensors file; refused in one line naming
     the file and the tensor unless the header passes the format's full rules."""
@@ -97,10 +102,7 @@ def read_header(path: Path, ref: str | None = None) -> dict[str, TensorEntry]:
     problem = _library_verdict(path)
     if problem is not None:
         raise UserError("model", f"{where} is not a valid safetensors file ({_named(path, problem)})", REDOWNLOAD)
-    with open(path, "rb") as fh:
-        (header_len,) = struct.unpack("<Q", fh.read(8))
-        header = json.loads(fh.read(header_len))
-    data_start = 8 + header_len
+    header, data_start = _raw_header(path)
     entries = {}
     for name, info in header.items():
         if name == "__metadata__":

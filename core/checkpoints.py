@@ -15,7 +15,9 @@ import json
 import math
 import re
 import struct
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -60,8 +62,38 @@ def _library_verdict(path: Path) -> str | None:
     except SafetensorError as exc:
         verdict = str(exc).removeprefix("Error while deserializing header: ")
         return re.sub(r", expected one of .*? at line", " at line", verdict)[:200]  # the list of every dtype: noise
+    except RuntimeError as exc:
+        if "mmap" not in str(exc):
+            raise
+        return _verdict_by_rules(path)  # larger than the memory the kernel lets it map
     except (OSError, ValueError, OverflowError) as exc:
         return f"unreadable ({exc.__class__.__name__})"
+
+
+def _verdict_by_rules(path: Path) -> str | None:
+    """The format's rules, as the library checks them, for a file it cannot map whole:
+    a JSON object of known dtypes and whole-number shapes, whose data offsets start at 0,
+    follow each other without gap or overlap, give each tensor its shape's bytes, and end
+    where the file ends."""
+    try:
+        header, data_start = _raw_header(path)
+        if not isinstance(header, dict) or data_start > path.stat().st_size:
+            return "the header is not a JSON object inside the file"
+        at = 0
+        spans = sorted((info["data_offsets"], name, info) for name, info in header.items() if name != "__metadata__")
+        for (begin, end), name, info in spans:
+            size = _dtype_size(info["dtype"])
+            shape = info["shape"]
+            if size is None or not all(isinstance(d, int) and d >= 0 for d in shape):
+                return f"tensor `{name}` has an unknown dtype or a shape that is not whole numbers"
+            if begin != at or end - begin != math.prod(shape) * size:
+                return f"tensor `{name}`'s data offsets {[begin, end]} do not follow the one before or fit its shape"
+            at = end
+        if data_start + at != path.stat().st_size:
+            return "the tensors' data does not cover the file exactly"
+    except (ValueError, KeyError, TypeError, AttributeError, struct.error, OSError, RecursionError):
+        return "unreadable header"
+    return None
 
 
 def _named(path: Path, problem: str) -> str:
@@ -116,6 +148,20 @@ def read_header(path: Path, ref: str | None = None) -> dict[str, TensorEntry]:
     return entries
 
 
+def header_from_bytes(head: bytes, size: int, name: str, place: Path, ref: str) -> dict[str, TensorEntry]:
+    """The validated header of a safetensors file not downloaded yet, from its first bytes
+    (`head`: the length and the JSON) and its size: written into a sparse file of that size,
+    so the library checks it by the same rules as a local file (the data must cover the
+    file exactly) while no data is read or stored. Entries point at `place`, where the
+    file will be."""
+    with tempfile.TemporaryDirectory(prefix="header-") as work:
+        sparse = Path(work) / name
+        with open(sparse, "wb") as fh:
+            fh.write(head)
+            fh.truncate(max(size, len(head)))
+        return {key: replace(entry, file=place) for key, entry in read_header(sparse, ref).items()}
+
+
 def _read_json(path: Path, ref: str, what: str) -> dict:
     try:
         value = json.loads(path.read_text())
@@ -130,33 +176,41 @@ def read_config_file(path: Path, ref: str) -> dict:
     return _read_json(path, ref, "config.json")
 
 
-def weight_files(folder: Path, ref: str) -> tuple[list[Path], dict[str, str]]:
-    """The shards to read, and the index's tensor -> shard map ({} without an index). An
-    index must name files inside the folder, and nothing else."""
+def weight_files(folder: Path, ref: str, shards: Iterable[str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """The shards to read (file names), and the index's tensor -> shard map ({} without an
+    index). An index must name files inside the folder, and nothing else. `shards`: the
+    .safetensors files there are (a Hub repo's listing before they are downloaded);
+    by default the folder's own."""
+    present = sorted(p.name for p in folder.glob("*.safetensors")) if shards is None else sorted(shards)
     if not (folder / INDEX).is_file():
-        return sorted(folder.glob("*.safetensors")), {}
+        return present, {}
     weight_map = _read_json(folder / INDEX, ref, INDEX).get("weight_map")
     if not isinstance(weight_map, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
         raise UserError("model", f"'{ref}' has a {INDEX} whose weight_map is not a map of tensor names to shards", REDOWNLOAD)
     for shard in set(weight_map.values()):
         if Path(shard).name != shard or not shard.endswith(".safetensors"):
             raise UserError("model", f"'{ref}' has a {INDEX} naming '{shard[:80]}', which is not a shard in its folder", REDOWNLOAD)
-        if not (folder / shard).is_file():
+        if shard not in present:
             raise UserError("model", f"'{ref}' is missing shard {shard}", "re-download the model")
-    return sorted(folder / s for s in set(weight_map.values())), weight_map
+    return sorted(set(weight_map.values())), weight_map
 
 
-def read_weights(folder: Path, ref: str) -> dict[str, TensorEntry]:
+def read_weights(folder: Path, ref: str,
+                 headers: Mapping[str, Callable[[], dict[str, TensorEntry]]] | None = None) -> dict[str, TensorEntry]:
     """Every tensor of the model in `folder`, each header validated, the index (if any)
-    checked against what the shards hold."""
-    files, weight_map = weight_files(folder, ref)
+    checked against what the shards hold. `headers`: shard name -> its validated header,
+    for shards not on disk yet (a Hub repo's, read by range requests); by default each
+    file in the folder is read."""
+    names, weight_map = weight_files(folder, ref, None if headers is None else headers)
     tensors: dict[str, TensorEntry] = {}
-    for file in files:
-        for name, entry in read_header(file, ref).items():
-            if weight_map.get(name, file.name) != file.name:
+    for name_of_file in names:
+        header = headers[name_of_file]() if headers is not None else read_header(folder / name_of_file, ref)
+        for name, entry in header.items():
+            if weight_map.get(name, name_of_file) != name_of_file:
                 continue  # a copy the index does not place here: transformers reads the one it does
             if name in tensors:
-                raise UserError("model", f"'{ref}' holds tensor {name} twice ({tensors[name].file.name} and {file.name})", REDOWNLOAD)
+                raise UserError("model", f"'{ref}' holds tensor {name} twice ({tensors[name].file.name} and {name_of_file})",
+                                REDOWNLOAD)
             tensors[name] = entry
     for name, shard in weight_map.items():
         if tensors.get(name) is None or tensors[name].file.name != shard:

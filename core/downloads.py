@@ -36,9 +36,10 @@ class Progress:
     done: int  # bytes
     total: int
     seconds: float  # since the download started
+    resumed: int = 0  # bytes already there when it started (a resumed download): not part of the rate
 
     def line(self) -> str:
-        rate = self.done / self.seconds if self.seconds > 0 else 0.0
+        rate = (self.done - self.resumed) / self.seconds if self.seconds > 0 else 0.0
         left = f", about {(self.total - self.done) / rate:.0f} s left" if rate > 0 and self.total > self.done else ""
         return f"{self.done / 1e6:.0f} of {self.total / 1e6:.0f} MB downloaded, {rate / 1e6:.1f} MB/s{left}"
 

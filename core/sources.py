@@ -27,7 +27,7 @@ import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -179,10 +179,12 @@ def read_config(ref: str) -> dict:
     return read_config_file(path, ref)
 
 
-def check_model_dir(path: Path, ref: str) -> Path:
+def check_model_dir(path: Path, ref: str, weights: Iterable[str] | None = None) -> Path:
+    """`path` holds config.json and safetensors weights (`weights`: the weight files a Hub
+    repo lists, when they are not downloaded yet)."""
     if not (path / "config.json").is_file():
         raise UserError("model", f"'{ref}' has no config.json", "point at a transformers model folder")
-    if not any(path.glob("*.safetensors")):
+    if not any(path.glob("*.safetensors") if weights is None else weights):
         pickles = [p.name for p in path.glob("*.bin")] + [p.name for p in path.glob("*.pt")]
         hint = f" (found {', '.join(pickles[:2])}: pickle checkpoints are not loaded)" if pickles else ""
         raise UserError("model", f"'{ref}' has no .safetensors weights{hint}",

@@ -1,13 +1,16 @@
 """A model folder as the merge sees it: config.json and a name -> tensor-entry table
-built from the safetensors headers alone (no weights are read here)."""
+built from the safetensors headers alone (no weights are read here). A Hub parent is
+opened from its headers (core/remote.py): its weight files may still be to download."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.checkpoints import TensorEntry, check_against_weights, read_config_file, read_weights
 from core.errors import UserError
+from core.remote import RemoteFile, open_remote
+from core.sources import kind_of, resolve_model
 from merging.architectures import ArchitectureSpec, spec_for
 
 
@@ -17,6 +20,7 @@ class Checkpoint:
     path: Path
     config: dict
     tensors: dict[str, TensorEntry]
+    pending: list[RemoteFile] = field(default_factory=list)  # weight files still on the Hub
 
     @property
     def architecture(self) -> ArchitectureSpec:
@@ -44,8 +48,19 @@ class Checkpoint:
         return sum(e.nbytes for e in self.tensors.values())
 
 
-def open_checkpoint(ref: str, path: Path) -> Checkpoint:
+def open_checkpoint(ref: str, path: Path, tensors: dict[str, TensorEntry] | None = None,
+                    pending: list[RemoteFile] | None = None) -> Checkpoint:
+    """The model in `path`; `tensors` read elsewhere (a Hub model's headers) when given."""
     config = read_config_file(path / "config.json", ref)
-    tensors = read_weights(path, ref)
+    tensors = read_weights(path, ref) if tensors is None else tensors
     check_against_weights(config, tensors, ref)
-    return Checkpoint(ref, path, config, tensors)
+    return Checkpoint(ref, path, config, tensors, pending or [])
+
+
+def open_parent(ref: str) -> Checkpoint:
+    """A parent as the merge plans it: a Hub id from its headers, without its weights
+    (they download while the merge reads them); anything else resolved to its folder."""
+    if kind_of(ref) != "hub":
+        return open_checkpoint(ref, resolve_model(ref))
+    remote = open_remote(ref)
+    return open_checkpoint(ref, remote.folder, remote.tensors, remote.pending)

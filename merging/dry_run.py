@@ -7,18 +7,29 @@ dtypes, blended or copied) goes through merge_tensor here and now, with a writer
 discards the bytes, and each kind's time is multiplied by how often it occurs.
 Peak RAM is the merge's own working set under the budget (feed.working_set), not the RSS
 of the process that asks: in the app that process also holds the chat models.
+
+Nothing is downloaded: a Hub parent is planned from its headers (core/remote.py), and
+the math is timed on random values of each tensor kind's shape and dtype (the time of
+SLERP does not depend on the values), so a plan made before a download equals the one
+made after it.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
+from core.checkpoints import TensorEntry
+from core.errors import UserError
+from core.policy import AccessPolicy
 from merging.config import MergeConfig
+from merging.disk import DiskNeeds, disk_needs
 from merging.feed import CHUNK_ELEMENTS, DEFAULT_MAX_RAM, Feed, job_for, single_threaded_math, slots_for
-from merging.merge import load_parents, merge_tensor, working_set_bytes
+from merging.merge import load_parents, merge_tensor, pending_of, working_set_bytes
 from merging.planning import TensorPlan, plan_merge
 from merging.sizes import megabytes
 
@@ -48,6 +59,7 @@ class PlanSummary:
     reread_bytes: int = 0
     math_seconds: float = 0.0
     io_seconds: float = 0.0
+    disk: DiskNeeds | None = None
 
     def describe(self) -> str:
         moved = self.read_bytes + self.reread_bytes + self.output_bytes
@@ -64,7 +76,30 @@ class PlanSummary:
             f"{IO_BYTES_PER_S / 1e6:,.0f} MB/s, {IO_RATE_SOURCE}: {self.io_seconds:.1f} s; the math, one tensor "
             f"of each kind merged here: {self.math_seconds:.1f} s)",
         ]
+        if self.disk is not None:
+            lines.append(self.disk.line())
         return "\n".join(lines + [f"warning: {w}" for w in self.warnings])
+
+
+class _RandomValues:
+    """A Feed's reader that hands out random values instead of a parent's bytes."""
+
+    def __init__(self) -> None:
+        self.closing = threading.Event()
+        self._pools: dict[tuple, torch.Tensor] = {}
+
+    def view(self, entry: TensorEntry, start: int, stop: int) -> torch.Tensor:
+        key = (entry.dtype, entry.file.parent)  # one pool per parent: the two must differ, as real parents do
+        pool = self._pools.get(key)
+        if pool is None or pool.numel() < stop - start:
+            generator = torch.Generator().manual_seed(len(self._pools))
+            values = (torch.randn(stop - start, generator=generator) if entry.dtype.is_floating_point
+                      else torch.randint(0, 2, (stop - start,), generator=generator))
+            pool = self._pools[key] = values.to(entry.dtype)
+        return pool[:stop - start]
+
+    def close(self) -> None:
+        self._pools.clear()
 
 
 class _DiscardingWriter:
@@ -78,8 +113,11 @@ class _DiscardingWriter:
         return chunk.numel() * chunk.element_size()
 
 
-def dry_run(config: MergeConfig, max_ram: int = DEFAULT_MAX_RAM) -> PlanSummary:
-    base, other = load_parents(config)
+def dry_run(config: MergeConfig, max_ram: int = DEFAULT_MAX_RAM, output_parent: Path | None = None,
+            policy: AccessPolicy | None = None) -> PlanSummary:
+    """The plan of `config`, its output going under `output_parent` (the working folder by
+    default); `policy`: public mode's limits, which the plan names when they refuse it."""
+    base, other = load_parents(config, fetch=False)
     plan = plan_merge(config, base, other)
     kinds: dict[tuple, list[TensorPlan]] = {}
     for tensor in plan.tensors:
@@ -91,7 +129,7 @@ def dry_run(config: MergeConfig, max_ram: int = DEFAULT_MAX_RAM) -> PlanSummary:
     math_seconds = 0.0
     writer = _DiscardingWriter()
     # The reader runs ahead, as in a merge; its reads are left out of the math's time.
-    with single_threaded_math(), Feed([t for t, _ in samples], max_ram) as feed:
+    with single_threaded_math(), Feed([t for t, _ in samples], max_ram, reader=_RandomValues()) as feed:
         for tensor, count in samples:
             started, waited = time.perf_counter(), feed.waited
             merge_tensor(tensor, writer, feed)
@@ -102,6 +140,12 @@ def dry_run(config: MergeConfig, max_ram: int = DEFAULT_MAX_RAM) -> PlanSummary:
     parents = base.nbytes + (other.nbytes if other is not base else 0)
     io_seconds = (read + reread + plan.output_bytes) / IO_BYTES_PER_S
     warnings = list(plan.warnings)
+    disk = disk_needs(pending_of(base, other), parents, output_parent or Path.cwd(), plan.output_bytes)
+    for check in [disk.check] + ([lambda: policy.check_sizes(parents, plan.output_bytes)] if policy else []):
+        try:
+            check()
+        except UserError as exc:
+            warnings.append(f"the merge will refuse: {exc}")
     if "lm_head.weight" not in base.tensors:
         warnings.append("tied embeddings: no lm_head tensor; the merged model ties them too")
     if plan.num_layers != base.num_layers:
@@ -109,4 +153,4 @@ def dry_run(config: MergeConfig, max_ram: int = DEFAULT_MAX_RAM) -> PlanSummary:
     return PlanSummary(len(plan.tensors), sum(1 for t in plan.tensors if t.blends), plan.num_layers, parents, plan.output_bytes,
                        working_set_bytes(plan, max_ram), max(math_seconds, io_seconds),
                        plan.output_bytes / max(math_seconds, 1e-6), warnings, max_ram,
-                       sum(1 for j in jobs if j.blend and j.kept == j.blocks), read, reread, math_seconds, io_seconds)
+                       sum(1 for j in jobs if j.blend and j.kept == j.blocks), read, reread, math_seconds, io_seconds, disk)

@@ -20,10 +20,11 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -32,6 +33,9 @@ from core.errors import UserError
 from merging.planning import TensorPlan
 from merging.safetensors_io import WRITE_BLOCK_BYTES, WRITE_BLOCKS, map_elements
 from merging.sizes import megabytes, parse_size
+
+if TYPE_CHECKING:
+    from core.arrivals import Arrivals
 
 # The math's unit: the angle's sums are taken per 1M-element piece (4 MB of float32), so
 # whatever the budget, every piece is summed in the same order and the output is the same
@@ -186,18 +190,53 @@ class Block:
             yield e - s, tuple(p[s:e] for p in self.parts)
 
 
-class Feed:
-    """Maps every job's blocks, in order, ahead of the math: at most `slots` at a time."""
+def reads_in_order(tensors: list[TensorPlan]) -> list[tuple[Path, int, int]]:
+    """(file, first byte, end byte) of each tensor the merge reads, in the order it reads
+    them: what a download should fetch first."""
+    return [(e.file, e.start, e.start + e.nbytes) for t in tensors for e in job_for(t, MIN_SLOTS).entries]
 
-    def __init__(self, tensors: list[TensorPlan], max_ram: int = DEFAULT_MAX_RAM, device: torch.device | None = None):
+
+class MappedFiles:
+    """The blocks' bytes, mapped from the parents' files; with `arrivals` (core/arrivals.py),
+    the files still downloading are read as their bytes arrive."""
+
+    def __init__(self, arrivals: Arrivals | None = None) -> None:
+        self.arrivals = arrivals
+        self.closing = threading.Event()  # the feed is closing: stop waiting for bytes
+        self._fds: dict[Path, int] = {}
+
+    def view(self, entry: TensorEntry, start: int, stop: int) -> torch.Tensor:
+        if self.arrivals is not None and self.arrivals.holds(entry.file):
+            item = entry.dtype.itemsize
+            fd = self.arrivals.wait(entry.file, entry.start + start * item, entry.start + stop * item, self.closing)
+        else:
+            if entry.file not in self._fds:
+                self._fds[entry.file] = os.open(entry.file, os.O_RDONLY)
+            fd = self._fds[entry.file]
+        return map_elements(fd, entry, start, stop)
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+
+class Feed:
+    """Maps every job's blocks, in order, ahead of the math: at most `slots` at a time.
+    `reader` gives a block's bytes (MappedFiles by default); `on_wait` is called every half
+    second the math waits for them (a download's progress)."""
+
+    def __init__(self, tensors: list[TensorPlan], max_ram: int = DEFAULT_MAX_RAM, device: torch.device | None = None,
+                 reader: MappedFiles | None = None, on_wait: Callable[[], None] | None = None):
         self.slots = slots_for(max_ram)
+        self.reader = reader or MappedFiles()
+        self.on_wait = on_wait
         self.jobs = {t.name: job_for(t, self.slots) for t in tensors}
         self._free = list(range(self.slots))
         self.waited = 0.0  # seconds the math spent waiting for the reader (the dry run times the math without it)
         self._cond = threading.Condition()
         self._closed = False
         self._ready: queue.Queue[Block | BaseException] = queue.Queue()
-        self._fds: dict[Path, int] = {}
         piece = min(CHUNK_ELEMENTS, max((t.numel for t in tensors), default=1))
         self.scratch = (torch.empty(piece, device=device), torch.empty(piece, device=device))
         self._thread = threading.Thread(target=self._run, args=(list(self.jobs.values()),), name="merge reader", daemon=True)
@@ -222,7 +261,7 @@ class Feed:
                     # (a name held here kept one block too many mapped whenever the math
                     # caught up with the reader, 5 MB over the smallest budget in CI).
                     self._ready.put(Block(job.name, start, stop, slot,
-                                          tuple(map_elements(self._fd(e.file), e, start, stop) for e in job.entries)))
+                                          tuple(self.reader.view(e, start, stop) for e in job.entries)))
         except BaseException as exc:  # raised in the math's thread by next()
             self._ready.put(exc)
 
@@ -232,15 +271,16 @@ class Feed:
                 self._cond.wait()
             return None if self._closed else self._free.pop()
 
-    def _fd(self, path: Path) -> int:
-        if path not in self._fds:
-            self._fds[path] = os.open(path, os.O_RDONLY)
-        return self._fds[path]
-
     def next(self, job: Job, i: int) -> Block:
         """Block i of `job`: the reader's next one (they come in the order of Job.reads)."""
         started = time.perf_counter()
-        item = self._ready.get()
+        while True:
+            try:
+                item = self._ready.get(timeout=0.5)
+                break
+            except queue.Empty:
+                if self.on_wait is not None:
+                    self.on_wait()
         self.waited += time.perf_counter() - started
         if isinstance(item, BaseException):
             raise item
@@ -259,7 +299,6 @@ class Feed:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        self.reader.closing.set()
         self._thread.join()
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
+        self.reader.close()

@@ -19,14 +19,19 @@ from typing import Protocol
 
 import torch
 
+from core.arrivals import Arrivals
+from core.downloads import Progress as Download
 from core.errors import UserError
+from core.hub_access import hub_token
 from core.policy import AccessPolicy
+from core.remote import RemoteFile
 from core.sources import resolve_model
 from merging import slerp_kernel
 from merging.chat_templates import resolve_template
-from merging.checkpoint import Checkpoint, open_checkpoint
+from merging.checkpoint import Checkpoint, open_checkpoint, open_parent
 from merging.config import MergeConfig
-from merging.feed import DEFAULT_MAX_RAM, Block, Feed, single_threaded_math, working_set
+from merging.disk import disk_needs
+from merging.feed import DEFAULT_MAX_RAM, Block, Feed, MappedFiles, reads_in_order, single_threaded_math, working_set
 from merging.model_card import model_card
 from merging.planning import MergePlan, TensorPlan, plan_merge
 from merging.safetensors_io import PlannedTensor, StreamingWriter
@@ -64,6 +69,19 @@ class Progress:
     bytes_written: int
     bytes_total: int
     tensor: str
+    download: Download | None = None  # Hub parents still arriving
+
+    @property
+    def fraction(self) -> float:
+        """Done, from 0 to 1: the download's share while one runs (the merge keeps up with it)."""
+        if self.download is not None and self.download.total:
+            return self.download.done / self.download.total
+        return self.tensors_done / max(1, self.tensors_total)
+
+    def line(self) -> str:
+        """One line for every front end: the download (MB, MB/s, time left) and the merge."""
+        merged = f"{self.tensors_done}/{self.tensors_total} tensors · {self.bytes_written / 1e6:,.0f} MB written"
+        return f"Downloading {self.download.repo} · {self.download.line()} · merged {merged}" if self.download else merged
 
 
 @dataclass(frozen=True)
@@ -98,11 +116,18 @@ class MergeResult:
                 f"{self.bytes_written / 1e6:,.1f} MB written in {self.seconds:.2f} s")
 
 
-def load_parents(config: MergeConfig) -> tuple[Checkpoint, Checkpoint]:
-    base = open_checkpoint(config.base_model, resolve_model(config.base_model))
-    if config.other_model == config.base_model:
-        return base, base
-    return base, open_checkpoint(config.other_model, resolve_model(config.other_model))
+def load_parents(config: MergeConfig, fetch: bool = True) -> tuple[Checkpoint, Checkpoint]:
+    """The two parents; with `fetch` False, Hub parents are opened from their headers and
+    their weights left to download while the merge reads them (Checkpoint.pending)."""
+    def load(ref: str) -> Checkpoint:
+        return open_checkpoint(ref, resolve_model(ref)) if fetch else open_parent(ref)
+
+    base = load(config.base_model)
+    return (base, base) if config.other_model == config.base_model else (base, load(config.other_model))
+
+
+def pending_of(base: Checkpoint, other: Checkpoint) -> list[RemoteFile]:
+    return base.pending + (other.pending if other is not base else [])
 
 
 def run_merge(
@@ -135,18 +160,30 @@ def run_merge(
             policy.check_model(ref)
     if output.exists() and not overwrite:
         raise UserError("output_dir", f"'{output}' already exists", exists_fix)
-    base, other = load_parents(config)
+    base, other = load_parents(config, fetch=False)
     plan = plan_merge(config, base, other)
+    parents_bytes = base.nbytes + (other.nbytes if other is not base else 0)
     if policy is not None:
-        policy.check_sizes(base.nbytes + (other.nbytes if other is not base else 0), plan.output_bytes)
+        policy.check_sizes(parents_bytes, plan.output_bytes)
+    pending = pending_of(base, other)
+    disk_needs(pending, parents_bytes, output.parent, plan.output_bytes).check()
     tokenizer_dir = _tokenizer_dir(config, base, other)
     template = resolve_template(config.chat_template) if config.chat_template else None
 
     output.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_partials(output)
+    cancel = cancel or threading.Event()
     work = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-{os.getpid()}-", dir=output.parent))
     try:
-        reports, written = _write_shards(plan, work, shard_bytes, on_progress, cancel, math_on, max_ram, allow_non_finite)
+        with Arrivals(pending, reads_in_order(plan.tensors), cancel, hub_token()) as arrivals:
+            try:
+                reports, written = _write_shards(plan, work, shard_bytes, on_progress, cancel, math_on, max_ram,
+                                                 allow_non_finite, arrivals if pending else None)
+                arrivals.finish()  # the bytes no tensor of the merge needed: each file completes in the cache
+            except UserError:
+                if cancel.is_set():
+                    raise MergeCancelled() from None
+                raise
         _copy_tokenizer(tokenizer_dir, work, template)
         _write_config(plan, work)
         (work / "mergekit_config.yml").write_text(config.to_yaml())
@@ -208,27 +245,35 @@ def merge_in_memory(config: MergeConfig, max_output_bytes: int, device: str | No
 
 def _write_shards(plan: MergePlan, folder: Path, shard_bytes: int, on_progress: Callable[[Progress], None] | None,
                   cancel: threading.Event | None, device: torch.device, max_ram: int,
-                  allow_non_finite: bool) -> tuple[list[TensorReport], int]:
+                  allow_non_finite: bool, arrivals: Arrivals | None) -> tuple[list[TensorReport], int]:
     shards = _assign_shards(plan.tensors, shard_bytes)
     names = ["model.safetensors"] if len(shards) == 1 else [
         f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
     reports: list[TensorReport] = []
     written = 0
     total = plan.output_bytes
-    # One reader, ahead of the math across shards.
-    with single_threaded_math(), Feed(plan.tensors, max_ram, device) as feed:
+    tensor_name = ""
+
+    def report() -> None:
+        if on_progress is not None:
+            download = None if arrivals is None or arrivals.done else arrivals.progress("the parents")
+            on_progress(Progress(len(reports), len(plan.tensors), written, total, tensor_name, download))
+
+    # One reader, ahead of the math across shards; while Hub parents arrive, it waits for their bytes.
+    reader = MappedFiles(arrivals)
+    with single_threaded_math(), Feed(plan.tensors, max_ram, device, reader, report if arrivals else None) as feed:
         for shard, shard_name in zip(shards, names, strict=True):
             writer = StreamingWriter(folder / shard_name, [PlannedTensor(t.name, t.out_dtype, t.shape) for t in shard])
             try:
                 for tensor in shard:
                     if cancel is not None and cancel.is_set():
                         raise MergeCancelled()
-                    report, nbytes = merge_tensor(tensor, writer, feed, device)
-                    check_finite(report, plan, allow_non_finite, plan.warnings)
-                    reports.append(report)
+                    tensor_report, nbytes = merge_tensor(tensor, writer, feed, device)
+                    check_finite(tensor_report, plan, allow_non_finite, plan.warnings)
+                    reports.append(tensor_report)
                     written += nbytes
-                    if on_progress is not None:
-                        on_progress(Progress(len(reports), len(plan.tensors), written, total, tensor.name))
+                    tensor_name = tensor.name
+                    report()
             except BaseException:
                 writer.abort()
                 raise

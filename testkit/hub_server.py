@@ -5,7 +5,8 @@ What huggingface_hub's snapshot_download asks, and what this answers:
 - GET /api/models/{repo}/revision/{rev}: the repo's commit sha (repo_info);
 - GET /api/models/{repo}/tree/{rev}?recursive=true: its files with sizes (list_repo_tree);
 - HEAD /{repo}/resolve/{rev}/{file}: X-Repo-Commit, ETag, Content-Length (file metadata);
-- GET /{repo}/resolve/{rev}/{file}, with Range to resume: the bytes;
+- GET /{repo}/resolve/{rev}/{file}, with Range (`bytes=A-`, `bytes=A-B`): the bytes, 206 with
+  Content-Range for a range;
 - GET /api/models/{repo}/auth-check: 200 when the token may download the repo (HfApi.auth_check);
 - GET /api/whoami-v2: the account of a token in `users` (Gradio's local sign-in asks it);
 - POST /api/repos/create, /api/validate-yaml, /api/{models,datasets}/{repo}/preupload/{rev} and .../commit/{rev}:
@@ -14,13 +15,19 @@ What huggingface_hub's snapshot_download asks, and what this answers:
   into its own namespace (403 otherwise). Datasets are keyed "datasets/{repo}".
 Errors come as the Hub sends them, with X-Error-Code (RepoNotFound, GatedRepo), so
 huggingface_hub classifies them itself. Per repo: `gated_for` (tokens granted access;
-others get GatedRepo for its files: 401 without a token, 403 with one), `bytes_per_s` (a slow download) and `drop_after` (the first
-GET of each file is cut after that many bytes, as a dropped connection).
+others get GatedRepo for its files: 401 without a token, 403 with one), `bytes_per_s` (a slow download), `drop_after` (the first
+GET of each file is cut after that many bytes, as a dropped connection), `cut_after` (after that many bytes of
+.safetensors served, every GET of one is cut: the network gone until a test sets it to None),
+`xet` (.safetensors files announce Xet storage, X-Xet-Hash, as most Hub repos do) and `hold_below`/`hold_s` (a GET
+whose range starts below that offset waits first, so later ranges arrive before earlier ones).
+`HubServer(bytes_per_s=…)` caps the whole server's rate, shared by every connection: a fixed bandwidth.
+`sent` counts the body bytes served per file path.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import shutil
@@ -33,6 +40,23 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 
+class Pace:
+    """A bandwidth shared by every connection that waits on it (None: unlimited)."""
+
+    def __init__(self, bytes_per_s: float | None) -> None:
+        self.bytes_per_s = bytes_per_s
+        self._lock = threading.Lock()
+        self._clock = 0.0  # when the next block may go
+
+    def wait(self, nbytes: int) -> None:
+        if not self.bytes_per_s:
+            return
+        with self._lock:
+            self._clock = max(self._clock, time.monotonic()) + nbytes / self.bytes_per_s
+            due = self._clock
+        time.sleep(max(0.0, due - time.monotonic()))
+
+
 @dataclass
 class Repo:
     folder: Path
@@ -40,6 +64,15 @@ class Repo:
     bytes_per_s: float | None = None
     drop_after: int | None = None
     dropped: set[str] = field(default_factory=set)  # files whose first GET was cut already
+    cut_after: int | None = None
+    served: int = 0  # .safetensors bytes sent, for cut_after
+    xet: bool = False
+    hold_below: int = 0
+    hold_s: float = 0.0
+    pace: Pace = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pace = Pace(self.bytes_per_s)  # one rate for the repo, however many connections share it
 
     @property
     def sha(self) -> str:
@@ -51,12 +84,15 @@ class Repo:
 
 
 class HubServer:
-    def __init__(self):
+    def __init__(self, bytes_per_s: float | None = None):
+        self.pace = Pace(bytes_per_s)
+        self.sent: dict[str, int] = {}
         self.repos: dict[str, Repo] = {}
         self.users: dict[str, str] = {}  # token -> username
         self.store = Path(tempfile.mkdtemp(prefix="hub-server-"))  # the folders of repos created by uploads
         self.commits: list[tuple[str, str]] = []  # (repo, username) of each commit, in order
         self.requests: list[tuple[str, str, str]] = []  # (method, path, Range header) in order
+        self.finished: list[tuple[str, str]] = []  # (path, Range header) of each GET whose body went out whole, in order
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -117,7 +153,7 @@ class HubServer:
             return self._json(handler, {})
         if api and parts[:1] == ["tree"]:
             return self._json(handler, [{"type": "file", "path": p.relative_to(repo.folder).as_posix(), "size": p.stat().st_size,
-                                         "oid": hashlib.sha1(p.read_bytes()).hexdigest()} for p in repo.files()])
+                                         "oid": _digest(p)[:40]} for p in repo.files()])
         if not api and parts[:1] == ["resolve"]:
             file = repo.folder / "/".join(parts[2:])
             if not file.is_file():
@@ -168,35 +204,53 @@ class HubServer:
         return self._error(handler, 404, "", "Not found", False)
 
     def _file(self, handler: BaseHTTPRequestHandler, repo: Repo, file: Path, head: bool) -> None:
-        data = file.read_bytes()
-        start = 0
+        size = file.stat().st_size
+        start, stop = 0, size
         ranged = handler.headers.get("Range", "")
         if ranged.startswith("bytes="):
-            start = int(ranged.removeprefix("bytes=").split("-")[0])
-        body = data[start:]
-        handler.send_response(206 if start else 200)
-        handler.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+            first, _, last = ranged.removeprefix("bytes=").partition("-")
+            start, stop = int(first), min(size, int(last) + 1) if last else size
+        handler.send_response(206 if ranged else 200)
+        handler.send_header("ETag", f'"{_digest(file)}"')
         handler.send_header("X-Repo-Commit", repo.sha)
-        handler.send_header("Content-Length", str(len(body)))
-        if start:
-            handler.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        handler.send_header("Content-Length", str(stop - start))
+        if ranged:
+            handler.send_header("Content-Range", f"bytes {start}-{stop - 1}/{size}")
         handler.send_header("Accept-Ranges", "bytes")
+        weights = file.suffix == ".safetensors"
+        if repo.xet and weights:
+            handler.send_header("X-Xet-Hash", _digest(file))
+            handler.send_header("X-Xet-Refresh-Route", f"{self.url}/api/models/xet-read-token")
         handler.end_headers()
         if head:
             return
-        cut = repo.drop_after is not None and file.name not in repo.dropped
-        if cut:
+        if start < repo.hold_below:
+            time.sleep(repo.hold_s)
+        cut = stop - start
+        if repo.drop_after is not None and file.name not in repo.dropped:
             repo.dropped.add(file.name)
-            body = body[:repo.drop_after]
+            cut = min(cut, repo.drop_after)
+        key = str(file.relative_to(repo.folder))
         step = 16 * 1024
-        for offset in range(0, len(body), step):
-            handler.wfile.write(body[offset:offset + step])
-            if repo.bytes_per_s:
-                time.sleep(step / repo.bytes_per_s)
-        if cut:  # the connection drops with bytes still owed
+        with open(file, "rb") as fh:
+            fh.seek(start)
+            for offset in range(0, cut, step):
+                if weights and repo.cut_after is not None and repo.served >= repo.cut_after:
+                    cut = offset
+                    break
+                block = fh.read(min(step, cut - offset))
+                repo.pace.wait(len(block))
+                self.pace.wait(len(block))
+                handler.wfile.write(block)
+                self.sent[key] = self.sent.get(key, 0) + len(block)
+                if weights:
+                    repo.served += len(block)
+        if cut < stop - start:  # the connection drops with bytes still owed
             handler.wfile.flush()
             handler.close_connection = True
             handler.connection.close()
+        else:
+            self.finished.append((handler.path, ranged))
 
     def _json(self, handler: BaseHTTPRequestHandler, value: object) -> None:
         body = json.dumps(value).encode()
@@ -217,6 +271,26 @@ class HubServer:
         handler.end_headers()
         if not head:  # a HEAD answer has no body: one would be read as the next answer on the connection
             handler.wfile.write(body)
+
+
+def _digest(file: Path) -> str:
+    """The file's sha256, as the Hub's ETag of an LFS file (cached: a file is hashed once).
+    Past 4 GB, the digest of its name, size and time instead: a test's sparse giant is
+    never read whole."""
+    stat = file.stat()
+    return _digest_of(file, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _digest_of(file: Path, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    if size > 4 * 10**9:
+        digest.update(f"{file}|{size}|{mtime_ns}".encode())
+        return digest.hexdigest()
+    with open(file, "rb") as fh:
+        while block := fh.read(2**22):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _repo_of(path: str) -> tuple[str, list[str]]:

@@ -36,6 +36,7 @@ from inference.chat import build_prompt
 from inference.generation import eos_ids
 from inference.loading import LoadedModel, load_with_weights, scoring_precision
 from merging import MergeConfig, load_config
+from merging.checkpoint import download_note
 from merging.config import TRule
 from merging.merge import merge_in_memory
 
@@ -153,6 +154,10 @@ def sweep_steps(config: MergeConfig, prompts: list[PromptCase], grid: tuple[floa
     done = 0
     replies: dict[str, list[list[int]]] = {"a": [], "b": []}
     vocabularies = []
+    with as_visitor(token):
+        note = download_note(list(config.models), "The t-sweep")
+    if note is not None:
+        yield SweepProgress(note, done, total)  # said before the download starts
     for side, ref in (("a", config.base_model), ("b", config.other_model)):
         with as_visitor(token):
             parent = load_model(ref, scoring_precision())

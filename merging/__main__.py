@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m merging", description="SLERP-merge two models from a mergekit YAML config. "
                                      "`python -m merging analyze A B` prints the angle between two models per tensor.")
     parser.add_argument("config", help="mergekit YAML (merge_method: slerp)")
-    parser.add_argument("output_dir", help="folder to create with the merged model")
+    parser.add_argument("output_dir", help="folder to create with the merged model (with --dry-run: where the disk is counted)")
     parser.add_argument("--shard-size", default=f"{DEFAULT_SHARD_BYTES // 10**9}GB", help="max bytes per safetensors shard (default 2GB)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument("--max-ram", default=f"{DEFAULT_MAX_RAM // 10**6}MB",
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="where the SLERP math runs: cpu (default) or cuda (same tensors within 1 bf16 ulp)")
     args = parser.parse_args(argv)
     if args.dry_run:
-        return plan_only(args.config, args.max_ram)
+        return plan_only(args.config, args.max_ram, args.output_dir)
 
     from tqdm import tqdm
 
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def on_progress(p: Progress) -> None:
         bar.total = p.bytes_total
-        bar.set_postfix_str(f"{p.tensors_done}/{p.tensors_total} tensors", refresh=False)
+        bar.set_postfix_str(p.line(), refresh=False)
         bar.update(p.bytes_written - bar.n)
 
     try:
@@ -66,11 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def plan_only(config_path: str, max_ram: str) -> int:
+def plan_only(config_path: str, max_ram: str, output_dir: str) -> int:
+    from pathlib import Path
+
     from merging.dry_run import dry_run
 
     try:
-        print(dry_run(load_config(config_path), parse_max_ram(max_ram)).describe())
+        print(dry_run(load_config(config_path), parse_max_ram(max_ram), Path(output_dir).expanduser().absolute().parent).describe())
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

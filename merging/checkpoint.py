@@ -64,3 +64,12 @@ def open_parent(ref: str) -> Checkpoint:
         return open_checkpoint(ref, resolve_model(ref))
     remote = open_remote(ref)
     return open_checkpoint(ref, remote.folder, remote.tensors, remote.pending)
+
+
+def download_note(refs: list[str], what: str) -> str | None:
+    """One line saying that `what` (the divergence map, the t-sweep), which reads every
+    weight, downloads the Hub parents first and how much; None when all are here."""
+    pending = {f.blob: f.size for ref in dict.fromkeys(refs) if kind_of(ref) == "hub" for f in open_parent(ref).pending}
+    if not pending:
+        return None
+    return f"{what} reads every weight: downloading {sum(pending.values()) / 1e6:,.0f} MB of the parents first"

@@ -65,13 +65,15 @@ def test_a_gated_parent_is_refused_in_one_line_and_a_download_shows_its_progress
 
 
 def test_a_merge_of_hub_parents_shows_their_download_and_cancel_stops_it(hub_page):
-    """The Merge tab's panel while the parents download (MB, MB/s, time left); Cancel ends it
-    as a cancelled merge; the next Merge fetches the rest and merges."""
+    """The Merge tab's panel while the parents download, both at once, and the merge follows
+    them (MB, MB/s, time left, tensors merged, on one line); Cancel ends it as a cancelled
+    merge; the next Merge fetches the rest and merges."""
     page = hub_page
     choose_parents(page, "org/slow", "org/slow-b")  # compatible: read from each config.json alone
     page.get_by_label("Output name (under outputs/)").fill("hub-merge")
     page.get_by_role("button", name="Merge", exact=True).click()
-    line = page.get_by_text(re.compile(r"Downloading the parents · [1-4] of 5 MB downloaded, 0\.[1-9] MB/s, about \d+ s left")).first
+    line = page.get_by_text(re.compile(r"Downloading the parents · [1-8] of 10 MB downloaded, [0-9.]+ MB/s, about \d+ s left · "
+                                       r"merged \d+/\d+ tensors · \d+ MB written")).first
     expect(line).to_be_visible(timeout=60_000)
     line.scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / "hub-merge-download-progress.png"))

@@ -26,7 +26,7 @@ from evaluation.defaults import known_models
 from evaluation.demo_build import DemoBuild
 from merging import Progress, parse_config, run_merge
 from merging.analyze import angles_of_merge, divergence, divergence_grid
-from merging.checkpoint import open_checkpoint
+from merging.checkpoint import download_note, open_checkpoint
 from merging.config import DTYPES, MergeConfig
 from merging.dry_run import dry_run
 from merging.feed import DEFAULT_MAX_RAM, parse_max_ram
@@ -217,9 +217,8 @@ def merge(yaml_text: str, output_name: str, overwrite: bool, session: MergeSessi
     typed = (output_name or "").strip()
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", typed).strip(".-")
 
-    def on_progress(p: Progress) -> None:
-        stage = "Cancelling…" if session.cancel.is_set() else f"{p.tensors_done}/{p.tensors_total} tensors"
-        progress(p.tensors_done / p.tensors_total, desc=f"{stage} · {p.bytes_written / 1e6:.0f} MB written")
+    def on_progress(p: Progress) -> None:  # Hub parents: their download and the merge, which follows it, on one line
+        progress(p.fraction, desc=f"Cancelling… · {p.line()}" if session.cancel.is_set() else p.line())
 
     def on_download(p: Download) -> None:  # a Hub parent not in the cache yet
         stage = "Cancelling…" if session.cancel.is_set() else f"Downloading {p.repo}"
@@ -261,7 +260,8 @@ def plan(request: FormRequest, max_ram: str = "") -> str:
         config = request.config()
         budget = parse_max_ram(max_ram, MAX_RAM_FIELD)
         check_models(*config.models)
-        return "\n".join(["```", dry_run(config, budget).describe(), "```", *budget_notes(max_ram, budget)])
+        summary = dry_run(config, budget, places.outputs_root(), context.access_policy())
+        return "\n".join(["```", summary.describe(), "```", *budget_notes(max_ram, budget)])
     except UserError as exc:
         return f"⚠️ {exc}"
 
@@ -283,8 +283,16 @@ def divergence_map(request: FormRequest, progress=gr.Progress()) -> str:  # noqa
         config = request.config()
         first, second = config.base_model, config.other_model
         check_models(first, second)
-        angles = divergence(open_checkpoint(first, resolve_model(first)), open_checkpoint(second, resolve_model(second)),
-                            on_progress=lambda done, total: progress(done / total, desc=f"{done}/{total} tensors"))
+        note = download_note([first, second], "The divergence map")
+        if note is not None:
+            progress(0, desc=note)  # before the download starts, and while it runs
+
+        def on_download(p: Download) -> None:
+            progress(p.done / p.total if p.total else None, desc=f"{note} · {p.line()}")
+
+        with watching("the parents", on_download):
+            parents = [open_checkpoint(ref, resolve_model(ref)) for ref in (first, second)]
+        angles = divergence(*parents, on_progress=lambda done, total: progress(done / total, desc=f"{done}/{total} tensors"))
     except UserError as exc:
         return f"⚠️ {exc}"
     return heatmap_html(*divergence_grid(angles), title=f"θ between {short_name(first)} and {short_name(second)} (degrees)")

@@ -1,0 +1,122 @@
+"""Hub parents: plan from headers, merge while the bytes arrive, against the download alone.
+
+Two Llama-shaped parents of about 1 GB each (five shards each), served by the
+Hub-protocol server (testkit/hub_server.py) in a child process at one fixed bandwidth
+that all its connections share. Each step runs as a child process with a Hugging Face
+cache of its own, so nothing is cached between them:
+
+1. plan: `python -m merging CONFIG OUT --dry-run` of the two Hub ids (headers only);
+2. merge with overlap: `python -m merging CONFIG OUT`, downloading while merging;
+3. download alone: huggingface_hub's snapshot_download of both parents at once, the
+   physical floor of any merge from the Hub at this bandwidth;
+4. download, then merge: step 3's cache merged afterwards (what the app did before).
+
+Run: `python benchmarks/hub_merge.py [--mb-per-s 64]`. Prints a table; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from core.cpu import describe_cpu
+from core.places import ROOT
+from core.sources import cache_root
+from testkit.measure import run_timed
+from testkit.pairs import Shape, build_pair, folder_bytes
+
+SHAPE = Shape(2048, 8, 5632, 32000, 16, 4, 2 * 10**8)  # about 0.5B parameters, 1 GB of bf16 per parent
+SERVER = """
+import json, sys
+from testkit.hub_server import HubServer
+hub = HubServer(bytes_per_s=float(sys.argv[1])).__enter__()
+hub.add("bench/parent-a", sys.argv[2])
+hub.add("bench/parent-b", sys.argv[3])
+print(hub.url, flush=True)
+for line in sys.stdin:  # each line asks for the bytes sent since the last one
+    print(json.dumps(hub.sent), flush=True)
+    hub.sent.clear()
+"""
+DOWNLOAD = """
+import threading
+from huggingface_hub import snapshot_download
+threads = [threading.Thread(target=snapshot_download, args=(repo,)) for repo in ("bench/parent-a", "bench/parent-b")]
+for t in threads: t.start()
+for t in threads: t.join()
+"""
+CONFIG = """slices:
+  - sources:
+      - model: {a}
+        layer_range: [0, {layers}]
+      - model: {b}
+        layer_range: [0, {layers}]
+merge_method: slerp
+base_model: {a}
+parameters:
+  t:
+    - filter: self_attn
+      value: [0, 0.5, 0.3, 0.7, 1]
+    - filter: mlp
+      value: [1, 0.5, 0.7, 0.3, 0]
+    - value: 0.5
+dtype: bfloat16
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mb-per-s", type=float, default=64.0, help="the server's bandwidth, shared by all connections")
+    args = parser.parse_args()
+    work = cache_root() / "bench-hub"
+    a, b = build_pair(work, SHAPE)
+    parents = folder_bytes(a) + folder_bytes(b)
+    server = subprocess.Popen([sys.executable, "-c", SERVER, str(args.mb_per_s * 1e6), str(a), str(b)], cwd=ROOT,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    url = server.stdout.readline().strip()
+
+    def sent() -> dict[str, int]:
+        server.stdin.write("\n")
+        server.stdin.flush()
+        return json.loads(server.stdout.readline())
+
+    with tempfile.TemporaryDirectory(dir=work) as scratch:
+        config = Path(scratch) / "hub.yml"
+        config.write_text(CONFIG.format(a="bench/parent-a", b="bench/parent-b", layers=SHAPE.layers))
+
+        def step(name: str, argv: list[str]) -> tuple[float, float]:
+            env = {"HF_ENDPOINT": url, "HF_HOME": str(Path(scratch) / name), "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_XET": "1",
+                   "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+            wall, rss, _ = run_timed(argv, env=env)
+            return wall, rss
+
+        sent()
+        plan_s, _ = step("plan", ["merging", str(config), str(Path(scratch) / "out-plan"), "--dry-run"])
+        plan_bytes = sum(n for path, n in sent().items() if path.endswith(".safetensors"))
+        overlap_s, overlap_rss = step("overlap", ["merging", str(config), str(Path(scratch) / "out-overlap")])
+        sent()
+        download_s, _ = step("then", ["-c", DOWNLOAD])
+        sent()
+        merge_s, merge_rss = step("then", ["merging", str(config), str(Path(scratch) / "out-then")])
+        after = sum(n for path, n in sent().items() if path.endswith(".safetensors"))
+        identical = all((Path(scratch) / "out-overlap" / f.name).read_bytes() == f.read_bytes()
+                        for f in (Path(scratch) / "out-then").glob("*.safetensors"))
+    server.terminate()
+    print(f"host: {describe_cpu()}; Hub-protocol server at {args.mb_per_s:.0f} MB/s; parents {parents / 1e9:.2f} GB "
+          f"({SHAPE.layers} layers, hidden {SHAPE.hidden}, bf16)")
+    print(f"plan from headers          {plan_s:6.2f} s   weight bytes fetched {plan_bytes:,} "
+          f"({100 * plan_bytes / parents:.4f}% of the parents)")
+    print(f"merge with overlap         {overlap_s:6.2f} s   peak RSS {overlap_rss:4.0f} MB   "
+          f"{overlap_s / download_s:.2f}x the download alone")
+    print(f"download alone             {download_s:6.2f} s   (snapshot_download of both at once: the floor; "
+          f"{parents / download_s / 1e6:.0f} MB/s)")
+    print(f"download, then merge       {download_s + merge_s:6.2f} s   peak RSS {merge_rss:4.0f} MB (the merge's)   "
+          f"{(download_s + merge_s) / download_s:.2f}x the download alone; its merge fetched {after:,} more weight bytes")
+    print(f"outputs byte-identical: {identical}")
+
+
+if __name__ == "__main__":
+    main()

@@ -33,7 +33,7 @@ from core.remote import TIMEOUT_S, RemoteFile, link_into_snapshot
 
 SEGMENT_BYTES = 16 * 2**20
 CONNECTIONS = 8
-CHUNK_BYTES = 2**20
+CHUNK_BYTES = 256 * 2**10
 RETRIES = 3
 PART = ".slerp-part"  # beside the blob, as huggingface_hub's own .incomplete
 

@@ -231,7 +231,7 @@ class HubServer:
             repo.dropped.add(file.name)
             cut = min(cut, repo.drop_after)
         key = str(file.relative_to(repo.folder))
-        step = 16 * 1024
+        step = 64 * 1024
         with open(file, "rb") as fh:
             fh.seek(start)
             for offset in range(0, cut, step):

@@ -34,14 +34,14 @@ def hub_page(tiny_models, tmp_path):
             page.set_default_timeout(60_000)
             page.goto(url)
             try:
-                yield page
+                yield page, hub
             finally:
                 page.screenshot(path=str(ARTIFACTS / "hub-last.png"))
                 browser.close()
 
 
 def test_a_gated_parent_is_refused_in_one_line_and_a_download_shows_its_progress(hub_page):
-    page = hub_page
+    page, _ = hub_page
     page.get_by_role("tab", name="Chat").click()
     page.get_by_text("Models: merged folder, parents, precision, panes on/off").click()
     expect(page.locator("#chat-merged textarea")).not_to_have_value("", timeout=60_000)  # the page's load is done
@@ -65,11 +65,19 @@ def test_a_gated_parent_is_refused_in_one_line_and_a_download_shows_its_progress
 
 
 def test_a_merge_of_hub_parents_shows_their_download_and_cancel_stops_it(hub_page):
-    """The Merge tab's panel while the parents download, both at once, and the merge follows
-    them (MB, MB/s, time left, tensors merged, on one line); Cancel ends it as a cancelled
-    merge; the next Merge fetches the rest and merges."""
-    page = hub_page
+    """The Plan of two Hub parents, from their headers: it names the download and the disk,
+    and downloads no weight. The Merge tab's panel while the parents download, both at once,
+    and the merge follows them (MB, MB/s, time left, tensors merged, on one line); Cancel
+    ends it as a cancelled merge; the next Merge fetches the rest and merges."""
+    page, hub = hub_page
     choose_parents(page, "org/slow", "org/slow-b")  # compatible: read from each config.json alone
+    page.get_by_role("button", name="Plan (dry run)").click()
+    disk = page.get_by_text(re.compile(r"disk: 10 MB of parents to download \(0 MB here already\) and 5 MB of output"))
+    expect(disk).to_be_visible(timeout=60_000)
+    disk.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "hub-plan-from-headers.png"))
+    weights = [r for r in hub.requests if r[0] == "GET" and r[1].endswith(".safetensors")]
+    assert weights and all(r[2] == "bytes=0-65535" for r in weights)  # each shard's header, in one range request
     page.get_by_label("Output name (under outputs/)").fill("hub-merge")
     page.get_by_role("button", name="Merge", exact=True).click()
     line = page.get_by_text(re.compile(r"Downloading the parents · [1-8] of 10 MB downloaded, [0-9.]+ MB/s, about \d+ s left · "

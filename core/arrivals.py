@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import contextvars
+import fcntl
 import json
 import os
 import threading
@@ -104,10 +105,33 @@ class _Part:
     fd: int
     have: Spans
     saved_at: float = 0.0
+    done: bool = False  # moved into the cache
 
     @property
     def complete(self) -> bool:
         return self.have.covers(0, self.file.size)
+
+
+def _open_part(file: RemoteFile) -> _Part:
+    """The part file of `file`, locked for this download (another merge on this machine,
+    in this process or another, may not write into it meanwhile), with what an earlier try
+    left of it and its header's bytes."""
+    part = part_path(file)
+    part.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UserError("download", f"'{file.repo}' is downloading for another merge on this machine",
+                        "try again when that merge has finished: the parent is cached then") from None
+    have = kept_spans(file)
+    if not have.total:
+        os.ftruncate(fd, 0)  # nothing kept: no stale bytes either
+    os.ftruncate(fd, file.size)  # sparse: blocks are allocated as bytes arrive
+    os.pwrite(fd, file.head, 0)
+    have.add(0, len(file.head))
+    return _Part(file, fd, have)
 
 
 class Arrivals:
@@ -122,17 +146,13 @@ class Arrivals:
         self._stopping = False
         self._cond = threading.Condition()
         self.parts: dict[Path, _Part] = {}
-        for file in files:
-            part = part_path(file)
-            part.parent.mkdir(parents=True, exist_ok=True)
-            have = kept_spans(file)
-            fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o644)
-            if not have.total:
-                os.ftruncate(fd, 0)
-            os.ftruncate(fd, file.size)  # sparse: blocks are allocated as bytes arrive
-            os.pwrite(fd, file.head, 0)
-            have.add(0, len(file.head))
-            self.parts[file.local] = _Part(file, fd, have)
+        try:
+            for file in files:
+                self.parts[file.local] = _open_part(file)
+        except BaseException:
+            for part in self.parts.values():
+                os.close(part.fd)
+            raise
         self.resumed = sum(p.have.total for p in self.parts.values())
         self._queue = deque(self._segments(order))
         self.started = time.monotonic()
@@ -258,6 +278,8 @@ class Arrivals:
             except (UserError, HfHubHTTPError):
                 raise
             except Exception as exc:  # noqa: BLE001 -- a cut or stalled connection, in the HTTP library's own types
+                if isinstance(exc, OSError) and not isinstance(exc, ConnectionError | TimeoutError):
+                    raise  # this machine's side (a full disk): hub_errors says so, and retrying cannot help
                 tries += 1
                 if tries > RETRIES:
                     progress = self.progress(part.file.repo)
@@ -288,8 +310,12 @@ class Arrivals:
 
     def _finish_if_complete(self, part: _Part) -> None:
         with self._cond:
-            if not part.complete or part.file.blob.exists():
+            if not part.complete or part.done:
                 return
-            os.replace(part_path(part.file), part.file.blob)  # the open descriptor follows the file
+            part.done = True
+            if part.file.blob.exists():  # another merge finished it first (after this one's plan)
+                part_path(part.file).unlink()
+            else:
+                os.replace(part_path(part.file), part.file.blob)  # the open descriptor follows the file
             sidecar_path(part.file).unlink(missing_ok=True)
             link_into_snapshot(part.file)

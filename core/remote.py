@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.checkpoints import TensorEntry, header_from_bytes, read_header, read_weights
+from core.errors import UserError
 from core.sources import HUB_PATTERNS, check_hub_access, check_model_dir, hub_errors
 
 # The first request of a header: most fit (a 7B model's is about 30 KB); a longer one
@@ -91,6 +92,8 @@ def _remote_file(repo: str, name: str, commit: str, listed: int, cache: Path, fo
     url = hf_hub_url(repo, name, revision=commit)
     meta = get_hf_file_metadata(url, token=token)
     size = meta.size if meta.size is not None else listed
+    if not meta.etag:  # huggingface_hub's cache names every file by it
+        raise UserError("model", f"'{repo}' serves {name} without an ETag", "try again later, or download the model yourself")
     head = fetch_range(url, 0, min(size, HEAD_FIRST), token)
     if len(head) >= 8:
         (length,) = struct.unpack("<Q", head[:8])

@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 from helpers import tiny_yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from core.arrivals import Spans
 from core.places import ROOT
 from merging import parse_config, run_merge
 from merging.dry_run import dry_run
@@ -38,6 +41,17 @@ def on_progress(p):
     if mode == "cancel" and d is not None and d.done > 0.3 * d.total:
         cancel.set()
 
+if mode == "two":  # a second merge of the same parents while the first downloads them
+    first = threading.Thread(target=run_merge, args=(config, out), kwargs={"on_progress": on_progress})
+    first.start()
+    while not any(e[1] for e in events):
+        threading.Event().wait(0.05)
+    try:
+        run_merge(config, out + "-second")
+    except UserError as exc:
+        print(json.dumps({"second": str(exc)}))
+    first.join()
+    raise SystemExit
 try:
     result = run_merge(config, out, on_progress=on_progress, cancel=cancel, overwrite=True)
     print(json.dumps({"merged": result.summary(), "events": events}))
@@ -202,3 +216,30 @@ def test_a_merge_that_will_not_fit_the_disk_is_refused_before_any_weight_is_down
     assert error.startswith("disk: this merge needs 1") and "GB of parents to download" in error, outcome
     assert error.endswith("GB is free — free disk space, or merge smaller models")
     assert weight_bytes_sent(hub) < 200_000  # the headers only
+
+
+def test_a_second_merge_of_parents_still_downloading_is_refused_in_one_line_and_the_first_goes_on(hub, tiny_models, tmp_path):
+    a, b = tiny_models("qwen2", 1, hidden=256), tiny_models("qwen2", 2, hidden=256)
+    hub.pace.bytes_per_s = 4e6
+    hub.add("org/a", a)
+    hub.add("org/b", b)
+    second = run(hub, tiny_yaml("org/a", "org/b", "0.3"), tmp_path / "out", "two")["second"]
+    assert second == ("download: 'org/a' is downloading for another merge on this machine — try again when that merge has "
+                      "finished: the parent is cached then")
+    assert not (tmp_path / "out-second").exists()
+    assert same_weights(tmp_path / "out", local_merge(a, b, tmp_path / "local"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 60), st.integers(0, 20)), max_size=12), st.integers(0, 70), st.integers(0, 20))
+def test_the_spans_a_download_has_are_exactly_the_bytes_written(writes, start, length):
+    """Spans (core/arrivals.py) against the plain set of bytes written: what the merge waits for."""
+    spans, written = Spans(), set()
+    for begin, size in writes:
+        spans.add(begin, begin + size)
+        written |= set(range(begin, begin + size))
+    assert spans.total == len(written)
+    assert spans.covers(start, start + length) == set(range(start, start + length)).issubset(written)
+    gaps = spans.missing(start, start + length)
+    assert {i for a, b in gaps for i in range(a, b)} == set(range(start, start + length)) - written
+    assert all(a < b for a, b in gaps) and spans.starts == sorted(spans.starts)

@@ -243,3 +243,36 @@ def test_the_spans_a_download_has_are_exactly_the_bytes_written(writes, start, l
     gaps = spans.missing(start, start + length)
     assert {i for a, b in gaps for i in range(a, b)} == set(range(start, start + length)) - written
     assert all(a < b for a, b in gaps) and spans.starts == sorted(spans.starts)
+
+
+NOTE = """
+from core.sources import resolve_model
+from merging.checkpoint import download_note
+print(download_note(["org/a", "org/b"], "The divergence map"))
+resolve_model("org/a")
+print(download_note(["org/a", "org/b"], "The divergence map"))
+resolve_model("org/b")
+print(download_note(["org/a", "org/b"], "The divergence map"))
+"""
+
+
+def test_the_divergence_map_says_it_downloads_the_parents_before_it_does(hub, tiny_models):
+    """The map and the t-sweep read every weight: their progress first says how much they
+    download (nothing once the parents are cached)."""
+    hub.add("org/a", tiny_models("qwen2", 1, hidden=256))
+    hub.add("org/b", tiny_models("qwen2", 2, hidden=256))
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HF_HUB_OFFLINE")}
+    env.update(HF_ENDPOINT=hub.url, HF_HOME=str(hub.home), HF_HUB_OFFLINE="0")
+    done = subprocess.run([sys.executable, "-c", NOTE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == ["The divergence map reads every weight: downloading 10 MB of the parents first",
+                                        "The divergence map reads every weight: downloading 5 MB of the parents first", "None"]
+
+
+def test_a_plan_names_public_mode_s_limits_when_they_refuse_it(tiny_models, tmp_path):
+    from core.policy import AccessPolicy
+
+    a, b = tiny_models("qwen2", 1, hidden=256), tiny_models("qwen2", 2, hidden=256)
+    policy = AccessPolicy((a.parent,), tmp_path, max_parents_bytes=5 * 10**6)
+    described = dry_run(parse_config(tiny_yaml(a, b)), output_parent=tmp_path, policy=policy).describe()
+    assert "warning: the merge will refuse: models: the parents take 0.0 GB; this Space merges at most 0 GB" in described

@@ -31,7 +31,7 @@ from core.cpu import describe_cpu
 from core.places import ROOT
 from core.sources import cache_root
 from testkit.measure import run_timed
-from testkit.pairs import Shape, build_pair, folder_bytes
+from testkit.pairs import SEED_CONFIG, Shape, build_pair, folder_bytes
 
 SHAPE = Shape(2048, 8, 5632, 32000, 16, 4, 2 * 10**8)  # about 0.5B parameters, 1 GB of bf16 per parent
 SERVER = """
@@ -51,23 +51,6 @@ from huggingface_hub import snapshot_download
 threads = [threading.Thread(target=snapshot_download, args=(repo,)) for repo in ("bench/parent-a", "bench/parent-b")]
 for t in threads: t.start()
 for t in threads: t.join()
-"""
-CONFIG = """slices:
-  - sources:
-      - model: {a}
-        layer_range: [0, {layers}]
-      - model: {b}
-        layer_range: [0, {layers}]
-merge_method: slerp
-base_model: {a}
-parameters:
-  t:
-    - filter: self_attn
-      value: [0, 0.5, 0.3, 0.7, 1]
-    - filter: mlp
-      value: [1, 0.5, 0.7, 0.3, 0]
-    - value: 0.5
-dtype: bfloat16
 """
 
 
@@ -89,7 +72,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(dir=work) as scratch:
         config = Path(scratch) / "hub.yml"
-        config.write_text(CONFIG.format(a="bench/parent-a", b="bench/parent-b", layers=SHAPE.layers))
+        config.write_text(SEED_CONFIG.format(a="bench/parent-a", b="bench/parent-b", n=SHAPE.layers))
 
         def step(name: str, argv: list[str]) -> tuple[float, float, float]:
             env = {"HF_ENDPOINT": url, "HF_HOME": str(Path(scratch) / name), "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_XET": "1",

@@ -21,6 +21,7 @@ import bisect
 import contextvars
 import fcntl
 import json
+import logging
 import os
 import threading
 import time
@@ -30,12 +31,13 @@ from pathlib import Path
 
 from core.downloads import Progress
 from core.errors import UserError
-from core.remote import TIMEOUT_S, RemoteFile, link_into_snapshot
+from core.remote import TIMEOUT_S, RemoteFile, check_range, link_into_snapshot, range_headers
 
 SEGMENT_BYTES = 16 * 2**20
 CONNECTIONS = 8
 CHUNK_BYTES = 256 * 2**10
 RETRIES = 3
+BUSY = {408, 429, 500, 502, 503, 504}  # statuses worth another try, as huggingface_hub retries them
 PART = ".slerp-part"  # beside the blob, as huggingface_hub's own .incomplete
 
 
@@ -118,16 +120,21 @@ def _open_part(file: RemoteFile) -> _Part:
     left of it and its header's bytes."""
     part = part_path(file)
     part.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise UserError("download", f"'{file.repo}' is downloading for another merge on this machine",
-                        "try again when that merge has finished: the parent is cached then") from None
+    while True:
+        fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UserError("download", f"'{file.repo}' is downloading for another merge on this machine",
+                            "try again when that merge has finished: the parent is cached then") from None
+        if os.path.exists(part) and os.fstat(fd).st_ino == os.stat(part).st_ino:
+            break
+        os.close(fd)  # locked a file another merge had just moved into the cache: open the path again
     have = kept_spans(file)
     if not have.total:
-        os.ftruncate(fd, 0)  # nothing kept: no stale bytes either
+        os.ftruncate(fd, 0)  # nothing kept: no stale bytes either, and no sidecar that would vouch for them
+        sidecar_path(file).unlink(missing_ok=True)
     os.ftruncate(fd, file.size)  # sparse: blocks are allocated as bytes arrive
     os.pwrite(fd, file.head, 0)
     have.add(0, len(file.head))
@@ -149,6 +156,8 @@ class Arrivals:
         try:
             for file in files:
                 self.parts[file.local] = _open_part(file)
+            for part in self.parts.values():
+                self._finish_if_complete(part)  # a part that an earlier try completed
         except BaseException:
             for part in self.parts.values():
                 os.close(part.fd)
@@ -161,8 +170,6 @@ class Arrivals:
                                           daemon=True) for i in range(min(CONNECTIONS, len(self._queue)))]
         for thread in self._threads:
             thread.start()
-        for part in list(self.parts.values()):
-            self._finish_if_complete(part)
 
     def __enter__(self) -> Arrivals:
         return self
@@ -210,7 +217,7 @@ class Arrivals:
     def finish(self) -> None:
         """Wait until every file is complete and in the cache."""
         with self._cond:
-            while not all(p.complete for p in self.parts.values()):
+            while not all(p.done for p in self.parts.values()):
                 if self.error is not None:
                     raise self.error
                 if self.cancel.is_set():
@@ -225,9 +232,13 @@ class Arrivals:
         for thread in self._threads:
             thread.join()
         for part in self.parts.values():
-            if not part.complete:
-                self._save(part)
-            os.close(part.fd)
+            try:
+                if not part.done:
+                    self._save(part)
+            except OSError:  # a full disk: the next try fetches those bytes again
+                logging.getLogger(__name__).warning("could not record what arrived of %s", part.file.name, exc_info=True)
+            finally:
+                os.close(part.fd)
         self.parts.clear()
 
     def _next(self) -> tuple[_Part, int, int] | None:
@@ -252,42 +263,45 @@ class Arrivals:
     def _fetch(self, part: _Part, start: int, stop: int) -> None:
         """One segment, resumed within itself after a cut, up to RETRIES times."""
         from huggingface_hub.errors import HfHubHTTPError
-        from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+        from huggingface_hub.utils import get_session, hf_raise_for_status
 
         tries = 0
-        while start < stop:
+        while start < stop and not (self._stopping or self.cancel.is_set()):
             try:
-                headers = {**build_hf_headers(token=self.token), "Range": f"bytes={start}-{stop - 1}"}
-                with get_session().stream("GET", part.file.url, headers=headers, follow_redirects=True,
-                                          timeout=TIMEOUT_S) as response:
+                with get_session().stream("GET", part.file.url, headers=range_headers(self.token, start, stop),
+                                          follow_redirects=True, timeout=TIMEOUT_S) as response:
                     if response.status_code >= 400:
                         response.read()
                         hf_raise_for_status(response)
-                    if response.status_code != 206:
-                        raise UserError("download", f"'{part.file.repo}' answered a range request for {part.file.name} with "
-                                        f"the whole file (HTTP {response.status_code})", "try again later")
-                    for chunk in response.iter_bytes(CHUNK_BYTES):
+                    check_range(response, part.file.name, part.file.repo, start)
+                    for chunk in response.iter_raw(CHUNK_BYTES):
                         if self._stopping or self.cancel.is_set():
                             return
                         chunk = chunk[:stop - start]
                         os.pwrite(part.fd, chunk, start)
                         self._arrived(part, start, start + len(chunk))
                         start += len(chunk)
+                        tries = 0  # progress: a later cut gets its own retries
+                        if start >= stop:
+                            break
                 if start < stop:
                     raise ConnectionError("the response ended early")
-            except (UserError, HfHubHTTPError):
+            except UserError:
                 raise
             except Exception as exc:  # noqa: BLE001 -- a cut or stalled connection, in the HTTP library's own types
                 if isinstance(exc, OSError) and not isinstance(exc, ConnectionError | TimeoutError):
                     raise  # this machine's side (a full disk): hub_errors says so, and retrying cannot help
+                status = exc.response.status_code if isinstance(exc, HfHubHTTPError) and exc.response is not None else None
+                if isinstance(exc, HfHubHTTPError) and status not in BUSY:
+                    raise  # refused (gated, missing, a bad token): hub_errors gives its line
                 tries += 1
                 if tries > RETRIES:
                     progress = self.progress(part.file.repo)
                     raise UserError("download", f"the connection to the Hub broke while downloading '{part.file.repo}' "
-                                    f"({exc.__class__.__name__}, {RETRIES} retries); {progress.done / 1e6:,.0f} of "
+                                    f"({status or exc.__class__.__name__}, {RETRIES} retries); {progress.done / 1e6:,.0f} of "
                                     f"{progress.total / 1e6:,.0f} MB arrived and are kept",
                                     "try again: the download resumes where it stopped") from None
-                time.sleep(0.5 * tries)
+                self.cancel.wait(0.5 * tries)
 
     def _arrived(self, part: _Part, start: int, stop: int) -> None:
         with self._cond:
@@ -300,13 +314,14 @@ class Arrivals:
     def _save(self, part: _Part) -> None:
         """The sidecar of spans that arrived: their bytes are in the part file (the page
         cache keeps them through a killed process), so the next try may skip them."""
-        with self._cond:
-            spans = part.have.as_list()
+        with self._cond:  # one writer at a time, and none once the part is in the cache
+            if part.done:
+                return
             part.saved_at = time.monotonic()
-        sidecar = sidecar_path(part.file)
-        temporary = sidecar.with_name(f"{sidecar.name}.{threading.get_ident()}")
-        temporary.write_text(json.dumps({"size": part.file.size, "have": spans}))
-        os.replace(temporary, sidecar)
+            sidecar = sidecar_path(part.file)
+            temporary = sidecar.with_name(f"{sidecar.name}.tmp")
+            temporary.write_text(json.dumps({"size": part.file.size, "have": part.have.as_list()}))
+            os.replace(temporary, sidecar)
 
     def _finish_if_complete(self, part: _Part) -> None:
         with self._cond:

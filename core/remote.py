@@ -94,31 +94,55 @@ def _remote_file(repo: str, name: str, commit: str, listed: int, cache: Path, fo
     size = meta.size if meta.size is not None else listed
     if not meta.etag:  # huggingface_hub's cache names every file by it
         raise UserError("model", f"'{repo}' serves {name} without an ETag", "try again later, or download the model yourself")
-    head = fetch_range(url, 0, min(size, HEAD_FIRST), token)
+    head = fetch_range(url, 0, min(size, HEAD_FIRST), token, name, repo)
     if len(head) >= 8:
         (length,) = struct.unpack("<Q", head[:8])
         if 8 + length > len(head) and length <= min(MAX_HEADER, size - 8):
-            head += fetch_range(url, len(head), 8 + length, token)
+            head += fetch_range(url, len(head), 8 + length, token, name, repo)
     return RemoteFile(repo, name, url, size, folder / name, cache / "blobs" / meta.etag, head)
 
 
-def fetch_range(url: str, start: int, stop: int, token: str | None) -> bytes:
+def range_headers(token: str | None, start: int, stop: int) -> dict[str, str]:
+    """Bytes [start, stop) as they are stored: a CDN that may compress ignores Range
+    (huggingface_hub's own downloads ask for identity too)."""
+    from huggingface_hub.utils import build_hf_headers
+
+    return {**build_hf_headers(token=token), "Range": f"bytes={start}-{stop - 1}", "Accept-Encoding": "identity"}
+
+
+def check_range(response, file_name: str, repo: str, start: int) -> None:
+    """The answer is the range asked for, uncompressed: anything else is refused in one line
+    rather than written at the wrong offsets."""
+    got = response.headers.get("Content-Range", "")
+    if response.status_code != 206 or not got.startswith(f"bytes {start}-") or response.headers.get("Content-Encoding"):
+        raise UserError("download", f"'{repo}' did not answer a range request for {file_name} with its bytes "
+                        f"(HTTP {response.status_code}{', ' + got if got else ''})", "try again later")
+
+
+def fetch_range(url: str, start: int, stop: int, token: str | None, name: str, repo: str) -> bytes:
     """Bytes [start, stop) of a Hub file, in one request (errors as huggingface_hub raises them)."""
-    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+    from huggingface_hub.utils import get_session, hf_raise_for_status
 
     if stop <= start:
         return b""
-    response = get_session().get(url, headers={**build_hf_headers(token=token), "Range": f"bytes={start}-{stop - 1}"},
-                                 follow_redirects=True, timeout=TIMEOUT_S)
-    hf_raise_for_status(response)
-    body = response.content
-    if response.status_code == 200:  # a server that ignores Range sends the whole file
-        body = body[start:stop]
-    return body
+    with get_session().stream("GET", url, headers=range_headers(token, start, stop), follow_redirects=True,
+                              timeout=TIMEOUT_S) as response:
+        if response.status_code >= 400:
+            response.read()
+            hf_raise_for_status(response)
+        check_range(response, name, repo, start)
+        body = bytearray()
+        for chunk in response.iter_raw(2**16):
+            body += chunk
+            if len(body) >= stop - start:
+                break
+    return bytes(body[:stop - start])
 
 
 def link_into_snapshot(file: RemoteFile) -> None:
     """The snapshot's entry for a file whose blob is complete, as huggingface_hub links it."""
     if not file.local.exists():
         file.local.parent.mkdir(parents=True, exist_ok=True)
+        if os.path.lexists(file.local):  # a link to a blob that is gone
+            file.local.unlink()
         os.symlink(os.path.relpath(file.blob, file.local.parent), file.local)

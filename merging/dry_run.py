@@ -4,7 +4,8 @@ Time is the longer of two figures. The IO: every byte the merge moves (both pare
 read, the blocks over the budget read again, the output written) at IO_BYTES_PER_S, a
 rate measured on a real 7B merge. The math: one tensor of every kind in the plan (shape,
 dtypes, blended or copied) goes through merge_tensor here and now, with a writer that
-discards the bytes, and each kind's time is multiplied by how often it occurs.
+discards the bytes, and each kind's time is multiplied by how often it occurs (a tensor
+over SAMPLE_ELEMENTS is timed on that many of its elements and scaled by its size).
 Peak RAM is the merge's own working set under the budget (feed.working_set), not the RSS
 of the process that asks: in the app that process also holds the chat models.
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -40,6 +41,7 @@ from merging.sizes import megabytes
 # 27.1 s, is 2.25 GB/s: the estimate is for a first merge, with nothing cached.
 IO_BYTES_PER_S = 1_470 * 10**6
 IO_RATE_SOURCE = "a cold 7B merge's rate on the 2-core dev machine"
+SAMPLE_ELEMENTS = 16 * CHUNK_ELEMENTS  # the most of one tensor the math is timed on
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,18 @@ class PlanSummary:
         if self.disk is not None:
             lines.append(self.disk.line())
         return "\n".join(lines + [f"warning: {w}" for w in self.warnings])
+
+
+def _sample_of(tensor: TensorPlan) -> tuple[TensorPlan, float]:
+    """The tensor to time for `tensor`, and how many times its time counts: a large one is
+    timed on its first SAMPLE_ELEMENTS, the math's time being linear in the elements."""
+    if tensor.numel <= SAMPLE_ELEMENTS:
+        return tensor, 1.0
+
+    def cut(entry: TensorEntry) -> TensorEntry:
+        return replace(entry, shape=(SAMPLE_ELEMENTS,), nbytes=SAMPLE_ELEMENTS * entry.dtype.itemsize)
+
+    return replace(tensor, base=cut(tensor.base), other=cut(tensor.other), shape=(SAMPLE_ELEMENTS,)), tensor.numel / SAMPLE_ELEMENTS
 
 
 class _RandomValues:
@@ -125,7 +139,8 @@ def dry_run(config: MergeConfig, max_ram: int = DEFAULT_MAX_RAM, output_parent: 
         kinds.setdefault(key, []).append(tensor)
     # (tensor, how many it stands for): a kind's first member warms up (fresh buffers and
     # page faults are not multiplied), its last is timed.
-    samples = [(m[0], 0) for m in kinds.values() if len(m) > 1] + [(m[-1], len(m)) for m in kinds.values()]
+    samples = [(_sample_of(m[0])[0], 0.0) for m in kinds.values() if len(m) > 1]
+    samples += [(sample, len(m) * scale) for m in kinds.values() for sample, scale in [_sample_of(m[-1])]]
     math_seconds = 0.0
     writer = _DiscardingWriter()
     # The reader runs ahead, as in a merge; its reads are left out of the math's time.

@@ -82,11 +82,10 @@ def _verdict_by_rules(path: Path) -> str | None:
         at = 0
         spans = sorted((info["data_offsets"], name, info) for name, info in header.items() if name != "__metadata__")
         for (begin, end), name, info in spans:
-            size = _dtype_size(info["dtype"])
-            shape = info["shape"]
-            if size is None or not all(isinstance(d, int) and d >= 0 for d in shape):
+            expected = _shape_bytes(info)
+            if expected is None or not all(isinstance(d, int) and d >= 0 for d in info["shape"]):
                 return f"tensor `{name}` has an unknown dtype or a shape that is not whole numbers"
-            if begin != at or end - begin != math.prod(shape) * size:
+            if begin != at or end - begin != expected:
                 return f"tensor `{name}`'s data offsets {[begin, end]} do not follow the one before or fit its shape"
             at = end
         if data_start + at != path.stat().st_size:
@@ -107,17 +106,18 @@ def _named(path: Path, problem: str) -> str:
             if name == "__metadata__":
                 continue
             begin, end = info["data_offsets"]
-            size = _dtype_size(info["dtype"])
-            if size is not None and end - begin != math.prod(info["shape"]) * size:
+            expected = _shape_bytes(info)
+            if expected is not None and end - begin != expected:
                 return f"{problem} `{name}`: {end - begin} bytes for shape {info['shape']} of {info['dtype']}"
     except (ValueError, KeyError, TypeError, AttributeError, struct.error, OSError):
         pass
     return problem
 
 
-def _dtype_size(name: str) -> int | None:
-    dtype = TORCH_DTYPES.get(name)
-    return None if dtype is None else dtype.itemsize
+def _shape_bytes(info: dict) -> int | None:
+    """The bytes a header entry's shape and dtype take (None for a dtype this app does not know)."""
+    dtype = TORCH_DTYPES.get(info["dtype"])
+    return None if dtype is None else math.prod(info["shape"]) * dtype.itemsize
 
 
 def _raw_header(path: Path) -> tuple[dict, int]:

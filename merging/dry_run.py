@@ -30,7 +30,7 @@ from core.policy import AccessPolicy
 from merging.config import MergeConfig
 from merging.disk import DiskNeeds, disk_needs
 from merging.feed import CHUNK_ELEMENTS, DEFAULT_MAX_RAM, Feed, job_for, single_threaded_math, slots_for
-from merging.merge import load_parents, merge_tensor, pending_of, working_set_bytes
+from merging.merge import load_parents, merge_tensor, parents_nbytes, pending_of, working_set_bytes
 from merging.planning import TensorPlan, plan_merge
 from merging.sizes import megabytes
 
@@ -152,7 +152,7 @@ def dry_run(config: MergeConfig, max_ram: int = DEFAULT_MAX_RAM, output_parent: 
     slots = slots_for(max_ram)
     jobs = [job_for(t, slots) for t in plan.tensors]
     read, reread = sum(j.numel * j.pair_itemsize for j in jobs), sum(j.reread_bytes for j in jobs)
-    parents = base.nbytes + (other.nbytes if other is not base else 0)
+    parents = parents_nbytes(base, other)
     io_seconds = (read + reread + plan.output_bytes) / IO_BYTES_PER_S
     warnings = list(plan.warnings)
     disk = disk_needs(pending_of(base, other), parents, output_parent or Path.cwd(), plan.output_bytes)

@@ -130,6 +130,11 @@ def pending_of(base: Checkpoint, other: Checkpoint) -> list[RemoteFile]:
     return base.pending + (other.pending if other is not base else [])
 
 
+def parents_nbytes(base: Checkpoint, other: Checkpoint) -> int:
+    """The parents' weight bytes, a model merged with itself counted once."""
+    return base.nbytes + (other.nbytes if other is not base else 0)
+
+
 def run_merge(
     config: MergeConfig,
     output_dir: str | Path,
@@ -162,7 +167,7 @@ def run_merge(
         raise UserError("output_dir", f"'{output}' already exists", exists_fix)
     base, other = load_parents(config, fetch=False)
     plan = plan_merge(config, base, other)
-    parents_bytes = base.nbytes + (other.nbytes if other is not base else 0)
+    parents_bytes = parents_nbytes(base, other)
     if policy is not None:
         policy.check_sizes(parents_bytes, plan.output_bytes)
     pending = pending_of(base, other)

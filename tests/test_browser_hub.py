@@ -9,7 +9,6 @@ import re
 
 import pytest
 from conftest import ARTIFACTS
-from helpers import choose_parents
 from playwright.sync_api import expect, sync_playwright
 
 from core.sources import cache_root
@@ -70,8 +69,22 @@ def test_a_merge_of_hub_parents_shows_their_download_and_cancel_stops_it(hub_pag
     and the merge follows them (MB, MB/s, time left, tensors merged, on one line); Cancel
     ends it as a cancelled merge; the next Merge fetches the rest and merges."""
     page, hub = hub_page
-    choose_parents(page, "org/slow", "org/slow-b")  # compatible: read from each config.json alone
-    page.get_by_role("button", name="Plan (dry run)").click()
+    plan = page.get_by_role("button", name="Plan (dry run)")
+    expect(page.get_by_text("✅ compatible")).to_be_visible(timeout=60_000)
+    page.get_by_label("Parent B (t = 1)").fill("org/missing")  # a typo'd Hub id: one line where the plan would be
+    page.get_by_label("Parent B (t = 1)").press("Enter")
+    missing = page.get_by_text(re.compile(r"⚠️? ?model: 'org/missing' was not found, or it is private or gated — check the id"))
+    expect(missing).to_have_count(1, timeout=60_000)  # the parents panel says it at once
+    plan.click()
+    expect(missing).to_have_count(2, timeout=60_000)  # and the plan, in the same line
+    missing.last.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "hub-plan-missing-repo.png"))
+    for label, name in (("Parent A (base_model, t = 0)", "org/slow"), ("Parent B (t = 1)", "org/slow-b")):
+        page.get_by_label(label).fill(name)
+        page.get_by_label(label).press("Enter")
+    expect(page.get_by_text("Parent B: org/slow-b")).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("✅ compatible")).to_be_visible(timeout=60_000)  # read from each config.json alone
+    plan.click()
     disk = page.get_by_text(re.compile(r"disk: 10 MB of parents to download \(0 MB here already\) and 5 MB of output"))
     expect(disk).to_be_visible(timeout=60_000)
     disk.scroll_into_view_if_needed()

@@ -104,7 +104,8 @@ def kept_spans(file: RemoteFile) -> Spans:
 @dataclass
 class _Part:
     file: RemoteFile
-    fd: int
+    fd: int  # for the bytes: the merge's reader maps it, and a mapping duplicates it
+    lock: int  # for the lock alone, so that it ends at close() however long a mapping lives
     have: Spans
     saved_at: float = 0.0
     done: bool = False  # moved into the cache
@@ -121,24 +122,30 @@ def _open_part(file: RemoteFile) -> _Part:
     part = part_path(file)
     part.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o644)
+        lock = os.open(part, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            os.close(fd)
+            os.close(lock)
             raise UserError("download", f"'{file.repo}' is downloading for another merge on this machine",
                             "try again when that merge has finished: the parent is cached then") from None
-        if os.path.exists(part) and os.fstat(fd).st_ino == os.stat(part).st_ino:
+        if os.path.exists(part) and os.fstat(lock).st_ino == os.stat(part).st_ino:
             break
-        os.close(fd)  # locked a file another merge had just moved into the cache: open the path again
-    have = kept_spans(file)
-    if not have.total:
-        os.ftruncate(fd, 0)  # nothing kept: no stale bytes either, and no sidecar that would vouch for them
-        sidecar_path(file).unlink(missing_ok=True)
-    os.ftruncate(fd, file.size)  # sparse: blocks are allocated as bytes arrive
-    os.pwrite(fd, file.head, 0)
+        os.close(lock)  # locked a file another merge had just moved into the cache: open the path again
+    fd = os.open(part, os.O_RDWR)  # its own open file: the lock is not shared with the mappings of it
+    try:
+        have = kept_spans(file)
+        if not have.total:
+            os.ftruncate(fd, 0)  # nothing kept: no stale bytes either, and no sidecar that would vouch for them
+            sidecar_path(file).unlink(missing_ok=True)
+        os.ftruncate(fd, file.size)  # sparse: blocks are allocated as bytes arrive
+        os.pwrite(fd, file.head, 0)
+    except BaseException:
+        os.close(fd)
+        os.close(lock)
+        raise
     have.add(0, len(file.head))
-    return _Part(file, fd, have)
+    return _Part(file, fd, lock, have)
 
 
 class Arrivals:
@@ -161,6 +168,7 @@ class Arrivals:
         except BaseException:
             for part in self.parts.values():
                 os.close(part.fd)
+                os.close(part.lock)
             raise
         self.resumed = sum(p.have.total for p in self.parts.values())
         self._queue = deque(self._segments(order))
@@ -239,6 +247,7 @@ class Arrivals:
                 logging.getLogger(__name__).warning("could not record what arrived of %s", part.file.name, exc_info=True)
             finally:
                 os.close(part.fd)
+                os.close(part.lock)
         self.parts.clear()
 
     def _next(self) -> tuple[_Part, int, int] | None:

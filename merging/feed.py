@@ -283,7 +283,10 @@ class Feed:
                     self.on_wait()
         self.waited += time.perf_counter() - started
         if isinstance(item, BaseException):
-            raise item
+            try:
+                raise item
+            finally:
+                del item  # no cycle (this frame, its traceback) that keeps the blocks it went through mapped
         if (item.name, item.start) != (job.name, job.range(i)[0]):
             raise RuntimeError(f"merge reader out of order: got {item.name}@{item.start}, expected {job.name}@{job.range(i)[0]}")
         return item
@@ -301,4 +304,6 @@ class Feed:
             self._cond.notify_all()
         self.reader.closing.set()
         self._thread.join()
+        while not self._ready.empty():  # blocks mapped ahead that no one will read: unmapped now
+            self._ready.get_nowait()
         self.reader.close()

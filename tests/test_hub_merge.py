@@ -5,10 +5,12 @@ fresh process pointed at the server with HF_ENDPOINT, as the app's process would
 is compared byte for byte with the merge of the same parents as local folders."""
 
 import json
+import mmap
 import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,8 +19,9 @@ from helpers import tiny_yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.arrivals import Spans
+from core.arrivals import Arrivals, Spans
 from core.places import ROOT
+from core.remote import RemoteFile
 from merging import parse_config, run_merge
 from merging.dry_run import dry_run
 from testkit.hub_server import HubServer
@@ -230,6 +233,30 @@ def test_a_second_merge_of_parents_still_downloading_is_refused_in_one_line_and_
                       "finished: the parent is cached then")
     assert not (tmp_path / "out-second").exists()
     assert same_weights(tmp_path / "out", local_merge(a, b, tmp_path / "local"))
+
+
+def test_a_mapping_that_outlives_a_download_does_not_keep_its_parent_locked(hub, tmp_path):
+    """A block a cancelled merge mapped from a part file may outlive the download (a
+    traceback keeps it until the collector runs); the next merge of the parent must get
+    the file (found in CI: "'org/a' is downloading for another merge" after Cancel)."""
+    payload = os.urandom(6 << 20)
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "model.safetensors").write_bytes(payload)
+    hub.add("org/a", tmp_path / "repo")
+    hub.pace.bytes_per_s = 2e6
+    cache = tmp_path / "cache"
+    file = RemoteFile("org/a", "model.safetensors", f"{hub.url}/org/a/resolve/main/model.safetensors", len(payload),
+                      cache / "snapshots" / "c0" / "model.safetensors", cache / "blobs" / "e0", payload[:65536])
+    cancel = threading.Event()
+    with Arrivals([file], [(file.local, 0, 1 << 20)], cancel, None) as first:
+        fd = first.wait(file.local, 0, 1 << 20, threading.Event())
+        block = mmap.mmap(fd, 1 << 20, prot=mmap.PROT_READ)  # what the merge's reader does (it duplicates fd)
+        cancel.set()
+    assert block[:4096] == payload[:4096]
+    with Arrivals([file], [], threading.Event(), None) as again:  # the next Merge click, the block still mapped
+        again.finish()
+    assert file.blob.read_bytes() == payload and file.local.read_bytes() == payload
+    block.close()
 
 
 @settings(max_examples=300, deadline=None)

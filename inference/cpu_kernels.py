@@ -41,7 +41,7 @@ from core.cpu import native_bf16
 from core.native import BF16_HEADER, SIMD_HEADER, build, faster
 from inference.sharing import kernel_threads
 
-KERNEL_MAX_ROWS = 8  # above this, widening once and using torch's GEMM is faster
+KERNEL_MAX_ROWS = 16  # a decode step's batch (inference/scheduler.py); a prompt's rows go to torch's GEMM
 WIDEN_MIN_ROWS = 32  # rows from which widening pays: at 16 rows _weight_int8pack_mm still won (0.85 ms against 1.00, AVX2)
 WIDEN_BLOCK = 2048  # output rows widened at a time: a 7B MLP's weights widened at once would take ~235 MB
 
@@ -69,6 +69,10 @@ def build_library(target: str | None = "") -> ctypes.CDLL | None:
         function.restype = None
     lib.kept_attention.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int] * 6 + [ctypes.c_float, ctypes.c_int]
     lib.kept_attention.restype = None
+    lib.decode_step.argtypes = [ctypes.c_void_p, ctypes.c_int] + [ctypes.c_void_p] * 4 + [ctypes.c_int] * 2
+    lib.decode_step.restype = None
+    lib.decode_batch.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 5 + [ctypes.c_int]
+    lib.decode_batch.restype = None
     return lib
 
 
@@ -171,10 +175,13 @@ def kernel_wins(key: tuple, in_c: Callable[[], object], in_torch: Callable[[], o
 def _product(kind: str, flat: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
     """The product ("bf16", "int8" or "fp8" weights) in C where the kernel applies (a
     decode-sized bf16 batch on the CPU, a library built) and measured faster than torch
-    at this shape here; in torch otherwise."""
+    for one row of this weight here; in torch otherwise. One row decides for every batch
+    up to KERNEL_MAX_ROWS: the kernel computes each row as if alone, so a reply's tokens
+    do not depend on how many others decode in the same step."""
     in_c, in_torch = _paths(kind, flat, weight, scale)
     applies = flat.dtype == torch.bfloat16 and weight.device.type == "cpu" and flat.shape[0] <= KERNEL_MAX_ROWS
-    return in_c() if applies and kernel() and kernel_wins((kind, flat.shape[0], *weight.shape), in_c, in_torch) else in_torch()
+    return in_c() if applies and kernel() and kernel_wins((kind, 1, *weight.shape), *_paths(kind, flat[:1], weight, scale)) else (
+        in_torch())
 
 
 def _call(function, flat: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:

@@ -75,6 +75,19 @@ class Bound:
                              position, kernel_threads())
 
 
+def step_batch(bounds: list[Bound], x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: list[int]) -> None:
+    """One token of each of several replies of one model (each bound to its own cache), in
+    one pass over the weights: x [rows, hidden] bf16, updated in place; cos/sin [rows,
+    head_dim], each reply's rotary row; `positions`, each reply's."""
+    rows = len(bounds)
+    seqs = (ctypes.POINTER(Layer) * rows)(*(ctypes.cast(b.layers, ctypes.POINTER(Layer)) for b in bounds))
+    capacities = (ctypes.c_int * rows)(*(b.dims.capacity for b in bounds))
+    at = (ctypes.c_int * rows)(*positions)
+    assert x.is_contiguous() and cos.is_contiguous() and sin.is_contiguous()  # C reads and writes them as flat rows
+    kernel().decode_batch(seqs, capacities, rows, len(bounds[0].layers), ctypes.byref(bounds[0].dims), x.data_ptr(), cos.data_ptr(),
+                          sin.data_ptr(), at, kernel_threads())
+
+
 class Plan:
     """A model's layers for decode_step, built once per decoder."""
 
@@ -99,9 +112,6 @@ def plan(dtype: torch.dtype, layers: list, heads: int, kv_heads: int, head_dim: 
     lib = kernel()
     if lib is None or dtype != torch.bfloat16:
         return None
-    if not getattr(lib.decode_step, "argtypes", None):
-        lib.decode_step.argtypes = [_ptr, ctypes.c_int, _ptr, _ptr, _ptr, _ptr, ctypes.c_int, ctypes.c_int]
-        lib.decode_step.restype = None
     keep: list[torch.Tensor] = []
     built = []
     for ln1, ln2, *linears in layers:

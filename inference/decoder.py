@@ -39,7 +39,7 @@ from inference.attention import attend_kept
 from inference.cpu_kernels import bf16_linear_cpu, kernel_wins
 from inference.kept_caches import KEPT
 from inference.quantize import fuse_linears
-from inference.sharing import before_a_token, prefilling
+from inference.scheduler import Scheduler
 
 SUPPORTED_TYPES = ("llama", "mistral", "qwen2")
 ROPE_TYPES = ("default", "linear", "llama3", "yarn")  # a fixed table of angles (dynamic ones change with length)
@@ -118,6 +118,7 @@ class LeanDecoder:
         # and the call is faster than the torch loop here.
         step = decode_step.plan(self.dtype, parts, self.heads, self.kv_heads, self.head_dim, self.eps, self.scaling)
         self.step = step if step is not None and self._step_wins(step) else None
+        self.scheduler = Scheduler(self)  # its decode steps, shared by every reply of the model
 
     def _step_wins(self, step: decode_step.Plan) -> bool:
         """One layer, at position 31 of a zeroed cache: the C step against the torch loop's
@@ -203,6 +204,18 @@ class LeanDecoder:
             x = self._layer(layer, x, keys, values, position, cos, sin)
         return self.lm_head(self._rms(x[-1:], self.norm)).float()
 
+    def forward_batch(self, tokens: list[int], positions: list[int], caches: list[Cache]) -> torch.Tensor:
+        """float32 logits [rows, vocab]: one token of each of several replies (token m at
+        positions[m] after what caches[m] holds), in one pass over the weights where the C
+        step runs; each row is what `forward` gives that reply alone."""
+        if len(tokens) == 1 or any(cache.bound is None for cache in caches):
+            return torch.cat([self.forward(torch.tensor([[t]]), p, c) for t, p, c in zip(tokens, positions, caches, strict=True)])
+        x = F.embedding(torch.tensor(tokens), self.embed).contiguous()  # [rows, hidden]
+        cos, sin = self.rope(max(positions) + 1)
+        at = torch.tensor(positions)
+        decode_step.step_batch([cache.bound for cache in caches], x, cos[at].contiguous(), sin[at].contiguous(), positions)
+        return self.lm_head(self._rms(x, self.norm)).float()
+
     def _layer(self, layer: _Layer, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, position: int, cos: torch.Tensor,
                sin: torch.Tensor) -> torch.Tensor:
         """x [n, hidden] at `position` onward through one layer in torch, its cache filled there."""
@@ -264,32 +277,3 @@ def processors_for(prompt_length: int, repetition_penalty: float, min_new_tokens
     if sampler is not None:
         processors.append(sampler)
     return processors
-
-
-def decode(decoder: LeanDecoder, prompt: list[int], max_new_tokens: int, processors: LogitsProcessorList, eos: list[int],
-           stop: threading.Event, streamer, conversation: str = "", place: object | None = None) -> tuple[list[int], int]:
-    """Generate up to `max_new_tokens` after `prompt`, as generate does with do_sample=False
-    and these processors: the streamer gets the prompt, then each token; an eos token is
-    kept and ends the reply; `stop` ends it after the current token. With a `conversation`
-    name, its last turn's cache is reused and this one's kept (kept_caches.py). The prompt
-    is prefilled at `place` in the queue of prompts (sharing.py). Returns the new tokens,
-    and how many prompt tokens came from the kept cache."""
-    length = len(prompt)
-    ids = torch.empty(1, length + max_new_tokens, dtype=torch.long)
-    ids[0, :length] = torch.tensor(prompt)
-    streamer.put(ids[:, :length])
-    with prefilling(place):  # the kept cache's copy too: three panes copying at once delayed the first prompt
-        cache, reused = decoder.cache_for(prompt, length + max_new_tokens, conversation)
-        logits = decoder.forward(ids[:, reused:length], reused, cache)
-    ends = set(eos)
-    for position in range(length, length + max_new_tokens):
-        token = processors(ids[:, :position], logits).argmax(dim=-1)
-        ids[0, position] = token
-        streamer.put(token)
-        if int(token) in ends or stop.is_set() or position + 1 == length + max_new_tokens:
-            break
-        before_a_token()
-        logits = decoder.forward(ids[:, position:position + 1], position, cache)
-    KEPT.keep(conversation, decoder, ids[0, :position].tolist(), list(cache))  # the last token is not in the cache yet
-    streamer.end()
-    return ids[0, length:position + 1].tolist(), reused

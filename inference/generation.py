@@ -27,9 +27,10 @@ from transformers.generation import BaseStreamer
 
 from core.errors import UserError
 from inference.chat import Message, build_prompt
-from inference.decoder import decode, lean_decoder, processors_for
+from inference.decoder import lean_decoder, processors_for
 from inference.loading import LoadedModel
-from inference.sharing import leave, queue_prompts, sharing_cores
+from inference.scheduler import Sequence
+from inference.sharing import sharing_cores
 
 MAX_MODELS = 4
 STOP_AT_EXIT_S = 10.0  # how long an exiting process waits for each stopped reply thread (a stopped one ends within a token)
@@ -174,11 +175,11 @@ class _ReplyStreamer(BaseStreamer):
 
 def generate_reply(loaded: LoadedModel, history: list[Message], settings: GenerationSettings, stop: threading.Event,
                    system_prompt: str = "", on_text=lambda text: None, reply: Reply | None = None,
-                   conversation: str = "", place: object | None = None) -> Reply:
+                   conversation: str = "") -> Reply:
     """One reply, streamed to `on_text(full_text_so_far)` and filled into `reply` as it
     grows (text and stats); errors are returned in the reply, not raised. `conversation`
-    names the chat this reply continues, whose last turn's cache it may reuse; `place`,
-    its prompt's place in the queue of prompts (inference/sharing.py)."""
+    names the chat this reply continues, whose last turn's cache it may reuse. On the lean
+    loop the reply joins the model's running batch (inference/scheduler.py)."""
     reply = reply or Reply(loaded.name)
 
     def show(text: str) -> None:
@@ -199,22 +200,21 @@ def generate_reply(loaded: LoadedModel, history: list[Message], settings: Genera
         sampler = SeededSampler(settings) if settings.temperature > 0 else None
         min_new = min(settings.min_new_tokens, max_new_tokens)
         decoder = lean_decoder(model)
-        with torch.inference_mode(), loaded.in_use(), sharing_cores():  # a busy model is never evicted from a cache
+        with torch.inference_mode(), loaded.in_use():  # a busy model is never evicted from a cache
             if decoder is not None and decoder.fits(len(prompt.input_ids) + max_new_tokens):
                 processors = processors_for(len(prompt.input_ids), settings.repetition_penalty, min_new, eos, sampler)
-                _, reply.stats.cached_tokens = decode(decoder, prompt.input_ids, max_new_tokens, processors, eos, stop, streamer,
-                                                      conversation, place)
+                _, reply.stats.cached_tokens = decoder.scheduler.run(
+                    Sequence(prompt.input_ids, max_new_tokens, processors, frozenset(eos), stop, streamer, conversation))
             else:
-                if place is not None:  # generate prefills outside the queue
-                    leave(place)
                 pad = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else eos[0]
                 input_ids = torch.tensor([prompt.input_ids], device=next(model.parameters()).device)
-                model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), do_sample=False,
-                               max_new_tokens=max_new_tokens, min_new_tokens=min_new or None,
-                               repetition_penalty=settings.repetition_penalty, eos_token_id=eos, pad_token_id=pad,
-                               logits_processor=LogitsProcessorList([sampler] if sampler else []),
-                               stopping_criteria=StoppingCriteriaList([EventStop(stop)]), streamer=streamer,
-                               temperature=None, top_p=None, top_k=None)
+                with sharing_cores():
+                    model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), do_sample=False,
+                                   max_new_tokens=max_new_tokens, min_new_tokens=min_new or None,
+                                   repetition_penalty=settings.repetition_penalty, eos_token_id=eos, pad_token_id=pad,
+                                   logits_processor=LogitsProcessorList([sampler] if sampler else []),
+                                   stopping_criteria=StoppingCriteriaList([EventStop(stop)]), streamer=streamer,
+                                   temperature=None, top_p=None, top_k=None)
         reply.text = streamer.text
         reply.stopped = stop.is_set()
     except UserError as exc:
@@ -250,17 +250,11 @@ def stream_side_by_side(models: list[ChatModel], histories: list[list[Message]],
     replies = [Reply(m.name) for m in models]
     updates: queue.Queue[int | None] = queue.Queue()
 
-    in_process = [i for i, m in enumerate(models) if isinstance(m, LoadedModel)]
-    places = dict(zip(in_process, queue_prompts(len(in_process)), strict=True))  # prompts go in pane order
-
     def worker(index: int) -> None:
         model, on_text = models[index], lambda _: updates.put(index)
         if isinstance(model, LoadedModel):
-            try:
-                generate_reply(model, histories[index], settings, stop, system_prompt, on_text=on_text, reply=replies[index],
-                               conversation=conversations[index], place=places[index])
-            finally:
-                leave(places[index])  # a reply that ended before its prompt holds up no other
+            generate_reply(model, histories[index], settings, stop, system_prompt, on_text=on_text, reply=replies[index],
+                           conversation=conversations[index])
         else:  # served elsewhere: it streams its own reply
             model.answer(histories[index], settings, stop, system_prompt, on_text=on_text, reply=replies[index])
         updates.put(None)

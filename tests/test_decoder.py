@@ -76,13 +76,12 @@ def test_what_the_lean_loop_does_not_run_goes_through_generate(tiny_models, monk
 def test_a_conversation_longer_than_the_window_goes_through_generate(tiny_models, monkeypatch):
     """The tiny Mistral's sliding window is 64 tokens: a reply that would cross it is left
     to transformers, which applies the window; a shorter one runs in the lean loop."""
-    import inference.generation
-
     loaded = load_model(str(tiny_models("mistral", 3)), "fp32")
-    assert lean_decoder(loaded.model).window == 64
+    decoder = lean_decoder(loaded.model)
+    assert decoder.window == 64
     calls = []
-    lean_decode = inference.generation.decode
-    monkeypatch.setattr(inference.generation, "decode", lambda *args: calls.append(1) or lean_decode(*args))
+    lean_run = decoder.scheduler.run
+    monkeypatch.setattr(decoder.scheduler, "run", lambda *args: calls.append(1) or lean_run(*args))
     prompt_length = len(build_prompt(loaded.tokenizer, CONVERSATION).input_ids)
     for max_new_tokens, lean in [(64 - prompt_length, True), (65 - prompt_length, False)]:
         calls.clear()

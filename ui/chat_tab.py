@@ -48,7 +48,7 @@ from inference.loading import LoadedModel, load_with_weights
 from merging.form import config_from_form, form_from_yaml
 from merging.merge import merge_in_memory
 from merging.model_card import replace_section
-from ui.context import PRIVATE, check_models, shown_as_toast
+from ui.context import PRIVATE, chat_queue, check_models, shown_as_toast
 
 CHAT_PRECISIONS = ["auto", "fp8", "int8", "bf16"]
 PREVIEW_MAX_BYTES = 2 * 10**9  # in-memory t-previews: small models only
@@ -60,6 +60,7 @@ NO_MERGE_HINT = "No merged model yet: run a merge on the Merge tab and press 'Ch
 # falls behind a faster stream shows its views late, after a click made meanwhile (seen in
 # Chromium on 2 busy cores: a vote's refusal overwritten by a stream's last view, 2 s late).
 VIEW_INTERVAL_S = 0.1
+TURN_POLL_S = 0.05  # a stream step waiting for this visitor's step before it
 # Sent, the box empties in the page at once, as Send reads it: a server's "" arriving after
 # the visitor had typed the next message wiped it (seen in Chromium on a busy host: the next
 # Send sent ""). The step's own values go on to the server unchanged.
@@ -319,12 +320,19 @@ def stream(request: ChatRequest, session: ChatSession):
     """A stream step (queued on the device): the oldest waiting message (or Regenerate) is
     answered in every pane that is on; yields ChatViews. Nothing waiting (a Stop or Clear
     came first): one view that changes nothing."""
-    if not session.queue:
+    waiting = None
+    while waiting is None:  # this visitor's steps answer in order, one at a time (other visitors' run beside them)
+        with session.taking:
+            if not session.queue:
+                break
+            if session.current is None:  # a Stop or Clear frees the turn at once
+                waiting = session.current = session.queue.pop(0)
+        if waiting is None:
+            time.sleep(TURN_POLL_S)
+    if waiting is None:
         yield ChatView([gr.skip()] * 3, [gr.skip()] * 3, None, False, None, None)
         return
-    waiting, note, added, taken = session.queue[0], "", False, []
-    session.current = waiting  # busy throughout: set before the queue gives it up
-    session.queue.pop(0)
+    note, added, taken = "", False, []
     try:
         if waiting.message:  # the page's models as they are now; Regenerate answers with the panes as they were
             request.configure(session.arena)
@@ -705,11 +713,10 @@ def build_chat_tab(demo: gr.Blocks, own_merge: gr.BrowserState) -> ChatTab:
         # steps are pending (Gradio's default, "once", drops the new one without a word).
         taken = trigger(on_send, [message, *inputs, session], [message, *outputs], api_visibility=PRIVATE, concurrency_limit=None,
                         trigger_mode="multiple", js=CLEAR_BOX % (len(inputs) + 2))
-        streams.append(taken.then(on_stream, [*inputs, session], outputs, api_visibility=PRIVATE, concurrency_id="device",
-                                  concurrency_limit=1, trigger_mode="multiple"))
+        streams.append(taken.then(on_stream, [*inputs, session], outputs, api_visibility=PRIVATE, trigger_mode="multiple",
+                                  **chat_queue()))
     taken = regen_button.click(on_regenerate, [*inputs, session], outputs, api_visibility=PRIVATE, concurrency_limit=None)
-    streams.append(taken.then(on_stream, [*inputs, session], outputs, api_visibility=PRIVATE, concurrency_id="device",
-                              concurrency_limit=1))
+    streams.append(taken.then(on_stream, [*inputs, session], outputs, api_visibility=PRIVATE, **chat_queue()))
     def on_done(typed, state):
         box = put_back(typed, state)
         return gr.skip() if box is None else box, *stream_done(state).updates()
@@ -737,10 +744,10 @@ def build_chat_tab(demo: gr.Blocks, own_merge: gr.BrowserState) -> ChatTab:
     # The API: `chat` and `regenerate`, hidden buttons whose parameters are unchanged.
     api_chat = gr.Button(visible=False)
     api_chat.click(chat, [message, *inputs[:5], merged_ref, chat_a, chat_b, *switches, merged_precision, parent_precision, session,
-                          repetition_penalty], outputs, api_name="chat", concurrency_id="device", concurrency_limit=1)
+                          repetition_penalty], outputs, api_name="chat", **chat_queue())
     api_regen = gr.Button(visible=False)
     api_regen.click(regenerate_last, [system_prompt, temperature, top_p, max_new_tokens, seed, lock_seed, session, repetition_penalty],
-                    outputs, api_name="regenerate", concurrency_id="device", concurrency_limit=1)
+                    outputs, api_name="regenerate", **chat_queue())
 
     for refresh in (refresh_button.click, include_flagged.change):
         refresh(show_results, [merged_ref, include_flagged], [results_plot, results_table], api_visibility=PRIVATE)

@@ -19,6 +19,18 @@ from core.sources import BUNDLED_PREFIX
 PRIVATE = "private"  # api_visibility of events that are UI plumbing, not part of the API
 
 
+def chat_queue() -> dict:
+    """Where a chat's stream steps queue. On ZeroGPU each is a GPU call of its own, in its
+    own forked worker, one at a time as the device's other jobs. Elsewhere up to
+    MAX_BATCH visitors stream at once, so that their replies share the decode steps of
+    each model (inference/scheduler.py)."""
+    from core.zerogpu import on_zerogpu
+    from inference.scheduler import MAX_BATCH
+
+    return {"concurrency_id": "device", "concurrency_limit": 1} if on_zerogpu() else {
+        "concurrency_id": "chat", "concurrency_limit": MAX_BATCH}
+
+
 class CancelSession:
     """Per visitor (gr.State): the event their Cancel sets for one kind of long job (a
     merge, a t-sweep). A plain class, not a dataclass: Gradio serializes dataclass

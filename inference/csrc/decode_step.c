@@ -84,31 +84,40 @@ static void add_rounded(float *res, const float *h, int n) {
     for (; i < n; i++) res[i] = round_bf16(res[i] + h[i]);
 }
 
-/* y[o] = bf16(scale[o] * w[o] . x) (+ bias, rounded again: the torch loop adds it after). */
-static void linear(const Linear *l, const float *x, float *y, int threads) {
-    Int8Input q = l->kind == 1 ? int8_input(x, l->in) : (Int8Input){NULL, NULL};
+/* y[m, o] = bf16(scale[o] * w[o] . x[m]) (+ bias, rounded again: the torch loop adds it
+   after), for `rows` rows of x: each weight row is read from memory once for all of them
+   (it stays in L1 across the rows), and each row's value is computed as for a row alone. */
+static void linear(const Linear *l, const float *x, float *y, int rows, int threads) {
+    Int8Input q[rows];
+    for (int m = 0; m < rows; m++) q[m] = l->kind == 1 ? int8_input(x + (long)m * l->in, l->in) : (Int8Input){NULL, NULL};
 #if defined(__AVX512BF16__)
-    uint16_t xb[l->kind == 0 ? l->in : 1];  /* x holds bf16 values (rounded where torch rounds): exact */
-    if (l->kind == 0)
-        for (int i = 0; i < l->in; i++) xb[i] = float_to_bf16(x[i]);
+    uint16_t *xb = l->kind == 0 ? malloc((size_t)rows * l->in * sizeof *xb) : NULL;  /* x holds bf16 values: exact */
+    if (xb)
+        for (long i = 0; i < (long)rows * l->in; i++) xb[i] = float_to_bf16(x[i]);
 #endif
     #pragma omp parallel for schedule(static) num_threads(threads)
     for (int o = 0; o < l->out; o++) {
-        float v;
-        if (l->kind == 1)
-            v = dot_int8_input(&q, (const int8_t *)l->weight + (long)o * l->in, l->in) * bf16_to_float(((const uint16_t *)l->scale)[o]);
-        else if (l->kind == 2)
-            v = dot_fp8_over_256(x, (const uint8_t *)l->weight + (long)o * l->in, l->in) * 256.0f * ((const float *)l->scale)[o];
-        else
+        for (int m = 0; m < rows; m++) {
+            const float *xm = x + (long)m * l->in;
+            float v;
+            if (l->kind == 1)
+                v = dot_int8_input(&q[m], (const int8_t *)l->weight + (long)o * l->in, l->in) * bf16_to_float(((const uint16_t *)l->scale)[o]);
+            else if (l->kind == 2)
+                v = dot_fp8_over_256(xm, (const uint8_t *)l->weight + (long)o * l->in, l->in) * 256.0f * ((const float *)l->scale)[o];
+            else
 #if defined(__AVX512BF16__)
-            v = dot_bf16_bf16(xb, (const uint16_t *)l->weight + (long)o * l->in, l->in);
+                v = dot_bf16_bf16(xb + (long)m * l->in, (const uint16_t *)l->weight + (long)o * l->in, l->in);
 #else
-            v = dot_bf16(x, (const uint16_t *)l->weight + (long)o * l->in, l->in);
+                v = dot_bf16(xm, (const uint16_t *)l->weight + (long)o * l->in, l->in);
 #endif
-        v = round_bf16(v);
-        y[o] = l->bias ? round_bf16(v + bf16_to_float(l->bias[o])) : v;
+            v = round_bf16(v);
+            y[(long)m * l->out + o] = l->bias ? round_bf16(v + bf16_to_float(l->bias[o])) : v;
+        }
     }
-    int8_input_free(&q);
+    for (int m = 0; m < rows; m++) int8_input_free(&q[m]);
+#if defined(__AVX512BF16__)
+    free(xb);
+#endif
 }
 
 /* out = bf16(w * bf16(x / rms(x))), as transformers' RMSNorm in bf16. */
@@ -179,39 +188,62 @@ static void silu_times(const float *gate, const float *up, float *act, int n) {
     for (; i < n; i++) act[i] = round_bf16(round_bf16(gate[i] / (1.0f + exp1(-gate[i]))) * up[i]);
 }
 
+/* One token of each of `rows` replies of one model through every layer, in one pass over
+   the weights: continuous batching (inference/scheduler.py). Reply m has its own layers'
+   cache pointers (seqs[m], capacity[m]) and position; x: [rows][hidden] bf16, updated in
+   place; cos/sin: [rows][head_dim], the rotary rows of each reply's position. Row m's
+   values are those of the same reply stepped alone (decode_step is a batch of one). */
+void decode_batch(const Layer *const *seqs, const int *capacity, int rows, int n_layers, const Dims *dims, uint16_t *x,
+                  const uint16_t *cos, const uint16_t *sin, const int *positions, int threads) {
+    const int H = dims->hidden, d = dims->head_dim, heads = dims->heads, kv = dims->kv_heads, group = heads / kv;
+    const int wide = (heads + 2 * kv) * d > 2 * dims->inter ? (heads + 2 * kv) * d : 2 * dims->inter;
+    const int inner = dims->inter > H ? dims->inter : H;
+    float *h = malloc((size_t)rows * H * sizeof *h), *res = malloc((size_t)rows * H * sizeof *res);
+    float *mid = malloc((size_t)rows * wide * sizeof *mid), *att = malloc((size_t)rows * heads * d * sizeof *att);
+    float *act = malloc((size_t)rows * inner * sizeof *act);
+    for (long i = 0; i < (long)rows * H; i++) res[i] = bf16_to_float(x[i]);
+    for (int n = 0; n < n_layers; n++) {
+        const Layer *L = &seqs[0][n];  /* the weights: every reply's layers share them */
+        for (int m = 0; m < rows; m++) rms_norm(res + (long)m * H, L->ln1, h + (long)m * H, H, dims->eps);
+        const int qkv_out = L->qkv.out;
+        linear(&L->qkv, h, mid, rows, threads);  /* per row: [q heads | k heads | v heads] x d */
+        for (int m = 0; m < rows; m++) {
+            const Layer *S = &seqs[m][n];
+            const long cap = capacity[m];
+            float *row = mid + (long)m * qkv_out;
+            for (int head = 0; head < heads + kv; head++) rotate(row + (long)head * d, cos + (long)m * d, sin + (long)m * d, d);
+            for (int g = 0; g < kv; g++) {
+                memcpy(S->keys + ((long)g * cap + positions[m]) * d, row + (long)(heads + g) * d, d * sizeof(float));
+                memcpy(S->values + ((long)g * cap + positions[m]) * d, row + (long)(heads + kv + g) * d, d * sizeof(float));
+            }
+        }
+        #pragma omp parallel for collapse(2) schedule(static) num_threads(threads)
+        for (int m = 0; m < rows; m++)
+            for (int head = 0; head < heads; head++) {
+                const Layer *S = &seqs[m][n];
+                const long cap = capacity[m];
+                int g = head / group;
+                attend(mid + (long)m * qkv_out + (long)head * d, S->keys + (long)g * cap * d, S->values + (long)g * cap * d,
+                       att + ((long)m * heads + head) * d, positions[m] + 1, d, dims->scaling);
+            }
+        linear(&L->o, att, h, rows, threads);
+        for (int m = 0; m < rows; m++) add_rounded(res + (long)m * H, h + (long)m * H, H);
+        for (int m = 0; m < rows; m++) rms_norm(res + (long)m * H, L->ln2, h + (long)m * H, H, dims->eps);
+        linear(&L->gate_up, h, mid, rows, threads);  /* per row: [gate | up] */
+        for (int m = 0; m < rows; m++)
+            silu_times(mid + (long)m * 2 * dims->inter, mid + (long)m * 2 * dims->inter + dims->inter, act + (long)m * dims->inter,
+                       dims->inter);
+        linear(&L->down, act, h, rows, threads);
+        for (int m = 0; m < rows; m++) add_rounded(res + (long)m * H, h + (long)m * H, H);
+    }
+    for (long i = 0; i < (long)rows * H; i++) x[i] = float_to_bf16(res[i]);
+    free(h); free(res); free(mid); free(att); free(act);
+}
+
 /* x: the token's hidden state [hidden], bf16, updated in place through all layers.
    cos/sin: the rotary row of `position` [head_dim] (bf16). */
 void decode_step(const Layer *layers, int n_layers, const Dims *dims, uint16_t *x, const uint16_t *cos, const uint16_t *sin,
                  int position, int threads) {
-    const int H = dims->hidden, d = dims->head_dim, heads = dims->heads, kv = dims->kv_heads, group = heads / kv;
-    const int wide = (heads + 2 * kv) * d > 2 * dims->inter ? (heads + 2 * kv) * d : 2 * dims->inter;
-    const long cap = dims->capacity;
-    float *h = malloc((size_t)H * sizeof *h), *res = malloc((size_t)H * sizeof *res), *mid = malloc((size_t)wide * sizeof *mid);
-    float *att = malloc((size_t)heads * d * sizeof *att), *act = malloc((size_t)(dims->inter > H ? dims->inter : H) * sizeof *act);
-    for (int i = 0; i < H; i++) res[i] = bf16_to_float(x[i]);
-    for (int n = 0; n < n_layers; n++) {
-        const Layer *L = &layers[n];
-        rms_norm(res, L->ln1, h, H, dims->eps);
-        linear(&L->qkv, h, mid, threads);  /* [q heads | k heads | v heads] x d */
-        for (int head = 0; head < heads + kv; head++) rotate(mid + (long)head * d, cos, sin, d);
-        for (int g = 0; g < kv; g++) {
-            memcpy(L->keys + ((long)g * cap + position) * d, mid + (long)(heads + g) * d, d * sizeof(float));
-            memcpy(L->values + ((long)g * cap + position) * d, mid + (long)(heads + kv + g) * d, d * sizeof(float));
-        }
-        #pragma omp parallel for schedule(static) num_threads(threads)
-        for (int head = 0; head < heads; head++) {
-            int g = head / group;
-            attend(mid + (long)head * d, L->keys + (long)g * cap * d, L->values + (long)g * cap * d, att + (long)head * d,
-                   position + 1, d, dims->scaling);
-        }
-        linear(&L->o, att, h, threads);
-        add_rounded(res, h, H);
-        rms_norm(res, L->ln2, h, H, dims->eps);
-        linear(&L->gate_up, h, mid, threads);  /* [gate | up] */
-        silu_times(mid, mid + dims->inter, act, dims->inter);
-        linear(&L->down, act, h, threads);
-        add_rounded(res, h, H);
-    }
-    for (int i = 0; i < H; i++) x[i] = float_to_bf16(res[i]);
-    free(h); free(res); free(mid); free(att); free(act);
+    const Layer *seqs[1] = {layers};
+    decode_batch(seqs, &dims->capacity, 1, n_layers, dims, x, cos, sin, &position, threads);
 }

@@ -1,0 +1,183 @@
+"""Continuous batching: one scheduler per lean decoder owns that model's decode steps.
+
+Every reply of the model, whoever asked for it (any visitor, any pane, two panes of one
+visitor in a self-merge), joins the running batch at the next step and leaves it when it
+ends, as in llama.cpp's server and vLLM. A step reads each weight once for the whole
+batch (csrc/decode_step.c's decode_batch), which is the only way past the memory's speed:
+one stream already reads the weights about as fast as the memory delivers them.
+
+A new reply's prompt is prefilled PREFILL_CHUNK tokens at a time, one chunk between two
+decode steps, so the replies already streaming pause for a chunk, not for a whole
+conversation. Sampling, seed, repetition penalty, stop and the end of a reply are each
+reply's own: its processors see only its tokens, and each row of a step is computed as
+that reply alone would be, so a greedy reply is the same tokens in a batch or alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+
+import torch
+from transformers import LogitsProcessorList
+
+from inference.kept_caches import KEPT
+from inference.sharing import before_a_token, prefilling, sharing_cores
+
+PREFILL_CHUNK = 256  # prompt tokens between two decode steps
+MAX_BATCH = 16  # replies in one step (the C kernels' rows); more wait to join
+IDLE_S = 5.0  # the thread ends after this long without work, and starts again with the next reply
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One reply as the scheduler runs it."""
+    prompt: list[int]
+    max_new_tokens: int
+    processors: LogitsProcessorList
+    eos: frozenset[int]
+    stop: threading.Event
+    streamer: object  # put(token ids), end(): as transformers' streamers
+    conversation: str = ""  # whose kept cache it continues and is kept under (kept_caches.py)
+    ids: torch.Tensor = field(init=False)
+    cache: list | None = None
+    reused: int = 0  # prompt tokens taken from the kept cache
+    filled: int = 0  # prompt tokens in the cache so far
+    position: int = 0  # where the last chosen token sits
+    finished: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+    def __post_init__(self) -> None:
+        self.ids = torch.empty(1, len(self.prompt) + self.max_new_tokens, dtype=torch.long)
+        self.ids[0, :len(self.prompt)] = torch.tensor(self.prompt)
+
+    @property
+    def new_tokens(self) -> list[int]:
+        return self.ids[0, len(self.prompt):self.position + 1].tolist() if self.position else []
+
+
+class Scheduler:
+    """The decode steps of one model (a LeanDecoder): `run` a reply, from any thread."""
+
+    def __init__(self, decoder) -> None:
+        self.decoder = decoder
+        self._start_afresh()
+
+    def _start_afresh(self) -> None:
+        """No thread, no replies: at the start, and in a forked child (a ZeroGPU worker),
+        where the parent's thread, its replies and the state of its lock did not come along."""
+        self._pid = os.getpid()
+        self._cond = threading.Condition()
+        self._waiting: deque[Sequence] = deque()
+        self._thread: threading.Thread | None = None
+
+    def run(self, sequence: Sequence) -> tuple[list[int], int]:
+        """Decode `sequence` with whatever else this model is decoding; its streamer gets the
+        prompt, then each token. Returns the new tokens and how many prompt tokens came
+        from the conversation's kept cache."""
+        if self._pid != os.getpid():
+            self._start_afresh()
+        with self._cond:
+            self._waiting.append(sequence)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="decode steps", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        sequence.finished.wait()
+        if sequence.error is not None:
+            raise sequence.error
+        return sequence.new_tokens, sequence.reused
+
+    def _loop(self) -> None:
+        prefill: deque[Sequence] = deque()  # admitted, prompt not all in the cache yet
+        batch: list[Sequence] = []  # decoding
+        counted = False  # in the replies sharing the cores (sharing.py) while there is work
+        with contextlib.ExitStack() as cores, torch.inference_mode():
+            while True:
+                with self._cond:
+                    while not (self._waiting or prefill or batch):
+                        cores.close()  # idle: this model's share of the cores goes to the others
+                        counted = False
+                        if not self._cond.wait(IDLE_S) and not self._waiting:
+                            self._thread = None
+                            return
+                    while self._waiting and len(prefill) + len(batch) < MAX_BATCH:
+                        prefill.append(self._waiting.popleft())
+                if not counted:
+                    cores.enter_context(sharing_cores())
+                    counted = True
+                if prefill and self._guarded(prefill[0], self._prefill_chunk):
+                    batch.append(prefill.popleft())
+                if prefill and prefill[0].finished.is_set():
+                    prefill.popleft()
+                batch = [s for s in batch if not s.finished.is_set()]
+                if batch:
+                    before_a_token()  # a prompt of another model first (sharing.py)
+                    self._step(batch)
+                    batch = [s for s in batch if not s.finished.is_set()]
+
+    def _guarded(self, sequence: Sequence, work) -> bool:
+        try:
+            return work(sequence)
+        except BaseException as exc:  # noqa: BLE001 -- raised in the reply's own thread by run()
+            self._fail([sequence], exc)
+            return False
+
+    def _prefill_chunk(self, s: Sequence) -> bool:
+        """The next chunk of `s`'s prompt; True once its first token is chosen and it decodes."""
+        length = len(s.prompt)
+        if s.cache is None:
+            if s.stop.is_set():  # stopped before its turn came: nothing to compute
+                self._finish(s)
+                return False
+            s.streamer.put(s.ids[:, :length])
+            with prefilling():  # the kept cache's copy too: it competes with the prompts for the memory
+                s.cache, s.reused = self.decoder.cache_for(s.prompt, length + s.max_new_tokens, s.conversation)
+            s.filled = s.reused
+        end = min(length, s.filled + PREFILL_CHUNK)
+        with prefilling():
+            logits = self.decoder.forward(s.ids[:, s.filled:end], s.filled, s.cache)
+        s.filled = end
+        if end < length:
+            return False
+        s.position = length
+        return not self._choose(s, logits)
+
+    def _step(self, batch: list[Sequence]) -> None:
+        try:
+            logits = self.decoder.forward_batch([int(s.ids[0, s.position]) for s in batch], [s.position for s in batch],
+                                                [s.cache for s in batch])
+        except BaseException as exc:  # noqa: BLE001 -- each reply of the step reports it
+            self._fail(batch, exc)
+            return
+        for row, s in enumerate(batch):
+            s.position += 1
+            self._guarded(s, lambda s, row=row: self._choose(s, logits[row:row + 1]))
+
+    def _choose(self, s: Sequence, logits: torch.Tensor) -> bool:
+        """The token at s.position from the logits before it; True when the reply ended."""
+        token = s.processors(s.ids[:, :s.position], logits).argmax(dim=-1)
+        s.ids[0, s.position] = token
+        s.streamer.put(token)
+        if int(token) in s.eos or s.stop.is_set() or s.position + 1 == len(s.prompt) + s.max_new_tokens:
+            self._finish(s)
+            return True
+        return False
+
+    def _finish(self, s: Sequence) -> None:
+        if s.cache is not None:  # the last token is not in the cache yet
+            KEPT.keep(s.conversation, self.decoder, s.ids[0, :s.position].tolist(), list(s.cache))
+        try:
+            s.streamer.end()
+        finally:
+            s.finished.set()
+
+    def _fail(self, sequences: list[Sequence], exc: BaseException) -> None:
+        logging.getLogger(__name__).debug("a reply failed in the decode loop", exc_info=exc)
+        for s in sequences:
+            s.error = exc
+            s.finished.set()

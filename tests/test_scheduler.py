@@ -1,0 +1,141 @@
+"""Continuous batching (inference/scheduler.py): replies of one model, from many threads,
+share its decode steps; each is the reply it would have been alone."""
+
+import itertools
+import threading
+import time
+
+import pytest
+
+from inference import GenerationSettings, generate_reply, load_model
+from inference import scheduler as scheduler_module
+from inference.decoder import lean_decoder
+
+PROMPTS = [[{"role": "user", "content": text}] for text in (
+    "The capital of France is Paris. How are you?", "Count from one to ten.", "Name three colours.",
+    "What is two plus two?", "Tell me a story about a cat who learned to swim in the sea.")]
+
+
+def together(loaded, histories, settings_of, stops=None) -> list:
+    """Each history's reply, all started at once from their own threads."""
+    replies = [None] * len(histories)
+    stops = stops or [threading.Event() for _ in histories]
+
+    def one(i: int) -> None:
+        replies[i] = generate_reply(loaded, histories[i], settings_of(i), stops[i])
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(histories))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return replies
+
+
+def batch_sizes(decoder, monkeypatch, pause_s: float = 0.0) -> list[int]:
+    """The number of replies in each decode step from now on (each step `pause_s` longer:
+    a tiny model's steps, slowed to a real model's pace)."""
+    sizes, real = [], decoder.forward_batch
+    monkeypatch.setattr(decoder, "forward_batch", lambda tokens, *rest: sizes.append(len(tokens)) or time.sleep(pause_s) or real(
+        tokens, *rest))
+    return sizes
+
+
+@pytest.mark.parametrize("arch", ["llama", "mistral", "qwen2"])  # qwen2: q/k/v biases and a tied lm_head
+@pytest.mark.parametrize("precision", ["bf16", "int8", "fp8"])
+def test_greedy_replies_decoded_together_are_the_replies_decoded_alone(tiny_models, kernel_target, arch, precision, monkeypatch):
+    """Five replies of different lengths (each joins and leaves the batch at its own step),
+    token for token what each gives alone, through the C step's batch."""
+    loaded = load_model(str(tiny_models(arch, 3)), precision)
+    decoder = lean_decoder(loaded.model)
+    assert decoder.step is not None  # the C step runs, alone and in the batch
+
+    def settings(i: int) -> GenerationSettings:
+        return GenerationSettings(temperature=0.0, max_new_tokens=12 + 4 * i, min_new_tokens=12 + 4 * i)
+
+    alone = [generate_reply(loaded, history, settings(i), threading.Event()) for i, history in enumerate(PROMPTS)]
+    sizes = batch_sizes(decoder, monkeypatch)
+    batched = together(loaded, PROMPTS, settings)
+    assert max(sizes) >= 3  # they really shared steps
+    for one, other in zip(alone, batched, strict=True):
+        assert not other.error and other.stats.new_tokens == one.stats.new_tokens
+        assert other.text == one.text
+
+
+def test_sampled_replies_keep_their_own_seed_and_penalty_in_a_batch(tiny_models, kernel_target, monkeypatch):
+    """Sampling, seed and repetition penalty are each reply's own: the same seed gives the
+    same reply beside others, another seed another reply."""
+    loaded = load_model(str(tiny_models("qwen2", 5)), "int8")
+    sizes = batch_sizes(lean_decoder(loaded.model), monkeypatch)
+
+    def settings(i: int) -> GenerationSettings:
+        return GenerationSettings(temperature=1.0, top_p=0.95, max_new_tokens=16, min_new_tokens=16, seed=i % 2,
+                                  repetition_penalty=1.0 + 0.3 * (i % 2))
+
+    alone = [generate_reply(loaded, PROMPTS[0], settings(i), threading.Event()).text for i in range(4)]
+    batched = [r.text for r in together(loaded, [PROMPTS[0]] * 4, settings)]
+    assert batched == alone and alone[0] == alone[2] and alone[0] != alone[1]
+    assert max(sizes) >= 2
+
+
+def test_a_reply_joins_a_running_batch_and_a_stop_ends_only_its_own(tiny_models, kernel_target, monkeypatch):
+    """A reply sent while another streams joins it at the next step (it does not wait for
+    the first to end); Stop ends the stopped reply only."""
+    loaded = load_model(str(tiny_models("llama", 3)), "bf16")
+    sizes = batch_sizes(lean_decoder(loaded.model), monkeypatch, pause_s=0.005)
+    long = GenerationSettings(temperature=0.0, max_new_tokens=150, min_new_tokens=150)
+    stops = [threading.Event(), threading.Event()]
+    replies = [None, None]
+    texts = [[], []]
+
+    def one(i: int) -> None:
+        replies[i] = generate_reply(loaded, PROMPTS[i], long, stops[i], on_text=texts[i].append)
+
+    first = threading.Thread(target=one, args=(0,))
+    first.start()
+    while not texts[0]:
+        time.sleep(0.01)
+    second = threading.Thread(target=one, args=(1,))
+    second.start()
+    while not texts[1]:
+        time.sleep(0.01)
+    stops[0].set()
+    first.join()
+    assert replies[0].stopped and replies[0].stats.new_tokens < 150
+    assert second.is_alive()  # the other reply goes on
+    second.join()
+    assert replies[1].stats.new_tokens == 150 and not replies[1].stopped
+    assert 2 in sizes
+    assert replies[1].text == generate_reply(loaded, PROMPTS[1], long, threading.Event()).text
+
+
+def test_a_long_prompt_is_prefilled_in_chunks_between_the_steps_of_a_streaming_reply(tiny_models, kernel_target, monkeypatch):
+    """A new turn's prompt comes in chunks, and a reply already streaming gets a step
+    between two chunks; the long prompt's reply is the one it gets alone."""
+    monkeypatch.setattr(scheduler_module, "PREFILL_CHUNK", 8)
+    loaded = load_model(str(tiny_models("qwen2", 3)), "bf16")
+    decoder = lean_decoder(loaded.model)
+    log, forward = [], decoder.forward
+    monkeypatch.setattr(decoder, "forward", lambda ids, *rest: log.append(("prefill", ids.shape[1])) or forward(ids, *rest))
+    sizes = batch_sizes(decoder, monkeypatch)
+    real_batch = decoder.forward_batch
+    monkeypatch.setattr(decoder, "forward_batch", lambda tokens, *rest: log.append(("step", len(tokens))) or real_batch(tokens, *rest))
+    settings = GenerationSettings(temperature=0.0, max_new_tokens=60, min_new_tokens=60)
+    long_history = [{"role": "user", "content": " ".join(["a long message about the sea"] * 12)}]
+    texts: list[str] = []
+    streaming = threading.Thread(target=lambda: generate_reply(loaded, PROMPTS[1], settings, threading.Event(), on_text=texts.append))
+    streaming.start()
+    while not texts:
+        time.sleep(0.01)
+    start = len(log)
+    reply = generate_reply(loaded, long_history, GenerationSettings(temperature=0.0, max_new_tokens=8, min_new_tokens=8),
+                           threading.Event())
+    streaming.join()
+    chunks = [i for i, (kind, n) in enumerate(log[start:]) if kind == "prefill" and n > 1]
+    assert len(chunks) >= 4 and all(log[start + i][1] <= 8 for i in chunks)
+    assert all(any(kind == "step" for kind, _ in log[start + a:start + b]) for a, b in itertools.pairwise(chunks))
+    assert sizes
+    monkeypatch.setattr(scheduler_module, "PREFILL_CHUNK", 4096)
+    alone = generate_reply(loaded, long_history, GenerationSettings(temperature=0.0, max_new_tokens=8, min_new_tokens=8),
+                           threading.Event())
+    assert reply.text == alone.text

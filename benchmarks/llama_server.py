@@ -64,7 +64,8 @@ def q8_model(gguf: Path) -> Path:
     out = build_dir() / f"{gguf.stem}.Q8_0.gguf"
     if not out.exists():
         work = out.with_suffix(".partial")
-        subprocess.run([str(binary("llama-quantize")), str(gguf), str(work), "Q8_0"], check=True, capture_output=True)
+        subprocess.run([str(binary("llama-quantize")), "--allow-requantize", str(gguf), str(work), "Q8_0"], check=True,
+                       capture_output=True)
         work.rename(out)
     return out
 

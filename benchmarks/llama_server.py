@@ -80,9 +80,10 @@ def server(gguf: Path, slots: int, context_per_slot: int = 4096, threads: int | 
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     threads = threads or os.cpu_count() or 2
+    log = tempfile.TemporaryFile()  # noqa: SIM115 -- closed in the finally below; its log, read only when it fails: a pipe nobody read filled up and blocked it
     process = subprocess.Popen([str(build()), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),
                                 "-np", str(slots), "-c", str(slots * context_per_slot), "-t", str(threads), "-tb", str(threads),
-                                "--cont-batching", "--jinja"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                "--cont-batching", "--jinja"], stdout=subprocess.DEVNULL, stderr=log)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -93,7 +94,8 @@ def server(gguf: Path, slots: int, context_per_slot: int = 4096, threads: int | 
                         break
             except OSError:
                 if process.poll() is not None:
-                    raise RuntimeError(f"llama-server exited: {process.stderr.read().decode()[-2000:]}") from None
+                    log.seek(0)
+                    raise RuntimeError(f"llama-server exited: {log.read().decode()[-2000:]}") from None
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.3)
@@ -101,6 +103,7 @@ def server(gguf: Path, slots: int, context_per_slot: int = 4096, threads: int | 
     finally:
         process.terminate()
         process.wait(30)
+        log.close()
 
 
 if __name__ == "__main__":

@@ -95,6 +95,16 @@ class Scheduler:
     def _loop(self) -> None:
         prefill: deque[Sequence] = deque()  # admitted, prompt not all in the cache yet
         batch: list[Sequence] = []  # decoding
+        try:
+            self._serve(prefill, batch)
+        except BaseException as exc:  # noqa: BLE001 -- every reply it held (or that waits) ends with it; the next starts a thread
+            with self._cond:
+                lost = [*prefill, *batch, *self._waiting]
+                self._waiting.clear()
+                self._thread = None
+            self._fail(lost, exc)
+
+    def _serve(self, prefill: deque[Sequence], batch: list[Sequence]) -> None:
         counted = False  # in the replies sharing the cores (sharing.py) while there is work
         with contextlib.ExitStack() as cores, torch.inference_mode():
             while True:
@@ -114,11 +124,11 @@ class Scheduler:
                     batch.append(prefill.popleft())
                 if prefill and prefill[0].finished.is_set():
                     prefill.popleft()
-                batch = [s for s in batch if not s.finished.is_set()]
+                batch[:] = [s for s in batch if not s.finished.is_set()]
                 if batch:
                     before_a_token()  # a prompt of another model first (sharing.py)
                     self._step(batch)
-                    batch = [s for s in batch if not s.finished.is_set()]
+                    batch[:] = [s for s in batch if not s.finished.is_set()]
 
     def _guarded(self, sequence: Sequence, work) -> bool:
         try:

@@ -199,10 +199,26 @@ class LeanDecoder:
             cos, sin = self.rope(position + 1)
             cache.bound.step(x[0], cos[position], sin[position], position)
             return self.lm_head(self._rms(x, self.norm)).float()
-        cos, sin = (t[position:position + n, None] for t in self.rope(position + n))
-        for layer, (keys, values) in zip(self.layers, cache, strict=True):
-            x = self._layer(layer, x, keys, values, position, cos, sin)
-        return self.lm_head(self._rms(x[-1:], self.norm)).float()
+        return self.prefill([(ids, position, cache)])[0]
+
+    def prefill(self, parts: list[tuple[torch.Tensor, int, Cache]]) -> list[torch.Tensor]:
+        """The float32 logits [1, vocab] of the last token of each part (ids [1, n] at
+        `position` onward after what its cache holds), filling each cache there. The parts'
+        rows go through each linear together, so prompts arriving at once share its
+        weights' widening (cpu_kernels._widened) instead of paying it each."""
+        sizes = [ids.shape[1] for ids, _, _ in parts]
+        x = torch.cat([F.embedding(ids[0], self.embed) for ids, _, _ in parts])  # [rows, hidden]
+        angles = [tuple(t[position:position + n, None] for t in self.rope(position + n))
+                  for (_, position, _), n in zip(parts, sizes, strict=True)]
+        for index, layer in enumerate(self.layers):
+            qkv = layer.qkv(self._rms(x, layer.ln1))
+            attended = torch.cat([self._attend(rows, cache[index], position, *rope)
+                                  for rows, (_, position, cache), rope in zip(qkv.split(sizes), parts, angles, strict=True)])
+            x = x + layer.o(attended)
+            gate, up = layer.gate_up(self._rms(x, layer.ln2)).chunk(2, dim=-1)
+            x = x + layer.down(F.silu(gate) * up)
+        last = torch.cumsum(torch.tensor(sizes), 0) - 1
+        return list(self.lm_head(self._rms(x[last], self.norm)).float().split(1))
 
     def forward_batch(self, tokens: list[int], positions: list[int], caches: list[Cache]) -> torch.Tensor:
         """float32 logits [rows, vocab]: one token of each of several replies (token m at
@@ -219,9 +235,18 @@ class LeanDecoder:
     def _layer(self, layer: _Layer, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, position: int, cos: torch.Tensor,
                sin: torch.Tensor) -> torch.Tensor:
         """x [n, hidden] at `position` onward through one layer in torch, its cache filled there."""
-        n, heads, kv, d = x.shape[0], self.heads, self.kv_heads, self.head_dim
+        x = x + layer.o(self._attend(layer.qkv(self._rms(x, layer.ln1)), (keys, values), position, cos, sin))
+        gate, up = layer.gate_up(self._rms(x, layer.ln2)).chunk(2, dim=-1)
+        return x + layer.down(F.silu(gate) * up)
+
+    def _attend(self, qkv: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor], position: int, cos: torch.Tensor,
+                sin: torch.Tensor) -> torch.Tensor:
+        """One prompt's (or token's) fused q/k/v rows [n, ...] at `position` onward: rotated,
+        written into its layer cache, attended; [n, heads * head_dim] in the model dtype."""
+        keys, values = cache
+        n, heads, kv, d = qkv.shape[0], self.heads, self.kv_heads, self.head_dim
         end = position + n
-        qkv = layer.qkv(self._rms(x, layer.ln1)).view(n, heads + 2 * kv, d)
+        qkv = qkv.view(n, heads + 2 * kv, d)
         qk = qkv[:, :heads + kv]
         qk = qk * cos + qk.roll(d // 2, dims=-1) * sin  # rotate_half(qk) * sin, with the sign in `sin`
         keys[:, position:end] = qk[:, heads:].transpose(0, 1)
@@ -229,22 +254,20 @@ class LeanDecoder:
         if n == 1:
             q = qk[0, :heads].reshape(kv, heads // kv, d).float()  # query heads grouped by their kv head
             weights = torch.bmm(q, keys[:, :end].transpose(1, 2)).mul_(self.scaling).softmax(dim=-1)
-            attended = torch.bmm(weights, values[:, :end]).to(x.dtype).view(1, heads * d)
-        elif position == 0:
+            return torch.bmm(weights, values[:, :end]).to(qkv.dtype).view(1, heads * d)
+        if position == 0:
             q, k, v = qk[:, :heads].transpose(0, 1), qk[:, heads:].transpose(0, 1), qkv[:, heads + kv:].transpose(0, 1)
-            attended = F.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=True, scale=self.scaling,
-                                                      enable_gqa=True)[0].transpose(0, 1).reshape(n, heads * d)
-        else:  # the rest of a prompt whose start the cache holds: each new position sees the cache and itself
-            attended = attend_kept(qk[:, :heads], keys, values, position, self.scaling)
-            if attended is None:  # in float32 on the cache as it is, as decode attends: no copy of the whole cache per layer
-                q = qk[:, :heads].transpose(0, 1).float()
-                visible = torch.arange(end)[None] <= torch.arange(position, end)[:, None]
-                attended = F.scaled_dot_product_attention(q[None], keys[None, :, :end], values[None, :, :end], attn_mask=visible,
-                                                          scale=self.scaling, enable_gqa=True)[0].transpose(0, 1).reshape(n, heads * d)
-                attended = attended.to(x.dtype)
-        x = x + layer.o(attended)
-        gate, up = layer.gate_up(self._rms(x, layer.ln2)).chunk(2, dim=-1)
-        return x + layer.down(F.silu(gate) * up)
+            return F.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=True, scale=self.scaling,
+                                                  enable_gqa=True)[0].transpose(0, 1).reshape(n, heads * d)
+        # The rest of a prompt whose start the cache holds: each new position sees the cache and itself.
+        attended = attend_kept(qk[:, :heads], keys, values, position, self.scaling)
+        if attended is None:  # in float32 on the cache as it is, as decode attends: no copy of the whole cache per layer
+            q = qk[:, :heads].transpose(0, 1).float()
+            visible = torch.arange(end)[None] <= torch.arange(position, end)[:, None]
+            attended = F.scaled_dot_product_attention(q[None], keys[None, :, :end], values[None, :, :end], attn_mask=visible,
+                                                      scale=self.scaling, enable_gqa=True)[0].transpose(0, 1).reshape(n, heads * d)
+            attended = attended.to(qkv.dtype)
+        return attended
 
 
 _decoders: weakref.WeakKeyDictionary[nn.Module, LeanDecoder | None] = weakref.WeakKeyDictionary()

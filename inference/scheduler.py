@@ -120,10 +120,12 @@ class Scheduler:
                 if not counted:
                     cores.enter_context(sharing_cores())
                     counted = True
-                if prefill and self._guarded(prefill[0], self._prefill_chunk):
-                    batch.append(prefill.popleft())
-                if prefill and prefill[0].finished.is_set():
-                    prefill.popleft()
+                if prefill:
+                    self._prefill(prefill)
+                    batch += [s for s in prefill if s.position and not s.finished.is_set()]
+                    still = [s for s in prefill if not s.position and not s.finished.is_set()]
+                    prefill.clear()
+                    prefill.extend(still)
                 batch[:] = [s for s in batch if not s.finished.is_set()]
                 if batch:
                     before_a_token()  # a prompt of another model first (sharing.py)
@@ -137,25 +139,45 @@ class Scheduler:
             self._fail([sequence], exc)
             return False
 
-    def _prefill_chunk(self, s: Sequence) -> bool:
-        """The next chunk of `s`'s prompt; True once its first token is chosen and it decodes."""
-        length = len(s.prompt)
-        if s.cache is None:
-            if s.stop.is_set():  # stopped before its turn came: nothing to compute
-                self._finish(s)
-                return False
-            s.streamer.put(s.ids[:, :length])
-            with prefilling():  # the kept cache's copy too: it competes with the prompts for the memory
-                s.cache, s.reused = self.decoder.cache_for(s.prompt, length + s.max_new_tokens, s.conversation)
-            s.filled = s.reused
-        end = min(length, s.filled + PREFILL_CHUNK)
-        with prefilling():
-            logits = self.decoder.forward(s.ids[:, s.filled:end], s.filled, s.cache)
-        s.filled = end
-        if end < length:
+    def _prefill(self, waiting: deque[Sequence]) -> None:
+        """One chunk of prompts, at most PREFILL_CHUNK rows, the oldest first: prompts that
+        arrived together go through each linear together. A prompt whose last rows are in
+        gets its first token and decodes from the next step (its `position` is set)."""
+        parts, taken, rows = [], [], 0
+        for s in waiting:
+            if rows >= PREFILL_CHUNK:
+                break
+            if s.cache is None and not self._guarded(s, self._start):
+                continue
+            end = min(len(s.prompt), s.filled + PREFILL_CHUNK - rows)
+            parts.append((s.ids[:, s.filled:end], s.filled, s.cache))
+            taken.append((s, end))
+            rows += end - s.filled
+        if not parts:
+            return
+        try:
+            with prefilling():
+                logits = self.decoder.prefill(parts)
+        except BaseException as exc:  # noqa: BLE001 -- each reply of the chunk reports it
+            self._fail([s for s, _ in taken], exc)
+            return
+        for (s, end), last in zip(taken, logits, strict=True):
+            s.filled = end
+            if end == len(s.prompt):
+                s.position = end
+                self._guarded(s, lambda s, last=last: self._choose(s, last))
+
+    def _start(self, s: Sequence) -> bool:
+        """A reply's prompt to the streamer, and its cache (the conversation's kept one where
+        it shares a start); False when it was stopped before its turn came."""
+        if s.stop.is_set():
+            self._finish(s)
             return False
-        s.position = length
-        return not self._choose(s, logits)
+        s.streamer.put(s.ids[:, :len(s.prompt)])
+        with prefilling():  # the kept cache's copy too: it competes with the prompts for the memory
+            s.cache, s.reused = self.decoder.cache_for(s.prompt, len(s.prompt) + s.max_new_tokens, s.conversation)
+        s.filled = s.reused
+        return True
 
     def _step(self, batch: list[Sequence]) -> None:
         try:

@@ -115,8 +115,9 @@ def test_a_long_prompt_is_prefilled_in_chunks_between_the_steps_of_a_streaming_r
     monkeypatch.setattr(scheduler_module, "PREFILL_CHUNK", 8)
     loaded = load_model(str(tiny_models("qwen2", 3)), "bf16")
     decoder = lean_decoder(loaded.model)
-    log, forward = [], decoder.forward
-    monkeypatch.setattr(decoder, "forward", lambda ids, *rest: log.append(("prefill", ids.shape[1])) or forward(ids, *rest))
+    log, prefill = [], decoder.prefill
+    monkeypatch.setattr(decoder, "prefill", lambda parts: log.append(("prefill", sum(ids.shape[1] for ids, _, _ in parts))) or prefill(
+        parts))
     sizes = batch_sizes(decoder, monkeypatch)
     real_batch = decoder.forward_batch
     monkeypatch.setattr(decoder, "forward_batch", lambda tokens, *rest: log.append(("step", len(tokens))) or real_batch(tokens, *rest))

@@ -432,6 +432,60 @@ def test_a_second_visitor_streams_beside_the_first_and_neither_sees_the_others_m
         second.context.close()
 
 
+def test_two_visitors_at_once_stop_clear_regenerate_and_blind_touch_only_their_own_panes(browser_page, served_app, merged,
+                                                                                          monkeypatch):
+    """Both visitors' replies stream at once, in one batch per model. Visitor 1's Stop
+    stops visitor 1's replies only; visitor 2's Clear empties visitor 2's panes only;
+    visitor 1's Regenerate answers again while visitor 2 chats blind, and neither page
+    shows the other's messages or, blind, any model's name."""
+    slowed(monkeypatch, 0.05)
+    first, (output, a, b) = browser_page, merged
+    second = first.context.browser.new_page(viewport={"width": 1400, "height": 900})  # a context of its own: a second visitor
+    stopped = re.compile(r"stopped")
+    try:
+        second.goto(served_app)
+        for page in (first, second):
+            open_chat(page, output, a, b, blind=False, max_tokens=200)
+        send(first, "visitor one's story")
+        send(second, "visitor two's story")
+        for page in (first, second):
+            for i in range(3):
+                expect(page.locator("#chat-panes .message.bot").nth(i)).to_have_text(re.compile(r"\S"), timeout=60_000)
+        first.get_by_role("button", name="Stop", exact=True).click()
+        expect(first.locator("#chat-panes").get_by_text(stopped)).to_have_count(3, timeout=20_000)
+        expect(second.get_by_role("button", name="Regenerate")).to_be_disabled()  # visitor 2's replies go on
+        grown = len(second.inner_text("#chat-panes"))
+        second.wait_for_timeout(1_000)
+        assert len(second.inner_text("#chat-panes")) > grown and second.locator("#chat-panes").get_by_text(stopped).count() == 0
+        first.screenshot(path=str(ARTIFACTS / "two-visitors-one-stopped.png"))
+        second.screenshot(path=str(ARTIFACTS / "two-visitors-other-streaming.png"))
+
+        second.locator("#chat-clear").click()
+        expect(second.locator("#chat-panes .message")).to_have_count(0, timeout=20_000)
+        expect(first.locator("#chat-panes .message.bot")).to_have_count(3)  # visitor 1's partial replies stay
+        assert all(t.strip() for t in first.locator("#chat-panes .message.bot").all_inner_texts())
+
+        set_max_new_tokens(first, 40)
+        first.get_by_role("button", name="Regenerate").click()
+        second.get_by_label("Blind mode: shuffled, unnamed panes; vote, then see the names").check()
+        set_max_new_tokens(second, 24)
+        send(second, "visitor two's blind question")
+        replies_ended(first, 120_000)
+        expect(second.get_by_role("button", name="Regenerate")).to_be_enabled(timeout=120_000)  # blind: no seed in the stats
+        expect(first.locator("#chat-panes").get_by_text(stopped)).to_have_count(0)  # answered again, to the end
+        blind_text = second.inner_text("#chat-panes")
+        assert "Model 1" in blind_text and not any(name in blind_text for name in ("Merged", "Parent A", "Parent B"))
+        for page, own, other in ((first, "visitor one's story", "visitor two"), (second, "visitor two's blind question", "visitor one")):
+            users = page.locator("#chat-panes .message.user")
+            expect(users).to_have_count(3)
+            assert all(t.strip() == own for t in users.all_inner_texts()), users.all_inner_texts()
+            assert other not in page.inner_text("#chat-panes")
+            assert_no_error(page)
+        second.screenshot(path=str(ARTIFACTS / "two-visitors-blind-beside-regenerate.png"))
+    finally:
+        second.context.close()
+
+
 def test_an_over_long_message_is_refused_with_its_numbers_and_a_dead_endpoint_says_so_in_its_pane(browser_page, merged,
                                                                                                   monkeypatch):
     page, (output, a, b) = browser_page, merged

@@ -55,8 +55,11 @@ def test_greedy_replies_decoded_together_are_the_replies_decoded_alone(tiny_mode
 
     alone = [generate_reply(loaded, history, settings(i), threading.Event()) for i, history in enumerate(PROMPTS)]
     sizes = batch_sizes(decoder, monkeypatch)
+    prompts, prefill = [], decoder.prefill
+    monkeypatch.setattr(decoder, "prefill", lambda parts: prompts.append(len(parts)) or prefill(parts))
     batched = together(loaded, PROMPTS, settings)
     assert max(sizes) >= 3  # they really shared steps
+    assert max(prompts) >= 2  # and prompts that arrived together, a prefill
     for one, other in zip(alone, batched, strict=True):
         assert not other.error and other.stats.new_tokens == one.stats.new_tokens
         assert other.text == one.text

@@ -4,27 +4,27 @@ until the vote), votes, and export. Plain data and generator functions, so the a
 handlers stay one-liners and tests need no browser.
 
 The session lives in the main process. A reply loads the panes' models here, then streams
-through the GPU boundary (arena/replies.py), which sees only plain data: the conversation
-so far and the settings. Each stream belongs to an epoch of the session; a Stop, a Clear
-or a newer stream moves the epoch on, and from then on the older stream changes nothing."""
+through the GPU boundary (inference/replies.py), which sees only plain data: the conversation
+so far and the settings. Each reply belongs to a Round, the session's current one while
+it streams; a Stop, a Clear or a newer round replaces it, and from then on the older
+round's stream changes nothing (`round is session.current`)."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import random
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
 
 from arena.leaks import identity_leak
 from arena.pace import FRAME_S, SharedPace
 from arena.prompt_fit import check_fits, record_prefills
-from arena.replies import PaneRequest, RepliesRequest, stream_replies
-from arena.votes import PANE_LABELS, VoteStore
+from arena.votes import PANE_LABELS, VoteStore, verdicts
 from core.downloads import Progress, watching
 from core.errors import UserError
 from core.hub_access import as_visitor
@@ -33,10 +33,35 @@ from inference import cache
 from inference.endpoint import EndpointModel
 from inference.generation import ChatModel, GenerationSettings, Reply
 from inference.loading import LoadedModel
+from inference.replies import PaneRequest, RepliesRequest, stream_replies
 from merging.config import parse_config
 
-TIE, ALL_BAD = "tie", "all bad"
 HIDDEN_ERROR = "⚠️ this pane's model failed (the reason is shown after the reveal)"  # the reason may name the model or its host
+
+
+class Phase(Enum):
+    QUEUED = "queued"  # taken, waiting for this visitor's replies before it
+    STREAMING = "streaming"
+    STOPPED = "stopped"  # a Stop, a Clear or blind mode ended it (or it never began)
+    DONE = "done"
+
+
+@dataclass(eq=False)
+class Round:
+    """One message answered in every pane that is on (a Regenerate: the last one again),
+    from Send to its last token. Compared by identity: the session's current round is the
+    only one whose stream may change the panes."""
+    message: str = ""  # '' for Regenerate
+    seed: int | None = None  # what it samples with (None: the page's seed box)
+    remark: str = ""  # said while it streams: a long prefill's wait, what weakens this blind round
+    phase: Phase = Phase.QUEUED
+
+
+class PaneState(Enum):
+    IDLE = "idle"  # its last turn's stats show (or a hint, `notice`)
+    LOADING = "loading"  # `notice` says what and how far
+    READING = "reading"  # loaded, its model reading the prompt: no words yet
+    FAILED = "failed"  # `notice` says why (hidden until the reveal: it may name the model)
 
 
 @dataclass
@@ -89,20 +114,25 @@ class Pane:
     enabled: bool = True
     history: list[dict[str, str]] = field(default_factory=list)
     turns: list[Turn] = field(default_factory=list)  # one per assistant message
-    notice: str = ""  # a loading notice or an error; the last turn's stats show otherwise
-    reading: bool = False  # loaded, its model reading the prompt: no words yet
+    state: PaneState = PaneState.IDLE
+    notice: str = ""  # what the state says: a load's progress, an error, a hint
 
     @property
     def active(self) -> bool:
         return self.enabled and bool(self.ref.strip())
 
+    def set(self, state: PaneState, notice: str = "") -> None:
+        self.state, self.notice = state, notice
+
     def status(self, reveal: bool) -> str:
-        if self.reading:
+        if self.state is PaneState.READING:
             return "reading your message…"
+        if self.state is PaneState.LOADING:
+            return self.notice if reveal else "loading…"
+        if self.state is PaneState.FAILED:
+            return f"⚠️ {self.notice}" if reveal else HIDDEN_ERROR
         if self.notice:
-            if reveal or self.notice.startswith("loading"):
-                return self.notice if reveal else "loading…"
-            return HIDDEN_ERROR
+            return self.notice if reveal else ""
         return self.turns[-1].line(reveal) if self.turns else ""
 
 
@@ -114,8 +144,8 @@ class ArenaSession:
     rounds: int = 0  # rounds started (a first message after Clear, blind mode, or a fresh session)
     votes: list[dict] = field(default_factory=list)  # this session's votes, for the export
     rng: random.Random = field(default_factory=random.Random)
-    epoch: int = 0  # moved on by every stream, Stop and Clear: an older stream changes nothing
-    name: str = field(default_factory=lambda: uuid.uuid4().hex)  # names its panes' conversations for KV reuse (arena/replies.py)
+    current: Round | None = None  # the round streaming now; a Stop or Clear ends it
+    name: str = field(default_factory=lambda: uuid.uuid4().hex)  # names its panes' conversations for KV reuse (inference/replies.py)
     token: str | None = field(default=None, repr=False)  # the signed-in visitor's Hub token (core/hub_access.py)
     unsent: list[str] = field(default_factory=list)  # messages no pane took (no model loaded, or refused): back to the box
 
@@ -127,7 +157,8 @@ class ArenaSession:
         for pane in self.panes:
             ref, precision = refs[pane.label], precisions[pane.label]
             if (pane.ref, pane.precision) != (ref, precision):
-                pane.history, pane.turns, pane.notice = [], [], ""
+                pane.history, pane.turns = [], []
+                pane.set(PaneState.IDLE)
             pane.ref, pane.precision, pane.enabled = ref, precision, enabled[pane.label]
 
     def set_blind(self, blind: bool) -> None:
@@ -168,7 +199,7 @@ class ArenaSession:
 
     def failed(self) -> bool:
         """A pane of this round failed (to load, or to reply): the round cannot be judged."""
-        return any(p.notice.startswith("⚠️") or (p.history and p.turns and p.turns[-1].error) for p in self.panes if p.active)
+        return any(p.state is PaneState.FAILED or (p.history and p.turns and p.turns[-1].error) for p in self.panes if p.active)
 
     def waiting(self) -> list[Pane]:
         """The active panes whose conversation ends with a user turn to answer."""
@@ -183,7 +214,6 @@ def add_message(session: ArenaSession, message: str) -> None:
     panes = [p for p in session.panes if p.active]
     if not panes:
         raise UserError("panes", "no model is switched on", "open Models, tick at least one pane and give it a model")
-    session.epoch += 1  # a stream still running for the last message stops counting
     if session.is_fresh():
         session.start_round()
     for pane in panes:
@@ -196,7 +226,6 @@ def take_back_replies(session: ArenaSession) -> list[tuple[Pane, dict, Turn]]:
     panes = [p for p in session.panes if p.active and p.history]
     if not panes:
         raise UserError("regenerate", "there is no message to answer again", "send a message first")
-    session.epoch += 1
     taken = []
     for pane in panes:
         if pane.history[-1]["role"] == "assistant":
@@ -217,9 +246,16 @@ def take_back_message(session: ArenaSession, message: str) -> None:
             pane.history.pop()
 
 
+def end_round(session: ArenaSession) -> None:
+    """The current round ends, stopped: from now on its stream changes nothing."""
+    if session.current is not None:
+        session.current.phase = Phase.STOPPED
+        session.current = None
+
+
 def stop(session: ArenaSession) -> None:
     """The running replies end where they are, marked stopped (the page cancels the stream)."""
-    session.epoch += 1
+    end_round(session)
     for pane in session.panes:
         for turn in pane.turns:
             if not turn.done:
@@ -228,10 +264,11 @@ def stop(session: ArenaSession) -> None:
 
 def clear(session: ArenaSession) -> ArenaSession:
     """Empty every pane; the next message starts a new round. A stream still running
-    changes nothing from now on (the epoch moved on)."""
-    session.epoch += 1
+    changes nothing from now on (its round ended)."""
+    end_round(session)
     for pane in session.panes:
-        pane.history, pane.turns, pane.notice = [], [], ""
+        pane.history, pane.turns = [], []
+        pane.set(PaneState.IDLE)
     session.revealed = not session.blind
     return session
 
@@ -249,25 +286,13 @@ def vote(session: ArenaSession, store: VoteStore, best: str, worst: str, config_
     if session.failed():  # a dead pane would count as beaten
         raise UserError("vote", "a model failed in this round, so it cannot be judged", "press Clear and send the message again")
     active = [p for p in session.panes if p.active and p.history]
-    shown = {f"Model {i + 1}": p for i, p in enumerate(session.panes) if p in active}
-    if not best:
-        raise UserError("best reply", "nothing chosen", "pick the best reply, or tie, or all bad")
-    for name, choice in (("best reply", best), ("worst reply", worst)):
-        if choice and choice not in (*shown, TIE, ALL_BAD):
-            raise UserError(name, f"'{choice}' is not one of the replies", f"pick one of {', '.join(shown)}")
-    if worst in (TIE, ALL_BAD) or (worst and best == ALL_BAD):
-        raise UserError("worst reply", "'all bad' has no worst", "leave the worst reply empty")
-    if best == worst:
-        raise UserError("vote", "the same reply is both best and worst", "pick two different replies")
-    verdicts = [("best", shown[best].label)] if best in shown else [(best, None)]
-    if worst:
-        verdicts.append(("worst", shown[worst].label))
+    chosen = verdicts(best, worst, {f"Model {i + 1}": p.label for i, p in enumerate(session.panes) if p in active})
     models = {p.label: p.ref for p in active}
     replies = {p.label: p.history[-1]["content"] for p in active}
     round_replies = {p.label: "\n".join(m["content"] for m in p.history if m["role"] == "assistant") for p in active}
     flagged = identity_leak(round_replies, [p.ref for p in active if p.label != "Merged"])
-    store.record(config_hash, session.last_prompt(), verdicts, models, replies, active[0].turns[-1].settings, flagged)
-    session.votes.append({"prompt": session.last_prompt(), "verdicts": verdicts, "models": models, "flagged": flagged})
+    store.record(config_hash, session.last_prompt(), chosen, models, replies, active[0].turns[-1].settings, flagged)
+    session.votes.append({"prompt": session.last_prompt(), "verdicts": chosen, "models": models, "flagged": flagged})
     session.revealed = True
     for pane in session.panes:  # the errors hidden during the round
         for message, turn in zip([m for m in pane.history if m["role"] == "assistant"], pane.turns, strict=False):
@@ -276,66 +301,42 @@ def vote(session: ArenaSession, store: VoteStore, best: str, worst: str, config_
     return flagged
 
 
-def export_json(session: ArenaSession) -> str:
-    """Every pane's conversation with, per reply, the settings it used and whether it was
-    stopped. Before the reveal it is anonymous: Model 1/2/3, no sources, no precision."""
-    reveal = session.revealed
-    panes = []
-    for name, pane in zip(session.display_labels(), session.panes, strict=True):
-        turns = [asdict(t) if reveal else {"prompt": t.prompt, "settings": t.settings, "system_prompt": t.system_prompt,
-                                           "stopped": t.stopped} for t in pane.turns]
-        panes.append({"label": pane.label, "model": pane.ref, "precision": pane.precision} if reveal else {"label": name})
-        panes[-1].update(history=pane.history, turns=turns)
-    return json.dumps({"anonymized": not reveal, "panes": panes, "votes": session.votes if reveal else []}, indent=2)
-
-
-def export_markdown(session: ArenaSession) -> str:
-    reveal = session.revealed
-    names = [p.label for p in session.panes] if reveal else session.display_labels()
-    lines = ["# Slerp Arena comparison", ""]
-    if reveal:
-        lines += ["| pane | model | precision |", "|---|---|---|",
-                  *[f"| {p.label} | `{p.ref}` | {p.precision} |" for p in session.panes if p.ref], ""]
-    else:
-        lines += ["Blind round, not yet judged: the panes are shown as Model 1/2/3 and their models are left out.", ""]
-    turns = max((len(p.history) for p in session.panes), default=0)
-    for i in range(0, turns, 2):
-        prompt = next((p.history[i]["content"] for p in session.panes if len(p.history) > i), "")
-        lines += ["## User", "", prompt, ""]
-        for name, p in zip(names, session.panes, strict=True):
-            if len(p.history) > i + 1:
-                turn = p.turns[i // 2] if len(p.turns) > i // 2 else None
-                settings = ", ".join(f"{k}={v}" for k, v in turn.settings.items()) if turn else ""
-                shown = "; ".join(filter(None, [turn.line(reveal) if turn else "", settings]))
-                lines += [f"### {name}", "", p.history[i + 1]["content"], "", f"*{shown}*" if shown else "", ""]
-    for v in session.votes if reveal else []:
-        flag = f" (flagged: {v['flagged']})" if v.get("flagged") else ""
-        lines.append(f"Vote on “{v['prompt']}”: " + ", ".join(f"{verdict} = {label or '—'}" for verdict, label in v["verdicts"]) + flag)
-    return "\n".join(lines) + "\n"
-
-
 def reply(session: ArenaSession, settings: GenerationSettings, system_prompt: str = "",
-          stream: Callable[[RepliesRequest], Iterator[list[Reply]]] = stream_replies) -> Iterator[ArenaSession]:
+          stream: Callable[[RepliesRequest], Iterator[list[Reply]]] = stream_replies,
+          round: Round | None = None) -> Iterator[ArenaSession]:
     """Answer every pane waiting for a reply: load the models here, then stream through the
-    GPU boundary. Each reply goes into its own message and turn objects, so a Clear
-    meanwhile only detaches them; nothing is indexed that could be gone."""
-    session.epoch += 1
-    epoch = session.epoch
+    GPU boundary. `round` (a new one by default) becomes the session's current round, and
+    is done at the end unless a Stop, a Clear or a newer round ended it first. Each reply
+    goes into its own message and turn objects, so a Clear meanwhile only detaches them;
+    nothing is indexed that could be gone."""
+    round = round or Round()
+    if round.phase is Phase.STOPPED:  # stopped before it began
+        return
+    session.current, round.phase = round, Phase.STREAMING
+    try:
+        yield from _answer(session, round, settings, system_prompt, stream)
+    finally:
+        if session.current is round:
+            round.phase, session.current = Phase.DONE, None
+
+
+def _answer(session: ArenaSession, round: Round, settings: GenerationSettings, system_prompt: str,
+            stream: Callable[[RepliesRequest], Iterator[list[Reply]]]) -> Iterator[ArenaSession]:
     loaded: list[tuple[Pane, ChatModel]] = []
     refused = ""
     for pane in session.waiting():
-        pane.notice = f"loading {pane.ref} ({pane.precision})…"
+        pane.set(PaneState.LOADING, f"loading {pane.ref} ({pane.precision})…")
         yield session
         try:
             model = yield from _load(session, pane)
         except UserError as exc:  # shown in this pane; the others still answer
-            pane.notice = f"⚠️ {exc}"
-            if session.epoch == epoch:
+            pane.set(PaneState.FAILED, str(exc))
+            if session.current is round:
                 refused = pane.history.pop()["content"]
             continue
-        if session.epoch != epoch:
+        if session.current is not round:
             return
-        pane.notice = ""
+        pane.set(PaneState.IDLE)
         loaded.append((pane, model))
     if not loaded:
         if refused:
@@ -360,10 +361,10 @@ def reply(session: ArenaSession, settings: GenerationSettings, system_prompt: st
         pane.turns.append(turns[-1])
     with contextlib.ExitStack() as held:
         for pane, _ in loaded:  # until its first words: said, not left at "loading" (a long prompt takes a while)
-            pane.reading = True
-            held.callback(setattr, pane, "reading", False)
+            pane.set(PaneState.READING)
+            held.callback(_done_reading, pane)
         yield session
-        if session.epoch != epoch:
+        if session.current is not round:
             return
         for _, model in loaded:  # busy here too: a worker process's own count does not reach this cache
             if isinstance(model, LoadedModel):
@@ -373,18 +374,18 @@ def reply(session: ArenaSession, settings: GenerationSettings, system_prompt: st
         replies: list[Reply] = []
         try:
             for replies in snapshots:
-                if session.epoch != epoch:
+                if session.current is not round:
                     return
                 _show(session, loaded, messages, turns, replies, pace)
                 yield session
             while pace is not None and replies and not pace.caught_up(replies):  # what faster panes wrote ahead
                 time.sleep(FRAME_S)
-                if session.epoch != epoch:
+                if session.current is not round:
                     return
                 _show(session, loaded, messages, turns, replies, pace)
                 yield session
         except UserError as exc:  # refused at the GPU boundary (the visitor's ZeroGPU quota), or raised in its worker
-            if session.epoch != epoch:
+            if session.current is not round:
                 return
             for message, turn in zip(messages, turns, strict=True):  # it names no model: said in blind panes too
                 message["content"] = "\n\n".join(filter(None, [message["content"], f"⚠️ {exc}"]))
@@ -395,6 +396,11 @@ def reply(session: ArenaSession, settings: GenerationSettings, system_prompt: st
             if isinstance(model, LoadedModel) and turn.tokens_per_s:
                 model.measured_tokens_per_s = turn.tokens_per_s
         record_prefills([(model, one) for (_, model), one in zip(loaded, replies, strict=False) if isinstance(model, LoadedModel)])
+
+
+def _done_reading(pane: Pane) -> None:
+    if pane.state is PaneState.READING:
+        pane.set(PaneState.IDLE)
 
 
 def check_access_to(ref: str) -> None:
@@ -420,7 +426,7 @@ def _load(session: ArenaSession, pane: Pane) -> Iterator[ArenaSession]:
     loading = f"loading {pane.ref} ({pane.precision})"
 
     def report(progress: Progress) -> None:
-        pane.notice = f"{loading}: {progress.line()}"
+        pane.set(PaneState.LOADING, f"{loading}: {progress.line()}")
 
     def load() -> None:
         try:
@@ -450,7 +456,7 @@ def _show(session: ArenaSession, loaded: list[tuple[Pane, ChatModel]], messages:
     texts = pace.texts(replies, time.monotonic()) if pace else [one.text for one in replies]
     whole = pace is None or pace.caught_up(replies)
     for (pane, _), message, turn, one, text in zip(loaded, messages, turns, replies, texts, strict=True):
-        pane.reading = not text and not one.done
+        pane.set(PaneState.READING if not text and not one.done else PaneState.IDLE)
         message["content"] = text if not one.error else f"⚠️ {one.error}" if session.revealed else HIDDEN_ERROR
         if whole:
             _fill(turn, one)

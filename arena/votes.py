@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from arena.vote_log import LOG_ENV, REPO_ENV, VoteLog, complete_lines, open_log
+from core.errors import UserError
 from core.places import ROOT
 
 SCHEMA = """
@@ -46,7 +47,8 @@ CREATE INDEX IF NOT EXISTS votes_round ON votes (round_id);
 """
 ADDED_COLUMNS = {"round_id": "TEXT", "flagged": "TEXT NOT NULL DEFAULT ''"}
 COLUMNS = "created, config_hash, prompt, verdict, model, models, replies, settings, round_id, flagged"
-VERDICTS = ("best", "worst", "tie", "all bad")
+TIE, ALL_BAD = "tie", "all bad"
+VERDICTS = ("best", "worst", TIE, ALL_BAD)
 PANE_LABELS = ("Merged", "Parent A", "Parent B")  # the roles votes are recorded under
 
 
@@ -62,6 +64,23 @@ class Vote:
     tie: bool = False
     all_bad: bool = False
     flagged: str = ""
+
+
+def verdicts(best: str, worst: str, shown: dict[str, str]) -> list[tuple[str, str | None]]:
+    """A visitor's choices as verdicts on pane labels: `best` is a shown name ("Model 2"),
+    tie or all bad, and must be chosen; `worst` a shown name or ''. `shown`: shown name ->
+    pane label, for the panes that answered. Refused with the field and the fix."""
+    if not best:
+        raise UserError("best reply", "nothing chosen", "pick the best reply, or tie, or all bad")
+    for name, choice in (("best reply", best), ("worst reply", worst)):
+        if choice and choice not in (*shown, TIE, ALL_BAD):
+            raise UserError(name, f"'{choice}' is not one of the replies", f"pick one of {', '.join(shown)}")
+    if worst in (TIE, ALL_BAD) or (worst and best == ALL_BAD):
+        raise UserError("worst reply", "'all bad' has no worst", "leave the worst reply empty")
+    if best == worst:
+        raise UserError("vote", "the same reply is both best and worst", "pick two different replies")
+    chosen = [("best", shown[best])] if best in shown else [(best, None)]
+    return chosen + ([("worst", shown[worst])] if worst else [])
 
 
 def votes_path() -> Path:

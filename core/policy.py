@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import UserError
+from core.places import models_root, outputs_root
 from core.sources import base_url_of, endpoint_of, kind_of
 
 GB = 10**9
@@ -109,3 +110,15 @@ def policy_from_env(model_roots: tuple[Path, ...], output_root: Path) -> AccessP
                         max_parents_bytes=int(float(os.environ.get("SLERP_ARENA_MAX_PARENTS_GB", 20)) * GB),
                         output_quota_bytes=int(float(os.environ.get("SLERP_ARENA_OUTPUT_QUOTA_GB", 50)) * GB),
                         endpoints=tuple(url.strip() for url in os.environ.get("SLERP_ARENA_ENDPOINTS", "").split(",") if url.strip()))
+
+
+def access_policy() -> AccessPolicy | None:
+    """Public mode (on a Space, or SLERP_ARENA_PUBLIC=1): local paths only under the roots."""
+    return policy_from_env((models_root(),), outputs_root())
+
+
+def check_models(*refs: str) -> None:
+    """Raise the policy's UserError for the first reference a visitor may not use."""
+    if (policy := access_policy()) is not None:
+        for ref in refs:
+            policy.check_model(ref)

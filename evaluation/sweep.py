@@ -35,6 +35,7 @@ from inference import load_model
 from inference.chat import build_prompt
 from inference.generation import eos_ids
 from inference.loading import LoadedModel, load_with_weights, scoring_precision
+from inference.replies import MAX_TOKENS_PER_S
 from merging import MergeConfig, load_config
 from merging.checkpoint import download_note
 from merging.config import TRule
@@ -44,7 +45,6 @@ DEFAULT_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 MAX_SWEEP_BYTES = 4 * 10**9  # in-memory merges: models up to about 2B parameters in bf16
 # What a sweep asks ZeroGPU for (sweep_seconds); rough figures, generous on purpose.
 SWEEP_OVERHEAD_S = 15.0  # the worker's start and both parents' loads
-SWEEP_TOKENS_PER_S = 60.0  # one Python decode loop's ceiling (arena/replies.py's MAX_TOKENS_PER_S)
 MERGE_S = 6.0  # an in-memory merge and its load, per t
 SCORE_S = 0.2  # one teacher-forced pass
 SWEEP_MIN_SECONDS, SWEEP_MAX_SECONDS = 30, 240
@@ -212,7 +212,7 @@ def sweep_seconds(request: SweepRequest) -> int:
     pace, a merge per t and a scoring pass per prompt and t, twice over for safety, plus the
     worker's start and the parents' loads, within [SWEEP_MIN_SECONDS, SWEEP_MAX_SECONDS]."""
     prompts, grid = len(request.prompts), len(request.grid)
-    reply = request.max_new_tokens / SWEEP_TOKENS_PER_S
+    reply = request.max_new_tokens / MAX_TOKENS_PER_S
     work = 2 * prompts * reply + grid * (MERGE_S + prompts * SCORE_S + reply)
     return int(min(SWEEP_MAX_SECONDS, max(SWEEP_MIN_SECONDS, SWEEP_OVERHEAD_S + 2 * work)))
 

@@ -37,7 +37,6 @@ from transformers import LogitsProcessorList, MinNewTokensLengthLogitsProcessor,
 from inference import decode_step
 from inference.attention import attend_kept
 from inference.cpu_kernels import bf16_linear_cpu, kernel_wins
-from inference.kept_caches import KEPT
 from inference.quantize import fuse_linears
 from inference.scheduler import Scheduler
 
@@ -170,7 +169,7 @@ class LeanDecoder:
         """A cache for `length` positions and how many of `prompt`'s first tokens it holds
         already: the conversation's kept cache where it shares a start with `prompt` (grown
         by a copy if too short), else a new one holding nothing."""
-        taken = KEPT.take(conversation, self, prompt)
+        taken = self.scheduler.kept.take(conversation, prompt)
         if taken is None:
             return self.new_cache(length), 0
         layers, reused = taken

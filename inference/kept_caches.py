@@ -5,26 +5,27 @@ prompt of that conversation prefills only what follows the tokens both share.
 
 - Reuse is decided by tokens, so it happens exactly when it is valid. A Clear, another
   system prompt, a Regenerate or the oldest turns dropped to fit the context change the
-  tokens, and only the start both prompts share is kept; another model or precision has
-  another decoder, and a kept cache of the old one is dropped.
+  tokens, and only the start both prompts share is kept. Each loaded model's scheduler
+  owns its store (inference/scheduler.py), so another model or precision never sees it,
+  and the store goes with the model.
 - A taken cache belongs to one reply until it is kept again, so no two replies write into
   one; conversations never share caches (nothing of one visitor's timing shows in another's).
-- What is kept is bounded by a share of the memory the guard keeps free for KV caches and
-  activations (inference/loading.py); the least recently used conversation goes first.
+- What a model keeps is bounded by a share of the memory the guard keeps free for KV
+  caches and activations (inference/loading.py); the least recently used conversation
+  goes first.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import psutil
 import torch
 
-KEPT_SHARE = 0.05  # of RAM: a quarter of the 20% the memory guard keeps free
+KEPT_SHARE = 0.05  # of RAM per model: three panes' models keep less than the 20% the memory guard keeps free
 REUSE_ENV = "SLERP_ARENA_KV_REUSE"  # "0": every turn prefills the whole conversation (for comparison)
 
 Layers = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys and values [kv_heads, capacity, head_dim]
@@ -39,7 +40,6 @@ def common_length(a: list[int], b: list[int]) -> int:
 
 @dataclass
 class _Kept:
-    owner: weakref.ref  # the decoder whose weights computed the layers
     tokens: list[int]  # what positions 0..len-1 of the layers hold
     layers: Layers
 
@@ -50,12 +50,12 @@ class _Kept:
 
 class KeptCaches:
     def __init__(self, budget: int | None = None):
-        """`budget`: bytes all kept caches may take together (None: KEPT_SHARE of RAM)."""
+        """`budget`: bytes the model's kept caches may take together (None: KEPT_SHARE of RAM)."""
         self.budget = int(KEPT_SHARE * psutil.virtual_memory().total) if budget is None else budget
         self._kept: OrderedDict[str, _Kept] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()
 
-    def take(self, conversation: str, owner: object, prompt: list[int]) -> tuple[Layers, int] | None:
+    def take(self, conversation: str, prompt: list[int]) -> tuple[Layers, int] | None:
         """The conversation's kept layers and how many of `prompt`'s first tokens they hold
         already (at least one token is left to compute, for the next token's logits); None
         where nothing can be reused. The layers leave the store until `keep`."""
@@ -63,19 +63,17 @@ class KeptCaches:
             return None
         with self._lock:
             kept = self._kept.pop(conversation, None)
-        if kept is None or kept.owner() is not owner:
+        if kept is None:
             return None
         reused = common_length(kept.tokens, prompt[:-1])
         return (kept.layers, reused) if reused else None
 
-    def keep(self, conversation: str, owner: object, tokens: list[int], layers: Layers) -> None:
+    def keep(self, conversation: str, tokens: list[int], layers: Layers) -> None:
         """Keep the layers holding `tokens` for the conversation's next turn."""
         if not conversation:
             return
-        kept = _Kept(weakref.ref(owner), tokens, layers)
+        kept = _Kept(tokens, layers)
         with self._lock:
-            for name in [name for name, k in self._kept.items() if k.owner() is None]:  # its model left the cache
-                del self._kept[name]
             self._kept[conversation] = kept
             self._kept.move_to_end(conversation)
             total = sum(k.nbytes for k in self._kept.values())
@@ -91,6 +89,3 @@ class KeptCaches:
     def nbytes(self) -> int:
         with self._lock:
             return sum(k.nbytes for k in self._kept.values())
-
-
-KEPT = KeptCaches()  # the process's one store, shared by every model and visitor

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import LogitsProcessorList
 
-from inference.kept_caches import KEPT
+from inference.kept_caches import KeptCaches
 from inference.sharing import before_a_token, prefilling, sharing_cores
 
 PREFILL_CHUNK = 256  # prompt tokens between two decode steps
@@ -65,6 +65,7 @@ class Scheduler:
 
     def __init__(self, decoder) -> None:
         self.decoder = decoder
+        self.kept = KeptCaches()  # its conversations' caches, each taken by its next turn (a forked child inherits them)
         self._start_afresh()
 
     def _start_afresh(self) -> None:
@@ -202,7 +203,7 @@ class Scheduler:
 
     def _finish(self, s: Sequence) -> None:
         if s.cache is not None:  # the last token is not in the cache yet
-            KEPT.keep(s.conversation, self.decoder, s.ids[0, :s.position].tolist(), list(s.cache))
+            self.kept.keep(s.conversation, s.ids[0, :s.position].tolist(), list(s.cache))
         try:
             s.streamer.end()
         finally:

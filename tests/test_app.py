@@ -7,10 +7,11 @@ from gradio_client import Client
 from helpers import tiny_yaml, unpack
 
 import app
+from arena import chat_session
 from core import places
 from merging.form import PRESETS, MergeForm
 from testkit.app_process import text_of
-from ui import chat_tab, merge_tab
+from ui import chat_actions, merge_tab
 
 pytestmark = pytest.mark.usefixtures("isolated_app")
 
@@ -51,7 +52,7 @@ def test_parents_panel_shows_architecture_and_incompatibility(tiny_models):
 
 def test_merge_then_chat_with_merged_and_parents(tiny_models):
     a, b = str(tiny_models("llama", 1)), str(tiny_models("llama", 2))
-    state, session = merge_tab.MergeSession(), chat_tab.ChatSession()
+    state, session = merge_tab.MergeSession(), chat_session.ChatSession()
     summary, card, output, heatmap = merge_tab.merge(tiny_yaml(a, b), "my merge!", False, state, progress=lambda *a, **k: None)
     assert "layer 3" in heatmap and "<table" in heatmap
     assert output.endswith("my-merge") and "Merged into" in summary and "slerp" in card
@@ -63,18 +64,18 @@ def test_merge_then_chat_with_merged_and_parents(tiny_models):
     merged_ref, chat_a, chat_b, _, notice = app.chat_with_merge(output)
     assert (chat_a, chat_b) == (a, b)  # the parents its config names, whatever the form says now
     assert notice == ""  # the first-chat notice described another merge
-    updates = list(chat_tab.chat("hello", "", 0.0, 1.0, 8, 0, merged_ref, chat_a, chat_b, True, True, True, "int8", "bf16", session))
+    updates = list(chat_actions.chat("hello", "", 0.0, 1.0, 8, 0, merged_ref, chat_a, chat_b, True, True, True, "int8", "bf16", session))
     (merged_chat, a_chat, b_chat), (merged_stats, a_stats, b_stats) = unpack(updates[-1])
     for history in (merged_chat, a_chat, b_chat):
         assert [m["role"] for m in history] == ["user", "assistant"] and history[1]["content"]
     assert "int8" in merged_stats and "bf16" in a_stats and "tok/s" in b_stats
     # A pane switched off keeps quiet; regenerate answers the last message again.
-    updates = list(chat_tab.chat("again", "", 0.0, 1.0, 8, 0, merged_ref, chat_a, chat_b, True, False, True, "int8", "bf16", session))
+    updates = list(chat_actions.chat("again", "", 0.0, 1.0, 8, 0, merged_ref, chat_a, chat_b, True, False, True, "int8", "bf16", session))
     histories, _ = unpack(updates[-1])
     assert len(histories[1]) == 2 and len(histories[0]) == 4
-    histories, _ = unpack(list(chat_tab.regenerate_last("", 0.0, 1.0, 8, 0, True, session))[-1])
+    histories, _ = unpack(list(chat_actions.regenerate_last("", 0.0, 1.0, 8, 0, True, session))[-1])
     assert len(histories[0]) == 4 and histories[0][-1]["role"] == "assistant"
-    histories, _ = unpack(chat_tab.clear_chat(session))
+    histories, _ = unpack(chat_actions.clear_chat(session))
     assert histories == [[], [], []]
 
 
@@ -100,9 +101,9 @@ def test_cancel_stops_a_merge_and_leaves_nothing(tiny_models):
 
 def test_model_errors_appear_in_their_pane(tiny_models, tmp_path):
     a = str(tiny_models("llama", 1))
-    session = chat_tab.ChatSession()
+    session = chat_session.ChatSession()
     missing = str(tmp_path / "missing")
-    final = list(chat_tab.chat("hello", "", 0.0, 1.0, 8, 0, missing, a, "", True, True, False, "bf16", "bf16", session))[-1]
+    final = list(chat_actions.chat("hello", "", 0.0, 1.0, 8, 0, missing, a, "", True, True, False, "bf16", "bf16", session))[-1]
     (merged_chat, a_chat, _), (merged_stats, a_stats, _) = unpack(final)
     assert merged_chat == [] and "not a directory" in merged_stats
     assert a_chat[-1]["content"] and "tok/s" in a_stats

@@ -17,16 +17,18 @@ import openai
 import pytest
 from helpers import run_main, unpack
 
+from arena import chat_session
 from arena.leaks import names_of
 from core.errors import UserError
+from core.policy import check_models
 from core.sources import resolve_model
-from inference import ModelCache, endpoint
+from inference import ModelCache, cache, endpoint
 from inference.__main__ import main
+from inference.decoder import lean_decoder
 from inference.endpoint import EndpointModel
 from inference.generation import GenerationSettings, Reply
-from inference.kept_caches import KEPT
 from testkit.browser import free_port
-from ui import chat_tab, context
+from ui import chat_actions
 
 pytestmark = pytest.mark.usefixtures("isolated_app")
 QUESTION = "What is the capital of France?"
@@ -72,12 +74,12 @@ def ask(state, merged="", parent_a="", parent_b="", message=QUESTION, tokens=8, 
     lines) copied at once: the views hold the live history objects."""
     on = [bool(merged), bool(parent_a), bool(parent_b)]
     return [unpack(view) for view in
-            chat_tab.chat(message, "", temperature, 1.0, tokens, 0, merged, parent_a, parent_b, *on, "bf16", "bf16", state)]
+            chat_actions.chat(message, "", temperature, 1.0, tokens, 0, merged, parent_a, parent_b, *on, "bf16", "bf16", state)]
 
 
 def test_an_endpoint_pane_answers_beside_an_in_process_pane(server):
     port, endpoint = server
-    state = chat_tab.ChatSession()
+    state = chat_session.ChatSession()
     views = ask(state, parent_a=IN_PROCESS, parent_b=endpoint)
     (_, local, served), (_, local_stats, served_stats) = views[-1]
     assert "Paris" in local[-1]["content"] and "Paris" in served[-1]["content"], (local, served)
@@ -86,7 +88,7 @@ def test_an_endpoint_pane_answers_beside_an_in_process_pane(server):
     growing = [chats[2][1]["content"] for chats, _ in views if len(chats[2]) == 2]
     assert len(set(growing)) >= 3, growing  # streamed chunk by chunk, not one final answer
     # The in-process pane keeps its KV cache for the next turn; the endpoint's is on its server.
-    kept = KEPT.conversations()
+    kept = lean_decoder(cache.MODELS.peek(IN_PROCESS, "bf16").model).scheduler.kept.conversations()
     assert f"{state.arena.name}/Parent A" in kept and f"{state.arena.name}/Parent B" not in kept, kept
 
 
@@ -100,7 +102,7 @@ def test_stop_closes_the_stream_and_keeps_the_partial_reply(server, monkeypatch)
         closed.append(self.response.is_closed)
 
     monkeypatch.setattr(openai.Stream, "close", close)
-    state = chat_tab.ChatSession()
+    state = chat_session.ChatSession()
     views = []
     thread = threading.Thread(target=lambda: views.extend(ask(state, parent_b=endpoint, tokens=200, temperature=0.7,
                                                                 message="Tell me a long story about a dragon.")))
@@ -110,7 +112,7 @@ def test_stop_closes_the_stream_and_keeps_the_partial_reply(server, monkeypatch)
     while not (len(pane.history) == 2 and len(pane.history[1]["content"]) > 10):
         assert time.time() < deadline and thread.is_alive(), "no streamed text"
         time.sleep(0.05)
-    chat_tab.stop_replies("", state)
+    chat_actions.stop_replies("", state)
     thread.join(60)
     assert not thread.is_alive() and closed == [True]  # the HTTP response is closed: the server stops generating
     (_, _, chat), (_, _, stats) = views[-1]
@@ -121,7 +123,7 @@ def test_stop_closes_the_stream_and_keeps_the_partial_reply(server, monkeypatch)
 
 def test_a_dead_port_fails_in_its_pane_while_the_others_answer(server):
     dead = f"http://127.0.0.1:{free_port()}/v1#anything"
-    state = chat_tab.ChatSession()
+    state = chat_session.ChatSession()
     (merged, local, broken), (_, local_stats, _) = ask(state, merged=server[1], parent_a=IN_PROCESS, parent_b=dead, tokens=4)[-1]
     message = broken[-1]["content"]
     assert message.startswith("⚠️ model: could not connect to 127.0.0.1:") and "(connection refused)" in message
@@ -133,16 +135,16 @@ def test_a_dead_port_fails_in_its_pane_while_the_others_answer(server):
 def test_blind_mode_hides_the_host_until_the_reveal(server):
     port, endpoint = server
     dead = f"http://127.0.0.1:{free_port()}/v1#anything"
-    state = chat_tab.ChatSession()
-    chat_tab.set_blind(True, state)
+    state = chat_session.ChatSession()
+    chat_actions.set_blind(True, state)
     histories, stats = ask(state, merged=endpoint, parent_b=dead, tokens=3)[-1]
     shown = " ".join(stats) + " ".join(m["content"] for h in histories for m in h)
     assert "127.0.0.1" not in shown and "served by" not in shown and str(port) not in shown, shown
-    refused, _, _ = chat_tab.submit_vote("tie", "", False, state)  # a dead pane would count as beaten
+    refused, _, _ = chat_actions.submit_vote("tie", "", False, state)  # a dead pane would count as beaten
     assert "a model failed in this round, so it cannot be judged" in refused.note and not state.arena.revealed
-    chat_tab.clear_chat(state)
+    chat_actions.clear_chat(state)
     ask(state, merged=endpoint, tokens=3)
-    view, _, _ = chat_tab.submit_vote("tie", "", False, state)
+    view, _, _ = chat_actions.submit_vote("tie", "", False, state)
     histories, stats = unpack(view)
     assert any(f"served by 127.0.0.1:{port}" in s for s in stats), stats
 
@@ -152,16 +154,16 @@ def test_public_mode_allows_only_listed_endpoints(server, monkeypatch):
     unlisted = f"http://127.0.0.1:{free_port()}/v1#anything"
     monkeypatch.setenv("SLERP_ARENA_PUBLIC", "1")
     monkeypatch.setenv("SLERP_ARENA_ENDPOINTS", f"HTTP://127.0.0.1:{port}/v1/ , https://example.org/v1")
-    state = chat_tab.ChatSession()
+    state = chat_session.ChatSession()
     (_, refused, allowed), (_, refused_stats, allowed_stats) = ask(state, parent_a=unlisted, parent_b=endpoint, tokens=2)[-1]
     assert refused == [] and "is not on this Space's allow-list" in refused_stats
     assert f"use one of: http://127.0.0.1:{port}/v1, https://example.org/v1" in refused_stats and "\n" not in refused_stats
     assert allowed[-1]["content"] and f"served by 127.0.0.1:{port}" in allowed_stats
     monkeypatch.delenv("SLERP_ARENA_ENDPOINTS")
     with pytest.raises(UserError, match="this Space allows no endpoints"):
-        context.check_models(endpoint)
+        check_models(endpoint)
     monkeypatch.setenv("SLERP_ARENA_PUBLIC", "0")
-    context.check_models(unlisted)  # the owner's own app: any endpoint
+    check_models(unlisted)  # the owner's own app: any endpoint
 
 
 def test_cli_chat_through_an_endpoint(server, capsys):

@@ -8,12 +8,13 @@ from pathlib import Path
 import gradio as gr
 import pytest
 
+from arena import chat_session
 from core import places
 from core.sources import DEFAULT_MODEL
 from evaluation import defaults, demo_build
 from evaluation.reply_quality import Quality
 from merging.form import PRESETS, MergeForm
-from ui import chat_tab, demo_panel, first_run, merge_tab
+from ui import chat_actions, demo_panel, first_run, merge_tab
 from ui.context import CancelSession
 
 pytestmark = pytest.mark.usefixtures("isolated_app")
@@ -212,10 +213,10 @@ def test_after_the_demo_parent_is_built_a_fresh_chat_uses_the_demo_pair_not_the_
     assert first == str(places.outputs_root() / "demo-merge")
     blend = defaults.StartPair(original, pirate, "V-shape", blend=True)
     monkeypatch.setattr(defaults, "start_pair", lambda: blend)  # the demo parent is built
-    assert chat_tab.open_chat("", "", chat_tab.ChatSession())[0] == ""  # a fresh page's load does not pick the self-merge
+    assert chat_actions.open_chat("", "", chat_session.ChatSession())[0] == ""  # a fresh page's load does not pick the self-merge
     merged, a, b, notice = open_chat()[-1]
     assert (merged, a, b) == (str(places.outputs_root() / "demo-merge-2"), original, pirate) and notice.startswith("✅")
-    assert chat_tab.open_chat("", "", chat_tab.ChatSession())[0] == merged
+    assert chat_actions.open_chat("", "", chat_session.ChatSession())[0] == merged
 
 
 def test_a_public_app_offers_no_visitor_its_neighbours_merges(monkeypatch, tiny_defaults):
@@ -236,14 +237,14 @@ def test_a_browser_gets_its_own_latest_merge_back_after_a_reload(monkeypatch, ti
     the path) comes back in the Merge tab's panel and the Chat tab, on a public app too."""
     mine = merge_tab.merge(tiny_defaults.yaml(), "made-before-sign-in", False, CancelSession(), **NO_PROGRESS)[2]
     monkeypatch.setenv("SLERP_ARENA_PUBLIC", "1")
-    assert chat_tab.open_chat("", mine, chat_tab.ChatSession())[0] == mine
+    assert chat_actions.open_chat("", mine, chat_session.ChatSession())[0] == mine
     result, output = merge_tab.restored_merge(mine)
     assert output == mine and "made-before-sign-in" in result and str(places.outputs_root()) not in result
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "elsewhere" / "mergekit_config.yml").write_text(tiny_defaults.yaml())
     for stored in ("", "../elsewhere", str(tmp_path / "elsewhere"), str(places.outputs_root() / "gone")):
         assert defaults.own_merge(stored) == "" and merge_tab.restored_merge(stored) == (gr.skip(), gr.skip())
-    assert chat_tab.open_chat("", "../elsewhere", chat_tab.ChatSession())[0] == ""  # nothing else offered on a public app
+    assert chat_actions.open_chat("", "../elsewhere", chat_session.ChatSession())[0] == ""  # nothing else offered on a public app
 
 
 def test_a_loaded_merge_is_kept_and_gets_its_parents_and_typed_parents_are_left_alone(tiny_defaults):

@@ -100,13 +100,14 @@ def test_the_footprint_estimate_matches_a_cuda_load(precision):
 
 @pytest.mark.usefixtures("isolated_app")
 def test_the_t_preview_re_merges_in_memory_and_runs_on_the_gpu(tiny_models):
+    from arena import chat_session
     from inference import cache
-    from ui import chat_tab, merge_tab
+    from ui import merge_tab, t_preview
 
     a, b = str(tiny_models("llama", 1)), str(tiny_models("llama", 2))
     output = merge_tab.merge(tiny_yaml(a, b), "merged", False, merge_tab.MergeSession(), progress=lambda *x, **k: None)[2]
-    state = chat_tab.ChatSession()
-    name, message = chat_tab.preview_t("0", "0", "0", output, "auto", state)  # t = 0: parent A's weights
+    state = chat_session.ChatSession()
+    name, message = t_preview.preview_t("0", "0", "0", output, "auto", state)  # t = 0: parent A's weights
     preview = cache.MODELS.get(name, "auto")
     assert "Re-merged in memory" in message and preview.report.device == str(CUDA)
     # auto on CUDA: fp8 where native; else bf16 (bitsandbytes int8 only quantizes at load from disk).
@@ -115,7 +116,7 @@ def test_the_t_preview_re_merges_in_memory_and_runs_on_the_gpu(tiny_models):
     assert error < (TOLERANCE["fp8"] if native_fp8() else 1e-3)
 
     smol = merge_tab.merge(tiny_yaml(SMOLLM2, SMOLLM2), "smol", False, merge_tab.MergeSession(), progress=lambda *x, **k: None)[2]
-    name, _ = chat_tab.preview_t("0.5", "0.5", "0.5", smol, "auto", state)
+    name, _ = t_preview.preview_t("0.5", "0.5", "0.5", smol, "auto", state)
     answers_paris(cache.MODELS.get(name, "auto"))
 
 

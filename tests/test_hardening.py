@@ -16,6 +16,7 @@ from gradio_client import Client
 from gradio_client.utils import Status
 from helpers import slices_config, tiny_yaml
 
+from arena import chat_session
 from core import native
 from core.errors import UserError
 from core.places import ROOT
@@ -24,7 +25,7 @@ from inference import load_model
 from merging import parse_config, run_merge
 from merging.safetensors_io import StreamingWriter
 from testkit.app_process import text_of
-from ui import chat_tab, merge_tab
+from ui import chat_actions, merge_tab
 
 
 @pytest.fixture
@@ -78,9 +79,9 @@ def test_public_app_refuses_outside_paths_in_every_field(roots, monkeypatch, tin
         result = merge_tab.merge(yaml_text, "x", False, merge_tab.MergeSession(), progress=lambda *a, **k: None)
         assert "Merge failed" in result[0] and "outside the folders" in result[0]
     assert "outside the folders" in merge_tab.describe_parents("../../etc/passwd", "")[0]
-    state = chat_tab.ChatSession()
+    state = chat_session.ChatSession()
     with pytest.raises(gr.Error, match="no model is switched on"):
-        list(chat_tab.chat("hi", "", 0.0, 1.0, 4, 0, "../../etc/passwd", "", "", True, False, False, "bf16", "bf16", state))
+        list(chat_actions.chat("hi", "", 0.0, 1.0, 4, 0, "../../etc/passwd", "", "", True, False, False, "bf16", "bf16", state))
     assert "outside the folders" in state.arena.panes[0].notice
     # Output names cannot climb out of outputs/ either: they are sanitized to one folder name.
     inside = str(shutil.copytree(tiny_models("llama", 2), roots[0] / "llama"))

@@ -3,16 +3,18 @@ the replies are those of a fresh prefill, and the reuse ends exactly where it mu
 
 import gc
 import threading
+import time
+import weakref
 
 import pytest
 import torch
 
 from arena.rounds import ArenaSession, add_message, reply
 from core.cpu import cpu_flags
-from inference import GenerationSettings, build_prompt, generate_reply, load_model
+from inference import GenerationSettings, build_prompt, cache, generate_reply, load_model, scheduler
 from inference.attention import attend_kept
 from inference.decoder import lean_decoder
-from inference.kept_caches import KEPT, REUSE_ENV, KeptCaches, common_length
+from inference.kept_caches import REUSE_ENV, KeptCaches, common_length
 
 GREEDY = GenerationSettings(temperature=0.0, max_new_tokens=10, repetition_penalty=1.0)
 TURNS = ["hello how are you?", "The capital of France is Paris.", "SLERP merges two language models.",
@@ -130,11 +132,12 @@ def test_a_clear_starts_over_from_the_template_start(llama):
     assert after.text == generate_reply(llama, cleared, GREEDY, threading.Event()).text
 
 
-def test_another_model_or_precision_drops_the_kept_cache(tiny_models, llama):
+def test_another_model_or_precision_never_uses_a_kept_cache_and_the_first_keeps_its_own(tiny_models, llama):
     history, _ = first_turn(llama, "switch")
     other = load_model(str(tiny_models("llama", 3)), "bf16")
     assert generate_reply(other, history, GREEDY, threading.Event(), conversation="switch").stats.cached_tokens == 0
-    assert generate_reply(llama, history, GREEDY, threading.Event(), conversation="switch").stats.cached_tokens == 0
+    back = generate_reply(llama, history, GREEDY, threading.Event(), conversation="switch")  # the pane switched back
+    assert back.stats.cached_tokens > 0 and back.text == generate_reply(llama, history, GREEDY, threading.Event()).text
 
 
 def test_the_sliding_window_fallback_reuses_nothing_and_replies_as_generate(tiny_models, monkeypatch):
@@ -162,11 +165,11 @@ def test_a_pane_reuses_its_own_cache_turn_by_turn_in_the_arena(tiny_models):
     assert merged.turns[0].cached_tokens == 0 and all(t.cached_tokens > 0 for t in merged.turns[1:] + parent_a.turns[1:])
     assert f"{merged.turns[2].cached_tokens} prompt tokens reused" in merged.status(reveal=True)
     assert "reused" not in merged.status(reveal=False)  # before a blind vote the stats tell nothing of speed
-    assert {f"{session.name}/Merged", f"{session.name}/Parent A"} <= set(KEPT.conversations())
-
-
-class _Owner:
-    """Stands for a decoder: what a kept cache belongs to."""
+    # Both panes' conversations are kept by the model's own scheduler; another precision's decoder sees neither.
+    kept = lean_decoder(cache.MODELS.peek(path, "fp32").model).scheduler.kept
+    assert {f"{session.name}/Merged", f"{session.name}/Parent A"} <= set(kept.conversations())
+    other = lean_decoder(load_model(path, "bf16").model).scheduler.kept
+    assert not other.conversations() and other.take(f"{session.name}/Merged", [1, 2, 3]) is None
 
 
 def layers(mb: int) -> list:
@@ -175,19 +178,28 @@ def layers(mb: int) -> list:
 
 
 def test_idle_conversations_are_dropped_least_recently_used_beyond_the_budget():
-    store, owner = KeptCaches(budget=5 * 2**20), _Owner()
+    store = KeptCaches(budget=5 * 2**20)
     for name in ("a", "b"):
-        store.keep(name, owner, [1, 2, 3], layers(2))  # 2 MB each (keys and values of 1 MB)
-    assert store.take("a", owner, [1, 2, 3, 4]) is not None  # taken: it leaves the store until kept again
-    store.keep("a", owner, [1, 2, 3, 4], layers(2))
-    store.keep("c", owner, [1], layers(2))
+        store.keep(name, [1, 2, 3], layers(2))  # 2 MB each (keys and values of 1 MB)
+    assert store.take("a", [1, 2, 3, 4]) is not None  # taken: it leaves the store until kept again
+    assert store.take("a", [1, 2, 3, 4]) is None
+    store.keep("a", [1, 2, 3, 4], layers(2))
+    store.keep("c", [1], layers(2))
     assert store.conversations() == ["a", "c"] and store.nbytes() <= store.budget  # b, the least recently used, went
-    gone = _Owner()
-    store.keep("d", gone, [1], layers(1))
-    del gone
-    gc.collect()
-    store.keep("e", owner, [1], layers(1))  # a model that left the model cache leaves nothing kept
-    assert "d" not in store.conversations()
+
+
+def test_a_model_that_leaves_the_cache_takes_its_kept_caches_along(tiny_models, monkeypatch):
+    monkeypatch.setattr(scheduler, "IDLE_S", 0.05)  # its decode thread, which holds the scheduler, ends soon after
+    loaded = load_model(str(tiny_models("llama", 1)), "fp32")
+    converse(loaded, "leaving", GenerationSettings(temperature=0.0, max_new_tokens=2))
+    store = weakref.ref(lean_decoder(loaded.model).scheduler.kept)
+    assert "leaving" in store().conversations()
+    del loaded
+    deadline = time.monotonic() + 10
+    while store() is not None and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.05)
+    assert store() is None
 
 
 @pytest.mark.parametrize("heads, kv_heads, d, new, kept", [(9, 3, 64, 100, 1326), (9, 3, 64, 37, 5), (32, 8, 128, 20, 301),

@@ -14,12 +14,13 @@ import pytest
 from helpers import run_main, tiny_yaml, unpack
 from safetensors.torch import load_file
 
+from arena import chat_session
 from core.errors import UserError
 from inference.__main__ import main as chat_main
 from merging import parse_config, run_merge
 from merging.__main__ import main as merge_main
 from testkit.malformed import CASES, broken_copy
-from ui import chat_tab, merge_tab
+from ui import chat_actions, merge_tab
 
 HANG_S = 60  # far above any case's time (benchmarks/malformed.py measures them)
 
@@ -76,12 +77,12 @@ def test_the_chat_cli_and_the_app_refuse_each_malformed_model_in_one_line(case, 
     assert code == 2 and line.startswith("error: model: ") and out == ""
     # In the app the same line shows under that model's pane, and the other panes answer.
     good = str(tiny_models("llama", 2))
-    state = chat_tab.ChatSession()
-    req = chat_tab.ChatRequest(temperature=0.0, max_new_tokens=4, seed=0, merged=good, parent_a=str(folder), parent_b=good,
+    state = chat_session.ChatSession()
+    req = chat_session.ChatRequest(temperature=0.0, max_new_tokens=4, seed=0, merged=good, parent_a=str(folder), parent_b=good,
                                merged_on=True, parent_a_on=True, parent_b_on=True, merged_precision="bf16",
                                parent_precision="bf16", lock_seed=False)
-    chat_tab.take_message("hello", req, state)
-    (merged, parent_a, parent_b), stats = unpack(list(chat_tab.stream(req, state))[-1])
+    chat_actions.take_message("hello", req, state)
+    (merged, parent_a, parent_b), stats = unpack(list(chat_actions.stream(req, state))[-1])
     assert stats[1] == f"⚠️ {line.removeprefix('error: ')}" and parent_a == []
     assert merged[-1]["role"] == "assistant" and merged == parent_b  # the same model, greedy: the same reply
 

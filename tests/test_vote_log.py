@@ -10,7 +10,7 @@ from pathlib import Path
 from arena import vote_log
 from arena.votes import VoteStore, held_line, log_folder
 from testkit.hub_server import HubServer
-from ui import chat_tab
+from ui import chat_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,7 +100,7 @@ def test_the_results_say_how_many_votes_since_when_and_where(tmp_path, monkeypat
     store = VoteStore(tmp_path / "votes.sqlite")
     assert held_line(store).startswith("The vote log holds 0 vote(s) over all merges, kept on this machine's disk")
     cast(store, 2)
-    _, table = chat_tab.show_results("some/merge", False)
+    _, table = chat_results.show_results("some/merge", False)
     assert "The vote log holds 2 vote(s) over all merges since 20" in table and "UTC" in table
     monkeypatch.setenv(vote_log.REPO_ENV, "me/arena-votes")
     assert "pushed to the Hub dataset me/arena-votes" in held_line(store)

@@ -18,14 +18,13 @@ import torch
 from gradio.context import LocalContext
 from helpers import on_zerogpu, peaked, tiny_yaml
 
-from arena import replies
-from arena.replies import PaneRequest, RepliesRequest
 from core import zerogpu
 from core.errors import UserError
 from evaluation import sweep
 from evaluation.prompt_set import DEMO_PROMPTS, read_prompts
-from inference import ModelCache, cache, generation
+from inference import ModelCache, cache, generation, replies
 from inference.generation import GenerationSettings
+from inference.replies import PaneRequest, RepliesRequest
 from merging import parse_config
 from merging.merge import MergeCancelled
 from testkit.zerogpu_device import SPACE, token_for

@@ -13,7 +13,6 @@ import gradio as gr
 
 from core.errors import UserError
 from core.places import models_root, outputs_root
-from core.policy import AccessPolicy, policy_from_env
 from core.sources import BUNDLED_PREFIX
 
 PRIVATE = "private"  # api_visibility of events that are UI plumbing, not part of the API
@@ -60,18 +59,6 @@ def cancel(session: CancelSession) -> None:
 def short_name(ref: str) -> str:
     """A model reference as a label: the folder's or the bundled model's name."""
     return Path(ref.removeprefix(BUNDLED_PREFIX).rstrip("/")).name or ref
-
-
-def access_policy() -> AccessPolicy | None:
-    """Public mode (on a Space, or SLERP_ARENA_PUBLIC=1): local paths only under the roots."""
-    return policy_from_env((models_root(),), outputs_root())
-
-
-def check_models(*refs: str) -> None:
-    """Raise the policy's UserError for the first reference a visitor may not use."""
-    if (policy := access_policy()) is not None:
-        for ref in refs:
-            policy.check_model(ref)
 
 
 def in_visitor_words(text: str) -> str:

@@ -20,6 +20,7 @@ from core.downloads import Progress as Download
 from core.downloads import watching
 from core.errors import UserError
 from core.hub_access import SIGN_IN, SIGN_IN_FIX, as_visitor
+from core.policy import access_policy, check_models
 from core.sources import is_converted, kind_of, resolve_model
 from evaluation import defaults
 from evaluation.defaults import known_models
@@ -43,8 +44,7 @@ from merging.form import (
 from merging.hub import HubOffline, push_folder
 from merging.inspect import compatibility_problems, inspect_model
 from merging.merge import MergeCancelled
-from ui import context
-from ui.context import PRIVATE, Visitor, check_models, in_visitor_words, short_name
+from ui.context import PRIVATE, Visitor, in_visitor_words, short_name
 from ui.context import CancelSession as MergeSession  # the name the merge's handler and tests use
 from ui.context import cancel as cancel_merge
 from ui.demo_panel import cancel_build, demo_row, fresh_defaults, show_build, start_build
@@ -231,7 +231,7 @@ def merge(yaml_text: str, output_name: str, overwrite: bool, session: MergeSessi
         config = parse_config(yaml_text)
         with as_visitor(session.visitor.token), watching("the parents", on_download, session.cancel):
             result = run_merge(config, places.outputs_root() / name, overwrite=overwrite, on_progress=on_progress,
-                               cancel=session.cancel, policy=context.access_policy(),
+                               cancel=session.cancel, policy=access_policy(),
                                exists_fix="choose another output name, or tick “overwrite”", max_ram=budget)
     except MergeCancelled:
         return CANCELLED, "", "", ""
@@ -260,7 +260,7 @@ def plan(request: FormRequest, max_ram: str = "") -> str:
         config = request.config()
         budget = parse_max_ram(max_ram, MAX_RAM_FIELD)
         check_models(*config.models)
-        summary = dry_run(config, budget, places.outputs_root(), context.access_policy())
+        summary = dry_run(config, budget, places.outputs_root(), access_policy())
         return "\n".join(["```", summary.describe(), "```", *budget_notes(max_ram, budget)])
     except UserError as exc:
         return f"⚠️ {exc}"

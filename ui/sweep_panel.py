@@ -14,10 +14,11 @@ import pandas as pd
 
 from core.errors import UserError
 from core.hub_access import as_visitor
+from core.policy import check_models
 from evaluation.prompt_set import DEMO_PROMPTS, PromptCase, read_prompts
 from evaluation.sweep import DEFAULT_GRID, SweepPoint, SweepProgress, SweepRequest, parse_grid, sweep_stream
 from merging.config import MergeConfig
-from ui.context import PRIVATE, CancelSession, Visitor, cancel, check_models, short_name
+from ui.context import PRIVATE, CancelSession, Visitor, cancel, short_name
 from ui.merge_form import FormControls, FormRequest
 
 DEFAULT_PROMPTS = 8  # with 5 values of t: 182 s for SmolLM2 on 2 CPU cores shared with other work (load ~7)

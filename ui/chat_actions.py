@@ -51,13 +51,21 @@ class ChatView:
     seed: int | None = None  # shown in the seed box (the seed drawn for these replies)
 
     def updates(self) -> tuple:
-        choice = gr.Radio(value=None) if self.reset_vote else gr.Radio()
+        choice = gr.Radio(value=None) if self.reset_vote else gr.skip()
         buttons = (gr.skip(),) * 4 if self.busy is None else (
             gr.Button(interactive=True), gr.Button(interactive=not self.busy), gr.Button(interactive=True),
             gr.Checkbox(interactive=not self.busy))
         row = gr.skip() if self.voting is None else gr.Row(visible=self.voting)
         return (*self.chats, *self.stats, row, choice, choice,
                 gr.skip() if self.note is None else self.note, *buttons, gr.skip() if self.seed is None else self.seed)
+
+    def streamed(self) -> tuple:
+        """What a stream step sends (`ChatControls.stream_outputs()`, the API's outputs too):
+        chats, stats, the note and the seed. The buttons and the vote row are the steps'
+        around it: Gradio builds a component for every update, even a skip, ten views a
+        second per visitor."""
+        return (*self.chats, *self.stats, gr.skip() if self.note is None else self.note,
+                gr.skip() if self.seed is None else self.seed)
 
 
 UNCHANGED = ChatView([gr.skip()] * 3, [gr.skip()] * 3, None, False, None, None)
@@ -174,8 +182,8 @@ def chat(message: str, system_prompt: str, temperature: float, top_p: float, max
          merged_ref: str, parent_a_ref: str, parent_b_ref: str, merged_on: bool, parent_a_on: bool, parent_b_on: bool,
          merged_precision: str, parent_precision: str, session: ChatSession,
          repetition_penalty: float = chat_session.DEFAULTS.repetition_penalty):
-    """Answer `message` in every switched-on pane; yields the chat outputs (3 chats, 3
-    stats, vote row, best, worst, note, buttons, seed)."""
+    """Answer `message` in every switched-on pane; yields the stream outputs (3 chats, 3
+    stats, the note, the seed)."""
     request = ChatRequest(system_prompt, temperature, top_p, max_new_tokens, seed, repetition_penalty, merged_ref, parent_a_ref,
                           parent_b_ref, merged_on, parent_a_on, parent_b_on, merged_precision, parent_precision)
     try:
@@ -185,8 +193,8 @@ def chat(message: str, system_prompt: str, temperature: float, top_p: float, max
             waiting = chat_session.queue_message(message, request, session)
     except UserError as exc:
         raise gr.Error(str(exc)) from None
-    yield view(session, relabel=session.arena.blind, seed=waiting.seed).updates()
-    yield from (v.updates() for v in stream(request, session))
+    yield view(session, relabel=session.arena.blind, seed=waiting.seed).streamed()
+    yield from (v.streamed() for v in stream(request, session))
 
 
 def regenerate_last(system_prompt: str, temperature: float, top_p: float, max_new_tokens: float, seed: float, lock_seed: bool,
@@ -200,7 +208,7 @@ def regenerate_last(system_prompt: str, temperature: float, top_p: float, max_ne
     except UserError as exc:
         raise gr.Error(str(exc)) from None
     for v in stream(request, session):
-        yield dataclasses.replace(v, seed=waiting.seed).updates()
+        yield dataclasses.replace(v, seed=waiting.seed).streamed()
 
 
 def submit_vote(best: str, worst: str, include_flagged: bool, session: ChatSession) -> tuple[ChatView | None, str, str]:

@@ -65,6 +65,9 @@ class ChatControls:
     def inputs(self) -> list:
         return [getattr(self, f.name) for f in fields(ChatRequest)]
 
+    def stream_outputs(self) -> list:  # what a stream step writes (ChatView.streamed)
+        return [*self.bots, *self.stats, self.note, self.seed]
+
     def outputs(self) -> list:
         return [*self.bots, *self.stats, self.vote_row, self.best, self.worst, self.note, self.send, self.regenerate, self.clear,
                 self.blind, self.seed]
@@ -157,7 +160,7 @@ def build_chat_tab(demo: gr.Blocks, own_merge: gr.BrowserState) -> ChatTab:
     controls = ChatControls(system_prompt, temperature, top_p, max_new_tokens, seed, repetition_penalty, merged_ref, chat_a, chat_b,
                             *switches, merged_precision, parent_precision, lock_seed, bots, stats, vote_row, best, worst, note,
                             send_button, regen_button, clear_button, blind)
-    inputs, outputs = controls.inputs(), controls.outputs()
+    inputs, outputs, streamed = controls.inputs(), controls.outputs(), controls.stream_outputs()
     n = len(inputs)
 
     request = lambda values: ChatRequest(*values[:n])  # noqa: E731 -- the page's inputs, in ChatRequest's order
@@ -171,7 +174,7 @@ def build_chat_tab(demo: gr.Blocks, own_merge: gr.BrowserState) -> ChatTab:
         return gr.skip() if box == "" else message_text, *(shown or act.UNCHANGED).updates()
 
     def on_stream(*values):
-        yield from (v.updates() for v in act.stream(request(values), values[n]))
+        yield from (v.streamed() for v in act.stream(request(values), values[n]))
 
     # The stream step queues (ui.context.chat_queue); Stop cancels it (and the stream step it
     # may be waiting behind); the step after it turns the buttons on once the page has the end.
@@ -181,11 +184,11 @@ def build_chat_tab(demo: gr.Blocks, own_merge: gr.BrowserState) -> ChatTab:
         # steps are pending (Gradio's default, "once", drops the new one without a word).
         taken = trigger(on_send, [message, *inputs, session], [message, *outputs], api_visibility=PRIVATE, concurrency_limit=None,
                         trigger_mode="multiple", js=CLEAR_BOX % (len(inputs) + 2))
-        streams.append(taken.then(on_stream, [*inputs, session], outputs, api_visibility=PRIVATE, trigger_mode="multiple",
+        streams.append(taken.then(on_stream, [*inputs, session], streamed, api_visibility=PRIVATE, trigger_mode="multiple",
                                   **chat_queue()))
     taken = regen_button.click(lambda *values: act.take_regenerate(request(values), values[n]).updates(), [*inputs, session],
                                outputs, api_visibility=PRIVATE, concurrency_limit=None)
-    streams.append(taken.then(on_stream, [*inputs, session], outputs, api_visibility=PRIVATE, **chat_queue()))
+    streams.append(taken.then(on_stream, [*inputs, session], streamed, api_visibility=PRIVATE, **chat_queue()))
     for event in streams:
         # No progress dots: the replies are complete, and dots under them read as another reply coming.
         event.then(lambda typed, state: with_box(*act.stream_done(typed, state)), [message, session], [message, *outputs],
@@ -209,10 +212,10 @@ def build_chat_tab(demo: gr.Blocks, own_merge: gr.BrowserState) -> ChatTab:
     # The API: `chat` and `regenerate`, hidden buttons whose parameters are unchanged.
     api_chat = gr.Button(visible=False)
     api_chat.click(act.chat, [message, *inputs[:5], merged_ref, chat_a, chat_b, *switches, merged_precision, parent_precision,
-                              session, repetition_penalty], outputs, api_name="chat", **chat_queue())
+                              session, repetition_penalty], streamed, api_name="chat", **chat_queue())
     api_regen = gr.Button(visible=False)
     api_regen.click(act.regenerate_last, [system_prompt, temperature, top_p, max_new_tokens, seed, lock_seed, session,
-                                          repetition_penalty], outputs, api_name="regenerate", **chat_queue())
+                                          repetition_penalty], streamed, api_name="regenerate", **chat_queue())
 
     for refresh in (refresh_button.click, include_flagged.change):
         refresh(show_results, [merged_ref, include_flagged], [results_plot, results_table], api_visibility=PRIVATE)

@@ -71,11 +71,11 @@ class ChatView:
 UNCHANGED = ChatView([gr.skip()] * 3, [gr.skip()] * 3, None, False, None, None)
 
 
-def refused(why: str) -> ChatView:
+def refused(why: str, what: str = "") -> ChatView:
     """A refused action: the reason on the line under the message box, where the visitor is
-    looking (a toast also says it), and nothing else changed."""
+    looking, after `what` was refused (a toast also says why), and nothing else changed."""
     gr.Warning(why)  # a warning, not an error: an error would badge every output red
-    return dataclasses.replace(UNCHANGED, note=f"⚠️ {why}")
+    return dataclasses.replace(UNCHANGED, note=f"⚠️ {what}{why}")
 
 
 def view(session: ChatSession, relabel: bool = False, note: str | None = None, seed: int | None = None,
@@ -219,7 +219,7 @@ def submit_vote(best: str, worst: str, include_flagged: bool, session: ChatSessi
         flagged = vote(session.arena, app_store(), best or "", worst or "", config_hash(merged),
                        [session.arena.pane(label).ref for label in PANE_LABELS[1:]])
     except UserError as exc:
-        return refused(f"Vote refused: {exc}"), gr.skip(), gr.skip()
+        return refused(str(exc), "Vote refused: "), gr.skip(), gr.skip()
     note = (f"🚩 Vote kept but flagged ({flagged}): left out of the results by default." if flagged
             else "Vote recorded. Press Clear for the next blind round.")
     return view(session, relabel=True, note=note), *show_results(merged, include_flagged)

@@ -8,7 +8,9 @@ one stream already reads the weights about as fast as the memory delivers them.
 
 A new reply's prompt is prefilled PREFILL_CHUNK tokens at a time, one chunk between two
 decode steps, so the replies already streaming pause for a chunk, not for a whole
-conversation. Sampling, seed, repetition penalty, stop and the end of a reply are each
+conversation; with nothing streaming, at once. A prompt keeps its place among the
+process's prompts (sharing.py) from its first chunk to its last: the models' prompts go
+one at a time, in the order they came, as before batching. Sampling, seed, repetition penalty, stop and the end of a reply are each
 reply's own: its processors see only its tokens, and each row of a step is computed as
 that reply alone would be, so a greedy reply is the same tokens in a batch or alone.
 """
@@ -26,7 +28,7 @@ import torch
 from transformers import LogitsProcessorList
 
 from inference.kept_caches import KeptCaches
-from inference.sharing import before_a_token, prefilling, sharing_cores
+from inference.sharing import Place, before_a_token, leave, prefilling, queue_prompts, sharing_cores
 
 PREFILL_CHUNK = 256  # prompt tokens between two decode steps
 MAX_BATCH = 16  # replies in one step (the C kernels' rows); more wait to join
@@ -50,6 +52,7 @@ class Sequence:
     position: int = 0  # where the last chosen token sits
     finished: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
+    place: Place | None = None  # its prompt's place among the process's prompts (sharing.py)
 
     def __post_init__(self) -> None:
         self.ids = torch.empty(1, len(self.prompt) + self.max_new_tokens, dtype=torch.long)
@@ -82,7 +85,8 @@ class Scheduler:
         from the conversation's kept cache."""
         if self._pid != os.getpid():
             self._start_afresh()
-        with self._cond:
+        with self._cond:  # its place taken in the order it joins: the prompts are prefilled in that order
+            (sequence.place,) = queue_prompts(1, self)
             self._waiting.append(sequence)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="decode steps", daemon=True)
@@ -122,14 +126,14 @@ class Scheduler:
                     cores.enter_context(sharing_cores())
                     counted = True
                 if prefill:
-                    self._prefill(prefill)
+                    self._prefill(prefill, PREFILL_CHUNK if batch else None)
                     batch += [s for s in prefill if s.position and not s.finished.is_set()]
                     still = [s for s in prefill if not s.position and not s.finished.is_set()]
                     prefill.clear()
                     prefill.extend(still)
                 batch[:] = [s for s in batch if not s.finished.is_set()]
                 if batch:
-                    before_a_token()  # a prompt of another model first (sharing.py)
+                    before_a_token(self)  # a prompt of another model first (sharing.py)
                     self._step(batch)
                     batch[:] = [s for s in batch if not s.finished.is_set()]
 
@@ -140,31 +144,35 @@ class Scheduler:
             self._fail([sequence], exc)
             return False
 
-    def _prefill(self, waiting: deque[Sequence]) -> None:
-        """One chunk of prompts, at most PREFILL_CHUNK rows, the oldest first: prompts that
-        arrived together go through each linear together. A prompt whose last rows are in
-        gets its first token and decodes from the next step (its `position` is set)."""
-        parts, taken, rows = [], [], 0
-        for s in waiting:
-            if rows >= PREFILL_CHUNK:
-                break
-            if s.cache is None and not self._guarded(s, self._start):
-                continue
-            end = min(len(s.prompt), s.filled + PREFILL_CHUNK - rows)
-            parts.append((s.ids[:, s.filled:end], s.filled, s.cache))
-            taken.append((s, end))
-            rows += end - s.filled
-        if not parts:
-            return
-        try:
-            with prefilling():
+    def _prefill(self, waiting: deque[Sequence], chunk: int | None) -> None:
+        """One chunk of prompts, at most `chunk` rows (None: every row), the oldest first:
+        prompts that arrived together go through each linear together. A prompt whose last
+        rows are in gets its first token, leaves its place, and decodes from the next step
+        (its `position` is set)."""
+        # At the oldest prompt's place; the kept caches' copies (_start) too: they compete with the prompts for the memory.
+        with prefilling(waiting[0].place, keep=True):
+            parts, taken, rows = [], [], 0
+            limit = chunk or sum(len(s.prompt) for s in waiting)
+            for s in waiting:
+                if rows >= limit:
+                    break
+                if s.cache is None and not self._guarded(s, self._start):
+                    continue
+                end = min(len(s.prompt), s.filled + limit - rows)
+                parts.append((s.ids[:, s.filled:end], s.filled, s.cache))
+                taken.append((s, end))
+                rows += end - s.filled
+            if not parts:
+                return
+            try:
                 logits = self.decoder.prefill(parts)
-        except BaseException as exc:  # noqa: BLE001 -- each reply of the chunk reports it
-            self._fail([s for s, _ in taken], exc)
-            return
+            except BaseException as exc:  # noqa: BLE001 -- each reply of the chunk reports it
+                self._fail([s for s, _ in taken], exc)
+                return
         for (s, end), last in zip(taken, logits, strict=True):
             s.filled = end
             if end == len(s.prompt):
+                leave(s.place)
                 s.position = end
                 self._guarded(s, lambda s, last=last: self._choose(s, last))
 
@@ -175,8 +183,7 @@ class Scheduler:
             self._finish(s)
             return False
         s.streamer.put(s.ids[:, :len(s.prompt)])
-        with prefilling():  # the kept cache's copy too: it competes with the prompts for the memory
-            s.cache, s.reused = self.decoder.cache_for(s.prompt, len(s.prompt) + s.max_new_tokens, s.conversation)
+        s.cache, s.reused = self.decoder.cache_for(s.prompt, len(s.prompt) + s.max_new_tokens, s.conversation)
         s.filled = s.reused
         return True
 
@@ -202,6 +209,7 @@ class Scheduler:
         return False
 
     def _finish(self, s: Sequence) -> None:
+        leave(s.place)  # stopped before its prompt was all in
         if s.cache is not None:  # the last token is not in the cache yet
             self.kept.keep(s.conversation, s.ids[0, :s.position].tolist(), list(s.cache))
         try:
@@ -212,5 +220,6 @@ class Scheduler:
     def _fail(self, sequences: list[Sequence], exc: BaseException) -> None:
         logging.getLogger(__name__).debug("a reply failed in the decode loop", exc_info=exc)
         for s in sequences:
+            leave(s.place)
             s.error = exc
             s.finished.set()

@@ -17,13 +17,14 @@ import os
 import threading
 from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 
 _decoding = 0  # replies decoding now, in this process
 _lock = threading.Lock()
 _prompts_changed = threading.Condition(_lock)
-_prompts: deque[object] = deque()  # one ticket per prompt waiting or being prefilled, in arrival order
+_prompts: deque[Place] = deque()  # one ticket per prompt waiting or being prefilled, in arrival order
 _here = threading.local()  # .prefilling: this thread holds the head ticket
 
 
@@ -49,17 +50,23 @@ def kernel_threads() -> int:
     return max(1, torch.get_num_threads() // max(1, _decoding))
 
 
-def queue_prompts(count: int) -> list[object]:
+@dataclass(eq=False)
+class Place:
+    """A prompt's place in the queue, and whose prompt it is (a model's scheduler)."""
+    owner: object = None
+
+
+def queue_prompts(count: int, owner: object = None) -> list[Place]:
     """Places in the queue for `count` prompts, in this order: panes started together
     prefill in pane order, not in the order their threads happen to get there (which
     moved each pane's first token from run to run)."""
-    places = [object() for _ in range(count)]
+    places = [Place(owner) for _ in range(count)]
     with _lock:
         _prompts.extend(places)
     return places
 
 
-def leave(place: object) -> None:
+def leave(place: Place | None) -> None:
     """Give a place up: its prompt is done, or will not be prefilled here (the reply
     failed before it, or it runs through generate's own loop)."""
     with _lock:
@@ -69,9 +76,10 @@ def leave(place: object) -> None:
 
 
 @contextlib.contextmanager
-def prefilling(place: object | None = None) -> Iterator[None]:
-    """Prefill a prompt inside, at `place` (from queue_prompts) or last in the queue:
-    waits for the prompts before it."""
+def prefilling(place: Place | None = None, keep: bool = False) -> Iterator[None]:
+    """Prefill a prompt (or a chunk of it) inside, at `place` (from queue_prompts) or last
+    in the queue: waits for the prompts before it. `keep`: the place stays at the head
+    afterwards, for the prompt's next chunk (`leave` gives it up)."""
     if place is None:
         (place,) = queue_prompts(1)
     with _lock:
@@ -82,15 +90,18 @@ def prefilling(place: object | None = None) -> Iterator[None]:
         yield
     finally:
         _here.prefilling = False
-        leave(place)
+        if not keep:
+            leave(place)
 
 
-def before_a_token() -> None:
-    """Called before each decode step: waits while any prompt is waiting or prefilling."""
+def before_a_token(owner: object = None) -> None:
+    """Called before each decode step: waits while a prompt is waiting or prefilling,
+    unless the one at the head is `owner`'s (the stepping model's own, between two of its
+    chunks, or about to be taken in)."""
     if not _prompts:  # the common case, without the lock: a stale read only delays the wait by a token
         return
     with _lock:
-        while _prompts:
+        while _prompts and (owner is None or _prompts[0].owner is not owner):
             _prompts_changed.wait()
 
 

@@ -143,3 +143,38 @@ def test_a_long_prompt_is_prefilled_in_chunks_between_the_steps_of_a_streaming_r
     alone = generate_reply(loaded, long_history, GenerationSettings(temperature=0.0, max_new_tokens=8, min_new_tokens=8),
                            threading.Event())
     assert reply.text == alone.text
+
+
+def test_a_chunked_prompt_keeps_its_place_so_another_models_prompt_waits_for_its_last_chunk(tiny_models, kernel_target, monkeypatch):
+    """Prompts of different models go one at a time in the order they came (inference/
+    sharing.py), also when one comes in chunks: the first pane's first token comes after
+    its own prompt, not after a share of every pane's."""
+    monkeypatch.setattr(scheduler_module, "PREFILL_CHUNK", 8)
+    first, second = (load_model(str(tiny_models("qwen2", seed)), "bf16") for seed in (3, 4))
+    log = []
+    for name, loaded in (("first", first), ("second", second)):
+        decoder = lean_decoder(loaded.model)
+        real = decoder.prefill
+        monkeypatch.setattr(decoder, "prefill", lambda parts, name=name, real=real: log.append(
+            (name, sum(ids.shape[1] for ids, _, _ in parts))) or time.sleep(0.05) or real(parts))
+    batch_sizes(lean_decoder(first.model), monkeypatch, pause_s=0.02)  # a real model's pace: it streams while the prompt comes
+    settings = GenerationSettings(temperature=0.0, max_new_tokens=150, min_new_tokens=150)
+    texts: list[str] = []
+    streaming = threading.Thread(target=lambda: generate_reply(first, PROMPTS[1], settings, threading.Event(), on_text=texts.append))
+    streaming.start()  # the first model streams, so its next prompt comes in chunks
+    while not texts:
+        time.sleep(0.01)
+    start = len(log)
+    long_history = [{"role": "user", "content": " ".join(["a long message about the sea"] * 12)}]
+    short = GenerationSettings(temperature=0.0, max_new_tokens=4)
+    chunked = threading.Thread(target=lambda: generate_reply(first, long_history, short, threading.Event()))
+    chunked.start()
+    deadline = time.monotonic() + 30
+    while len(log) < start + 2 and time.monotonic() < deadline:  # two chunks in
+        time.sleep(0.005)
+    other = generate_reply(second, PROMPTS[2], short, threading.Event())
+    chunked.join()
+    streaming.join()
+    names = [name for name, _ in log[start:]]
+    assert not other.error and names.count("first") >= 5, log[start:]
+    assert names.index("second") > max(i for i, name in enumerate(names) if name == "first"), names

@@ -213,6 +213,9 @@ def answer(request: ChatRequest, session: ChatSession, waiting: Round) -> Iterat
     """Answer `waiting` in every pane that is on, yielding as the panes change. A refusal
     (too long for a model now loaded, every pane off, a seed emptied) takes the message
     back out of the panes, puts it in `unsent` for the box, and is raised."""
+    if waiting.phase is Phase.STOPPED:  # a Stop or Clear came between its turn and its start
+        return
+    waiting.phase = Phase.STREAMING  # from here a Stop leaves its message in the panes
     added, taken = False, []
     try:
         if waiting.message:  # the page's models as they are now; Regenerate answers with the panes as they were
@@ -236,10 +239,13 @@ def answer(request: ChatRequest, session: ChatSession, waiting: Round) -> Iterat
 
 def stop_replies(session: ChatSession) -> list[str]:
     """Stop: the replies end where they are, marked stopped; returns the messages that
-    still waited, oldest first, for the box."""
+    still waited (the current one too, if its stream had not begun), oldest first, for
+    the box."""
+    current = session.current
+    unstarted = [current.message] if current is not None and current.phase is Phase.QUEUED and current.message else []
     waiting = session.drop_queue()
     stop(session.arena)
-    return waiting
+    return unstarted + waiting
 
 
 def clear_chat(session: ChatSession) -> None:

@@ -14,7 +14,7 @@ import pytest
 from helpers import slowed, tiny_yaml, unpack
 
 from arena import chat_session
-from arena.rounds import ArenaSession, Turn, add_message, reply, vote
+from arena.rounds import ArenaSession, Phase, Turn, add_message, reply, vote
 from arena.votes import VoteStore, config_hash, votes_path
 from core.errors import UserError
 from inference.generation import GenerationSettings, Reply
@@ -325,3 +325,14 @@ def test_a_regenerate_that_no_longer_fits_keeps_the_last_replies(tiny_models):
         views = list(chat_actions.stream(longer, state))
     assert state.arena.panes[1].history == before and len(state.arena.panes[1].turns) == 1  # the replies stay
     assert views[-1].note.startswith("⚠️ message:") and chat_actions.stream_done("", state)[0] is None
+
+
+def test_a_stop_between_a_rounds_turn_and_its_start_leaves_the_panes_as_they_were(tiny_models):
+    """Stop lands after a stream step took its round and before the step began answering
+    it: the round ends stopped, its message goes back to the box and joins no pane."""
+    state, req = chat_session.ChatSession(), request(a=str(tiny_models("llama", 1)), tokens=4, on=(False, True, False), precision="bf16")
+    chat_actions.take_message("never answered", req, state)
+    waiting = chat_session.next_round(state)
+    assert chat_session.stop_replies(state) == ["never answered"] and waiting.phase is Phase.STOPPED and state.current is None
+    assert list(chat_session.answer(req, state, waiting)) == []
+    assert all(not p.history for p in state.arena.panes) and not state.busy

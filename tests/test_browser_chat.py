@@ -467,11 +467,14 @@ def test_two_visitors_at_once_stop_clear_regenerate_and_blind_touch_only_their_o
 
         set_max_new_tokens(first, 40)
         first.get_by_role("button", name="Regenerate").click()
+        expect(first.get_by_role("button", name="Regenerate")).to_be_disabled()  # taken: a stream is on its way
         second.get_by_label("Blind mode: shuffled, unnamed panes; vote, then see the names").check()
         set_max_new_tokens(second, 24)
         send(second, "visitor two's blind question")
         replies_ended(first, 120_000)
-        expect(second.get_by_role("button", name="Regenerate")).to_be_enabled(timeout=120_000)  # blind: no seed in the stats
+        # The vote row comes with the blind round's end (Regenerate alone was on already, before the Send was taken).
+        expect(second.locator("#vote-best")).to_be_visible(timeout=120_000)
+        expect(second.get_by_role("button", name="Regenerate")).to_be_enabled()
         expect(first.locator("#chat-panes").get_by_text(stopped)).to_have_count(0)  # answered again, to the end
         blind_text = second.inner_text("#chat-panes")
         assert "Model 1" in blind_text and not any(name in blind_text for name in ("Merged", "Parent A", "Parent B"))

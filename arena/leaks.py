@@ -7,10 +7,13 @@ import contextlib
 import re
 from pathlib import PurePath
 
+from core.architectures import FAMILIES
 from core.errors import UserError
 from core.sources import BUNDLED, BUNDLED_PREFIX, HUB_ID, endpoint_of, kind_of
 
-NAMES = ("SmolLM", "Qwen", "Llama", "Mistral", "Gemma", "Hugging Face", "HuggingFace", "Alibaba", "Meta", "OpenAI", "ChatGPT")
+# The families' names and makers come from their descriptions; these are the rest.
+NAMES = tuple(dict.fromkeys(("SmolLM", "Hugging Face", "HuggingFace", "OpenAI", "ChatGPT",
+                             *(name for family in FAMILIES for name in family.called))))
 MIN_REF_NAME = 4  # shorter folder names ("a", "out") would flag ordinary words
 
 

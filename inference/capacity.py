@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+from core.architectures import family_of
 from inference.loading import KEEP_FREE_FRACTION, Footprint, allowance_of, estimate_footprint
 from inference.quantize import Hardware
 
@@ -143,7 +144,16 @@ def footnotes() -> str:
         f"process ({APP_PROCESS_BYTES / GB:.2f} GB) comes on top. A load asks for the model in bf16, whatever precision it ends in.",
         f"The {KEEP_FREE_FRACTION:.0%} kept free ({kept}) is the headroom for the KV cache and activations: "
         f"three panes × {KV_TOKENS} tokens of bf16 KV cache take {kv}.",
+        f"Chat path on CPU, by family: {chat_paths()}.",
     ])
+
+
+def chat_paths() -> str:
+    """Each size's family and whether the lean decode loop runs it, as the family's description says."""
+    def path(config: dict) -> str:
+        family = family_of(config["model_type"])
+        return f"{family.name}, {'the lean decode loop (float32 KV cache)' if family.lean else 'transformers generate'}"
+    return "; ".join(f"{name.split(' ')[0]}: {path(config)}" for name, config in SIZES.items())
 
 
 def markdown_table() -> str:

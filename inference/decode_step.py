@@ -1,14 +1,16 @@
 """The C decode step (csrc/decode_step.c) as the lean loop calls it: one call runs a token
 through every layer, where the torch loop dispatched ~25 small ops per layer.
 
-It runs a bf16 model on CPU whose fused linears are bf16, int8 or (not native) FP8 and
-whose norms are plain RMSNorm; `plan` says None otherwise and the loop keeps torch, as it
+It runs a bf16 model on CPU whose fused linears are bf16, int8 or (not native) FP8, with
+the family's norms (Llama's or Gemma's, before and after each block), activation, soft-cap
+and sliding windows as the decoder reads them from its description; `plan` says None otherwise and the loop keeps torch, as it
 does where one layer of the step measured slower than the loop's (decoder.py).
 """
 
 from __future__ import annotations
 
 import ctypes
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -26,13 +28,27 @@ class Linear(ctypes.Structure):
 
 
 class Layer(ctypes.Structure):
-    _fields_ = [("ln1", _ptr), ("ln2", _ptr), ("qkv", Linear), ("o", Linear), ("gate_up", Linear), ("down", Linear),
-                ("keys", _ptr), ("values", _ptr)]
+    _fields_ = [("norms", _ptr * 4), ("qkv", Linear), ("o", Linear), ("gate_up", Linear), ("down", Linear), ("keys", _ptr),
+                ("values", _ptr), ("window", ctypes.c_int)]
 
 
 class Dims(ctypes.Structure):
     _fields_ = [("hidden", ctypes.c_int), ("heads", ctypes.c_int), ("kv_heads", ctypes.c_int), ("head_dim", ctypes.c_int),
-                ("inter", ctypes.c_int), ("capacity", ctypes.c_int), ("eps", ctypes.c_float), ("scaling", ctypes.c_float)]
+                ("inter", ctypes.c_int), ("capacity", ctypes.c_int), ("eps", ctypes.c_float), ("scaling", ctypes.c_float),
+                ("norm_offset", ctypes.c_float), ("activation", ctypes.c_int), ("softcap", ctypes.c_float)]
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What every layer of a model shares, as the decoder read it from the family."""
+    heads: int
+    kv_heads: int
+    head_dim: int
+    eps: float
+    scaling: float
+    norm_offset: float  # 1.0: norms scale by (1 + w)
+    activation: int  # index in decoder.ACTIVATIONS: 0 silu, 1 gelu (tanh)
+    softcap: float  # attention scores soft-capped at this; 0: not capped
 
 
 def _linear(module: nn.Module, keep: list[torch.Tensor]) -> Linear | None:
@@ -107,19 +123,22 @@ class Plan:
         return linears + (self.dims.heads, self.dims.kv_heads, self.dims.head_dim)
 
 
-def plan(dtype: torch.dtype, layers: list, heads: int, kv_heads: int, head_dim: int, eps: float, scaling: float) -> Plan | None:
-    """`layers`: the decoder's (ln1, ln2, qkv, o, gate_up, down) modules per layer."""
+def plan(dtype: torch.dtype, layers: list, windows: list[int | None], shape: Shape) -> Plan | None:
+    """`layers`: the decoder's (norms, qkv, o, gate_up, down) per layer, the norms' weights
+    in the Norms order (None where absent); `windows`: each layer's (None: full)."""
     lib = kernel()
     if lib is None or dtype != torch.bfloat16:
         return None
     keep: list[torch.Tensor] = []
     built = []
-    for ln1, ln2, *linears in layers:
+    for (norms, *linears), window in zip(layers, windows, strict=True):
         views = [_linear(module, keep) for module in linears]
-        if any(view is None for view in views) or ln1.dtype != torch.bfloat16:
+        if any(view is None for view in views) or any(n is not None and n.dtype != torch.bfloat16 for n in norms):
             return None
-        norms = [ln1.detach().contiguous(), ln2.detach().contiguous()]
-        keep.extend(norms)
-        built.append(Layer(norms[0].data_ptr(), norms[1].data_ptr(), *views, None, None))
-    hidden, inter = layers[0][0].shape[0], layers[0][4].weight.shape[0] // 2
-    return Plan(built, Dims(hidden, heads, kv_heads, head_dim, inter, 0, eps, scaling), keep)
+        weights = [None if n is None else n.detach().contiguous() for n in norms]
+        keep.extend(w for w in weights if w is not None)
+        pointers = (_ptr * 4)(*(None if w is None else w.data_ptr() for w in weights))
+        built.append(Layer(pointers, *views, None, None, window or 0))
+    hidden, inter = layers[0][0][0].shape[0], layers[0][3].weight.shape[0] // 2
+    return Plan(built, Dims(hidden, shape.heads, shape.kv_heads, shape.head_dim, inter, 0, shape.eps, shape.scaling, shape.norm_offset,
+                            shape.activation, shape.softcap), keep)

@@ -1,4 +1,5 @@
-"""A lean decode loop for Llama-family models (Llama, Mistral, Qwen2) on CPU.
+"""A lean decode loop for the families whose description says `lean` (core/architectures.py:
+Llama, Mistral, Qwen2, Gemma2) on CPU.
 
 transformers' `generate` spends most of a small model's token in Python (cache objects,
 masks, processors, hooks), so this loop runs the same weights with less around them
@@ -11,17 +12,25 @@ masks, processors, hooks), so this loop runs the same weights with less around t
 - on a bf16 model whose linears have C kernels, a decoded token runs through all layers
   in one C call (decode_step.py), with no torch op dispatch between the matmuls.
 
-Prefill runs the same ops on the whole prompt with SDPA, as transformers does: its logits
-equal the model's own forward exactly (tests/test_decoder.py). A prefill that continues a
-kept cache attends to the cached positions through an explicit causal mask. Decode attention computes
-in float32 where SDPA rounds through bf16, so logits can differ in the last bf16 bit.
+What differs between families is read from their description: where the norms sit and
+whether they scale by (1 + w), the activation, the embedding scale, soft-capped attention
+scores and logits, and which layers slide. A sliding layer attends to the last `window`
+positions of a cache that keeps every position, so a conversation longer than the window
+stays on this loop, as transformers masks it.
 
-Anything else (Gemma2, a GPU, a sliding window shorter than the conversation) goes through
-`generate`; SLERP_ARENA_DECODER=transformers forces that everywhere, for comparison.
+Prefill runs the same ops on the whole prompt as transformers does (SDPA, or its eager
+attention where scores are soft-capped): its logits equal the model's own forward
+(tests/test_decoder.py). A prefill that continues a kept cache attends to the cached
+positions through an explicit mask. Decode attention computes in float32 where
+transformers rounds through bf16, so logits can differ in the last bf16 bit.
+
+Anything else (another family, a GPU) goes through `generate`;
+SLERP_ARENA_DECODER=transformers forces that everywhere, for comparison.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -34,13 +43,16 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import LogitsProcessorList, MinNewTokensLengthLogitsProcessor, RepetitionPenaltyLogitsProcessor
 
+from core.architectures import family_of
 from inference import decode_step
 from inference.attention import attend_kept
 from inference.cpu_kernels import bf16_linear_cpu, kernel_wins
 from inference.quantize import fuse_linears
 from inference.scheduler import Scheduler
 
-SUPPORTED_TYPES = ("llama", "mistral", "qwen2")
+# The MLP activations the loop (and decode_step.c, by the same index) computes, as transformers' ACT2FN does.
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "silu": F.silu, "gelu_pytorch_tanh": functools.partial(F.gelu, approximate="tanh")}
 ROPE_TYPES = ("default", "linear", "llama3", "yarn")  # a fixed table of angles (dynamic ones change with length)
 DECODER_ENV = "SLERP_ARENA_DECODER"  # "transformers": always use generate
 
@@ -50,7 +62,8 @@ def unsupported_reason(model: nn.Module) -> str | None:
     config = model.config
     if os.environ.get(DECODER_ENV, "").lower() == "transformers":
         return f"{DECODER_ENV}=transformers"
-    if config.model_type not in SUPPORTED_TYPES:
+    family = family_of(config.model_type)
+    if not family.lean:
         return f"architecture {config.model_type}"
     if next(model.parameters()).device.type != "cpu":
         return "not on the CPU"
@@ -58,8 +71,9 @@ def unsupported_reason(model: nn.Module) -> str | None:
     odd = next((type(m).__name__ for m in model.modules() if isinstance(m, nn.Linear) and type(m) is not nn.Linear), None)
     if odd is not None:
         return f"{odd} layers"
-    if getattr(config, "hidden_act", "silu") != "silu":
-        return f"activation {config.hidden_act}"
+    activation = getattr(config, family.activation_key, "silu")
+    if activation not in ACTIVATIONS:
+        return f"activation {activation}"
     rope = (getattr(config, "rope_parameters", None) or {}).get("rope_type", "default")
     if rope not in ROPE_TYPES:
         return f"rope type {rope}"
@@ -83,12 +97,16 @@ class Cache(list):
 
 @dataclass
 class _Layer:
-    ln1: torch.Tensor
-    ln2: torch.Tensor
+    norms: tuple[torch.Tensor | None, ...]  # before attention, after it, before the MLP, after it (Norms' order)
     qkv: Callable[[torch.Tensor], torch.Tensor]
     o: Callable[[torch.Tensor], torch.Tensor]
     gate_up: Callable[[torch.Tensor], torch.Tensor]
     down: Callable[[torch.Tensor], torch.Tensor]
+    window: int | None  # how many positions back it attends (None: all)
+
+
+def _module(layer: nn.Module, path: str | None) -> nn.Module | None:
+    return None if path is None else functools.reduce(getattr, path.split("."), layer)
 
 
 class LeanDecoder:
@@ -97,25 +115,36 @@ class LeanDecoder:
 
     def __init__(self, model: nn.Module):
         config, body = model.config, model.model
+        family = family_of(config.model_type)
         attention = body.layers[0].self_attn
         self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
         self.head_dim, self.scaling = attention.head_dim, attention.scaling
-        self.eps = config.rms_norm_eps
+        self.eps, self.norm_offset = config.rms_norm_eps, family.norm_offset
+        self.activation = ACTIVATIONS[getattr(config, family.activation_key, "silu")]
+        self.softcap = getattr(config, family.attention_softcap_key, None) if family.attention_softcap_key else None
+        self.final_softcap = getattr(config, family.final_softcap_key, None) if family.final_softcap_key else None
         self.dtype = body.embed_tokens.weight.dtype
+        # As Gemma's scaled embedding: sqrt(hidden) rounded to the model's dtype, then the product.
+        self.embed_scale = torch.tensor(config.hidden_size ** 0.5, dtype=self.dtype) if family.embedding_scaled else None
         self.embed, self.norm, self.lm_head = body.embed_tokens.weight, body.norm.weight, _kernel_linear(model.get_output_embeddings())
         self.inv_freq, self.rope_scale = body.rotary_emb.inv_freq.float(), body.rotary_emb.attention_scaling
-        # Mistral applies its window to every layer; Qwen2 per layer (None where full).
-        windows = [getattr(layer.self_attn, "sliding_window", getattr(config, "sliding_window", None)) for layer in body.layers]
-        self.window = min((w for w in windows if w), default=None)
-        parts = [(layer.input_layernorm.weight, layer.post_attention_layernorm.weight,
-                  fuse_linears([layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj]), layer.self_attn.o_proj,
-                  fuse_linears([layer.mlp.gate_proj, layer.mlp.up_proj]), layer.mlp.down_proj) for layer in body.layers]
-        self.layers = [_Layer(ln1, ln2, *map(_kernel_linear, linears)) for ln1, ln2, *linears in parts]
+        self.windows = family.windows(config)
+        parts = []
+        for layer in body.layers:
+            norms = [_module(layer, path) for path in (family.norms.before_attention, family.norms.after_attention,
+                                                         family.norms.before_mlp, family.norms.after_mlp)]
+            parts.append(([None if n is None else n.weight for n in norms],
+                          fuse_linears([_module(layer, path) for path in family.qkv]), _module(layer, family.attention_out),
+                          fuse_linears([_module(layer, path) for path in family.gate_up]), _module(layer, family.down)))
+        self.layers = [_Layer(tuple(norms), *map(_kernel_linear, linears), window)
+                       for (norms, *linears), window in zip(parts, self.windows, strict=True)]
         self._rope = (torch.empty(0, self.head_dim, dtype=self.dtype),) * 2
         self._rope_lock = threading.Lock()
         # One token through all layers in one C call, where the model allows (decode_step.py)
         # and the call is faster than the torch loop here.
-        step = decode_step.plan(self.dtype, parts, self.heads, self.kv_heads, self.head_dim, self.eps, self.scaling)
+        step = decode_step.plan(self.dtype, parts, self.windows, decode_step.Shape(
+            self.heads, self.kv_heads, self.head_dim, self.eps, self.scaling, self.norm_offset,
+            list(ACTIVATIONS.values()).index(self.activation), self.softcap or 0.0))
         self.step = step if step is not None and self._step_wins(step) else None
         self.scheduler = Scheduler(self)  # its decode steps, shared by every reply of the model
 
@@ -133,14 +162,10 @@ class LeanDecoder:
             one.step(x[0].clone(), cos[position], sin[position], position)
 
         def in_torch() -> None:
-            self._layer(self.layers[0], x, *cache[0], position, *angles)
+            self._layer(self.layers[0], x, lambda qkv: self._attend(qkv, self.layers[0], cache[0], position, *angles))
 
         with torch.inference_mode():
             return kernel_wins(("step", self.dtype, *step.shapes()), in_c, in_torch)
-
-    def fits(self, length: int) -> bool:
-        """Whether a conversation of `length` tokens stays inside the attention window."""
-        return self.window is None or length <= self.window
 
     def rope(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sin for positions 0..length-1, computed as transformers' rotary embedding
@@ -179,25 +204,42 @@ class LeanDecoder:
         # With room for two more turns like this one: a conversation grows every turn, and a
         # copy into fresh pages took 25 ms of a 0.4 s first token at 1,400 positions
         # (SmolLM2). The kept store counts the whole capacity against its budget.
-        grown = length + 2 * (length - reused)
-        cache = self.new_cache(grown if self.window is None else max(length, min(grown, self.window)))
+        cache = self.new_cache(length + 2 * (length - reused))
         for (keys, values), (old_keys, old_values) in zip(cache, layers, strict=True):
             keys[:, :reused], values[:, :reused] = old_keys[:, :reused], old_values[:, :reused]
         return cache, reused
 
-    def _rms(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """As transformers' RMSNorm: normalized in float32, rounded, then scaled."""
-        return weight * F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
+    def _norm(self, x: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+        """As transformers' RMSNorm: normalized in float32, then Llama's rounds and scales
+        by w, Gemma's scales by (1 + w) in float32 and rounds; x itself where none sits."""
+        if weight is None:
+            return x
+        normalized = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)
+        if self.norm_offset:
+            return (normalized * (self.norm_offset + weight.float())).to(x.dtype)
+        return weight * normalized.to(x.dtype)
+
+    def _embed(self, ids: torch.Tensor) -> torch.Tensor:
+        x = F.embedding(ids, self.embed)
+        return x if self.embed_scale is None else x * self.embed_scale
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        """float32 logits of hidden rows x, soft-capped where the family caps them (in the
+        model's dtype, as transformers does)."""
+        logits = self.lm_head(self._norm(x, self.norm))
+        if self.final_softcap:
+            logits = (logits / self.final_softcap).tanh() * self.final_softcap
+        return logits.float()
 
     def forward(self, ids: torch.Tensor, position: int, cache: Cache) -> torch.Tensor:
         """float32 logits [1, vocab] of the last of `ids` ([1, n]), which sit at `position`
         onward after what the cache holds; fills the cache there."""
         n = ids.shape[1]
-        x = F.embedding(ids[0], self.embed)  # [n, hidden]
         if n == 1 and cache.bound is not None:
+            x = self._embed(ids[0])  # [1, hidden]
             cos, sin = self.rope(position + 1)
             cache.bound.step(x[0], cos[position], sin[position], position)
-            return self.lm_head(self._rms(x, self.norm)).float()
+            return self._logits(x)
         return self.prefill([(ids, position, cache)])[0]
 
     def prefill(self, parts: list[tuple[torch.Tensor, int, Cache]]) -> list[torch.Tensor]:
@@ -206,18 +248,16 @@ class LeanDecoder:
         rows go through each linear together, so prompts arriving at once share its
         weights' widening (cpu_kernels._widened) instead of paying it each."""
         sizes = [ids.shape[1] for ids, _, _ in parts]
-        x = torch.cat([F.embedding(ids[0], self.embed) for ids, _, _ in parts])  # [rows, hidden]
+        x = torch.cat([self._embed(ids[0]) for ids, _, _ in parts])  # [rows, hidden]
         angles = [tuple(t[position:position + n, None] for t in self.rope(position + n))
                   for (_, position, _), n in zip(parts, sizes, strict=True)]
         for index, layer in enumerate(self.layers):
-            qkv = layer.qkv(self._rms(x, layer.ln1))
-            attended = torch.cat([self._attend(rows, cache[index], position, *rope)
+            def attend(qkv: torch.Tensor, layer: _Layer = layer, index: int = index) -> torch.Tensor:
+                return torch.cat([self._attend(rows, layer, cache[index], position, *rope)
                                   for rows, (_, position, cache), rope in zip(qkv.split(sizes), parts, angles, strict=True)])
-            x = x + layer.o(attended)
-            gate, up = layer.gate_up(self._rms(x, layer.ln2)).chunk(2, dim=-1)
-            x = x + layer.down(F.silu(gate) * up)
+            x = self._layer(layer, x, attend)
         last = torch.cumsum(torch.tensor(sizes), 0) - 1
-        return list(self.lm_head(self._rms(x[last], self.norm)).float().split(1))
+        return list(self._logits(x[last]).split(1))
 
     def forward_batch(self, tokens: list[int], positions: list[int], caches: list[Cache]) -> torch.Tensor:
         """float32 logits [rows, vocab]: one token of each of several replies (token m at
@@ -225,20 +265,20 @@ class LeanDecoder:
         step runs; each row is what `forward` gives that reply alone."""
         if len(tokens) == 1 or any(cache.bound is None for cache in caches):
             return torch.cat([self.forward(torch.tensor([[t]]), p, c) for t, p, c in zip(tokens, positions, caches, strict=True)])
-        x = F.embedding(torch.tensor(tokens), self.embed).contiguous()  # [rows, hidden]
+        x = self._embed(torch.tensor(tokens)).contiguous()  # [rows, hidden]
         cos, sin = self.rope(max(positions) + 1)
         at = torch.tensor(positions)
         decode_step.step_batch([cache.bound for cache in caches], x, cos[at].contiguous(), sin[at].contiguous(), positions)
-        return self.lm_head(self._rms(x, self.norm)).float()
+        return self._logits(x)
 
-    def _layer(self, layer: _Layer, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, position: int, cos: torch.Tensor,
-               sin: torch.Tensor) -> torch.Tensor:
-        """x [n, hidden] at `position` onward through one layer in torch, its cache filled there."""
-        x = x + layer.o(self._attend(layer.qkv(self._rms(x, layer.ln1)), (keys, values), position, cos, sin))
-        gate, up = layer.gate_up(self._rms(x, layer.ln2)).chunk(2, dim=-1)
-        return x + layer.down(F.silu(gate) * up)
+    def _layer(self, layer: _Layer, x: torch.Tensor, attend: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """x [rows, hidden] through one layer in torch; `attend` takes the rows' fused q/k/v."""
+        before_attention, after_attention, before_mlp, after_mlp = layer.norms
+        x = x + self._norm(layer.o(attend(layer.qkv(self._norm(x, before_attention)))), after_attention)
+        gate, up = layer.gate_up(self._norm(x, before_mlp)).chunk(2, dim=-1)
+        return x + self._norm(layer.down(self.activation(gate) * up), after_mlp)
 
-    def _attend(self, qkv: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor], position: int, cos: torch.Tensor,
+    def _attend(self, qkv: torch.Tensor, layer: _Layer, cache: tuple[torch.Tensor, torch.Tensor], position: int, cos: torch.Tensor,
                 sin: torch.Tensor) -> torch.Tensor:
         """One prompt's (or token's) fused q/k/v rows [n, ...] at `position` onward: rotated,
         written into its layer cache, attended; [n, heads * head_dim] in the model dtype."""
@@ -250,23 +290,55 @@ class LeanDecoder:
         qk = qk * cos + qk.roll(d // 2, dims=-1) * sin  # rotate_half(qk) * sin, with the sign in `sin`
         keys[:, position:end] = qk[:, heads:].transpose(0, 1)
         values[:, position:end] = qkv[:, heads + kv:].transpose(0, 1)
+        slides = layer.window is not None and end > layer.window  # some position cannot see back to the start
         if n == 1:
+            start = end - layer.window if slides else 0
             q = qk[0, :heads].reshape(kv, heads // kv, d).float()  # query heads grouped by their kv head
-            weights = torch.bmm(q, keys[:, :end].transpose(1, 2)).mul_(self.scaling).softmax(dim=-1)
-            return torch.bmm(weights, values[:, :end]).to(qkv.dtype).view(1, heads * d)
-        if position == 0:
-            q, k, v = qk[:, :heads].transpose(0, 1), qk[:, heads:].transpose(0, 1), qkv[:, heads + kv:].transpose(0, 1)
+            scores = torch.bmm(q, keys[:, start:end].transpose(1, 2)).mul_(self.scaling)
+            if self.softcap:
+                scores = scores.div_(self.softcap).tanh_().mul_(self.softcap)
+            return torch.bmm(scores.softmax(dim=-1), values[:, start:end]).to(qkv.dtype).view(1, heads * d)
+        q = qk[:, :heads].transpose(0, 1)
+        if self.softcap:
+            return self._eager(q, keys[:, :end], values[:, :end], position, layer.window)
+        if position == 0 and not slides:
+            k, v = qk[:, heads:].transpose(0, 1), qkv[:, heads + kv:].transpose(0, 1)
             return F.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=True, scale=self.scaling,
                                                   enable_gqa=True)[0].transpose(0, 1).reshape(n, heads * d)
+        visible = _visible(position, end, layer.window)
+        if position == 0:  # a window shorter than the prompt: SDPA with the mask transformers builds
+            k, v = qk[:, heads:].transpose(0, 1), qkv[:, heads + kv:].transpose(0, 1)
+            return F.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=visible, scale=self.scaling,
+                                                  enable_gqa=True)[0].transpose(0, 1).reshape(n, heads * d)
         # The rest of a prompt whose start the cache holds: each new position sees the cache and itself.
-        attended = attend_kept(qk[:, :heads], keys, values, position, self.scaling)
+        attended = None if slides else attend_kept(qk[:, :heads], keys, values, position, self.scaling)
         if attended is None:  # in float32 on the cache as it is, as decode attends: no copy of the whole cache per layer
-            q = qk[:, :heads].transpose(0, 1).float()
-            visible = torch.arange(end)[None] <= torch.arange(position, end)[:, None]
-            attended = F.scaled_dot_product_attention(q[None], keys[None, :, :end], values[None, :, :end], attn_mask=visible,
+            attended = F.scaled_dot_product_attention(q.float()[None], keys[None, :, :end], values[None, :, :end], attn_mask=visible,
                                                       scale=self.scaling, enable_gqa=True)[0].transpose(0, 1).reshape(n, heads * d)
             attended = attended.to(qkv.dtype)
         return attended
+
+    def _eager(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, position: int, window: int | None) -> torch.Tensor:
+        """Soft-capped attention as transformers' eager attention computes it: q [heads, n, d]
+        against keys and values [kv_heads, end, d]; in the model's dtype for a prompt from
+        the start (whose cached keys are its own bf16 values), in float32 after a kept start."""
+        heads, n, d = q.shape
+        dtype = q.dtype if position == 0 else torch.float32
+        group = heads // self.kv_heads
+        k, v = (t.to(dtype).repeat_interleave(group, dim=0) for t in (keys, values))
+        scores = torch.matmul(q.to(dtype), k.transpose(1, 2)) * self.scaling
+        scores = (scores / self.softcap).tanh() * self.softcap
+        scores = scores.masked_fill(~_visible(position, position + n, window), float("-inf"))
+        weights = scores.softmax(dim=-1, dtype=torch.float32).to(dtype)
+        return torch.matmul(weights, v).to(q.dtype).transpose(0, 1).reshape(n, heads * d)
+
+
+def _visible(position: int, end: int, window: int | None) -> torch.Tensor:
+    """[end - position, end]: which cached positions each new one attends to (itself and
+    before it, within its window), as transformers' causal and sliding masks."""
+    rows, columns = torch.arange(position, end)[:, None], torch.arange(end)[None]
+    visible = columns <= rows
+    return visible if window is None else visible & (columns > rows - window)
 
 
 _decoders: weakref.WeakKeyDictionary[nn.Module, LeanDecoder | None] = weakref.WeakKeyDictionary()

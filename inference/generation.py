@@ -201,7 +201,7 @@ def generate_reply(loaded: LoadedModel, history: list[Message], settings: Genera
         min_new = min(settings.min_new_tokens, max_new_tokens)
         decoder = lean_decoder(model)
         with torch.inference_mode(), loaded.in_use():  # a busy model is never evicted from a cache
-            if decoder is not None and decoder.fits(len(prompt.input_ids) + max_new_tokens):
+            if decoder is not None:
                 processors = processors_for(len(prompt.input_ids), settings.repetition_penalty, min_new, eos, sampler)
                 _, reply.stats.cached_tokens = decoder.scheduler.run(
                     Sequence(prompt.input_ids, max_new_tokens, processors, frozenset(eos), stop, streamer, conversation))

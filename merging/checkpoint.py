@@ -7,11 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.architectures import Family, family_of
 from core.checkpoints import TensorEntry, check_against_weights, read_config_file, read_weights
 from core.errors import UserError
 from core.remote import RemoteFile, open_remote
 from core.sources import kind_of, resolve_model
-from merging.architectures import ArchitectureSpec, spec_for
 
 
 @dataclass
@@ -23,8 +23,8 @@ class Checkpoint:
     pending: list[RemoteFile] = field(default_factory=list)  # weight files still on the Hub
 
     @property
-    def architecture(self) -> ArchitectureSpec:
-        return spec_for(self.config)
+    def architecture(self) -> Family:
+        return family_of(self.config.get("model_type"))
 
     @property
     def num_layers(self) -> int:

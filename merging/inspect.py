@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from core.architectures import family_of
 from core.sources import kind_of, read_config, resolve_model
-from merging.architectures import spec_for
 from merging.checkpoint import open_checkpoint
 from merging.planning import incompatibilities
 
@@ -45,6 +45,6 @@ def compatibility_problems(a: ModelInfo, b: ModelInfo) -> list[str]:
 
 def _info(ref: str, config: dict, parameters: int | None) -> ModelInfo:
     return ModelInfo(ref, (config.get("architectures") or ["?"])[0], str(config.get("model_type", "?")),
-                     int(config.get(spec_for(config).num_layers_key, 0)), int(config.get("hidden_size", 0)),
+                     int(config.get(family_of(config.get("model_type")).num_layers_key, 0)), int(config.get("hidden_size", 0)),
                      int(config.get("vocab_size", 0)), parameters, str(config.get("dtype") or config.get("torch_dtype") or "?"),
                      bool(config.get("tie_word_embeddings")), config)

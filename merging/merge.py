@@ -192,7 +192,7 @@ def run_merge(
         _copy_tokenizer(tokenizer_dir, work, template)
         _write_config(plan, work)
         (work / "mergekit_config.yml").write_text(config.to_yaml())
-        (work / "README.md").write_text(model_card(config, output.name, plan.warnings))
+        (work / "README.md").write_text(model_card(config, output.name, plan.warnings, base.architecture))
         if cancel is not None and cancel.is_set():
             raise MergeCancelled()
         _move_into_place(work, output)

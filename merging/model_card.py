@@ -6,6 +6,7 @@ import re
 
 import yaml
 
+from core.architectures import Family
 from core.errors import UserError
 from core.sources import hub_id_of, kind_of
 from merging.config import MergeConfig
@@ -33,7 +34,14 @@ def mergekit_note(models: list[str]) -> str:
     return f"mergekit-compatible: the configuration below runs with `mergekit-yaml` after replacing {swaps}"
 
 
-def model_card(config: MergeConfig, name: str, warnings: list[str]) -> str:
+def architecture_note(family: Family) -> str:
+    """The family as its description gives it: how Slerp Arena chats with it, and its template's quirk."""
+    path = ("Slerp Arena chats with it on its lean decode loop (C decode step, a kept cache per conversation)" if family.lean
+            else "Slerp Arena chats with it through transformers' generate")
+    return f"{family.name}. {path}" + (f"; {family.chat_note}." if family.chat_note else ".")
+
+
+def model_card(config: MergeConfig, name: str, warnings: list[str], family: Family) -> str:
     front: dict = {"base_model": hub_base_models(config.models)} if hub_base_models(config.models) else {}
     front.update({"library_name": "transformers", "tags": ["merge", "slerp", "slerp-arena"]})
     models = "\n".join(f"- {m}" for m in dict.fromkeys(config.models))
@@ -51,6 +59,8 @@ This model is a SLERP merge of two language models, made with Slerp Arena
 {models}
 
 Base model (t = 0): `{config.base_model}`.
+
+Architecture: {architecture_note(family)}
 {f"{chr(10)}## Warnings{notes}{chr(10)}" if warnings else ""}
 ## Configuration
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from core.architectures import family_of
 from core.checkpoints import TensorEntry
 from core.errors import UserError
-from merging.architectures import spec_for
 from merging.checkpoint import Checkpoint
 from merging.config import MergeConfig, Slice, Source, TRule
 
@@ -182,7 +182,7 @@ def incompatibilities(base: dict, other: dict) -> list[Incompatibility]:
     behind both the app's parent check and the merge's refusal."""
     found = [Incompatibility(f"{key} differs: {base.get(key)} (base_model) vs {other.get(key)} (other)", fatal=True)
              for key in ("model_type", "hidden_size") if base.get(key) != other.get(key)]
-    layers_key = spec_for(base).num_layers_key
+    layers_key = family_of(base.get("model_type")).num_layers_key
     if base.get(layers_key) != other.get(layers_key):
         found.append(Incompatibility(f"layer counts differ ({base.get(layers_key)} vs {other.get(layers_key)}): "
                                      "set a layer range of equal length", fatal=False))

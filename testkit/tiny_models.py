@@ -14,7 +14,10 @@ from transformers import (
     MistralConfig,
     PreTrainedTokenizerFast,
     Qwen2Config,
+    Qwen3Config,
 )
+
+from core.architectures import FAMILIES
 
 CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
@@ -52,9 +55,16 @@ def tiny_config(arch: str, vocab_size: int, num_layers: int = 4, hidden: int = 3
         return MistralConfig(**common, sliding_window=sliding_window, tie_word_embeddings=False)
     if arch == "qwen2":
         return Qwen2Config(**common, tie_word_embeddings=True)
+    if arch == "qwen3":
+        return Qwen3Config(**common, head_dim=8, tie_word_embeddings=True)
     if arch == "gemma2":
         return Gemma2Config(**common, head_dim=8, sliding_window=sliding_window, query_pre_attn_scalar=8, tie_word_embeddings=True)
     raise ValueError(arch)
+
+
+def lean_families() -> list[str]:
+    """The model_type of each family the lean decode loop runs, as the descriptions say."""
+    return [family.model_types[0] for family in FAMILIES if family.lean]
 
 
 def build_tiny_model(folder: Path, arch: str, seed: int, *, num_layers: int = 4, vocab_size: int | None = None,

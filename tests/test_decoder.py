@@ -5,8 +5,9 @@ import threading
 import pytest
 import torch
 
-from inference import GenerationSettings, build_prompt, generate_reply, load_model
+from inference import GenerationSettings, generate_reply, load_model
 from inference.decoder import DECODER_ENV, lean_decoder, unsupported_reason
+from testkit.tiny_models import lean_families
 
 CONVERSATION = [{"role": "user", "content": "The capital of France is Paris. How are you?"}]
 
@@ -20,7 +21,7 @@ def replies_both_ways(loaded, settings: GenerationSettings, monkeypatch, convers
     return lean, reference
 
 
-@pytest.mark.parametrize("arch", ["llama", "mistral", "qwen2"])  # qwen2: q/k/v biases and a tied lm_head
+@pytest.mark.parametrize("arch", lean_families())  # qwen2: q/k/v biases; gemma2: norms after blocks, soft-caps, gelu
 @pytest.mark.parametrize("settings", [
     GenerationSettings(temperature=0.0, max_new_tokens=24, repetition_penalty=1.0),
     GenerationSettings(temperature=0.0, max_new_tokens=24, min_new_tokens=24),  # eos masked: every reply runs 24 tokens
@@ -36,11 +37,14 @@ def test_lean_loop_picks_the_tokens_generate_picks(tiny_models, arch, settings, 
         assert lean.stats.new_tokens == 24
 
 
+@pytest.mark.parametrize("arch", lean_families())
 @pytest.mark.parametrize("precision", ["bf16", "int8", "fp8"])
-def test_decode_logits_match_the_models_forward(tiny_models, math_path, precision):
+def test_decode_logits_match_the_models_forward(tiny_models, math_path, arch, precision):
     """Prefill equals the model's forward exactly; each decode step (one cached token at a
-    time) within 2% relative L2 of it: decode attention is float32 where SDPA rounds via bf16."""
-    loaded = load_model(str(tiny_models("qwen2", 5)), precision)
+    time) within 2% relative L2 of it: decode attention is float32 where transformers
+    rounds via bf16. The sliding window (8 here) is shorter than the 12 tokens, so the
+    sliding layers of Mistral, Qwen2 and Gemma2 attend to their windows only."""
+    loaded = load_model(str(tiny_models(arch, 5, sliding_window=8)), precision)
     decoder = lean_decoder(loaded.model)
     ids = torch.tensor([[1, 5, 9, 42, 77, 100, 3, 15, 60, 8, 200, 31]])
     prompt = 4
@@ -64,31 +68,30 @@ def test_smollm2_int8_lean_reply_is_the_generate_reply(smollm2_dir, monkeypatch)
 
 
 def test_what_the_lean_loop_does_not_run_goes_through_generate(tiny_models, monkeypatch):
-    gemma = load_model(str(tiny_models("gemma2", 3)), "bf16")
-    assert unsupported_reason(gemma.model) == "architecture gemma2"
-    reply = generate_reply(gemma, CONVERSATION, GenerationSettings(temperature=0.0, max_new_tokens=8), threading.Event())
+    qwen3 = load_model(str(tiny_models("qwen3", 3)), "bf16")  # a family whose description does not say lean
+    assert unsupported_reason(qwen3.model) == "architecture qwen3"
+    reply = generate_reply(qwen3, CONVERSATION, GenerationSettings(temperature=0.0, max_new_tokens=8), threading.Event())
     assert not reply.error and reply.stats.new_tokens > 0
     llama = load_model(str(tiny_models("llama", 3)), "bf16")
     monkeypatch.setenv(DECODER_ENV, "transformers")
     assert lean_decoder(llama.model) is None
 
 
-def test_a_conversation_longer_than_the_window_goes_through_generate(tiny_models, monkeypatch):
-    """The tiny Mistral's sliding window is 64 tokens: a reply that would cross it is left
-    to transformers, which applies the window; a shorter one runs in the lean loop."""
-    loaded = load_model(str(tiny_models("mistral", 3)), "fp32")
+@pytest.mark.parametrize("arch", ["mistral", "gemma2"])  # every layer slides; every other layer does
+def test_a_conversation_longer_than_the_window_stays_on_the_lean_loop_and_picks_what_generate_picks(tiny_models, arch,
+                                                                                                   monkeypatch):
+    """A 16-token window, far shorter than the prompt and reply: the sliding layers attend
+    to their last 16 positions of a cache that keeps them all, as transformers masks them."""
+    loaded = load_model(str(tiny_models(arch, 3, sliding_window=16)), "fp32")
     decoder = lean_decoder(loaded.model)
-    assert decoder.window == 64
+    assert 16 in [layer.window for layer in decoder.layers]
     calls = []
     lean_run = decoder.scheduler.run
     monkeypatch.setattr(decoder.scheduler, "run", lambda *args: calls.append(1) or lean_run(*args))
-    prompt_length = len(build_prompt(loaded.tokenizer, CONVERSATION).input_ids)
-    for max_new_tokens, lean in [(64 - prompt_length, True), (65 - prompt_length, False)]:
-        calls.clear()
-        settings = GenerationSettings(temperature=0.0, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens)
-        reply = generate_reply(loaded, CONVERSATION, settings, threading.Event())
-        assert not reply.error and reply.stats.new_tokens == max_new_tokens
-        assert bool(calls) == lean, max_new_tokens
+    settings = GenerationSettings(temperature=0.0, max_new_tokens=40, min_new_tokens=40)
+    lean, reference = replies_both_ways(loaded, settings, monkeypatch)
+    assert calls and lean.text == reference.text and lean.stats.new_tokens == 40
+    assert lean.stats.prompt_tokens > 16
 
 
 def test_fused_projections_add_no_memory(tiny_models):
@@ -102,12 +105,13 @@ def test_fused_projections_add_no_memory(tiny_models):
     assert layer.self_attn.k_proj.weight.untyped_storage().data_ptr() == layer.self_attn.q_proj.weight.untyped_storage().data_ptr()
 
 
+@pytest.mark.parametrize("arch", ["qwen2", "gemma2"])  # q/k/v biases; Gemma's norms, gelu, soft-capped scores, a window
 @pytest.mark.parametrize("precision", ["bf16", "int8", "fp8"])
-def test_the_c_step_computes_what_the_torch_step_computes(tiny_models, kernel_target, precision):
+def test_the_c_step_computes_what_the_torch_step_computes(tiny_models, kernel_target, arch, precision):
     """decode_step.c rounds where the torch loop rounds; only its sums run in another order.
-    Over 40 cached positions (GQA, q/k/v biases) the logits stay within 1% and greedy picks
-    the same token at every step."""
-    loaded = load_model(str(tiny_models("qwen2", 5)), precision)
+    Over 40 cached positions (GQA, a 24-position window on the sliding layers) the logits
+    stay within 1% and greedy picks the same token at every step."""
+    loaded = load_model(str(tiny_models(arch, 5, sliding_window=24)), precision)
     decoder = lean_decoder(loaded.model)
     assert decoder.step is not None  # a bf16 model and a C compiler: the C step runs
     ids = torch.randint(3, loaded.model.config.vocab_size, (1, 48), generator=torch.Generator().manual_seed(0))

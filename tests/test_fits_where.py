@@ -74,3 +74,9 @@ def test_the_table_follows_the_model_cache_on_real_loads(tiny_models, monkeypatc
             except UserError:
                 loaded_all = False
         assert loaded_all is fits
+
+
+def test_the_notes_say_each_seed_size_chats_on_its_familys_path():
+    """fits-where reads the family descriptions: each seed size on the lean loop, which now runs Gemma2."""
+    notes = capacity.footnotes()
+    assert "Gemma2-2.6B: Gemma2, the lean decode loop" in notes and "Mistral-7B: Mistral, the lean decode loop" in notes

@@ -15,6 +15,7 @@ from inference import GenerationSettings, build_prompt, cache, generate_reply, l
 from inference.attention import attend_kept
 from inference.decoder import lean_decoder
 from inference.kept_caches import REUSE_ENV, KeptCaches, common_length
+from testkit.tiny_models import lean_families
 
 GREEDY = GenerationSettings(temperature=0.0, max_new_tokens=10, repetition_penalty=1.0)
 TURNS = ["hello how are you?", "The capital of France is Paris.", "SLERP merges two language models.",
@@ -38,7 +39,7 @@ def same_replies(reused: list, fresh: list) -> None:
     assert [r.stats.new_tokens for r in reused] == [r.stats.new_tokens for r in fresh]
 
 
-@pytest.mark.parametrize("arch", ["llama", "mistral", "qwen2"])
+@pytest.mark.parametrize("arch", lean_families())
 def test_a_six_turn_conversation_reuses_each_turn_and_replies_as_a_fresh_prefill(tiny_models, arch):
     """Greedy in fp32: every turn's reply is token for token the fresh prefill's, while each
     turn after the first computes only what the last turn's cache does not hold."""
@@ -140,14 +141,16 @@ def test_another_model_or_precision_never_uses_a_kept_cache_and_the_first_keeps_
     assert back.stats.cached_tokens > 0 and back.text == generate_reply(llama, history, GREEDY, threading.Event()).text
 
 
-def test_the_sliding_window_fallback_reuses_nothing_and_replies_as_generate(tiny_models, monkeypatch):
-    """The tiny Mistral's window is 64 tokens: a turn that crosses it goes through generate,
-    which applies the window; nothing kept from the shorter turns before is used."""
-    loaded, short = load_model(str(tiny_models("mistral", 3)), "fp32"), GenerationSettings(temperature=0.0, max_new_tokens=3)
+@pytest.mark.parametrize("arch", ["mistral", "gemma2"])
+def test_a_conversation_past_the_sliding_window_keeps_reusing_its_cache_and_replies_as_a_fresh_prefill(tiny_models, arch,
+                                                                                                       monkeypatch):
+    """A 24-token window: the turns past it keep continuing their kept cache (a sliding
+    layer attends to its window of a cache that holds every position), and every reply is
+    the one a fresh prefill gives."""
+    loaded, short = load_model(str(tiny_models(arch, 3, sliding_window=24)), "fp32"), GenerationSettings(temperature=0.0, max_new_tokens=3)
     replies = converse(loaded, "window", short)
-    crossing = [r for r in replies if r.stats.prompt_tokens + short.max_new_tokens > 64]
-    assert crossing and all(r.stats.cached_tokens == 0 for r in crossing)
-    assert replies[1].stats.cached_tokens > 0  # a turn inside the window did reuse
+    crossing = [r for r in replies[1:] if r.stats.prompt_tokens > 24]
+    assert len(crossing) == 5 and all(r.stats.cached_tokens > 24 for r in crossing)
     monkeypatch.setenv(REUSE_ENV, "0")
     same_replies(replies, converse(loaded, "window-off", short))
 

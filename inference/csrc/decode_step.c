@@ -1,4 +1,6 @@
-/* One decoded token through every layer of a Llama-family model in one call (decoder.py).
+/* One decoded token through every layer of a model in one call (decoder.py), for each family
+   the lean loop runs: where the norms sit and how they scale, the activation, soft-capped
+   attention scores and sliding windows come in Layer and Dims (core/architectures.py).
 
    The torch version of this step dispatched ~25 small ops per layer (norms, rotary
    embedding, cache writes, attention, residuals): about 3 ms of a SmolLM2 token on top of
@@ -22,14 +24,18 @@ typedef struct {
 } Linear;
 
 typedef struct {
-    const uint16_t *ln1, *ln2;  /* RMSNorm weights [hidden] */
+    const uint16_t *norms[4];   /* RMSNorm weights [hidden] before attention, after it, before the MLP, after it; NULL: none there */
     Linear qkv, o, gate_up, down;
     float *keys, *values;       /* this reply's cache: [kv_heads, capacity, head_dim] */
+    int window;                 /* attends to this many positions back; 0: all */
 } Layer;
 
 typedef struct {
     int hidden, heads, kv_heads, head_dim, inter, capacity;
     float eps, scaling;
+    float norm_offset;  /* 1: Gemma's norms, which scale by (1 + w) */
+    int activation;     /* 0: silu, 1: gelu (tanh approximation) */
+    float softcap;      /* attention scores become softcap * tanh(score / softcap); 0: not capped */
 } Dims;
 
 static inline float round_bf16(float f) { return bf16_to_float(float_to_bf16(f)); }
@@ -50,6 +56,27 @@ static inline __m256 exp8(__m256 x) {
     y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
     __m256i scale = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(y, _mm256_castsi256_ps(scale));
+}
+
+/* tanh on 8 lanes, as Cephes' tanhf: an odd polynomial below |x| 0.625 (where 1 - 2 / (e^2x + 1)
+   would lose digits to cancellation, and a soft-capped score sits), that formula above. */
+static inline __m256 tanh8(__m256 x) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    __m256 far = _mm256_sub_ps(one, _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(exp8(_mm256_add_ps(x, x)), one)));
+    __m256 z = _mm256_mul_ps(x, x), p = _mm256_set1_ps(-5.70498872745e-3f);
+    p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(2.06390887954e-2f));
+    p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(-5.37397155531e-2f));
+    p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(1.33314422036e-1f));
+    p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(-3.33332819422e-1f));
+    __m256 near = _mm256_fmadd_ps(_mm256_mul_ps(p, z), x, x);
+    __m256 small = _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), x), _mm256_set1_ps(0.625f), _CMP_LT_OQ);
+    return _mm256_blendv_ps(far, near, small);
+}
+
+static inline float tanh1(float x) {
+    float lanes[8];
+    _mm256_storeu_ps(lanes, tanh8(_mm256_set1_ps(x)));
+    return lanes[0];
 }
 
 static inline float exp1(float x) {
@@ -120,8 +147,9 @@ static void linear(const Linear *l, const float *x, float *y, int rows, int thre
 #endif
 }
 
-/* out = bf16(w * bf16(x / rms(x))), as transformers' RMSNorm in bf16. */
-static void rms_norm(const float *x, const uint16_t *w, float *out, int n, float eps) {
+/* out = bf16(w * bf16(x / rms(x))), as transformers' RMSNorm in bf16; with `offset` 1,
+   bf16((x / rms(x)) * (1 + w)), as Gemma's. out may be x. */
+static void rms_norm(const float *x, const uint16_t *w, float *out, int n, float eps, float offset) {
     __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();  /* float squares are exact in double */
     int i = 0;
     for (; i + 8 <= n; i += 8) {
@@ -136,6 +164,14 @@ static void rms_norm(const float *x, const uint16_t *w, float *out, int n, float
     for (; i < n; i++) sum += (double)x[i] * x[i];
     float inv = 1.0f / sqrtf((float)(sum / n) + eps);
     const __m256 vinv = _mm256_set1_ps(inv);
+    if (offset != 0.0f) {
+        const __m256 voff = _mm256_set1_ps(offset);
+        for (i = 0; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(out + i, bf16x8_round(_mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), vinv),
+                                                                _mm256_add_ps(voff, bf16x8_load(w + i)))));
+        for (; i < n; i++) out[i] = round_bf16(x[i] * inv * (offset + bf16_to_float(w[i])));
+        return;
+    }
     for (i = 0; i + 8 <= n; i += 8)
         _mm256_storeu_ps(out + i, bf16x8_round(_mm256_mul_ps(bf16x8_load(w + i), bf16x8_round(_mm256_mul_ps(_mm256_loadu_ps(x + i), vinv)))));
     for (; i < n; i++) out[i] = round_bf16(bf16_to_float(w[i]) * round_bf16(x[i] * inv));
@@ -153,14 +189,19 @@ static void rotate(float *v, const uint16_t *cos, const uint16_t *sin, int d) {
         v[i] = round_bf16(round_bf16(v[i] * bf16_to_float(cos[i])) + round_bf16(rolled[i] * bf16_to_float(sin[i])));
 }
 
-/* One query head against the cached positions 0..end-1 of its kv head. */
-static void attend(const float *q, const float *keys, const float *values, float *out, int end, int d, float scaling) {
+/* One query head against the cached positions start..end-1 of its kv head (`keys` and
+   `values` point at position start), its scores soft-capped where `softcap` is not 0. */
+static void attend(const float *q, const float *keys, const float *values, float *out, int end, int d, float scaling, float softcap) {
     float *w = malloc((size_t)end * sizeof *w);
     float top = -INFINITY, total = 0.0f;
-    for (int j = 0; j < end; j++) {
-        w[j] = dot(q, keys + (long)j * d, d) * scaling;
-        top = w[j] > top ? w[j] : top;
+    for (int j = 0; j < end; j++) w[j] = dot(q, keys + (long)j * d, d) * scaling;
+    if (softcap != 0.0f) {
+        int k = 0;
+        const __m256 cap = _mm256_set1_ps(softcap), inverse = _mm256_set1_ps(1.0f / softcap);
+        for (; k + 8 <= end; k += 8) _mm256_storeu_ps(w + k, _mm256_mul_ps(cap, tanh8(_mm256_mul_ps(_mm256_loadu_ps(w + k), inverse))));
+        for (; k < end; k++) w[k] = softcap * tanh1(w[k] / softcap);
     }
+    for (int j = 0; j < end; j++) top = w[j] > top ? w[j] : top;
     int j = 0;
     __m256 sums = _mm256_setzero_ps();
     for (; j + 8 <= end; j += 8) {
@@ -176,16 +217,36 @@ static void attend(const float *q, const float *keys, const float *values, float
     free(w);
 }
 
-/* act = bf16(bf16(silu(gate)) * up) */
-static void silu_times(const float *gate, const float *up, float *act, int n) {
-    const __m256 one = _mm256_set1_ps(1.0f);
+/* act = bf16(bf16(f(gate)) * up), f silu (activation 0) or gelu's tanh approximation (1). */
+static void activate_times(const float *gate, const float *up, float *act, int n, int activation) {
+    const __m256 one = _mm256_set1_ps(1.0f), half = _mm256_set1_ps(0.5f);
+    const __m256 beta = _mm256_set1_ps(0.7978845608028654f), kappa = _mm256_set1_ps(0.044715f);
     int i = 0;
     for (; i + 8 <= n; i += 8) {
-        __m256 g = _mm256_loadu_ps(gate + i);
-        __m256 silu = bf16x8_round(_mm256_div_ps(g, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), g)))));
-        _mm256_storeu_ps(act + i, bf16x8_round(_mm256_mul_ps(silu, _mm256_loadu_ps(up + i))));
+        __m256 g = _mm256_loadu_ps(gate + i), f;
+        if (activation == 1) {
+            __m256 inner = _mm256_mul_ps(beta, _mm256_fmadd_ps(_mm256_mul_ps(kappa, g), _mm256_mul_ps(g, g), g));
+            f = _mm256_mul_ps(_mm256_mul_ps(half, g), _mm256_add_ps(one, tanh8(inner)));
+        } else {
+            f = _mm256_div_ps(g, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), g))));
+        }
+        _mm256_storeu_ps(act + i, bf16x8_round(_mm256_mul_ps(bf16x8_round(f), _mm256_loadu_ps(up + i))));
     }
-    for (; i < n; i++) act[i] = round_bf16(round_bf16(gate[i] / (1.0f + exp1(-gate[i]))) * up[i]);
+    for (; i < n; i++) {
+        float g = gate[i];
+        float f = activation == 1 ? 0.5f * g * (1.0f + tanh1(0.7978845608028654f * (g + 0.044715f * g * g * g)))
+                                  : g / (1.0f + exp1(-g));
+        act[i] = round_bf16(round_bf16(f) * up[i]);
+    }
+}
+
+/* res += h, each row first through `norm` where the family has one there (Gemma2's
+   norms after attention and after the MLP). */
+static void add_block(float *res, float *h, const uint16_t *norm, int rows, int H, const Dims *dims) {
+    for (int m = 0; m < rows; m++) {
+        if (norm) rms_norm(h + (long)m * H, norm, h + (long)m * H, H, dims->eps, dims->norm_offset);
+        add_rounded(res + (long)m * H, h + (long)m * H, H);
+    }
 }
 
 /* One token of each of `rows` replies of one model through every layer, in one pass over
@@ -204,7 +265,7 @@ void decode_batch(const Layer *const *seqs, const int *capacity, int rows, int n
     for (long i = 0; i < (long)rows * H; i++) res[i] = bf16_to_float(x[i]);
     for (int n = 0; n < n_layers; n++) {
         const Layer *L = &seqs[0][n];  /* the weights: every reply's layers share them */
-        for (int m = 0; m < rows; m++) rms_norm(res + (long)m * H, L->ln1, h + (long)m * H, H, dims->eps);
+        for (int m = 0; m < rows; m++) rms_norm(res + (long)m * H, L->norms[0], h + (long)m * H, H, dims->eps, dims->norm_offset);
         const int qkv_out = L->qkv.out;
         linear(&L->qkv, h, mid, rows, threads);  /* per row: [q heads | k heads | v heads] x d */
         for (int m = 0; m < rows; m++) {
@@ -222,19 +283,21 @@ void decode_batch(const Layer *const *seqs, const int *capacity, int rows, int n
             for (int head = 0; head < heads; head++) {
                 const Layer *S = &seqs[m][n];
                 const long cap = capacity[m];
-                int g = head / group;
-                attend(mid + (long)m * qkv_out + (long)head * d, S->keys + (long)g * cap * d, S->values + (long)g * cap * d,
-                       att + ((long)m * heads + head) * d, positions[m] + 1, d, dims->scaling);
+                int g = head / group, end = positions[m] + 1;
+                int start = L->window > 0 && end > L->window ? end - L->window : 0;  /* a sliding layer sees its window */
+                attend(mid + (long)m * qkv_out + (long)head * d, S->keys + ((long)g * cap + start) * d,
+                       S->values + ((long)g * cap + start) * d, att + ((long)m * heads + head) * d, end - start, d, dims->scaling,
+                       dims->softcap);
             }
         linear(&L->o, att, h, rows, threads);
-        for (int m = 0; m < rows; m++) add_rounded(res + (long)m * H, h + (long)m * H, H);
-        for (int m = 0; m < rows; m++) rms_norm(res + (long)m * H, L->ln2, h + (long)m * H, H, dims->eps);
+        add_block(res, h, L->norms[1], rows, H, dims);
+        for (int m = 0; m < rows; m++) rms_norm(res + (long)m * H, L->norms[2], h + (long)m * H, H, dims->eps, dims->norm_offset);
         linear(&L->gate_up, h, mid, rows, threads);  /* per row: [gate | up] */
         for (int m = 0; m < rows; m++)
-            silu_times(mid + (long)m * 2 * dims->inter, mid + (long)m * 2 * dims->inter + dims->inter, act + (long)m * dims->inter,
-                       dims->inter);
+            activate_times(mid + (long)m * 2 * dims->inter, mid + (long)m * 2 * dims->inter + dims->inter, act + (long)m * dims->inter,
+                           dims->inter, dims->activation);
         linear(&L->down, act, h, rows, threads);
-        for (int m = 0; m < rows; m++) add_rounded(res + (long)m * H, h + (long)m * H, H);
+        add_block(res, h, L->norms[3], rows, H, dims);
     }
     for (long i = 0; i < (long)rows * H; i++) x[i] = float_to_bf16(res[i]);
     free(h); free(res); free(mid); free(att); free(act);

@@ -10,6 +10,7 @@ import pytest
 from inference import GenerationSettings, generate_reply, load_model
 from inference import scheduler as scheduler_module
 from inference.decoder import lean_decoder
+from testkit.tiny_models import lean_families
 
 PROMPTS = [[{"role": "user", "content": text}] for text in (
     "The capital of France is Paris. How are you?", "Count from one to ten.", "Name three colours.",
@@ -41,7 +42,7 @@ def batch_sizes(decoder, monkeypatch, pause_s: float = 0.0) -> list[int]:
     return sizes
 
 
-@pytest.mark.parametrize("arch", ["llama", "mistral", "qwen2"])  # qwen2: q/k/v biases and a tied lm_head
+@pytest.mark.parametrize("arch", lean_families())  # qwen2: q/k/v biases; gemma2: its norms, gelu, soft-caps, windows
 @pytest.mark.parametrize("precision", ["bf16", "int8", "fp8"])
 def test_greedy_replies_decoded_together_are_the_replies_decoded_alone(tiny_models, kernel_target, arch, precision, monkeypatch):
     """Five replies of different lengths (each joins and leaves the batch at its own step),

@@ -8,7 +8,11 @@ neighbours move single first tokens by 20%). The panes' prompts go one at a time
 order (inference/sharing.py), so pane 2's first token comes after panes 1 and 2 have
 prefilled. Greedy, 48 new tokens per reply, a message of about 90 tokens each turn.
 
-    python benchmarks/turns.py [--turns 10] [--tokens 48] [--repeats 3]
+    python benchmarks/turns.py [--turns 10] [--tokens 48] [--repeats 3] [--model gemma2-135m-shaped]
+
+`--model gemma2-135m-shaped` runs the same three panes on a random-weight Gemma2 of
+SmolLM2-135M's dimensions (soft-caps, norms after each block, alternating sliding layers
+with gemma-2's 4,096-token window, longer than the ten turns).
 
 Goal (issue 25): with reuse, turn 10's first token within 1.3x turn 1's in every pane. The
 last line prints what the arithmetic alone allows: the multiply-adds of turn 10's new
@@ -25,8 +29,11 @@ import torch
 
 from core.cpu import describe_cpu
 from core.native import chosen_target
+from inference.bench import random_model
 from inference.generation import GenerationSettings, run_side_by_side
 from inference.loading import load_model
+
+SMOLLM2 = "bundled:SmolLM2-135M-Instruct"
 
 TOPICS = ["lighthouses", "sourdough bread", "the history of chess", "coral reefs", "bicycle maintenance", "jazz improvisation",
           "volcanoes", "learning a second language", "beekeeping", "the first telescopes", "rainforests", "origami"]
@@ -53,15 +60,26 @@ def prefill_flops(config, new: int, cached: int) -> float:
     return 2 * (new * layers * per_layer + hidden * config.vocab_size + layers * 2 * heads * head_dim * attended)
 
 
+def gemma2_135m_shaped() -> str:
+    from transformers import Gemma2Config
+
+    return str(random_model("gemma2-135m-shaped", Gemma2Config(
+        vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+        head_dim=64, query_pre_attn_scalar=64, max_position_embeddings=8192, sliding_window=4096, tie_word_embeddings=True,
+        bos_token_id=1, eos_token_id=2, pad_token_id=0)))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--turns", type=int, default=10)
     parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--model", choices=["smollm2", "gemma2-135m-shaped"], default="smollm2")
     args = parser.parse_args()
     print(f"cpu: {describe_cpu()}; C kernels: {chosen_target() or 'off, torch only'}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads", flush=True)
-    ref = "bundled:SmolLM2-135M-Instruct"
+    ref = SMOLLM2 if args.model == "smollm2" else gemma2_135m_shaped()
+    print(f"model: {args.model}", flush=True)
     models = [load_model(ref, "int8"), load_model(ref, "bf16"), load_model(ref, "bf16")]
     names = ["merged int8", "parent A bf16", "parent B bf16"]
     settings = GenerationSettings(temperature=0.0, max_new_tokens=args.tokens, min_new_tokens=args.tokens)

@@ -36,13 +36,15 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("model", nargs="?", default=DEFAULT_MODEL)
     bench.add_argument("--tokens", type=int, default=128)
     bench.add_argument("--space-default", action="store_true", help="also a random model with Qwen2.5-0.5B's exact config")
+    bench.add_argument("--gemma2-shaped", action="store_true",
+                       help="also random models of gemma-2-2b's config and of a Llama of the same size, side by side")
     commands.add_parser("fits-where", help="a Markdown table: the three chat panes of the seed pairs on Hugging Face hardware")
     args = parser.parse_args(argv)
     try:
         if args.command == "fits-where":
             print(capacity.markdown_table())
             return 0
-        return run_chat(args) if args.command == "chat" else run_bench(args.model, args.tokens, args.space_default)
+        return run_chat(args) if args.command == "chat" else run_bench(args.model, args.tokens, args.space_default, args.gemma2_shaped)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,6 +1,6 @@
 """Decode and prefill speed per precision, side by side with llama.cpp when it is installed.
 
-    python -m inference bench [MODEL] [--tokens 128] [--space-default]
+    python -m inference bench [MODEL] [--tokens 128] [--space-default] [--gemma2-shaped]
 
 Every line is measured in this run: tok/s (median of 3 rounds, each running every
 contender in turn) for `--tokens` greedy tokens (each reply is made that long) through the
@@ -11,6 +11,8 @@ llama.cpp on the same model requantized to Q8_0 with the same prompt, token coun
 thread count (its prompt processing timed the same way, its prompt cache reset each time). `--space-default` adds a random-weight model
 with Qwen2.5-0.5B's exact config (the online Space's default size): one pane per
 precision, then three panes at once (merged int8 beside two bf16 parents).
+`--gemma2-shaped` adds random-weight models of gemma-2-2b's exact config and of a Llama with
+the same tensors, their decode tok/s side by side in int8 and FP8.
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from transformers import PretrainedConfig
 
 from core.cpu import describe_cpu
 from core.native import chosen_target
 from core.sources import BUNDLED_PREFIX, bundled_gguf, cache_root, kind_of
 from inference.chat import build_prompt
-from inference.decoder import DECODER_ENV
+from inference.decoder import DECODER_ENV, lean_decoder
 from inference.generation import GenerationSettings, generate_reply, run_side_by_side
 from inference.loading import LoadedModel, load_model
 
@@ -207,19 +210,16 @@ def three_panes(models: list[LoadedModel], tokens: int, label: str) -> None:
     print(f"model={label} three_panes {panes}", flush=True)
 
 
-def space_default_model() -> Path:
-    """A random-weight model with Qwen2.5-0.5B's exact config (built offline, cached), with
-    the bundled SmolLM2 tokenizer for the prompt (its ids fit Qwen's larger vocabulary)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config
+def random_model(label: str, config: PretrainedConfig) -> Path:
+    """A random-weight bf16 model of `config` (built offline, cached per machine), with the
+    bundled SmolLM2 tokenizer for the prompt (its ids fit these larger vocabularies)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from core.sources import DEFAULT_MODEL, resolve_model
 
-    folder = cache_root() / "bench" / "qwen2.5-0.5b-shaped"
+    folder = cache_root() / "bench" / label
     if (folder / "config.json").is_file():
         return folder
-    config = Qwen2Config(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-                         num_key_value_heads=2, max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-6,
-                         tie_word_embeddings=True, bos_token_id=151643, eos_token_id=151645)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -230,7 +230,53 @@ def space_default_model() -> Path:
     return folder
 
 
-def run_bench(ref: str, tokens: int, space_default: bool) -> int:
+def space_default_model() -> Path:
+    """Qwen2.5-0.5B's exact config: the online Space's default size."""
+    from transformers import Qwen2Config
+
+    return random_model("qwen2.5-0.5b-shaped", Qwen2Config(
+        vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+        max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True, bos_token_id=151643,
+        eos_token_id=151645))
+
+
+def gemma2_and_llama_shaped() -> dict[str, Path]:
+    """gemma-2-2b's exact config, and a Llama with the same tensors (hidden 2304, 26 layers,
+    8 heads of 256, a tied 256k vocabulary): what Gemma2's blocks cost over Llama's, the
+    weights read per token being the same."""
+    from transformers import Gemma2Config, LlamaConfig
+
+    same = dict(vocab_size=256000, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26, num_attention_heads=8,
+                num_key_value_heads=4, head_dim=256, max_position_embeddings=8192, rms_norm_eps=1e-6, tie_word_embeddings=True,
+                bos_token_id=2, eos_token_id=1, pad_token_id=0)
+    return {"gemma2-2b-shaped": random_model("gemma2-2b-shaped", Gemma2Config(
+                **same, hidden_activation="gelu_pytorch_tanh", attn_logit_softcapping=50.0, final_logit_softcapping=30.0,
+                query_pre_attn_scalar=256, sliding_window=4096)),
+            "llama-shaped-as-gemma2-2b": random_model("llama-shaped-as-gemma2-2b", LlamaConfig(**same))}
+
+
+def same_size(tokens: int, anchors: dict[str, Callable[[], float | None]] | None = None) -> None:
+    """Decode tok/s of the Gemma2-shaped and Llama-shaped models, per precision, side by
+    side in rounds with `anchors` (label -> a run giving tok/s, such as llama.cpp's server
+    on the same model: benchmarks/same_size.py). Prefill and generate are left out: a
+    2.6B prompt of 1,000 tokens takes minutes on 2 cores."""
+    folders, anchors = gemma2_and_llama_shaped(), anchors or {}
+    for precision in ("int8", "fp8"):
+        models = {label: load_model(str(folder), precision) for label, folder in folders.items()}
+        speeds = interleaved_medians({**{label: one_reply(loaded, tokens) for label, loaded in models.items()}, **anchors})
+        for label, loaded in models.items():
+            anchor = next((a for a in anchors if a.startswith(label)), None)
+            versus = f" vs_{anchor.removeprefix(label).strip()}={_ratio(speeds[label], speeds[anchor])}" if anchor else ""
+            print(f"model={label} precision={precision} lean={lean_decoder(loaded.model) is not None} "
+                  f"tok_s={_shown(speeds[label], 2)} weight_mb={loaded.report.weight_bytes / 1e6:.0f}{versus}", flush=True)
+        for anchor in anchors:
+            print(f"model={anchor} round={precision} tok_s={_shown(speeds[anchor], 2)}", flush=True)
+        print(f"precision={precision} gemma2_vs_llama_shaped={_ratio(speeds['gemma2-2b-shaped'], speeds['llama-shaped-as-gemma2-2b'])}",
+              flush=True)
+        del models
+
+
+def run_bench(ref: str, tokens: int, space_default: bool, gemma2_shaped: bool = False) -> int:
     # The host class decides which kernels run (core/native.py), so every result carries it.
     print(f"cpu: {describe_cpu()}; C kernels: {chosen_target() or 'off, torch only'}; torch {torch.__version__} "
           f"({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads", flush=True)
@@ -239,4 +285,6 @@ def run_bench(ref: str, tokens: int, space_default: bool) -> int:
     if space_default:
         models = bench_model(str(space_default_model()), min(tokens, 64), "qwen2.5-0.5b-shaped", llama_cpp=False)
         three_panes([models["int8"], models["bf16"], models["bf16"]], min(tokens, 64), "qwen2.5-0.5b-shaped")
+    if gemma2_shaped:
+        same_size(min(tokens, 32))
     return 0

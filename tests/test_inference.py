@@ -25,14 +25,9 @@ from inference import (
 )
 from inference.cpu_kernels import bf16_linear_cpu, fp8_linear_cpu, int8_linear_cpu
 from inference.quantize import Int8Linear
-from testkit.tiny_models import CHATML, build_tiny_model
+from testkit.tiny_models import CHATML, GEMMA_LIKE, build_tiny_model
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
-GEMMA_LIKE = (  # rejects the system role, as Gemma's template does
-    "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
-    "{{ '<start_of_turn>' + m['role'] + '\\n' + m['content'] + '<end_of_turn>\\n' }}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
-)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from inference import GenerationSettings, build_prompt, cache, generate_reply, l
 from inference.attention import attend_kept
 from inference.decoder import lean_decoder
 from inference.kept_caches import REUSE_ENV, KeptCaches, common_length
-from testkit.tiny_models import lean_families
+from testkit.tiny_models import GEMMA_LIKE, build_tiny_model, lean_families
 
 GREEDY = GenerationSettings(temperature=0.0, max_new_tokens=10, repetition_penalty=1.0)
 TURNS = ["hello how are you?", "The capital of France is Paris.", "SLERP merges two language models.",
@@ -50,6 +50,19 @@ def test_a_six_turn_conversation_reuses_each_turn_and_replies_as_a_fresh_prefill
     assert reused[0].stats.cached_tokens == 0 and all(r.stats.cached_tokens == 0 for r in fresh)
     for before, after in zip(reused, reused[1:], strict=False):  # the whole last prompt came back (a random model's reply is
         assert after.stats.cached_tokens >= before.stats.prompt_tokens > 0  # broken UTF-8: its text tokenizes otherwise)
+
+
+def test_a_gemma2_pane_folds_the_system_prompt_into_the_first_turn_and_still_reuses_each_turn(tmp_path):
+    """Gemma's template has no system role: the system prompt is folded into the first user
+    turn, which every later prompt starts with, so each turn still continues the kept cache
+    and replies as a fresh prefill does."""
+    loaded = load_model(str(build_tiny_model(tmp_path / "gemma2", "gemma2", 4, chat_template=GEMMA_LIKE)), "fp32")
+    assert lean_decoder(loaded.model) is not None
+    fresh, reused = converse(loaded, "", system_prompt="Be brief."), converse(loaded, "gemma2-system", system_prompt="Be brief.")
+    same_replies(reused, fresh)
+    assert "<start_of_turn>user\nBe brief.\n\nhello how are you?" in prompt_text(loaded, [{"role": "user", "content": TURNS[0]}],
+                                                                                   "Be brief.")
+    assert all(r.stats.cached_tokens > 0 for r in reused[1:])
 
 
 def test_a_growing_conversation_copies_its_cache_on_few_turns(llama, monkeypatch):
@@ -101,6 +114,10 @@ def llama(tiny_models):
 def first_turn(loaded, conversation: str, system_prompt: str = "") -> tuple[list, object]:
     history = [{"role": "user", "content": TURNS[0]}]
     return history, generate_reply(loaded, history, GREEDY, threading.Event(), system_prompt, conversation=conversation)
+
+
+def prompt_text(loaded, history: list, system_prompt: str = "") -> str:
+    return build_prompt(loaded.tokenizer, history, system_prompt, loaded.context_length, GREEDY.max_new_tokens).text
 
 
 def prompt_ids(loaded, history: list, system_prompt: str = "") -> list[int]:

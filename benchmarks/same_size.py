@@ -33,13 +33,13 @@ try:
 except ImportError:  # run as a module
     from benchmarks import llama_server
 
-# The bench models carry SmolLM2's BPE tokenizer: Gemma2's converter reads a SentencePiece
-# one, so it is pointed at the GPT-2-style vocabulary reader the Llama converter falls back to.
+# The bench models carry SmolLM2's BPE tokenizer: the converters try a SentencePiece one
+# first (Gemma2's only that), so they are pointed at the GPT-2-style vocabulary reader.
 CONVERT = """
 import runpy, sys
 sys.path[:0] = [{sources!r}, {sources!r} + "/gguf-py"]
-from conversion import gemma
-gemma.Gemma2Model.set_vocab = lambda self: self._set_vocab_gpt2()
+from conversion import base
+base.TextModel._set_vocab_sentencepiece = lambda self, *args, **kwargs: self._set_vocab_gpt2()
 sys.argv = ["convert_hf_to_gguf.py", {folder!r}, "--outtype", "q8_0", "--outfile", {out!r}]
 runpy.run_path({sources!r} + "/convert_hf_to_gguf.py", run_name="__main__")
 """

@@ -2,9 +2,10 @@
 through every layer, where the torch loop dispatched ~25 small ops per layer.
 
 It runs a bf16 model on CPU whose fused linears are bf16, int8 or (not native) FP8, with
-the family's norms (Llama's or Gemma's, before and after each block), activation, soft-cap
-and sliding windows as the decoder reads them from its description; `plan` says None otherwise and the loop keeps torch, as it
-does where one layer of the step measured slower than the loop's (decoder.py).
+the family's norms (Llama's or Gemma's, before and after each block), activation,
+soft-cap and sliding windows as the decoder reads them from its description; `plan` says
+None otherwise and the loop keeps torch, as it does where one layer of the step measured
+slower than the loop's (decoder.py).
 """
 
 from __future__ import annotations
@@ -117,10 +118,12 @@ class Plan:
         return Plan(self.layers[:1], self.dims, self._keep)
 
     def shapes(self) -> tuple:
-        """What the step's speed depends on: each linear's precision and shape, and the heads."""
+        """What the step's speed depends on: each linear's precision and shape, the heads, and
+        the family's extra work (norms after the blocks, activation, soft-cap)."""
         first = self.layers[0]
         linears = tuple((view.kind, view.inputs, view.outputs) for view in (first.qkv, first.o, first.gate_up, first.down))
-        return linears + (self.dims.heads, self.dims.kv_heads, self.dims.head_dim)
+        extra = (sum(bool(pointer) for pointer in first.norms), self.dims.activation, self.dims.softcap != 0)
+        return linears + (self.dims.heads, self.dims.kv_heads, self.dims.head_dim) + extra
 
 
 def plan(dtype: torch.dtype, layers: list, windows: list[int | None], shape: Shape) -> Plan | None:

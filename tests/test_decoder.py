@@ -40,9 +40,9 @@ def test_lean_loop_picks_the_tokens_generate_picks(tiny_models, arch, settings, 
 @pytest.mark.parametrize("arch", lean_families())
 @pytest.mark.parametrize("precision", ["bf16", "int8", "fp8"])
 def test_decode_logits_match_the_models_forward(tiny_models, math_path, arch, precision):
-    """Prefill equals the model's forward exactly; each decode step (one cached token at a
-    time) within 2% relative L2 of it: decode attention is float32 where transformers
-    rounds via bf16. The sliding window (8 here) is shorter than the 12 tokens, so the
+    """Prefill equals the model's forward exactly (soft-capped attention: within 2%); each
+    decode step (one cached token at a time) within 2% relative L2 of it: decode attention
+    is float32 where transformers rounds via bf16. The sliding window (8 here) is shorter than the 12 tokens, so the
     sliding layers of Mistral, Qwen2 and Gemma2 attend to their windows only."""
     loaded = load_model(str(tiny_models(arch, 5, sliding_window=8)), precision)
     decoder = lean_decoder(loaded.model)
@@ -52,7 +52,11 @@ def test_decode_logits_match_the_models_forward(tiny_models, math_path, arch, pr
         full = loaded.model(ids).logits.float()[0]
         cache = decoder.new_cache(ids.shape[1])
         logits = decoder.forward(ids[:, :prompt], 0, cache)
-        assert torch.equal(logits[0], loaded.model(ids[:, :prompt]).logits.float()[0, -1])  # same rows: same fp8 kernel
+        forward = loaded.model(ids[:, :prompt]).logits.float()[0, -1]
+        if decoder.softcap:  # float32 attention where transformers' eager attention rounds through bf16
+            assert float((logits[0] - forward).norm() / forward.norm()) < 0.02
+        else:
+            assert torch.equal(logits[0], forward)  # same rows: same fp8 kernel
         for position in range(prompt, ids.shape[1]):
             logits = decoder.forward(ids[:, position:position + 1], position, cache)
             error = float((logits[0] - full[position]).norm() / full[position].norm())
@@ -107,10 +111,17 @@ def test_fused_projections_add_no_memory(tiny_models):
 
 @pytest.mark.parametrize("arch", ["qwen2", "gemma2"])  # q/k/v biases; Gemma's norms, gelu, soft-capped scores, a window
 @pytest.mark.parametrize("precision", ["bf16", "int8", "fp8"])
-def test_the_c_step_computes_what_the_torch_step_computes(tiny_models, kernel_target, arch, precision):
+def test_the_c_step_computes_what_the_torch_step_computes(tiny_models, kernel_target, arch, precision, monkeypatch):
     """decode_step.c rounds where the torch loop rounds; only its sums run in another order.
     Over 40 cached positions (GQA, a 24-position window on the sliding layers) the logits
-    stay within 1% and greedy picks the same token at every step."""
+    stay within 1% and greedy picks the same token at every step, or one within 1% of it (a
+    near tie: Gemma2's soft-cap takes tanh, whose float32 C and torch forms part by an ulp
+    or two). The torch loop's linears
+    run the same C products (as they do wherever the C step won), so what is compared is
+    the step's own loops: norms, rotary, attention, soft-cap, activation."""
+    from inference import cpu_kernels
+
+    monkeypatch.setattr(cpu_kernels, "_choices", _CWins())
     loaded = load_model(str(tiny_models(arch, 5, sliding_window=24)), precision)
     decoder = lean_decoder(loaded.model)
     assert decoder.step is not None  # a bf16 model and a C compiler: the C step runs
@@ -124,7 +135,15 @@ def test_the_c_step_computes_what_the_torch_step_computes(tiny_models, kernel_ta
             token = ids[:, position:position + 1]
             c, reference = decoder.forward(token, position, in_c), decoder.forward(token, position, in_torch)
             error = float((c - reference).norm() / reference.norm())
-            assert error < 0.01 and c.argmax() == reference.argmax(), (position, error)
+            near_tie = float(c.max() - c[0, reference.argmax()]) <= 0.01 * float(reference.abs().max())  # the torch pick, or a tie
+            assert error < 0.01 and near_tie, (position, error)
+
+
+class _CWins(dict):
+    """Measurements in which every C path won."""
+
+    def get(self, key: tuple, default: object = None) -> object:
+        return True
 
 
 class _StepLoses(dict):

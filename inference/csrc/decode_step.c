@@ -58,18 +58,21 @@ static inline __m256 exp8(__m256 x) {
     return _mm256_mul_ps(y, _mm256_castsi256_ps(scale));
 }
 
-/* tanh on 8 lanes, as Cephes' tanhf: an odd polynomial below |x| 0.625 (where 1 - 2 / (e^2x + 1)
-   would lose digits to cancellation, and a soft-capped score sits), that formula above. */
+/* tanh on 8 lanes, as Cephes' tanhf: an odd polynomial below |x| 0.625 (where a soft-capped
+   score mostly sits), (e^2|x| - 1) / (e^2|x| + 1) with x's sign above (saturating to +-1;
+   1 - 2 / (e^2x + 1) lost 4 ulps to cancellation just above 0.625). */
 static inline __m256 tanh8(__m256 x) {
-    const __m256 one = _mm256_set1_ps(1.0f);
-    __m256 far = _mm256_sub_ps(one, _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(exp8(_mm256_add_ps(x, x)), one)));
+    const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+    __m256 e = exp8(_mm256_add_ps(_mm256_andnot_ps(sign, x), _mm256_andnot_ps(sign, x)));
+    __m256 far = _mm256_div_ps(_mm256_sub_ps(e, one), _mm256_add_ps(e, one));
+    far = _mm256_or_ps(_mm256_min_ps(one, far), _mm256_and_ps(sign, x));  /* past |x| 44 e is inf: inf / inf; a NaN stays */
     __m256 z = _mm256_mul_ps(x, x), p = _mm256_set1_ps(-5.70498872745e-3f);
     p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(2.06390887954e-2f));
     p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(-5.37397155531e-2f));
     p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(1.33314422036e-1f));
     p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(-3.33332819422e-1f));
     __m256 near = _mm256_fmadd_ps(_mm256_mul_ps(p, z), x, x);
-    __m256 small = _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), x), _mm256_set1_ps(0.625f), _CMP_LT_OQ);
+    __m256 small = _mm256_cmp_ps(_mm256_andnot_ps(sign, x), _mm256_set1_ps(0.625f), _CMP_LT_OQ);
     return _mm256_blendv_ps(far, near, small);
 }
 
@@ -197,8 +200,8 @@ static void attend(const float *q, const float *keys, const float *values, float
     for (int j = 0; j < end; j++) w[j] = dot(q, keys + (long)j * d, d) * scaling;
     if (softcap != 0.0f) {
         int k = 0;
-        const __m256 cap = _mm256_set1_ps(softcap), inverse = _mm256_set1_ps(1.0f / softcap);
-        for (; k + 8 <= end; k += 8) _mm256_storeu_ps(w + k, _mm256_mul_ps(cap, tanh8(_mm256_mul_ps(_mm256_loadu_ps(w + k), inverse))));
+        const __m256 cap = _mm256_set1_ps(softcap);  /* divided, not times 1 / cap: the torch loop's rounding */
+        for (; k + 8 <= end; k += 8) _mm256_storeu_ps(w + k, _mm256_mul_ps(cap, tanh8(_mm256_div_ps(_mm256_loadu_ps(w + k), cap))));
         for (; k < end; k++) w[k] = softcap * tanh1(w[k] / softcap);
     }
     for (int j = 0; j < end; j++) top = w[j] > top ? w[j] : top;

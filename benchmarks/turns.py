@@ -8,7 +8,7 @@ neighbours move single first tokens by 20%). The panes' prompts go one at a time
 order (inference/sharing.py), so pane 2's first token comes after panes 1 and 2 have
 prefilled. Greedy, 48 new tokens per reply, a message of about 90 tokens each turn.
 
-    python benchmarks/turns.py [--turns 10] [--tokens 48] [--repeats 3] [--model gemma2-135m-shaped]
+    python benchmarks/turns.py [--turns 10] [--tokens 48] [--repeats 3] [--model gemma2-135m-shaped] [--panes 1]
 
 `--model gemma2-135m-shaped` runs the same three panes on a random-weight Gemma2 of
 SmolLM2-135M's dimensions (soft-caps, norms after each block, alternating sliding layers
@@ -75,16 +75,18 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model", choices=["smollm2", "gemma2-135m-shaped"], default="smollm2")
+    parser.add_argument("--panes", type=int, choices=[1, 2, 3], default=3, help="the first N of merged, parent A, parent B")
     args = parser.parse_args()
     print(f"cpu: {describe_cpu()}; C kernels: {chosen_target() or 'off, torch only'}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads", flush=True)
     ref = SMOLLM2 if args.model == "smollm2" else gemma2_135m_shaped()
     print(f"model: {args.model}", flush=True)
-    models = [load_model(ref, "int8"), load_model(ref, "bf16"), load_model(ref, "bf16")]
-    names = ["merged int8", "parent A bf16", "parent B bf16"]
+    models = [load_model(ref, "int8"), load_model(ref, "bf16"), load_model(ref, "bf16")][:args.panes]
+    names = ["merged int8", "parent A bf16", "parent B bf16"][:args.panes]
     settings = GenerationSettings(temperature=0.0, max_new_tokens=args.tokens, min_new_tokens=args.tokens)
-    run_side_by_side(models, [[{"role": "user", "content": "Hello!"}]] * 3, GenerationSettings(temperature=0.0, max_new_tokens=4))
-    histories: list[list[dict[str, str]]] = [[], [], []]
+    run_side_by_side(models, [[{"role": "user", "content": "Hello!"}]] * len(models), GenerationSettings(temperature=0.0,
+                                                                                                        max_new_tokens=4))
+    histories: list[list[dict[str, str]]] = [[] for _ in models]
     first: dict[str, list[list[float]]] = {}
     work: list[tuple[int, int]] = []  # per turn, the merged pane's (new, cached) tokens
     print(f"turn | prompt tokens | first token, whole prompt (s): {' / '.join(names)} | with the kept cache, median of "
@@ -100,7 +102,7 @@ def main() -> int:
             history.append({"role": "assistant", "content": one.text})
         first.setdefault("fresh", []).append([r.stats.first_token_s or 0.0 for r in fresh])
         first.setdefault("reused", []).append([statistics.median(rep[pane].stats.first_token_s or 0.0 for rep in repeats)
-                                               for pane in range(3)])
+                                               for pane in range(len(models))])
         # When the last pane has its first token: what a blind round waits for (its panes show words together).
         first.setdefault("all", []).append([statistics.median(max(r.stats.first_token_s or 0.0 for r in rep) for rep in repeats)])
         work.append((reused[0].stats.prompt_tokens - reused[0].stats.cached_tokens, reused[0].stats.cached_tokens))
@@ -110,7 +112,7 @@ def main() -> int:
     for kind in ("fresh", "reused", "all"):
         ratios = " / ".join(f"{last / one:.2f}x" for one, last in zip(first[kind][0], first[kind][-1], strict=True))
         what = {"fresh": "per pane, whole prompt", "reused": "per pane, kept cache",
-                "all": "all three panes started, kept cache"}[kind]
+                "all": "all panes started, kept cache"}[kind]
         print(f"first token at turn {args.turns} over turn 1, {what}: {ratios}", flush=True)
     config = models[0].model.config
     floor = prefill_flops(config, *work[-1]) / prefill_flops(config, *work[0])

@@ -73,7 +73,8 @@ FAMILIES = (
     Family("Mistral", ("mistral",), sliding="every", lean=True, called=("Mistral",)),
     Family("Qwen2", ("qwen2",), sliding="layer_types", lean=True, called=("Qwen", "Alibaba")),
     Family("Qwen3", ("qwen3",), sliding="layer_types", called=("Qwen", "Alibaba")),  # q/k norms: merged, chats through generate
-    Family("Gemma", ("gemma",), norm_offset=1.0, activation_key="hidden_activation", embedding_scaled=True,
+    Family("Gemma", ("gemma",), norm_offset=1.0, embedding_scaled=True, lean=True,
+           chat_note="its template has no system role: a system prompt is folded into the first user message",
            called=("Gemma", "Google")),
     Family("Gemma2", ("gemma2",), norms=Norms("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
                                               "post_feedforward_layernorm"),

@@ -1,5 +1,5 @@
 """A lean decode loop for the families whose description says `lean` (core/architectures.py:
-Llama, Mistral, Qwen2, Gemma2) on CPU.
+Llama, Mistral, Qwen2, Gemma, Gemma2) on CPU.
 
 transformers' `generate` spends most of a small model's token in Python (cache objects,
 masks, processors, hooks), so this loop runs the same weights with less around them
@@ -72,7 +72,7 @@ def unsupported_reason(model: nn.Module) -> str | None:
     odd = next((type(m).__name__ for m in model.modules() if isinstance(m, nn.Linear) and type(m) is not nn.Linear), None)
     if odd is not None:
         return f"{odd} layers"
-    activation = getattr(config, family.activation_key, "silu")
+    activation = getattr(config, family.activation_key, None)
     if activation not in ACTIVATIONS:
         return f"activation {activation}"
     rope = (getattr(config, "rope_parameters", None) or {}).get("rope_type", "default")
@@ -121,7 +121,7 @@ class LeanDecoder:
         self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
         self.head_dim, self.scaling = attention.head_dim, attention.scaling
         self.eps, self.norm_offset = config.rms_norm_eps, family.norm_offset
-        self.activation = ACTIVATIONS[getattr(config, family.activation_key, "silu")]
+        self.activation = ACTIVATIONS[getattr(config, family.activation_key)]
         self.softcap = getattr(config, family.attention_softcap_key, None) if family.attention_softcap_key else None
         self.final_softcap = getattr(config, family.final_softcap_key, None) if family.final_softcap_key else None
         self.dtype = body.embed_tokens.weight.dtype

@@ -10,6 +10,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     AutoModelForCausalLM,
     Gemma2Config,
+    GemmaConfig,
     LlamaConfig,
     MistralConfig,
     PreTrainedTokenizerFast,
@@ -62,6 +63,8 @@ def tiny_config(arch: str, vocab_size: int, num_layers: int = 4, hidden: int = 3
         return Qwen2Config(**common, tie_word_embeddings=True)
     if arch == "qwen3":
         return Qwen3Config(**common, head_dim=8, tie_word_embeddings=True)
+    if arch == "gemma":
+        return GemmaConfig(**common, head_dim=8, tie_word_embeddings=True)
     if arch == "gemma2":
         return Gemma2Config(**common, head_dim=8, sliding_window=sliding_window, query_pre_attn_scalar=8, tie_word_embeddings=True)
     raise ValueError(arch)

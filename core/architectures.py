@@ -1,7 +1,8 @@
 """Each model family described once, as data: the merge planner (which tensors make a
 layer), the lean decode loop (which modules, norms, activation, soft-caps and windows),
-`fits-where` and the model card all read these. Adding a family is adding a description
-and its tests; no other module names a family (tests/test_architectures.py greps for it).
+`fits-where`, the model card and the leak flags all read these. Adding a family is adding
+a description and its tests; no other module of the app lists families or compares with
+one (tests/test_architectures.py reads them all for it).
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ class Family:
     sliding: str = "none"
     lean: bool = False  # the lean decode loop runs it (tests: greedy identity, logits, kept caches)
     chat_note: str = ""  # how its chat template treats messages, for the model card
-    called: tuple[str, ...] = ()  # what a reply would call it or its maker: a blind reply saying so gives it away
+    # What a reply would call it or its maker: a blind reply saying so gives it away (makers
+    # whose names are everyday words, Google and Microsoft, are left out: they flag too much).
+    called: tuple[str, ...] = ()
 
     def layer_of(self, tensor_name: str) -> int | None:
         match = re.match(self.layer_pattern, tensor_name)
@@ -75,15 +78,15 @@ FAMILIES = (
     Family("Qwen3", ("qwen3",), sliding="layer_types", called=("Qwen", "Alibaba")),  # q/k norms: merged, chats through generate
     Family("Gemma", ("gemma",), norm_offset=1.0, embedding_scaled=True, lean=True,
            chat_note="its template has no system role: a system prompt is folded into the first user message",
-           called=("Gemma", "Google")),
+           called=("Gemma",)),
     Family("Gemma2", ("gemma2",), norms=Norms("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
                                               "post_feedforward_layernorm"),
            norm_offset=1.0, activation_key="hidden_activation", embedding_scaled=True,
            attention_softcap_key="attn_logit_softcapping", final_softcap_key="final_logit_softcapping", sliding="layer_types",
            lean=True, chat_note="its template has no system role: a system prompt is folded into the first user message",
-           called=("Gemma", "Google")),
+           called=("Gemma",)),
     Family("Phi-3", ("phi3",), qkv=("self_attn.qkv_proj",), gate_up=("mlp.gate_up_proj",),  # fused in the checkpoint
-           called=("Phi-3", "Microsoft")),
+           sliding="every", called=("Phi-3",)),
 )
 GENERIC = Family("generic (model.layers.N.)", ())
 

@@ -273,7 +273,7 @@ def same_size(tokens: int, anchors: dict[str, Callable[[], float | None]] | None
             print(f"model={anchor} round={precision} tok_s={_shown(speeds[anchor], 2)}", flush=True)
         print(f"precision={precision} gemma2_vs_llama_shaped={_ratio(speeds['gemma2-2b-shaped'], speeds['llama-shaped-as-gemma2-2b'])}",
               flush=True)
-        del models
+        del models, loaded  # the next precision's pair loads in the memory this pair held
 
 
 def run_bench(ref: str, tokens: int, space_default: bool, gemma2_shaped: bool = False) -> int:

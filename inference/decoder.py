@@ -72,6 +72,8 @@ def unsupported_reason(model: nn.Module) -> str | None:
     odd = next((type(m).__name__ for m in model.modules() if isinstance(m, nn.Linear) and type(m) is not nn.Linear), None)
     if odd is not None:
         return f"{odd} layers"
+    if getattr(config, "use_bidirectional_attention", False):  # Gemma2's option: not a causal decoder
+        return "bidirectional attention"
     activation = getattr(config, family.activation_key, None)
     if activation not in ACTIVATIONS:
         return f"activation {activation}"

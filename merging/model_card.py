@@ -36,8 +36,8 @@ def mergekit_note(models: list[str]) -> str:
 
 def architecture_note(family: Family) -> str:
     """The family as its description gives it: how Slerp Arena chats with it, and its template's quirk."""
-    path = ("Slerp Arena chats with it on its lean decode loop (C decode step, a kept cache per conversation)" if family.lean
-            else "Slerp Arena chats with it through transformers' generate")
+    path = ("Slerp Arena chats with it on its lean decode loop on CPU (a kept cache per conversation), through "
+            "transformers' generate on a GPU" if family.lean else "Slerp Arena chats with it through transformers' generate")
     return f"{family.name}. {path}" + (f"; {family.chat_note}." if family.chat_note else ".")
 
 

@@ -59,14 +59,18 @@ def tiny_config(arch: str, vocab_size: int, num_layers: int = 4, hidden: int = 3
         return LlamaConfig(**common, tie_word_embeddings=False)
     if arch == "mistral":
         return MistralConfig(**common, sliding_window=sliding_window, tie_word_embeddings=False)
-    if arch == "qwen2":
-        return Qwen2Config(**common, tie_word_embeddings=True)
+    if arch == "qwen2":  # its upper half of layers slides, as a Qwen2 with use_sliding_window
+        return Qwen2Config(**common, use_sliding_window=True, sliding_window=sliding_window, max_window_layers=num_layers // 2,
+                           tie_word_embeddings=True)
     if arch == "qwen3":
         return Qwen3Config(**common, head_dim=8, tie_word_embeddings=True)
     if arch == "gemma":
         return GemmaConfig(**common, head_dim=8, tie_word_embeddings=True)
     if arch == "gemma2":
-        return Gemma2Config(**common, head_dim=8, sliding_window=sliding_window, query_pre_attn_scalar=8, tie_word_embeddings=True)
+        # Caps near the tiny model's scores (about 0.01) and logits (about 0.1), and a scalar
+        # other than head_dim, so that a missing cap or a misread scaling changes the numbers.
+        return Gemma2Config(**common, head_dim=8, sliding_window=sliding_window, query_pre_attn_scalar=1,
+                            attn_logit_softcapping=0.02, final_logit_softcapping=0.1, tie_word_embeddings=True)
     raise ValueError(arch)
 
 

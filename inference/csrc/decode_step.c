@@ -8,7 +8,8 @@
 
    Values are rounded to bf16 wherever transformers' bf16 forward rounds them (norm
    output, weight product, each matmul, rotary terms, attention output, activations,
-   residuals), so the step computes what the torch loop computed up to float rounding:
+   residuals; attention scores stay float32, as the torch loop's decode keeps them), so the
+   step computes what the torch loop computed up to float rounding:
    sums run in another order, exp is a polynomial of its own (as torch's vectorized exp),
    and the norm takes 1/sqrt of a double sum. The KV cache is float32, as in the torch
    loop. tests/test_decoder.py bounds the difference on the logits. The loops between the
@@ -65,7 +66,7 @@ static inline __m256 tanh8(__m256 x) {
     const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
     __m256 e = exp8(_mm256_add_ps(_mm256_andnot_ps(sign, x), _mm256_andnot_ps(sign, x)));
     __m256 far = _mm256_div_ps(_mm256_sub_ps(e, one), _mm256_add_ps(e, one));
-    far = _mm256_or_ps(_mm256_min_ps(one, far), _mm256_and_ps(sign, x));  /* past |x| 44 e is inf: inf / inf; a NaN stays */
+    far = _mm256_or_ps(_mm256_min_ps(one, far), _mm256_and_ps(sign, x));  /* x's sign back on; a NaN stays NaN */
     __m256 z = _mm256_mul_ps(x, x), p = _mm256_set1_ps(-5.70498872745e-3f);
     p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(2.06390887954e-2f));
     p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(-5.37397155531e-2f));

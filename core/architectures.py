@@ -71,19 +71,20 @@ class Family:
         return [None] * layers
 
 
+NO_SYSTEM_ROLE = "its template has no system role: a system prompt is folded into the first user message"
 FAMILIES = (
     Family("Llama", ("llama",), lean=True, called=("Llama", "Meta")),
     Family("Mistral", ("mistral",), sliding="every", lean=True, called=("Mistral",)),
     Family("Qwen2", ("qwen2",), sliding="layer_types", lean=True, called=("Qwen", "Alibaba")),
     Family("Qwen3", ("qwen3",), sliding="layer_types", called=("Qwen", "Alibaba")),  # q/k norms: merged, chats through generate
     Family("Gemma", ("gemma",), norm_offset=1.0, embedding_scaled=True, lean=True,
-           chat_note="its template has no system role: a system prompt is folded into the first user message",
+           chat_note=NO_SYSTEM_ROLE,
            called=("Gemma",)),
     Family("Gemma2", ("gemma2",), norms=Norms("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
                                               "post_feedforward_layernorm"),
            norm_offset=1.0, activation_key="hidden_activation", embedding_scaled=True,
            attention_softcap_key="attn_logit_softcapping", final_softcap_key="final_logit_softcapping", sliding="layer_types",
-           lean=True, chat_note="its template has no system role: a system prompt is folded into the first user message",
+           lean=True, chat_note=NO_SYSTEM_ROLE,
            called=("Gemma",)),
     Family("Phi-3", ("phi3",), qkv=("self_attn.qkv_proj",), gate_up=("mlp.gate_up_proj",),  # fused in the checkpoint
            sliding="every", called=("Phi-3",)),

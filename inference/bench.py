@@ -32,7 +32,7 @@ from core.cpu import describe_cpu
 from core.native import chosen_target
 from core.sources import BUNDLED_PREFIX, bundled_gguf, cache_root, kind_of
 from inference.chat import build_prompt
-from inference.decoder import DECODER_ENV, lean_decoder
+from inference.decoder import DECODER_ENV
 from inference.generation import GenerationSettings, generate_reply, run_side_by_side
 from inference.loading import LoadedModel, load_model
 
@@ -267,7 +267,7 @@ def same_size(tokens: int, anchors: dict[str, Callable[[], float | None]] | None
         for label, loaded in models.items():
             anchor = next((a for a in anchors if a.startswith(label)), None)
             versus = f" vs_{anchor.removeprefix(label).strip()}={_ratio(speeds[label], speeds[anchor])}" if anchor else ""
-            print(f"model={label} precision={precision} lean={lean_decoder(loaded.model) is not None} "
+            print(f"model={label} precision={precision} lean={loaded.decoder is not None} "
                   f"tok_s={_shown(speeds[label], 2)} weight_mb={loaded.report.weight_bytes / 1e6:.0f}{versus}", flush=True)
         for anchor in anchors:
             print(f"model={anchor} round={precision} tok_s={_shown(speeds[anchor], 2)}", flush=True)

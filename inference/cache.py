@@ -24,6 +24,7 @@ from core.errors import UserError
 from core.sources import kind_of
 from inference.endpoint import EndpointModel
 from inference.loading import LoadedModel, detect_device, estimate_load_bytes, guard_allowance, load_model
+from inference.sharing import Cores
 
 Key = tuple[str, str]  # (reference, requested precision)
 
@@ -37,6 +38,7 @@ class ModelCache:
         self._key_locks: dict[Key, threading.Lock] = {}
         self._reserved = 0  # bytes of loads in progress
         self._lock = threading.Lock()
+        self.cores = Cores()  # its models' replies share the process's cores: prompts one at a time (sharing.py)
 
     @property
     def device(self) -> torch.device:
@@ -63,6 +65,7 @@ class ModelCache:
             self._make_room(ref, needed)
             try:
                 loaded = load_model(ref, precision, self.device, check_memory=False)
+                loaded.cores = self.cores
             except BaseException:
                 self._release()  # a refused load (a stranger's NaN weights) gives back what it took
                 raise
@@ -80,6 +83,7 @@ class ModelCache:
 
     def add(self, ref: str, precision: str, loaded: LoadedModel) -> None:
         """Register a model built in memory (a t-preview) under the precision it was asked in."""
+        loaded.cores = self.cores
         with self._lock:
             self._models[(ref, precision)] = loaded
 

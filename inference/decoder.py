@@ -34,7 +34,6 @@ import functools
 import logging
 import os
 import threading
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -49,6 +48,7 @@ from inference.attention import attend_kept
 from inference.cpu_kernels import bf16_linear_cpu, kernel_wins
 from inference.quantize import fuse_linears
 from inference.scheduler import Scheduler
+from inference.sharing import Cores
 
 # The MLP activations the loop (and decode_step.c, by the same index) computes, as transformers' ACT2FN does.
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -116,7 +116,7 @@ class LeanDecoder:
     """The model's weights arranged for the loop; one per model, shared by its replies
     (each reply has its own cache)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, cores: Cores):
         config, body = model.config, model.model
         family = family_of(config.model_type)
         attention = body.layers[0].self_attn
@@ -149,7 +149,7 @@ class LeanDecoder:
             self.heads, self.kv_heads, self.head_dim, self.eps, self.scaling, self.norm_offset,
             list(ACTIVATIONS.values()).index(self.activation), self.softcap or 0.0))
         self.step = step if step is not None and self._step_wins(step) else None
-        self.scheduler = Scheduler(self)  # its decode steps, shared by every reply of the model
+        self.scheduler = Scheduler(self, cores)  # its decode steps, shared by every reply of the model
 
     def _step_wins(self, step: decode_step.Plan) -> bool:
         """One layer, at position 31 of a zeroed cache: the C step against the torch loop's
@@ -358,22 +358,16 @@ def _visible(position: int, end: int, window: int | None) -> torch.Tensor:
     return visible if window is None else visible & (columns > rows - window)
 
 
-_decoders: weakref.WeakKeyDictionary[nn.Module, LeanDecoder | None] = weakref.WeakKeyDictionary()
-_decoders_lock = threading.Lock()
-
-
-def lean_decoder(model: nn.Module) -> LeanDecoder | None:
-    """The model's decoder (built once), or None where generate must run it."""
+def lean_decoder(model: nn.Module, cores: Cores) -> LeanDecoder | None:
+    """A decoder for `model` (its LoadedModel builds one and keeps it), or None where
+    generate must run it."""
     if unsupported_reason(model):
         return None
-    with _decoders_lock:
-        if model not in _decoders:
-            try:
-                _decoders[model] = LeanDecoder(model)
-            except AttributeError:  # transformers' module tree is not its API: a renamed part sends the model to generate
-                logging.getLogger(__name__).warning("lean decoder unavailable for %s", model.config.model_type, exc_info=True)
-                _decoders[model] = None
-        return _decoders[model]
+    try:
+        return LeanDecoder(model, cores)
+    except AttributeError:  # transformers' module tree is not its API: a renamed part sends the model to generate
+        logging.getLogger(__name__).warning("lean decoder unavailable for %s", model.config.model_type, exc_info=True)
+        return None
 
 
 def processors_for(prompt_length: int, repetition_penalty: float, min_new_tokens: int, eos: list[int],

@@ -27,25 +27,12 @@ from transformers.generation import BaseStreamer
 
 from core.errors import UserError
 from inference.chat import Message, build_prompt
-from inference.decoder import lean_decoder, processors_for
+from inference.decoder import processors_for
 from inference.loading import LoadedModel
 from inference.scheduler import Sequence
-from inference.sharing import sharing_cores
 
 MAX_MODELS = 4
 STOP_AT_EXIT_S = 10.0  # how long an exiting process waits for each stopped reply thread (a stopped one ends within a token)
-_streaming: set[tuple[threading.Event, tuple[threading.Thread, ...]]] = set()  # the replies decoding right now
-
-
-@atexit.register
-def _stop_replies_at_exit() -> None:
-    """Stop and join the reply threads still decoding when the process exits. They are
-    daemons, and a process that ended under one mid-matmul aborted ("terminate called
-    without an active exception", exit 134), seen when the app was stopped mid-reply."""
-    for stop, threads in list(_streaming):
-        stop.set()
-        for thread in threads:
-            thread.join(STOP_AT_EXIT_S)
 
 
 @dataclass(frozen=True)
@@ -199,7 +186,7 @@ def generate_reply(loaded: LoadedModel, history: list[Message], settings: Genera
         eos = eos_ids(loaded)
         sampler = SeededSampler(settings) if settings.temperature > 0 else None
         min_new = min(settings.min_new_tokens, max_new_tokens)
-        decoder = lean_decoder(model)
+        decoder = loaded.decoder
         with torch.inference_mode(), loaded.in_use():  # a busy model is never evicted from a cache
             if decoder is not None:
                 processors = processors_for(len(prompt.input_ids), settings.repetition_penalty, min_new, eos, sampler)
@@ -208,7 +195,7 @@ def generate_reply(loaded: LoadedModel, history: list[Message], settings: Genera
             else:
                 pad = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else eos[0]
                 input_ids = torch.tensor([prompt.input_ids], device=next(model.parameters()).device)
-                with sharing_cores():
+                with loaded.cores.decoding():
                     model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), do_sample=False,
                                    max_new_tokens=max_new_tokens, min_new_tokens=min_new or None,
                                    repetition_penalty=settings.repetition_penalty, eos_token_id=eos, pad_token_id=pad,
@@ -263,8 +250,16 @@ def stream_side_by_side(models: list[ChatModel], histories: list[list[Message]],
     for thread in threads:
         thread.start()
     running = len(threads)
-    live = (stop, tuple(threads))
-    _streaming.add(live)
+
+    def stop_at_exit() -> None:
+        """The reply threads are daemons, and a process that ended under one mid-matmul
+        aborted ("terminate called without an active exception", exit 134), seen when the
+        app was stopped mid-reply: stopped and joined first."""
+        stop.set()
+        for thread in threads:
+            thread.join(STOP_AT_EXIT_S)
+
+    atexit.register(stop_at_exit)  # the interpreter's exit holds the streams running, not a set of ours
     try:
         while running:
             # Every update waiting is folded into one snapshot (each shows the whole reply so
@@ -282,7 +277,7 @@ def stream_side_by_side(models: list[ChatModel], histories: list[list[Message]],
             stop.set()
         for thread in threads:
             thread.join()
-        _streaming.discard(live)
+        atexit.unregister(stop_at_exit)
 
 
 def run_side_by_side(models: list[ChatModel], histories: list[list[Message]], settings: GenerationSettings,

@@ -24,7 +24,9 @@ from core.checkpoints import check_shapes, read_config_file, read_weights, skele
 from core.cpu import native_bf16
 from core.errors import UserError, first_line
 from core.sources import read_config, resolve_model
+from inference.decoder import LeanDecoder, lean_decoder, unsupported_reason
 from inference.quantize import Hardware, linear_weight_bytes, quantize_linears, stored_bytes
+from inference.sharing import Cores
 
 PRECISIONS = ("auto", "fp8", "int8", "bf16", "fp32")
 QUANTIZED_NOTE = "The embedding lookup stays in bf16; every linear, lm_head included, is quantized (lm_head in int8)."
@@ -60,7 +62,22 @@ class LoadedModel:
     busy: int = 0  # generations running on it now: a cache never evicts a busy model
     measured_tokens_per_s: float = 0.0  # its last reply's decode speed (0: none yet); sizes ZeroGPU requests
     measured_prefill_tokens_per_s: float = 0.0  # its last long prompt's (0: none yet); a long message's wait is told from it
+    cores: Cores = field(default_factory=Cores, repr=False, compare=False)  # its cache's, shared with the cache's other models
     _busy_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _decoder: LeanDecoder | None = field(default=None, repr=False, compare=False)
+    _decoder_tried: bool = field(default=False, repr=False, compare=False)  # built (or found impossible) at the first reply
+    _decoder_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @property
+    def decoder(self) -> LeanDecoder | None:
+        """Its lean decoder (inference/decoder.py), built once, with the scheduler every
+        reply of the model joins; None where generate runs it."""
+        if unsupported_reason(self.model):  # asked every time: SLERP_ARENA_DECODER=transformers applies at once
+            return None
+        with self._decoder_lock:
+            if not self._decoder_tried:
+                self._decoder, self._decoder_tried = lean_decoder(self.model, self.cores), True
+            return self._decoder
 
     @contextlib.contextmanager
     def in_use(self) -> Iterator[LoadedModel]:

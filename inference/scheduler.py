@@ -17,6 +17,7 @@ that reply alone would be, so a greedy reply is the same tokens in a batch or al
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -28,10 +29,11 @@ import torch
 from transformers import LogitsProcessorList
 
 from inference.kept_caches import KeptCaches
-from inference.sharing import Place, before_a_token, leave, prefilling, queue_prompts, sharing_cores
+from inference.sharing import Cores, Place
 
 PREFILL_CHUNK = 256  # prompt tokens between two decode steps
 MAX_BATCH = 16  # replies in one step (the C kernels' rows); more wait to join
+STOP_AT_EXIT_S = 10.0  # how long an exiting process waits for the thread (it ends within a step)
 IDLE_S = 5.0  # the thread ends after this long without work, and starts again with the next reply
 
 
@@ -66,8 +68,9 @@ class Sequence:
 class Scheduler:
     """The decode steps of one model (a LeanDecoder): `run` a reply, from any thread."""
 
-    def __init__(self, decoder) -> None:
+    def __init__(self, decoder, cores: Cores) -> None:
         self.decoder = decoder
+        self.cores = cores  # shared with the other models of its cache: prompts one at a time (sharing.py)
         self.kept = KeptCaches()  # its conversations' caches, each taken by its next turn (a forked child inherits them)
         self._start_afresh()
 
@@ -78,6 +81,25 @@ class Scheduler:
         self._cond = threading.Condition()
         self._waiting: deque[Sequence] = deque()
         self._thread: threading.Thread | None = None
+        self._exiting = False
+
+    def _stop_at_exit(self) -> None:
+        """The thread is a daemon, and a process that ended under it mid-step aborted
+        ("terminate called without an active exception", exit 134): it ends first, and
+        the replies it held end with an error."""
+        if self._pid != os.getpid():  # a forked child's copy: the thread (and the lock's state) are the parent's
+            return
+        with self._cond:
+            self._exiting = True
+            self._cond.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join(STOP_AT_EXIT_S)
+
+    def _ended(self) -> None:
+        """The thread is ending (under the lock): the next reply starts another."""
+        self._thread = None
+        atexit.unregister(self._stop_at_exit)
 
     def run(self, sequence: Sequence) -> tuple[list[int], int]:
         """Decode `sequence` with whatever else this model is decoding; its streamer gets the
@@ -86,11 +108,12 @@ class Scheduler:
         if self._pid != os.getpid():
             self._start_afresh()
         with self._cond:  # its place taken in the order it joins: the prompts are prefilled in that order
-            (sequence.place,) = queue_prompts(1, self)
+            (sequence.place,) = self.cores.queue_prompts(1, self)
             self._waiting.append(sequence)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="decode steps", daemon=True)
                 self._thread.start()
+                atexit.register(self._stop_at_exit)
             self._cond.notify()
         sequence.finished.wait()
         if sequence.error is not None:
@@ -106,24 +129,26 @@ class Scheduler:
             with self._cond:
                 lost = [*prefill, *batch, *self._waiting]
                 self._waiting.clear()
-                self._thread = None
+                self._ended()
             self._fail(lost, exc)
 
     def _serve(self, prefill: deque[Sequence], batch: list[Sequence]) -> None:
         counted = False  # in the replies sharing the cores (sharing.py) while there is work
-        with contextlib.ExitStack() as cores, torch.inference_mode():
+        with contextlib.ExitStack() as share, torch.inference_mode():
             while True:
                 with self._cond:
-                    while not (self._waiting or prefill or batch):
-                        cores.close()  # idle: this model's share of the cores goes to the others
+                    while not (self._waiting or prefill or batch or self._exiting):
+                        share.close()  # idle: this model's share of the cores goes to the others
                         counted = False
                         if not self._cond.wait(IDLE_S) and not self._waiting:
-                            self._thread = None
+                            self._ended()
                             return
+                    if self._exiting:
+                        raise RuntimeError("the app is shutting down")
                     while self._waiting and len(prefill) + len(batch) < MAX_BATCH:
                         prefill.append(self._waiting.popleft())
                 if not counted:
-                    cores.enter_context(sharing_cores())
+                    share.enter_context(self.cores.decoding())
                     counted = True
                 if prefill:
                     self._prefill(prefill, PREFILL_CHUNK if batch else None)
@@ -133,7 +158,7 @@ class Scheduler:
                     prefill.extend(still)
                 batch[:] = [s for s in batch if not s.finished.is_set()]
                 if batch:
-                    before_a_token(self)  # a prompt of another model first (sharing.py)
+                    self.cores.before_a_token(self)  # a prompt of another model first (sharing.py)
                     self._step(batch)
                     batch[:] = [s for s in batch if not s.finished.is_set()]
 
@@ -150,7 +175,7 @@ class Scheduler:
         rows are in gets its first token, leaves its place, and decodes from the next step
         (its `position` is set)."""
         # At the oldest prompt's place; the kept caches' copies (_start) too: they compete with the prompts for the memory.
-        with prefilling(waiting[0].place, keep=True):
+        with self.cores.prefilling(waiting[0].place, keep=True):
             parts, taken, rows = [], [], 0
             limit = chunk or sum(len(s.prompt) for s in waiting)
             for s in waiting:
@@ -172,7 +197,7 @@ class Scheduler:
         for (s, end), last in zip(taken, logits, strict=True):
             s.filled = end
             if end == len(s.prompt):
-                leave(s.place)
+                self.cores.leave(s.place)
                 s.position = end
                 self._guarded(s, lambda s, last=last: self._choose(s, last))
 
@@ -209,7 +234,7 @@ class Scheduler:
         return False
 
     def _finish(self, s: Sequence) -> None:
-        leave(s.place)  # stopped before its prompt was all in
+        self.cores.leave(s.place)  # stopped before its prompt was all in
         if s.cache is not None:  # the last token is not in the cache yet
             self.kept.keep(s.conversation, s.ids[0, :s.position].tolist(), list(s.cache))
         try:
@@ -220,6 +245,6 @@ class Scheduler:
     def _fail(self, sequences: list[Sequence], exc: BaseException) -> None:
         logging.getLogger(__name__).debug("a reply failed in the decode loop", exc_info=exc)
         for s in sequences:
-            leave(s.place)
+            self.cores.leave(s.place)
             s.error = exc
             s.finished.set()

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from inference import GenerationSettings, generate_reply, load_model
-from inference.decoder import DECODER_ENV, lean_decoder, unsupported_reason
+from inference.decoder import DECODER_ENV, unsupported_reason
 from testkit.tiny_models import lean_families
 
 CONVERSATION = [{"role": "user", "content": "The capital of France is Paris. How are you?"}]
@@ -30,7 +30,7 @@ def replies_both_ways(loaded, settings: GenerationSettings, monkeypatch, convers
 def test_lean_loop_picks_the_tokens_generate_picks(tiny_models, arch, settings, monkeypatch):
     """In fp32 both paths compute the same numbers, so every token must agree."""
     loaded = load_model(str(tiny_models(arch, 3)), "fp32")
-    assert lean_decoder(loaded.model) is not None
+    assert loaded.decoder is not None
     lean, reference = replies_both_ways(loaded, settings, monkeypatch)
     assert lean.text == reference.text and lean.stats.new_tokens == reference.stats.new_tokens
     if settings.min_new_tokens:
@@ -45,7 +45,7 @@ def test_decode_logits_match_the_models_forward(tiny_models, math_path, arch, pr
     is float32 where transformers rounds via bf16. The sliding window (8 here) is shorter than the 12 tokens, so the
     sliding layers of Mistral, Qwen2 and Gemma2 attend to their windows only."""
     loaded = load_model(str(tiny_models(arch, 5, sliding_window=8)), precision)
-    decoder = lean_decoder(loaded.model)
+    decoder = loaded.decoder
     ids = torch.tensor([[1, 5, 9, 42, 77, 100, 3, 15, 60, 8, 200, 31]])
     prompt = 4
     with torch.inference_mode():
@@ -70,7 +70,7 @@ def test_fp32_logits_are_the_models_forward_to_float_rounding(tiny_models, arch)
     soft-cap, a misread scaling or window moves them by percents. An 8-token window: the
     sliding layers of Mistral, Qwen2 and Gemma2 slide within the 12 tokens."""
     loaded = load_model(str(tiny_models(arch, 5, sliding_window=8)), "fp32")
-    decoder = lean_decoder(loaded.model)
+    decoder = loaded.decoder
     ids = torch.tensor([[1, 5, 9, 42, 77, 100, 3, 15, 60, 8, 200, 31]])
     with torch.inference_mode():
         full = loaded.model(ids).logits.float()[0]
@@ -96,7 +96,7 @@ def test_what_the_lean_loop_does_not_run_goes_through_generate(tiny_models, monk
     assert not reply.error and reply.stats.new_tokens > 0
     llama = load_model(str(tiny_models("llama", 3)), "bf16")
     monkeypatch.setenv(DECODER_ENV, "transformers")
-    assert lean_decoder(llama.model) is None
+    assert llama.decoder is None
 
 
 @pytest.mark.parametrize("arch", ["mistral", "gemma2"])  # every layer slides; every other layer does
@@ -105,7 +105,7 @@ def test_a_conversation_longer_than_the_window_stays_on_the_lean_loop_and_picks_
     """A 16-token window, far shorter than the prompt and reply: the sliding layers attend
     to their last 16 positions of a cache that keeps them all, as transformers masks them."""
     loaded = load_model(str(tiny_models(arch, 3, sliding_window=16)), "fp32")
-    decoder = lean_decoder(loaded.model)
+    decoder = loaded.decoder
     assert 16 in [layer.window for layer in decoder.layers]
     calls = []
     lean_run = decoder.scheduler.run
@@ -119,7 +119,7 @@ def test_a_conversation_longer_than_the_window_stays_on_the_lean_loop_and_picks_
 def test_fused_projections_add_no_memory(tiny_models):
     loaded = load_model(str(tiny_models("llama", 3)), "int8")
     before = loaded.report.weight_bytes
-    lean_decoder(loaded.model)
+    assert loaded.decoder is not None
     from inference.quantize import stored_bytes
 
     assert stored_bytes(loaded.model) == before
@@ -140,7 +140,7 @@ def test_the_c_step_computes_what_the_torch_step_computes(tiny_models, kernel_ta
 
     monkeypatch.setattr(cpu_kernels, "_choices", _CWins())
     loaded = load_model(str(tiny_models(arch, 5, sliding_window=24)), precision)
-    decoder = lean_decoder(loaded.model)
+    decoder = loaded.decoder
     assert decoder.step is not None  # a bf16 model and a C compiler: the C step runs
     ids = torch.randint(3, loaded.model.config.vocab_size, (1, 48), generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
@@ -175,6 +175,6 @@ def test_the_torch_loop_runs_where_the_c_step_measured_slower(tiny_models, monke
 
     monkeypatch.setattr(cpu_kernels, "_choices", _StepLoses())
     loaded = load_model(str(tiny_models("qwen2", 5)), "int8")
-    assert lean_decoder(loaded.model).step is None
+    assert loaded.decoder.step is None
     reply = generate_reply(loaded, CONVERSATION, GenerationSettings(temperature=0.0, max_new_tokens=8), threading.Event())
     assert not reply.error and reply.stats.new_tokens > 0

@@ -24,7 +24,6 @@ from core.policy import check_models
 from core.sources import resolve_model
 from inference import ModelCache, cache, endpoint
 from inference.__main__ import main
-from inference.decoder import lean_decoder
 from inference.endpoint import EndpointModel
 from inference.generation import GenerationSettings, Reply
 from testkit.browser import free_port
@@ -88,7 +87,7 @@ def test_an_endpoint_pane_answers_beside_an_in_process_pane(server):
     growing = [chats[2][1]["content"] for chats, _ in views if len(chats[2]) == 2]
     assert len(set(growing)) >= 3, growing  # streamed chunk by chunk, not one final answer
     # The in-process pane keeps its KV cache for the next turn; the endpoint's is on its server.
-    kept = lean_decoder(cache.MODELS.peek(IN_PROCESS, "bf16").model).scheduler.kept.conversations()
+    kept = cache.MODELS.peek(IN_PROCESS, "bf16").decoder.scheduler.kept.conversations()
     assert f"{state.arena.name}/Parent A" in kept and f"{state.arena.name}/Parent B" not in kept, kept
 
 

@@ -13,7 +13,6 @@ from arena.rounds import ArenaSession, add_message, reply
 from core.cpu import cpu_flags
 from inference import GenerationSettings, build_prompt, cache, generate_reply, load_model, scheduler
 from inference.attention import attend_kept
-from inference.decoder import lean_decoder
 from inference.kept_caches import REUSE_ENV, KeptCaches, common_length
 from testkit.tiny_models import GEMMA_LIKE, build_tiny_model, lean_families
 
@@ -57,7 +56,7 @@ def test_a_gemma2_pane_folds_the_system_prompt_into_the_first_turn_and_still_reu
     turn, which every later prompt starts with, so each turn still continues the kept cache
     and replies as a fresh prefill does."""
     loaded = load_model(str(build_tiny_model(tmp_path / "gemma2", "gemma2", 4, chat_template=GEMMA_LIKE)), "fp32")
-    assert lean_decoder(loaded.model) is not None
+    assert loaded.decoder is not None
     fresh, reused = converse(loaded, "", system_prompt="Be brief."), converse(loaded, "gemma2-system", system_prompt="Be brief.")
     same_replies(reused, fresh)
     assert "<start_of_turn>user\nBe brief.\n\nhello how are you?" in prompt_text(loaded, [{"role": "user", "content": TURNS[0]}],
@@ -70,8 +69,8 @@ def test_a_growing_conversation_copies_its_cache_on_few_turns(llama, monkeypatch
     more turns like the one that outgrew it, so most turns continue it in place instead of
     copying it into a new one (the replies stay a fresh prefill's: the six-turn test)."""
     made = []
-    real = type(lean_decoder(llama.model)).new_cache
-    monkeypatch.setattr(type(lean_decoder(llama.model)), "new_cache", lambda self, length: made.append(length) or real(self, length))
+    real = type(llama.decoder).new_cache
+    monkeypatch.setattr(type(llama.decoder), "new_cache", lambda self, length: made.append(length) or real(self, length))
     replies = converse(llama, "growing")
     assert all(r.stats.cached_tokens > 0 for r in replies[1:])
     assert len(made) <= 3, made  # turn 1, then a copy on two of the five turns after it (seen: 35, 202, 341 positions)
@@ -90,7 +89,7 @@ def test_smollm2_logits_after_a_kept_cache_stay_within_the_decode_bound(smollm2_
     test_decoder.py's bound; here it stands in for it because the model's bf16 forward is
     emulated on CPUs without native bf16, 7x slower.)"""
     loaded = load_model("bundled:SmolLM2-135M-Instruct", precision)
-    decoder, settings, history = lean_decoder(loaded.model), GenerationSettings(temperature=0.0, max_new_tokens=16), []
+    decoder, settings, history = loaded.decoder, GenerationSettings(temperature=0.0, max_new_tokens=16), []
     for turn, message in enumerate(TURNS):
         history.append({"role": "user", "content": message})
         ids = prompt_ids(loaded, history)
@@ -186,9 +185,9 @@ def test_a_pane_reuses_its_own_cache_turn_by_turn_in_the_arena(tiny_models):
     assert f"{merged.turns[2].cached_tokens} prompt tokens reused" in merged.status(reveal=True)
     assert "reused" not in merged.status(reveal=False)  # before a blind vote the stats tell nothing of speed
     # Both panes' conversations are kept by the model's own scheduler; another precision's decoder sees neither.
-    kept = lean_decoder(cache.MODELS.peek(path, "fp32").model).scheduler.kept
+    kept = cache.MODELS.peek(path, "fp32").decoder.scheduler.kept
     assert {f"{session.name}/Merged", f"{session.name}/Parent A"} <= set(kept.conversations())
-    other = lean_decoder(load_model(path, "bf16").model).scheduler.kept
+    other = load_model(path, "bf16").decoder.scheduler.kept
     assert not other.conversations() and other.take(f"{session.name}/Merged", [1, 2, 3]) is None
 
 
@@ -212,7 +211,7 @@ def test_a_model_that_leaves_the_cache_takes_its_kept_caches_along(tiny_models, 
     monkeypatch.setattr(scheduler, "IDLE_S", 0.05)  # its decode thread, which holds the scheduler, ends soon after
     loaded = load_model(str(tiny_models("llama", 1)), "fp32")
     converse(loaded, "leaving", GenerationSettings(temperature=0.0, max_new_tokens=2))
-    store = weakref.ref(lean_decoder(loaded.model).scheduler.kept)
+    store = weakref.ref(loaded.decoder.scheduler.kept)
     assert "leaving" in store().conversations()
     del loaded
     deadline = time.monotonic() + 10

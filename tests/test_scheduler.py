@@ -7,9 +7,8 @@ import time
 
 import pytest
 
-from inference import GenerationSettings, generate_reply, load_model
+from inference import GenerationSettings, ModelCache, generate_reply, load_model
 from inference import scheduler as scheduler_module
-from inference.decoder import lean_decoder
 from testkit.tiny_models import lean_families
 
 PROMPTS = [[{"role": "user", "content": text}] for text in (
@@ -48,7 +47,7 @@ def test_greedy_replies_decoded_together_are_the_replies_decoded_alone(tiny_mode
     """Five replies of different lengths (each joins and leaves the batch at its own step),
     token for token what each gives alone, through the C step's batch."""
     loaded = load_model(str(tiny_models(arch, 3)), precision)
-    decoder = lean_decoder(loaded.model)
+    decoder = loaded.decoder
     assert decoder.step is not None  # the C step runs, alone and in the batch
 
     def settings(i: int) -> GenerationSettings:
@@ -70,7 +69,7 @@ def test_sampled_replies_keep_their_own_seed_and_penalty_in_a_batch(tiny_models,
     """Sampling, seed and repetition penalty are each reply's own: the same seed gives the
     same reply beside others, another seed another reply."""
     loaded = load_model(str(tiny_models("qwen2", 5)), "int8")
-    sizes = batch_sizes(lean_decoder(loaded.model), monkeypatch)
+    sizes = batch_sizes(loaded.decoder, monkeypatch)
 
     def settings(i: int) -> GenerationSettings:
         return GenerationSettings(temperature=1.0, top_p=0.95, max_new_tokens=16, min_new_tokens=16, seed=i % 2,
@@ -86,7 +85,7 @@ def test_a_reply_joins_a_running_batch_and_a_stop_ends_only_its_own(tiny_models,
     """A reply sent while another streams joins it at the next step (it does not wait for
     the first to end); Stop ends the stopped reply only."""
     loaded = load_model(str(tiny_models("llama", 3)), "bf16")
-    sizes = batch_sizes(lean_decoder(loaded.model), monkeypatch, pause_s=0.005)
+    sizes = batch_sizes(loaded.decoder, monkeypatch, pause_s=0.005)
     long = GenerationSettings(temperature=0.0, max_new_tokens=150, min_new_tokens=150)
     stops = [threading.Event(), threading.Event()]
     replies = [None, None]
@@ -118,7 +117,7 @@ def test_a_long_prompt_is_prefilled_in_chunks_between_the_steps_of_a_streaming_r
     between two chunks; the long prompt's reply is the one it gets alone."""
     monkeypatch.setattr(scheduler_module, "PREFILL_CHUNK", 8)
     loaded = load_model(str(tiny_models("qwen2", 3)), "bf16")
-    decoder = lean_decoder(loaded.model)
+    decoder = loaded.decoder
     log, prefill = [], decoder.prefill
     monkeypatch.setattr(decoder, "prefill", lambda parts: log.append(("prefill", sum(ids.shape[1] for ids, _, _ in parts))) or prefill(
         parts))
@@ -151,14 +150,15 @@ def test_a_chunked_prompt_keeps_its_place_so_another_models_prompt_waits_for_its
     sharing.py), also when one comes in chunks: the first pane's first token comes after
     its own prompt, not after a share of every pane's."""
     monkeypatch.setattr(scheduler_module, "PREFILL_CHUNK", 8)
-    first, second = (load_model(str(tiny_models("qwen2", seed)), "bf16") for seed in (3, 4))
+    models = ModelCache()  # as the app's: its models share the process's cores
+    first, second = (models.get(str(tiny_models("qwen2", seed)), "bf16") for seed in (3, 4))
     log = []
     for name, loaded in (("first", first), ("second", second)):
-        decoder = lean_decoder(loaded.model)
+        decoder = loaded.decoder
         real = decoder.prefill
         monkeypatch.setattr(decoder, "prefill", lambda parts, name=name, real=real: log.append(
             (name, sum(ids.shape[1] for ids, _, _ in parts))) or time.sleep(0.05) or real(parts))
-    batch_sizes(lean_decoder(first.model), monkeypatch, pause_s=0.02)  # a real model's pace: it streams while the prompt comes
+    batch_sizes(first.decoder, monkeypatch, pause_s=0.02)  # a real model's pace: it streams while the prompt comes
     settings = GenerationSettings(temperature=0.0, max_new_tokens=150, min_new_tokens=150)
     texts: list[str] = []
     streaming = threading.Thread(target=lambda: generate_reply(first, PROMPTS[1], settings, threading.Event(), on_text=texts.append))

@@ -70,3 +70,51 @@ def edits_sys_path(file: Path) -> bool:
 def test_nothing_edits_sys_path():
     edits = [f.relative_to(ROOT) for f in python_files() if edits_sys_path(f)]
     assert not edits, edits
+
+
+# Module-level state the app keeps, each with why it is the process's and not an object's.
+# Everything else on the chat path lives in an owner: a session, a round, the model cache,
+# a loaded model, its decoder and scheduler, the cache's Cores.
+PROCESS_STATE = {
+    "inference/cache.py:MODELS": "the root owner, the process's models: a forked ZeroGPU worker finds them through it",
+    "inference/cpu_kernels.py:_kernel": "the C library this CPU runs, built once per process",
+    "inference/cpu_kernels.py:_kernel_lock": "guards _kernel",
+    "inference/cpu_kernels.py:_choices": "which product is faster on this CPU, measured once per shape",
+    "inference/cpu_kernels.py:_choices_lock": "guards _choices",
+    "merging/slerp_kernel.py:_lib": "the SLERP C library this CPU runs, built once per process",
+    "merging/slerp_kernel.py:_lock": "guards _lib",
+    "core/native.py:_said": "build notes logged once per process",
+    "core/native.py:_failed": "builds that failed, not tried again in this process",
+    "core/sources.py:_conversion_lock": "one GGUF conversion at a time in the process",
+    "core/zerogpu.py:_wrapped": "spaces.GPU wrappers, built once per function, as spaces expects",
+    "core/hub_access.py:_allowed": "the Hub's recent answers on gated repos, shared by the process's visitors",
+    "arena/votes.py:_app_stores": "one vote store per file, so the process's writers share its lock",
+    "arena/votes.py:_app_stores_lock": "guards _app_stores",
+}
+STATEFUL_CALLS = {"Lock", "RLock", "Condition", "Event", "local", "WeakKeyDictionary", "WeakValueDictionary", "OrderedDict",
+                  "defaultdict", "deque", "dict", "list", "set", "ModelCache"}
+
+
+def module_state(file: Path) -> set[str]:
+    """Names a module binds to something mutable, or rebinds through `global`."""
+    tree = ast.parse(file.read_text(), str(file))
+    names = {name for node in ast.walk(tree) if isinstance(node, ast.Global) for name in node.names}
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        value = getattr(node, "value", None)
+        called = isinstance(value, ast.Call) and getattr(value.func, "attr", getattr(value.func, "id", None)) in STATEFUL_CALLS
+        container = isinstance(value, (ast.Dict, ast.List, ast.Set, ast.DictComp, ast.ListComp, ast.SetComp))
+        for target in targets:
+            name = getattr(target, "id", "")
+            if name.startswith("__"):
+                continue
+            if called or (container and not name.isupper()):  # an upper-case literal is a table, read only
+                names.add(name)
+    return names
+
+
+def test_the_app_keeps_no_module_state_beyond_the_process_s_own():
+    found = {f"{file.relative_to(ROOT)}:{name}" for package in ("core", "merging", "inference", "arena", "evaluation", "ui")
+             for file in (ROOT / package).rglob("*.py") for name in module_state(file)}
+    found |= {f"app.py:{name}" for name in module_state(ROOT / "app.py")}
+    assert found == set(PROCESS_STATE), (sorted(found - set(PROCESS_STATE)), sorted(set(PROCESS_STATE) - found))

@@ -115,40 +115,51 @@ static void add_rounded(float *res, const float *h, int n) {
     for (; i < n; i++) res[i] = round_bf16(res[i] + h[i]);
 }
 
+/* A linear's input rows as its products read them: int8 weights multiply int16 blocks
+   (gemv.c); with AVX512-BF16, bf16 weights multiply the rows as bf16 (x holds bf16 values:
+   exact). Made by one thread, read by all. */
+#define MAX_ROWS 16  /* replies in one step (inference/scheduler.py MAX_BATCH); decode_batch splits more */
+typedef struct { Int8Input q[MAX_ROWS]; uint16_t *xb; } Input;
+
+static void input_of(const Linear *l, const float *x, int rows, Input *in) {
+    for (int m = 0; m < rows; m++) in->q[m] = l->kind == 1 ? int8_input(x + (long)m * l->in, l->in) : (Int8Input){NULL, NULL};
+    in->xb = NULL;
+#if defined(__AVX512BF16__)
+    if (l->kind == 0) {
+        in->xb = malloc((size_t)rows * l->in * sizeof *in->xb);
+        for (long i = 0; i < (long)rows * l->in; i++) in->xb[i] = float_to_bf16(x[i]);
+    }
+#endif
+}
+
+static void input_free(Input *in, int rows) {
+    for (int m = 0; m < rows; m++) int8_input_free(&in->q[m]);
+    free(in->xb);
+}
+
 /* y[m, o] = bf16(scale[o] * w[o] . x[m]) (+ bias, rounded again: the torch loop adds it
    after), for `rows` rows of x: each weight row is read from memory once for all of them
-   (it stays in L1 across the rows), and each row's value is computed as for a row alone. */
-static void linear(const Linear *l, const float *x, float *y, int rows, int threads) {
-    Int8Input q[rows];
-    for (int m = 0; m < rows; m++) q[m] = l->kind == 1 ? int8_input(x + (long)m * l->in, l->in) : (Int8Input){NULL, NULL};
-#if defined(__AVX512BF16__)
-    uint16_t *xb = l->kind == 0 ? malloc((size_t)rows * l->in * sizeof *xb) : NULL;  /* x holds bf16 values: exact */
-    if (xb)
-        for (long i = 0; i < (long)rows * l->in; i++) xb[i] = float_to_bf16(x[i]);
-#endif
-    #pragma omp parallel for schedule(static) num_threads(threads)
+   (it stays in L1 across the rows), and each row's value is computed as for a row alone.
+   Called by every thread of the step's team: the output rows are split between them. */
+static void linear(const Linear *l, const Input *in, const float *x, float *y, int rows) {
+    #pragma omp for schedule(static)
     for (int o = 0; o < l->out; o++) {
         for (int m = 0; m < rows; m++) {
-            const float *xm = x + (long)m * l->in;
             float v;
             if (l->kind == 1)
-                v = dot_int8_input(&q[m], (const int8_t *)l->weight + (long)o * l->in, l->in) * bf16_to_float(((const uint16_t *)l->scale)[o]);
+                v = dot_int8_input(&in->q[m], (const int8_t *)l->weight + (long)o * l->in, l->in) * bf16_to_float(((const uint16_t *)l->scale)[o]);
             else if (l->kind == 2)
-                v = dot_fp8_over_256(xm, (const uint8_t *)l->weight + (long)o * l->in, l->in) * 256.0f * ((const float *)l->scale)[o];
+                v = dot_fp8_over_256(x + (long)m * l->in, (const uint8_t *)l->weight + (long)o * l->in, l->in) * 256.0f * ((const float *)l->scale)[o];
             else
 #if defined(__AVX512BF16__)
-                v = dot_bf16_bf16(xb + (long)m * l->in, (const uint16_t *)l->weight + (long)o * l->in, l->in);
+                v = dot_bf16_bf16(in->xb + (long)m * l->in, (const uint16_t *)l->weight + (long)o * l->in, l->in);
 #else
-                v = dot_bf16(xm, (const uint16_t *)l->weight + (long)o * l->in, l->in);
+                v = dot_bf16(x + (long)m * l->in, (const uint16_t *)l->weight + (long)o * l->in, l->in);
 #endif
             v = round_bf16(v);
             y[(long)m * l->out + o] = l->bias ? round_bf16(v + bf16_to_float(l->bias[o])) : v;
         }
     }
-    for (int m = 0; m < rows; m++) int8_input_free(&q[m]);
-#if defined(__AVX512BF16__)
-    free(xb);
-#endif
 }
 
 /* out = bf16(w * bf16(x / rms(x))), as transformers' RMSNorm in bf16; with `offset` 1,
@@ -261,28 +272,47 @@ static void add_block(float *res, float *h, const uint16_t *norm, int rows, int 
 void decode_batch(const Layer *const *seqs, const int *capacity, int rows, int n_layers, const Dims *dims, uint16_t *x,
                   const uint16_t *cos, const uint16_t *sin, const int *positions, int threads) {
     const int H = dims->hidden, d = dims->head_dim, heads = dims->heads, kv = dims->kv_heads, group = heads / kv;
+    if (rows > MAX_ROWS) {
+        for (int k = 0; k < rows; k += MAX_ROWS)
+            decode_batch(seqs + k, capacity + k, rows - k < MAX_ROWS ? rows - k : MAX_ROWS, n_layers, dims, x + (long)k * H,
+                         cos + (long)k * d, sin + (long)k * d, positions + k, threads);
+        return;
+    }
     const int wide = (heads + 2 * kv) * d > 2 * dims->inter ? (heads + 2 * kv) * d : 2 * dims->inter;
     const int inner = dims->inter > H ? dims->inter : H;
     float *h = malloc((size_t)rows * H * sizeof *h), *res = malloc((size_t)rows * H * sizeof *res);
     float *mid = malloc((size_t)rows * wide * sizeof *mid), *att = malloc((size_t)rows * heads * d * sizeof *att);
     float *act = malloc((size_t)rows * inner * sizeof *act);
     for (long i = 0; i < (long)rows * H; i++) res[i] = bf16_to_float(x[i]);
+    Input in;  /* the next linear's input, made by one thread for all */
+    /* One parallel region for the whole step: the threads meet at a barrier between its
+       parts instead of a team forked and joined ~5 times a layer, which cost most off the
+       main thread (libgomp wakes a non-initial thread's team more slowly). */
+    #pragma omp parallel num_threads(threads)
     for (int n = 0; n < n_layers; n++) {
         const Layer *L = &seqs[0][n];  /* the weights: every reply's layers share them */
-        for (int m = 0; m < rows; m++) rms_norm(res + (long)m * H, L->norms[0], h + (long)m * H, H, dims->eps, dims->norm_offset);
         const int qkv_out = L->qkv.out;
-        linear(&L->qkv, h, mid, rows, threads);  /* per row: [q heads | k heads | v heads] x d */
-        for (int m = 0; m < rows; m++) {
-            const Layer *S = &seqs[m][n];
-            const long cap = capacity[m];
-            float *row = mid + (long)m * qkv_out;
-            for (int head = 0; head < heads + kv; head++) rotate(row + (long)head * d, cos + (long)m * d, sin + (long)m * d, d);
-            for (int g = 0; g < kv; g++) {
-                memcpy(S->keys + ((long)g * cap + positions[m]) * d, row + (long)(heads + g) * d, d * sizeof(float));
-                memcpy(S->values + ((long)g * cap + positions[m]) * d, row + (long)(heads + kv + g) * d, d * sizeof(float));
+        #pragma omp single
+        {
+            for (int m = 0; m < rows; m++) rms_norm(res + (long)m * H, L->norms[0], h + (long)m * H, H, dims->eps, dims->norm_offset);
+            input_of(&L->qkv, h, rows, &in);
+        }
+        linear(&L->qkv, &in, h, mid, rows);  /* per row: [q heads | k heads | v heads] x d */
+        #pragma omp single
+        {
+            input_free(&in, rows);
+            for (int m = 0; m < rows; m++) {
+                const Layer *S = &seqs[m][n];
+                const long cap = capacity[m];
+                float *row = mid + (long)m * qkv_out;
+                for (int head = 0; head < heads + kv; head++) rotate(row + (long)head * d, cos + (long)m * d, sin + (long)m * d, d);
+                for (int g = 0; g < kv; g++) {
+                    memcpy(S->keys + ((long)g * cap + positions[m]) * d, row + (long)(heads + g) * d, d * sizeof(float));
+                    memcpy(S->values + ((long)g * cap + positions[m]) * d, row + (long)(heads + kv + g) * d, d * sizeof(float));
+                }
             }
         }
-        #pragma omp parallel for collapse(2) schedule(static) num_threads(threads)
+        #pragma omp for collapse(2) schedule(static)
         for (int m = 0; m < rows; m++)
             for (int head = 0; head < heads; head++) {
                 const Layer *S = &seqs[m][n];
@@ -293,15 +323,31 @@ void decode_batch(const Layer *const *seqs, const int *capacity, int rows, int n
                        S->values + ((long)g * cap + start) * d, att + ((long)m * heads + head) * d, end - start, d, dims->scaling,
                        dims->softcap);
             }
-        linear(&L->o, att, h, rows, threads);
-        add_block(res, h, L->norms[1], rows, H, dims);
-        for (int m = 0; m < rows; m++) rms_norm(res + (long)m * H, L->norms[2], h + (long)m * H, H, dims->eps, dims->norm_offset);
-        linear(&L->gate_up, h, mid, rows, threads);  /* per row: [gate | up] */
-        for (int m = 0; m < rows; m++)
-            activate_times(mid + (long)m * 2 * dims->inter, mid + (long)m * 2 * dims->inter + dims->inter, act + (long)m * dims->inter,
-                           dims->inter, dims->activation);
-        linear(&L->down, act, h, rows, threads);
-        add_block(res, h, L->norms[3], rows, H, dims);
+        #pragma omp single
+        input_of(&L->o, att, rows, &in);
+        linear(&L->o, &in, att, h, rows);
+        #pragma omp single
+        {
+            input_free(&in, rows);
+            add_block(res, h, L->norms[1], rows, H, dims);
+            for (int m = 0; m < rows; m++) rms_norm(res + (long)m * H, L->norms[2], h + (long)m * H, H, dims->eps, dims->norm_offset);
+            input_of(&L->gate_up, h, rows, &in);
+        }
+        linear(&L->gate_up, &in, h, mid, rows);  /* per row: [gate | up] */
+        #pragma omp single
+        {
+            input_free(&in, rows);
+            for (int m = 0; m < rows; m++)
+                activate_times(mid + (long)m * 2 * dims->inter, mid + (long)m * 2 * dims->inter + dims->inter, act + (long)m * dims->inter,
+                               dims->inter, dims->activation);
+            input_of(&L->down, act, rows, &in);
+        }
+        linear(&L->down, &in, act, h, rows);
+        #pragma omp single
+        {
+            input_free(&in, rows);
+            add_block(res, h, L->norms[3], rows, H, dims);
+        }
     }
     for (long i = 0; i < (long)rows * H; i++) x[i] = float_to_bf16(res[i]);
     free(h); free(res); free(mid); free(att); free(act);

@@ -32,6 +32,7 @@ from core.native import chosen_target
 from inference.bench import random_model
 from inference.generation import GenerationSettings, run_side_by_side
 from inference.loading import load_model
+from inference.sharing import Cores
 
 SMOLLM2 = "bundled:SmolLM2-135M-Instruct"
 
@@ -81,7 +82,8 @@ def main() -> int:
           f"{torch.get_num_threads()} threads", flush=True)
     ref = SMOLLM2 if args.model == "smollm2" else gemma2_135m_shaped()
     print(f"model: {args.model}", flush=True)
-    models = [load_model(ref, "int8"), load_model(ref, "bf16"), load_model(ref, "bf16")][:args.panes]
+    cores = Cores()  # the panes share the cores as the app's models do (inference/sharing.py)
+    models = [load_model(ref, "int8", cores=cores), load_model(ref, "bf16", cores=cores), load_model(ref, "bf16", cores=cores)][:args.panes]
     names = ["merged int8", "parent A bf16", "parent B bf16"][:args.panes]
     settings = GenerationSettings(temperature=0.0, max_new_tokens=args.tokens, min_new_tokens=args.tokens)
     run_side_by_side(models, [[{"role": "user", "content": "Hello!"}]] * len(models), GenerationSettings(temperature=0.0,

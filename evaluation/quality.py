@@ -25,6 +25,7 @@ from evaluation.prompt_set import DEMO_PROMPTS, PromptCase, read_prompts, split_
 from evaluation.reply_quality import Quality, score
 from inference.generation import GenerationSettings
 from inference.loading import LoadedModel, load_model, load_with_weights, scoring_precision
+from inference.sharing import Cores
 from merging.form import PRESETS, MergeForm, config_from_form
 from merging.merge import merge_in_memory
 
@@ -51,9 +52,11 @@ def demo_models(base: str = DEFAULT_MODEL, preset: str = DEMO_PRESET) -> dict[st
     """The original (A), the demo parent (B), and their merge on the preset's curve."""
     parent = str(build_demo_parent(base))
     config = config_from_form(MergeForm(base, parent, *PRESETS[preset], 0, 0, "bfloat16"))
-    precision = scoring_precision()
-    merged = load_with_weights(str(resolve_model(base)), merge_in_memory(config, 4 * 10**9), precision, f"merge ({preset})")
-    return {"original": load_model(base, precision), "demo parent": load_model(parent, precision), f"merge ({preset})": merged}
+    precision, cores = scoring_precision(), Cores()  # they answer side by side: one share of the cores (inference/sharing.py)
+    merged = load_with_weights(str(resolve_model(base)), merge_in_memory(config, 4 * 10**9), precision, f"merge ({preset})",
+                               cores=cores)
+    return {"original": load_model(base, precision, cores=cores), "demo parent": load_model(parent, precision, cores=cores),
+            f"merge ({preset})": merged}
 
 
 def measure(models: dict[str, LoadedModel], cases: list[PromptCase], settings: GenerationSettings,

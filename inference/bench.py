@@ -35,6 +35,7 @@ from inference.chat import build_prompt
 from inference.decoder import DECODER_ENV
 from inference.generation import GenerationSettings, generate_reply, run_side_by_side
 from inference.loading import LoadedModel, load_model
+from inference.sharing import Cores
 
 BENCH_PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
 PREFILL_TOKENS = 1000
@@ -168,7 +169,8 @@ def _ratio(value: float | None, reference: float | None) -> str:
 
 
 def bench_model(ref: str, tokens: int, label: str, llama_cpp: bool = True) -> dict[str, LoadedModel]:
-    models = {precision: load_model(ref, precision) for precision in ("bf16", "int8", "fp8")}
+    cores = Cores()  # three_panes runs them side by side, as the app's cache would
+    models = {precision: load_model(ref, precision, cores=cores) for precision in ("bf16", "int8", "fp8")}
     runs = {precision: one_reply(loaded, tokens) for precision, loaded in models.items()}
     llm = llama_cpp_model(ref) if llama_cpp else None
     reference = llama_cpp_reply(llm, models["bf16"], tokens) if llm else None

@@ -64,8 +64,7 @@ class ModelCache:
             needed = estimate_load_bytes(ref)
             self._make_room(ref, needed)
             try:
-                loaded = load_model(ref, precision, self.device, check_memory=False)
-                loaded.cores = self.cores
+                loaded = load_model(ref, precision, self.device, check_memory=False, cores=self.cores)
             except BaseException:
                 self._release()  # a refused load (a stranger's NaN weights) gives back what it took
                 raise
@@ -82,8 +81,7 @@ class ModelCache:
             return self._models.get((ref, precision))
 
     def add(self, ref: str, precision: str, loaded: LoadedModel) -> None:
-        """Register a model built in memory (a t-preview) under the precision it was asked in."""
-        loaded.cores = self.cores
+        """Register a model built in memory (a t-preview, with this cache's `cores`) under the precision it was asked in."""
         with self._lock:
             self._models[(ref, precision)] = loaded
 

@@ -195,9 +195,11 @@ def allowance_of(available: int, total: int) -> int:
 
 
 def load_model(ref: str, precision: str = "auto", device: torch.device | None = None,
-               memory_budget: int | None = None, check_memory: bool = True, hardware: Hardware | None = None) -> LoadedModel:
+               memory_budget: int | None = None, check_memory: bool = True, hardware: Hardware | None = None,
+               cores: Cores | None = None) -> LoadedModel:
     """Load `ref` in `precision`. `memory_budget` overrides the guard's byte allowance;
-    `check_memory=False` is for a caller that has made room itself (ModelCache).
+    `check_memory=False` is for a caller that has made room itself (ModelCache). `cores`:
+    shared with the models it will decode beside (sharing.py); its own otherwise.
     `hardware` overrides the device's own rules, to run a path the device would not choose
     (the GPU paths on a CPU, in tests).
     Only safetensors are read (core.sources refuses pickle-only folders: they run code)."""
@@ -251,11 +253,11 @@ def load_model(ref: str, precision: str = "auto", device: torch.device | None = 
     note = QUANTIZED_NOTE if resolved in ("int8", "fp8") else ""
     report = LoadReport(ref, resolved, ", ".join(backends), str(device), weight_bytes, linear, linear_bf16,
                         time.perf_counter() - started, note)
-    return LoadedModel(model, tokenizer, report)
+    return LoadedModel(model, tokenizer, report, cores=cores or Cores())
 
 
 def load_with_weights(folder: str, weights: dict[str, torch.Tensor], precision: str, name: str,
-                      device: torch.device | None = None) -> LoadedModel:
+                      device: torch.device | None = None, cores: Cores | None = None) -> LoadedModel:
     """A model of `folder`'s architecture and tokenizer with `weights` swapped in (an
     in-memory merge), then quantized like any other load."""
     device = device or detect_device()
@@ -283,4 +285,4 @@ def load_with_weights(folder: str, weights: dict[str, torch.Tensor], precision: 
     report = LoadReport(name, resolved, ", ".join(backends), str(device), weight_bytes, linear, linear_bf16,
                         time.perf_counter() - started, "In-memory preview." if resolved not in ("int8", "fp8")
                         else f"In-memory preview. {QUANTIZED_NOTE}")
-    return LoadedModel(model, tokenizer, report)
+    return LoadedModel(model, tokenizer, report, cores=cores or Cores())

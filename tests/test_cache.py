@@ -50,11 +50,11 @@ def test_concurrent_visitors_load_one_model_once_and_different_models_do_not_wai
     calls: list[str] = []
     release_a = threading.Event()
 
-    def slow_load(ref, precision, device, check_memory=True):
+    def slow_load(ref, precision, device, **kwargs):
         calls.append(ref)
         if ref == a:
             assert release_a.wait(30)
-        return load_model(ref, precision, device, check_memory=check_memory)
+        return load_model(ref, precision, device, **kwargs)
 
     monkeypatch.setattr(inference.cache, "load_model", slow_load)
     cache = ModelCache()

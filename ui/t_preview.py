@@ -50,7 +50,7 @@ def preview_t(attn: str, mlp: str, default: str, merged_ref: str, merged_precisi
     merged_s = time.perf_counter() - started
     name = f"{folder}#t=self_attn[{attn}] mlp[{mlp}] default[{default}]"
     # The shared cache's device, as every other load: on ZeroGPU the main process's (emulated) cuda.
-    loaded = load_with_weights(str(folder), weights, merged_precision, name, cache.MODELS.device)
+    loaded = load_with_weights(str(folder), weights, merged_precision, name, cache.MODELS.device, cache.MODELS.cores)
     if session.preview is not None:
         cache.MODELS.unload(session.preview)
     cache.MODELS.add(name, merged_precision, loaded)

@@ -124,13 +124,14 @@ def _scaled_wide(kind: str, block: torch.Tensor, scale: torch.Tensor, compute: t
     return wide.mul_((scale.to(scaled_in) * factor)[:, None]).to(compute)
 
 
-def _widened(kind: str, flat: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
-    """flat @ (weight * scale).T through torch's GEMM (`gemm_dtype`), the weights widened
-    WIDEN_BLOCK output rows at a time: a prompt's rows share each widening, so the product
-    costs what a bf16 model's does; the result in flat's dtype."""
-    compute = gemm_dtype(flat)
-    x = flat.to(compute)
-    blocks = []
+def _widened(kind: str, parts: list[torch.Tensor], weight: torch.Tensor, scale: torch.Tensor | None) -> list[torch.Tensor]:
+    """part @ (weight * scale).T for each part, through torch's GEMM (`gemm_dtype`), the
+    weights widened WIDEN_BLOCK output rows at a time: the parts' rows share each widening,
+    so the product costs what a bf16 model's does, and each part gets the GEMM of its own
+    rows, which it would get alone; the results in the parts' dtype."""
+    compute = gemm_dtype(parts[0])
+    xs = [part.to(compute) for part in parts]
+    blocks: list[list[torch.Tensor]] = [[] for _ in parts]
     for start in range(0, weight.shape[0], WIDEN_BLOCK):
         block = weight[start:start + WIDEN_BLOCK]
         # The scales folded into the widened copy: a pass over its rows x in, not over the
@@ -138,25 +139,33 @@ def _widened(kind: str, flat: torch.Tensor, weight: torch.Tensor, scale: torch.T
         # scaled afterwards, 2.2 folded and 2.1 in a bf16 model (AVX-512 with native bf16);
         # 3-25% less in float32 on AVX2.
         wide = _wide(kind, block, compute)[0] if scale is None else _scaled_wide(kind, block, scale[start:start + len(block)], compute)
-        blocks.append(F.linear(x, wide))
+        for x, out in zip(xs, blocks, strict=True):
+            out.append(F.linear(x, wide))
     # One block is the usual case (2,048 rows): returned as it is, not copied into a result.
-    return (blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=-1)).to(flat.dtype)
+    return [(out[0] if len(out) == 1 else torch.cat(out, dim=-1)).to(part.dtype) for out, part in zip(blocks, parts, strict=True)]
+
+
+def _widens(kind: str, flat: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether torch's path for these rows is the widened GEMM (`_widened`)."""
+    if kind == "fp8":
+        return True
+    many = flat.shape[0] >= WIDEN_MIN_ROWS and weight.device.type == "cpu"
+    if kind == "bf16":
+        return many and gemm_dtype(flat) != flat.dtype
+    # torch has no public int8 weight-only matmul; where its private op is gone, the widened product is the same.
+    return many or not hasattr(torch, "_weight_int8pack_mm")
 
 
 def _paths(kind: str, flat: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None) -> tuple[Callable, Callable]:
     """The product flat @ weight.T (times the row scales) through the kernel, and through torch."""
     lib = kernel()
-    widen = flat.shape[0] >= WIDEN_MIN_ROWS and weight.device.type == "cpu"
-    if kind == "bf16":
-        in_torch = (lambda: _widened(kind, flat, weight, None)) if widen and gemm_dtype(flat) != flat.dtype else (
-            lambda: F.linear(flat, weight))
-        return lambda: _call(lib.bf16_gemv, flat, weight, None), in_torch
+    in_c = {"bf16": lambda: _call(lib.bf16_gemv, flat, weight, None), "int8": lambda: _call(lib.int8_gemv, flat, weight, scale),
+            "fp8": lambda: _call(lib.fp8_gemv, flat, weight, scale.float())}[kind]
+    if _widens(kind, flat, weight):
+        return in_c, lambda: _widened(kind, [flat], weight, scale)[0]
     if kind == "int8":
-        # torch has no public int8 weight-only matmul; where its private op is gone, the widened product is the same.
-        packed = not widen and hasattr(torch, "_weight_int8pack_mm")
-        in_torch = (lambda: torch._weight_int8pack_mm(flat, weight, scale)) if packed else (lambda: _widened(kind, flat, weight, scale))
-        return lambda: _call(lib.int8_gemv, flat, weight, scale), in_torch
-    return lambda: _call(lib.fp8_gemv, flat, weight, scale.float()), lambda: _widened(kind, flat, weight, scale)
+        return in_c, lambda: torch._weight_int8pack_mm(flat, weight, scale)
+    return in_c, lambda: F.linear(flat, weight)
 
 
 def kernel_wins(key: tuple, in_c: Callable[[], object], in_torch: Callable[[], object]) -> bool:
@@ -172,16 +181,37 @@ def kernel_wins(key: tuple, in_c: Callable[[], object], in_torch: Callable[[], o
     return choice
 
 
-def _product(kind: str, flat: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
-    """The product ("bf16", "int8" or "fp8" weights) in C where the kernel applies (a
-    decode-sized bf16 batch on the CPU, a library built) and measured faster than torch
-    for one row of this weight here; in torch otherwise. One row decides for every batch
-    up to KERNEL_MAX_ROWS: the kernel computes each row as if alone, so a reply's tokens
-    do not depend on how many others decode in the same step."""
-    in_c, in_torch = _paths(kind, flat, weight, scale)
+def _in_c(kind: str, flat: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None) -> bool:
+    """Whether the kernel computes these rows: a decode-sized bf16 batch on the CPU, a library
+    built, and the kernel measured faster than torch for one row of this weight here. One
+    row decides for every batch up to KERNEL_MAX_ROWS: the kernel computes each row as if
+    alone, so a reply's tokens do not depend on how many others decode in the same step."""
     applies = flat.dtype == torch.bfloat16 and weight.device.type == "cpu" and flat.shape[0] <= KERNEL_MAX_ROWS
-    return in_c() if applies and kernel() and kernel_wins((kind, 1, *weight.shape), *_paths(kind, flat[:1], weight, scale)) else (
-        in_torch())
+    return bool(applies and kernel() and kernel_wins((kind, 1, *weight.shape), *_paths(kind, flat[:1], weight, scale)))
+
+
+def _product(kind: str, flat: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None,
+             sizes: list[int] | None = None) -> torch.Tensor:
+    """The product ("bf16", "int8" or "fp8" weights) in C where the kernel applies
+    (`_in_c`), in torch otherwise. `sizes`: flat's rows are several prompts' (decoder.prefill),
+    and each prompt's rows come out as they would alone, whatever the others' lengths
+    (torch's GEMM may sum in another order for another row count, and a path is chosen
+    by rows): the prompts that widen share each widening, the others run on their own."""
+    parts = [flat] if sizes is None else list(flat.split(sizes))
+    if len(parts) == 1:
+        in_c, in_torch = _paths(kind, flat, weight, scale)
+        return in_c() if _in_c(kind, flat, weight, scale) else in_torch()
+    out: list[torch.Tensor | None] = [None] * len(parts)
+    in_c = [i for i, part in enumerate(parts) if _in_c(kind, part, weight, scale)]
+    if in_c:  # one call: the kernel computes each row as if alone
+        rows = torch.cat([parts[i] for i in in_c])
+        for i, product in zip(in_c, _paths(kind, rows, weight, scale)[0]().split([len(parts[i]) for i in in_c]), strict=True):
+            out[i] = product
+    shared = [i for i, part in enumerate(parts) if out[i] is None and _widens(kind, part, weight)]
+    for i, product in zip(shared, _widened(kind, [parts[i] for i in shared], weight, scale) if shared else [], strict=True):
+        out[i] = product
+    return torch.cat([_paths(kind, part, weight, scale)[1]() if product is None else product
+                      for part, product in zip(parts, out, strict=True)])
 
 
 def _call(function, flat: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
@@ -194,14 +224,16 @@ def _call(function, flat: torch.Tensor, weight: torch.Tensor, scale: torch.Tenso
     return y
 
 
-def bf16_linear_cpu(flat: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """flat [rows, in] @ weight.T for bf16 weights [out, in] (no bias)."""
-    return _product("bf16", flat, weight, None) if weight.dtype == torch.bfloat16 else F.linear(flat, weight)
+def bf16_linear_cpu(flat: torch.Tensor, weight: torch.Tensor, sizes: list[int] | None = None) -> torch.Tensor:
+    """flat [rows, in] @ weight.T for bf16 weights [out, in] (no bias); `sizes` as in `_product`."""
+    if weight.dtype == torch.bfloat16:
+        return _product("bf16", flat, weight, None, sizes)
+    return F.linear(flat, weight) if sizes is None else torch.cat([F.linear(part, weight) for part in flat.split(sizes)])
 
 
-def int8_linear_cpu(flat: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """flat [rows, in] @ (int8 weight [out, in] * scale [out]).T, scale in flat's dtype."""
-    return _product("int8", flat, weight, scale)
+def int8_linear_cpu(flat: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, sizes: list[int] | None = None) -> torch.Tensor:
+    """flat [rows, in] @ (int8 weight [out, in] * scale [out]).T, scale in flat's dtype; `sizes` as in `_product`."""
+    return _product("int8", flat, weight, scale, sizes)
 
 
 class _FP8LinearCPU:
@@ -210,9 +242,9 @@ class _FP8LinearCPU:
         return ("fp8 weight-only, fused C kernel for decode, torch GEMM on widened weights for prefill (CPU)" if kernel()
                 else "fp8 weight-only, torch GEMM on widened weights (CPU)")
 
-    def __call__(self, x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, sizes: list[int] | None = None) -> torch.Tensor:
         out_features, in_features = weight.shape
-        return _product("fp8", x.reshape(-1, in_features), weight, scale).reshape(*x.shape[:-1], out_features)
+        return _product("fp8", x.reshape(-1, in_features), weight, scale, sizes).reshape(*x.shape[:-1], out_features)
 
 
 fp8_linear_cpu = _FP8LinearCPU()

@@ -83,13 +83,14 @@ def unsupported_reason(model: nn.Module) -> str | None:
     return None
 
 
-def _kernel_linear(module: nn.Module):
-    """The linear as the loop calls it: a bf16 nn.Linear through the CPU kernel for one
-    token (torch's bf16 matmul for a prompt); int8 and FP8 linears pick theirs already."""
-    if type(module) is not nn.Linear or module.weight.dtype != torch.bfloat16:
+def _kernel_linear(module: nn.Module) -> Callable[..., torch.Tensor]:
+    """The linear as the loop calls it, (x, sizes) -> y, `sizes` as in cpu_kernels._product:
+    a plain nn.Linear through the CPU kernel for one token (torch's matmul for a prompt);
+    int8 and FP8 linears pick theirs already."""
+    if type(module) is not nn.Linear:
         return module
     weight, bias = module.weight, module.bias
-    return lambda x: bf16_linear_cpu(x, weight) if bias is None else bf16_linear_cpu(x, weight) + bias
+    return lambda x, sizes=None: bf16_linear_cpu(x, weight, sizes) if bias is None else bf16_linear_cpu(x, weight, sizes) + bias
 
 
 class Cache(list):
@@ -101,10 +102,10 @@ class Cache(list):
 @dataclass
 class _Layer:
     norms: tuple[torch.Tensor | None, ...]  # before attention, after it, before the MLP, after it (Norms' order)
-    qkv: Callable[[torch.Tensor], torch.Tensor]
-    o: Callable[[torch.Tensor], torch.Tensor]
-    gate_up: Callable[[torch.Tensor], torch.Tensor]
-    down: Callable[[torch.Tensor], torch.Tensor]
+    qkv: Callable[..., torch.Tensor]  # (x, sizes=None) -> y, as _kernel_linear
+    o: Callable[..., torch.Tensor]
+    gate_up: Callable[..., torch.Tensor]
+    down: Callable[..., torch.Tensor]
     window: int | None  # how many positions back it attends (None: all)
 
 
@@ -226,10 +227,10 @@ class LeanDecoder:
         x = F.embedding(ids, self.embed)
         return x if self.embed_scale is None else x * self.embed_scale
 
-    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+    def _logits(self, x: torch.Tensor, sizes: list[int] | None = None) -> torch.Tensor:
         """float32 logits of hidden rows x, soft-capped where the family caps them (in the
         model's dtype, as transformers does)."""
-        logits = self.lm_head(self._norm(x, self.norm))
+        logits = self.lm_head(self._norm(x, self.norm), sizes)
         if self.final_softcap:
             logits = (logits / self.final_softcap).tanh() * self.final_softcap
         return logits.float()
@@ -249,7 +250,8 @@ class LeanDecoder:
         """The float32 logits [1, vocab] of the last token of each part (ids [1, n] at
         `position` onward after what its cache holds), filling each cache there. The parts'
         rows go through each linear together, so prompts arriving at once share its
-        weights' widening (cpu_kernels._widened) instead of paying it each."""
+        weights' widening (cpu_kernels._widened) instead of paying it each, and each
+        part's rows come out as they would alone (cpu_kernels._product's `sizes`)."""
         sizes = [ids.shape[1] for ids, _, _ in parts]
         x = torch.cat([self._embed(ids[0]) for ids, _, _ in parts])  # [rows, hidden]
         angles = [tuple(t[position:position + n, None] for t in self.rope(position + n))
@@ -258,9 +260,9 @@ class LeanDecoder:
             def attend(qkv: torch.Tensor, layer: _Layer = layer, index: int = index) -> torch.Tensor:
                 return torch.cat([self._attend(rows, layer, cache[index], position, *rope)
                                   for rows, (_, position, cache), rope in zip(qkv.split(sizes), parts, angles, strict=True)])
-            x = self._layer(layer, x, attend)
+            x = self._layer(layer, x, attend, sizes)
         last = torch.cumsum(torch.tensor(sizes), 0) - 1
-        return list(self._logits(x[last]).split(1))
+        return list(self._logits(x[last], [1] * len(parts)).split(1))
 
     def forward_batch(self, tokens: list[int], positions: list[int], caches: list[Cache]) -> torch.Tensor:
         """float32 logits [rows, vocab]: one token of each of several replies (token m at
@@ -274,12 +276,14 @@ class LeanDecoder:
         decode_step.step_batch([cache.bound for cache in caches], x, cos[at].contiguous(), sin[at].contiguous(), positions)
         return self._logits(x)
 
-    def _layer(self, layer: _Layer, x: torch.Tensor, attend: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        """x [rows, hidden] through one layer in torch; `attend` takes the rows' fused q/k/v."""
+    def _layer(self, layer: _Layer, x: torch.Tensor, attend: Callable[[torch.Tensor], torch.Tensor],
+               sizes: list[int] | None = None) -> torch.Tensor:
+        """x [rows, hidden] through one layer in torch; `attend` takes the rows' fused q/k/v;
+        `sizes`: the rows are several prompts' (prefill)."""
         before_attention, after_attention, before_mlp, after_mlp = layer.norms
-        x = x + self._norm(layer.o(attend(layer.qkv(self._norm(x, before_attention)))), after_attention)
-        gate, up = layer.gate_up(self._norm(x, before_mlp)).chunk(2, dim=-1)
-        return x + self._norm(layer.down(self.activation(gate) * up), after_mlp)
+        x = x + self._norm(layer.o(attend(layer.qkv(self._norm(x, before_attention), sizes)), sizes), after_attention)
+        gate, up = layer.gate_up(self._norm(x, before_mlp), sizes).chunk(2, dim=-1)
+        return x + self._norm(layer.down(self.activation(gate) * up, sizes), after_mlp)
 
     def _attend(self, qkv: torch.Tensor, layer: _Layer, cache: tuple[torch.Tensor, torch.Tensor], position: int, cos: torch.Tensor,
                 sin: torch.Tensor) -> torch.Tensor:

@@ -145,9 +145,10 @@ class Int8Linear(nn.Module):
         return ("C kernel for decode, torch GEMM on widened weights for prefill (int8 weight-only)" if kernel()
                 else "torch._weight_int8pack_mm, torch GEMM on widened weights for prefill (int8 weight-only)")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sizes: list[int] | None = None) -> torch.Tensor:
+        """`sizes`: x's rows are several prompts' (cpu_kernels._product)."""
         flat = x.reshape(-1, self.in_features).to(self.scale.dtype)
-        y = int8_linear_cpu(flat, self.weight, self.scale).reshape(*x.shape[:-1], self.out_features)
+        y = int8_linear_cpu(flat, self.weight, self.scale, sizes).reshape(*x.shape[:-1], self.out_features)
         return y if self.bias is None else y + self.bias
 
 
@@ -184,10 +185,11 @@ class FP8Linear(nn.Module):
             return "fp8 weight-only, cast to the compute dtype per matmul (CUDA without native FP8)"
         return fp8_linear_cpu.backend
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sizes: list[int] | None = None) -> torch.Tensor:
+        """`sizes`: x's rows are several prompts' (cpu_kernels._product; one product on the GPU)."""
         if self.scaling == AT_FIRST_USE:  # probed once per process and device, then kept by the layer
             self.scaling = probe_fp8(str(x.device))[0]
-        y = scaled_matmul(x, self.weight, self.scale, self.scaling) if self.native else fp8_linear_cpu(x, self.weight, self.scale)
+        y = scaled_matmul(x, self.weight, self.scale, self.scaling) if self.native else fp8_linear_cpu(x, self.weight, self.scale, sizes)
         return y if self.bias is None else y + self.bias
 
 

@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+import torch
 
 from inference import GenerationSettings, ModelCache, generate_reply, load_model
 from inference import scheduler as scheduler_module
@@ -63,6 +64,24 @@ def test_greedy_replies_decoded_together_are_the_replies_decoded_alone(tiny_mode
     for one, other in zip(alone, batched, strict=True):
         assert not other.error and other.stats.new_tokens == one.stats.new_tokens
         assert other.text == one.text
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8", "fp8"])
+def test_prompts_prefilled_together_give_each_the_logits_and_cache_it_gets_alone(tiny_models, math_path, precision):
+    """Prompts of 5, 20 and 40 tokens in one prefill: each prompt's logits and cache are
+    bit for bit its own prefill's. Alone, a 20-token prompt and a 40-token one take
+    different products (decode-sized, widened GEMM); their 65 rows together took the
+    widened GEMM for all, and a near tie in a reply went the other way on AVX-512."""
+    decoder = load_model(str(tiny_models("llama", 3)), precision).decoder
+    prompts = [torch.randint(0, 200, (1, n), generator=torch.Generator().manual_seed(n)) for n in (5, 20, 40)]
+    alone = [(decoder.prefill([(ids, 0, cache)])[0], cache) for ids, cache in ((ids, decoder.new_cache(64)) for ids in prompts)]
+    caches = [decoder.new_cache(64) for _ in prompts]
+    together = decoder.prefill([(ids, 0, cache) for ids, cache in zip(prompts, caches, strict=True)])
+    for (logits, cache), other_logits, other_cache, ids in zip(alone, together, caches, prompts, strict=True):
+        assert torch.equal(logits, other_logits), ids.shape
+        n = ids.shape[1]
+        assert all(torch.equal(a[:, :n], b[:, :n]) for layer, other in zip(cache, other_cache, strict=True)
+                   for a, b in zip(layer, other, strict=True))
 
 
 def test_sampled_replies_keep_their_own_seed_and_penalty_in_a_batch(tiny_models, kernel_target, monkeypatch):

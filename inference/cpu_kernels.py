@@ -226,9 +226,7 @@ def _call(function, flat: torch.Tensor, weight: torch.Tensor, scale: torch.Tenso
 
 def bf16_linear_cpu(flat: torch.Tensor, weight: torch.Tensor, sizes: list[int] | None = None) -> torch.Tensor:
     """flat [rows, in] @ weight.T for bf16 weights [out, in] (no bias); `sizes` as in `_product`."""
-    if weight.dtype == torch.bfloat16:
-        return _product("bf16", flat, weight, None, sizes)
-    return F.linear(flat, weight) if sizes is None else torch.cat([F.linear(part, weight) for part in flat.split(sizes)])
+    return _product("bf16", flat, weight, None, sizes) if weight.dtype == torch.bfloat16 else F.linear(flat, weight)
 
 
 def int8_linear_cpu(flat: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, sizes: list[int] | None = None) -> torch.Tensor:

@@ -89,6 +89,8 @@ def _kernel_linear(module: nn.Module) -> Callable[..., torch.Tensor]:
     int8 and FP8 linears pick theirs already."""
     if type(module) is not nn.Linear:
         return module
+    if module.weight.dtype != torch.bfloat16:  # a float32 model: torch's GEMM, a prompt's rows on their own
+        return lambda x, sizes=None: module(x) if sizes is None else torch.cat([module(part) for part in x.split(sizes)])
     weight, bias = module.weight, module.bias
     return lambda x, sizes=None: bf16_linear_cpu(x, weight, sizes) if bias is None else bf16_linear_cpu(x, weight, sizes) + bias
 
@@ -274,7 +276,7 @@ class LeanDecoder:
         cos, sin = self.rope(max(positions) + 1)
         at = torch.tensor(positions)
         decode_step.step_batch([cache.bound for cache in caches], x, cos[at].contiguous(), sin[at].contiguous(), positions)
-        return self._logits(x)
+        return self._logits(x, [1] * len(tokens))  # each row as alone: torch's GEMM may sum a row otherwise in another batch
 
     def _layer(self, layer: _Layer, x: torch.Tensor, attend: Callable[[torch.Tensor], torch.Tensor],
                sizes: list[int] | None = None) -> torch.Tensor:

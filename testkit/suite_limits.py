@@ -1,9 +1,11 @@
-"""A pytest plugin (tests/conftest.py loads it) for runs on a machine nobody watches, CI's:
-the summary says what the machine had (instruction sets, cores, memory, free disk), and a
-run that goes on past SUITE_DEADLINE_S stops after the test it is in, with its summary
-printed and a failing exit. CI kills the whole job at 90 minutes, and a killed run
-printed only its dots: no test's name, no reason. A test that hangs is pytest-timeout's
-(pyproject.toml): it fails with every thread's stack."""
+"""A pytest plugin (tests/conftest.py loads it) for runs on a machine nobody watches, CI's.
+- The summary says what the machine had: instruction sets, cores, memory, free disk.
+- A disk too full for a run stops it before the first test, saying so, instead of failing
+  every test that writes a model, a merge or a download.
+- A run that goes on past SUITE_DEADLINE_S stops after the test it is in, with its summary
+  printed and a failing exit: CI kills the whole job at 90 minutes, and a killed run
+  printed only its dots, no test's name and no reason.
+A test that hangs is pytest-timeout's (pyproject.toml): it fails with every thread's stack."""
 
 from __future__ import annotations
 
@@ -18,6 +20,9 @@ import pytest
 # A whole run takes about 25 minutes on 2 cores; CI's 90 include the install and the
 # kernels' second pass, which need about 10.
 SUITE_DEADLINE_S = float(os.environ.get("SLERP_ARENA_SUITE_DEADLINE_S", 65 * 60))
+# What a whole run wrote at its peak on a fresh machine (models, merges, downloads, the fresh
+# build, Chromium's profiles): about 4 GiB beside an installed venv.
+SUITE_DISK_GIB = float(os.environ.get("SLERP_ARENA_SUITE_DISK_GIB", 5.0))
 _STARTED = pytest.StashKey[float]()
 
 
@@ -47,6 +52,10 @@ def pytest_terminal_summary(terminalreporter) -> None:
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     session.stash[_STARTED] = time.monotonic()
+    free = shutil.disk_usage(tempfile.gettempdir()).free / 2**30
+    if free < SUITE_DISK_GIB and not session.config.option.collectonly:
+        pytest.exit(f"{tempfile.gettempdir()} has {free:.1f} GiB free and a run writes up to {SUITE_DISK_GIB:.0f}: free some space "
+                    f"(or point TMPDIR elsewhere) and run again; {machine_line()}", returncode=1)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -51,7 +51,11 @@ def build(log=print) -> Path:
             shutil.move(next(Path(download).glob("llama_cpp_python-*")) / "vendor" / "llama.cpp", sources)
     log("building llama-server and llama-quantize (10-25 minutes on 2 cores)")
     started = time.perf_counter()
+    # Without AMX: on an AVX-512 VM whose CPU lists AMX, its Q8_0 tile kernel (tinygemm_kernel_amx)
+    # died with an illegal instruction at the first batch, while torch's AMX GEMM ran there.
+    no_amx = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
     subprocess.run(["cmake", "-S", str(sources), "-B", str(root / "build"), "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON",
+                    f"-DCMAKE_C_FLAGS={no_amx}", f"-DCMAKE_CXX_FLAGS={no_amx}",
                     "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF"], check=True, capture_output=True)
     subprocess.run(["cmake", "--build", str(root / "build"), "--config", "Release", "-j", str(os.cpu_count() or 2),
                     "--target", "llama-server", "llama-quantize"], check=True, capture_output=True)

@@ -39,6 +39,32 @@ typedef struct {
     float softcap;      /* attention scores become softcap * tanh(score / softcap); 0: not capped */
 } Dims;
 
+#include <omp.h>
+#include <sched.h>
+#include <stdatomic.h>
+
+/* The step's threads meet here between its parts. Not OpenMP's barrier: libgomp spins
+   only briefly, then sleeps on a futex, once it manages more threads than there are cores,
+   and every thread that ever ran a parallel region keeps a team (the thread that loaded the
+   model, each model's scheduler): a step off the main thread slept and woke at each of its
+   11 meetings a layer (docs/benchmarks.md). This one spins, then yields the core. */
+#define SPINS_BEFORE_YIELD (1 << 10)
+typedef struct { atomic_int arrived, phase; } Barrier;
+
+static void meet(Barrier *b, int team) {
+    if (team == 1) return;
+    const int phase = atomic_load_explicit(&b->phase, memory_order_acquire);
+    if (atomic_fetch_add_explicit(&b->arrived, 1, memory_order_acq_rel) == team - 1) {
+        atomic_store_explicit(&b->arrived, 0, memory_order_relaxed);
+        atomic_store_explicit(&b->phase, phase + 1, memory_order_release);  /* the others go on, seeing every write before it */
+        return;
+    }
+    for (int spins = 0; atomic_load_explicit(&b->phase, memory_order_acquire) == phase; spins++) {
+        if (spins < SPINS_BEFORE_YIELD) _mm_pause();
+        else sched_yield();
+    }
+}
+
 static inline float round_bf16(float f) { return bf16_to_float(float_to_bf16(f)); }
 
 /* e^x on 8 lanes: Cephes' expf (2^n times a degree-6 polynomial on [-ln2/2, ln2/2]), within
@@ -140,9 +166,10 @@ static void input_free(Input *in, int rows) {
 /* y[m, o] = bf16(scale[o] * w[o] . x[m]) (+ bias, rounded again: the torch loop adds it
    after), for `rows` rows of x: each weight row is read from memory once for all of them
    (it stays in L1 across the rows), and each row's value is computed as for a row alone.
-   Called by every thread of the step's team: the output rows are split between them. */
+   Called by every thread of the step's team: the output rows are split between them, and
+   the caller meets the others before reading y. */
 static void linear(const Linear *l, const Input *in, const float *x, float *y, int rows) {
-    #pragma omp for schedule(static)
+    #pragma omp for schedule(static) nowait
     for (int o = 0; o < l->out; o++) {
         for (int m = 0; m < rows; m++) {
             float v;
@@ -285,21 +312,24 @@ void decode_batch(const Layer *const *seqs, const int *capacity, int rows, int n
     float *act = malloc((size_t)rows * inner * sizeof *act);
     for (long i = 0; i < (long)rows * H; i++) res[i] = bf16_to_float(x[i]);
     Input in;  /* the next linear's input, made by one thread for all */
-    /* One parallel region for the whole step: the threads meet at a barrier between its
-       parts instead of a team forked and joined ~5 times a layer, which cost most off the
-       main thread (libgomp wakes a non-initial thread's team more slowly). */
+    Barrier barrier = {0, 0};
+    /* One parallel region for the whole step, its threads meeting between its parts (meet),
+       instead of a team forked and joined ~5 times a layer. Thread 0 does the parts between
+       the products. */
     #pragma omp parallel num_threads(threads)
+    {
+    const int team = omp_get_num_threads(), first = omp_get_thread_num() == 0;
     for (int n = 0; n < n_layers; n++) {
         const Layer *L = &seqs[0][n];  /* the weights: every reply's layers share them */
         const int qkv_out = L->qkv.out;
-        #pragma omp single
-        {
+        if (first) {
             for (int m = 0; m < rows; m++) rms_norm(res + (long)m * H, L->norms[0], h + (long)m * H, H, dims->eps, dims->norm_offset);
             input_of(&L->qkv, h, rows, &in);
         }
+        meet(&barrier, team);
         linear(&L->qkv, &in, h, mid, rows);  /* per row: [q heads | k heads | v heads] x d */
-        #pragma omp single
-        {
+        meet(&barrier, team);
+        if (first) {
             input_free(&in, rows);
             for (int m = 0; m < rows; m++) {
                 const Layer *S = &seqs[m][n];
@@ -312,7 +342,8 @@ void decode_batch(const Layer *const *seqs, const int *capacity, int rows, int n
                 }
             }
         }
-        #pragma omp for collapse(2) schedule(static)
+        meet(&barrier, team);
+        #pragma omp for collapse(2) schedule(static) nowait
         for (int m = 0; m < rows; m++)
             for (int head = 0; head < heads; head++) {
                 const Layer *S = &seqs[m][n];
@@ -323,31 +354,35 @@ void decode_batch(const Layer *const *seqs, const int *capacity, int rows, int n
                        S->values + ((long)g * cap + start) * d, att + ((long)m * heads + head) * d, end - start, d, dims->scaling,
                        dims->softcap);
             }
-        #pragma omp single
-        input_of(&L->o, att, rows, &in);
+        meet(&barrier, team);
+        if (first) input_of(&L->o, att, rows, &in);
+        meet(&barrier, team);
         linear(&L->o, &in, att, h, rows);
-        #pragma omp single
-        {
+        meet(&barrier, team);
+        if (first) {
             input_free(&in, rows);
             add_block(res, h, L->norms[1], rows, H, dims);
             for (int m = 0; m < rows; m++) rms_norm(res + (long)m * H, L->norms[2], h + (long)m * H, H, dims->eps, dims->norm_offset);
             input_of(&L->gate_up, h, rows, &in);
         }
+        meet(&barrier, team);
         linear(&L->gate_up, &in, h, mid, rows);  /* per row: [gate | up] */
-        #pragma omp single
-        {
+        meet(&barrier, team);
+        if (first) {
             input_free(&in, rows);
             for (int m = 0; m < rows; m++)
                 activate_times(mid + (long)m * 2 * dims->inter, mid + (long)m * 2 * dims->inter + dims->inter, act + (long)m * dims->inter,
                                dims->inter, dims->activation);
             input_of(&L->down, act, rows, &in);
         }
+        meet(&barrier, team);
         linear(&L->down, &in, act, h, rows);
-        #pragma omp single
-        {
+        meet(&barrier, team);
+        if (first) {
             input_free(&in, rows);
             add_block(res, h, L->norms[3], rows, H, dims);
         }
+    }
     }
     for (long i = 0; i < (long)rows * H; i++) x[i] = float_to_bf16(res[i]);
     free(h); free(res); free(mid); free(att); free(act);

@@ -143,25 +143,19 @@ static void add_rounded(float *res, const float *h, int n) {
 
 /* A linear's input rows as its products read them: int8 weights multiply int16 blocks
    (gemv.c); with AVX512-BF16, bf16 weights multiply the rows as bf16 (x holds bf16 values:
-   exact). Made by one thread, read by all. */
+   exact), in a buffer of the step's. Row m is made by one thread, read by all. */
 #define MAX_ROWS 16  /* replies in one step (inference/scheduler.py MAX_BATCH); decode_batch splits more */
 typedef struct { Int8Input q[MAX_ROWS]; uint16_t *xb; } Input;
 
-static void input_of(const Linear *l, const float *x, int rows, Input *in) {
-    for (int m = 0; m < rows; m++) in->q[m] = l->kind == 1 ? int8_input(x + (long)m * l->in, l->in) : (Int8Input){NULL, NULL};
-    in->xb = NULL;
+static void input_row(const Linear *l, const float *x, int m, Input *in) {
+    in->q[m] = l->kind == 1 ? int8_input(x + (long)m * l->in, l->in) : (Int8Input){NULL, NULL};
 #if defined(__AVX512BF16__)
-    if (l->kind == 0) {
-        in->xb = malloc((size_t)rows * l->in * sizeof *in->xb);
-        for (long i = 0; i < (long)rows * l->in; i++) in->xb[i] = float_to_bf16(x[i]);
-    }
+    if (l->kind == 0)
+        for (long i = (long)m * l->in; i < (long)(m + 1) * l->in; i++) in->xb[i] = float_to_bf16(x[i]);
 #endif
 }
 
-static void input_free(Input *in, int rows) {
-    for (int m = 0; m < rows; m++) int8_input_free(&in->q[m]);
-    free(in->xb);
-}
+static void input_row_free(Input *in, int m) { int8_input_free(&in->q[m]); }
 
 /* y[m, o] = bf16(scale[o] * w[o] . x[m]) (+ bias, rounded again: the torch loop adds it
    after), for `rows` rows of x: each weight row is read from memory once for all of them
@@ -311,35 +305,41 @@ void decode_batch(const Layer *const *seqs, const int *capacity, int rows, int n
     float *mid = malloc((size_t)rows * wide * sizeof *mid), *att = malloc((size_t)rows * heads * d * sizeof *att);
     float *act = malloc((size_t)rows * inner * sizeof *act);
     for (long i = 0; i < (long)rows * H; i++) res[i] = bf16_to_float(x[i]);
-    Input in;  /* the next linear's input, made by one thread for all */
+    Input in = {.xb = malloc((size_t)rows * (wide > inner ? wide : inner) * sizeof *in.xb)};  /* the next linear's input */
+    for (int m = 0; m < rows; m++) in.q[m] = (Int8Input){NULL, NULL};
     Barrier barrier = {0, 0};
     /* One parallel region for the whole step, its threads meeting between its parts (meet),
-       instead of a team forked and joined ~5 times a layer. Thread 0 does the parts between
-       the products. */
+       instead of a team forked and joined ~5 times a layer. Between the products each thread
+       takes whole rows, the same rows each time (a static schedule over the same count), so
+       a part that reads only its own rows follows the one before without a meeting. */
     #pragma omp parallel num_threads(threads)
     {
-    const int team = omp_get_num_threads(), first = omp_get_thread_num() == 0;
+    const int team = omp_get_num_threads();
     for (int n = 0; n < n_layers; n++) {
         const Layer *L = &seqs[0][n];  /* the weights: every reply's layers share them */
         const int qkv_out = L->qkv.out;
-        if (first) {
-            for (int m = 0; m < rows; m++) rms_norm(res + (long)m * H, L->norms[0], h + (long)m * H, H, dims->eps, dims->norm_offset);
-            input_of(&L->qkv, h, rows, &in);
+        #pragma omp for schedule(static) nowait
+        for (int m = 0; m < rows; m++) {
+            if (n > 0) {  /* the previous layer's end */
+                input_row_free(&in, m);
+                add_block(res + (long)m * H, h + (long)m * H, seqs[0][n - 1].norms[3], 1, H, dims);
+            }
+            rms_norm(res + (long)m * H, L->norms[0], h + (long)m * H, H, dims->eps, dims->norm_offset);
+            input_row(&L->qkv, h, m, &in);
         }
         meet(&barrier, team);
         linear(&L->qkv, &in, h, mid, rows);  /* per row: [q heads | k heads | v heads] x d */
         meet(&barrier, team);
-        if (first) {
-            input_free(&in, rows);
-            for (int m = 0; m < rows; m++) {
-                const Layer *S = &seqs[m][n];
-                const long cap = capacity[m];
-                float *row = mid + (long)m * qkv_out;
-                for (int head = 0; head < heads + kv; head++) rotate(row + (long)head * d, cos + (long)m * d, sin + (long)m * d, d);
-                for (int g = 0; g < kv; g++) {
-                    memcpy(S->keys + ((long)g * cap + positions[m]) * d, row + (long)(heads + g) * d, d * sizeof(float));
-                    memcpy(S->values + ((long)g * cap + positions[m]) * d, row + (long)(heads + kv + g) * d, d * sizeof(float));
-                }
+        #pragma omp for schedule(static) nowait
+        for (int m = 0; m < rows; m++) {
+            input_row_free(&in, m);
+            const Layer *S = &seqs[m][n];
+            const long cap = capacity[m];
+            float *row = mid + (long)m * qkv_out;
+            for (int head = 0; head < heads + kv; head++) rotate(row + (long)head * d, cos + (long)m * d, sin + (long)m * d, d);
+            for (int g = 0; g < kv; g++) {
+                memcpy(S->keys + ((long)g * cap + positions[m]) * d, row + (long)(heads + g) * d, d * sizeof(float));
+                memcpy(S->values + ((long)g * cap + positions[m]) * d, row + (long)(heads + kv + g) * d, d * sizeof(float));
             }
         }
         meet(&barrier, team);
@@ -355,35 +355,39 @@ void decode_batch(const Layer *const *seqs, const int *capacity, int rows, int n
                        dims->softcap);
             }
         meet(&barrier, team);
-        if (first) input_of(&L->o, att, rows, &in);
+        #pragma omp for schedule(static) nowait
+        for (int m = 0; m < rows; m++) input_row(&L->o, att, m, &in);
         meet(&barrier, team);
         linear(&L->o, &in, att, h, rows);
         meet(&barrier, team);
-        if (first) {
-            input_free(&in, rows);
-            add_block(res, h, L->norms[1], rows, H, dims);
-            for (int m = 0; m < rows; m++) rms_norm(res + (long)m * H, L->norms[2], h + (long)m * H, H, dims->eps, dims->norm_offset);
-            input_of(&L->gate_up, h, rows, &in);
+        #pragma omp for schedule(static) nowait
+        for (int m = 0; m < rows; m++) {
+            input_row_free(&in, m);
+            add_block(res + (long)m * H, h + (long)m * H, L->norms[1], 1, H, dims);
+            rms_norm(res + (long)m * H, L->norms[2], h + (long)m * H, H, dims->eps, dims->norm_offset);
+            input_row(&L->gate_up, h, m, &in);
         }
         meet(&barrier, team);
         linear(&L->gate_up, &in, h, mid, rows);  /* per row: [gate | up] */
         meet(&barrier, team);
-        if (first) {
-            input_free(&in, rows);
-            for (int m = 0; m < rows; m++)
-                activate_times(mid + (long)m * 2 * dims->inter, mid + (long)m * 2 * dims->inter + dims->inter, act + (long)m * dims->inter,
-                               dims->inter, dims->activation);
-            input_of(&L->down, act, rows, &in);
+        #pragma omp for schedule(static) nowait
+        for (int m = 0; m < rows; m++) {
+            input_row_free(&in, m);
+            activate_times(mid + (long)m * 2 * dims->inter, mid + (long)m * 2 * dims->inter + dims->inter, act + (long)m * dims->inter,
+                           dims->inter, dims->activation);
+            input_row(&L->down, act, m, &in);
         }
         meet(&barrier, team);
         linear(&L->down, &in, act, h, rows);
         meet(&barrier, team);
-        if (first) {
-            input_free(&in, rows);
-            add_block(res, h, L->norms[3], rows, H, dims);
-        }
+    }
+    #pragma omp for schedule(static)
+    for (int m = 0; m < rows; m++) {  /* the last layer's end */
+        input_row_free(&in, m);
+        add_block(res + (long)m * H, h + (long)m * H, seqs[0][n_layers - 1].norms[3], 1, H, dims);
     }
     }
+    free(in.xb);
     for (long i = 0; i < (long)rows * H; i++) x[i] = float_to_bf16(res[i]);
     free(h); free(res); free(mid); free(att); free(act);
 }

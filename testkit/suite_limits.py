@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-# A whole run takes about 25 minutes on 2 cores; CI's 90 include the install and the
-# kernels' second pass, which need about 10.
+# Well past a whole run on 2 cores (docs/benchmarks.md, "The test suite"), and short of CI's
+# 90 minutes less the install and the kernels' second pass.
 SUITE_DEADLINE_S = float(os.environ.get("SLERP_ARENA_SUITE_DEADLINE_S", 65 * 60))
-# What a whole run wrote at its peak on a fresh machine (models, merges, downloads, the fresh
-# build, Chromium's profiles): about 4 GiB beside an installed venv.
+# Above what a whole run wrote at its peak on a fresh machine (models, merges, downloads, the
+# fresh build, Chromium's profiles), beside an installed venv (docs/benchmarks.md).
 SUITE_DISK_GIB = float(os.environ.get("SLERP_ARENA_SUITE_DISK_GIB", 5.0))
 _STARTED = pytest.StashKey[float]()
 

@@ -21,7 +21,7 @@ from testkit.fresh_build import BackgroundBuild, BuildResult
 from testkit.tiny_models import build_tiny_model
 
 ARTIFACTS = ROOT / "artifacts"  # screenshots (ignored by git)
-pytest_plugins = ["testkit.suite_limits"]  # the machine in the header, a deadline for the whole run
+pytest_plugins = ["testkit.suite_limits"]  # the machine in the summary, a disk check, a deadline for the whole run
 MACHINE_CACHE = Path(os.environ.get("SLERP_ARENA_TEST_CACHE", Path.home() / ".cache" / "slerp-arena-tests"))
 FRESH_BUILD = pytest.StashKey[BackgroundBuild]()
 

@@ -47,7 +47,7 @@ typedef struct {
    only briefly, then sleeps on a futex, once it manages more threads than there are cores,
    and every thread that ever ran a parallel region keeps a team (the thread that loaded the
    model, each model's scheduler): a step off the main thread slept and woke at each of its
-   11 meetings a layer (docs/benchmarks.md). This one spins, then yields the core. */
+   meetings, ten a layer (docs/benchmarks.md). This one spins, then yields the core. */
 #define SPINS_BEFORE_YIELD (1 << 10)
 typedef struct { atomic_int arrived, phase; } Barrier;
 

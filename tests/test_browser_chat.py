@@ -463,7 +463,8 @@ def test_two_visitors_at_once_stop_clear_regenerate_and_blind_touch_only_their_o
         second.locator("#chat-clear").click()
         expect(second.locator("#chat-panes .message")).to_have_count(0, timeout=20_000)
         expect(first.locator("#chat-panes .message.bot")).to_have_count(3)  # visitor 1's partial replies stay
-        assert all(t.strip() for t in first.locator("#chat-panes .message.bot").all_inner_texts())
+        texts = first.locator("#chat-panes .message.bot").all_inner_texts()
+        assert all(t.strip() for t in texts), texts
 
         set_max_new_tokens(first, 40)
         first.get_by_role("button", name="Regenerate").click()

@@ -31,6 +31,7 @@ SLERP_ARENA_DECODER=transformers forces that everywhere, for comparison.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import os
 import threading
@@ -55,6 +56,7 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "silu": F.silu, "gelu_pytorch_tanh": functools.partial(F.gelu, approximate="tanh")}
 ROPE_TYPES = ("default", "linear", "llama3", "yarn")  # a fixed table of angles (dynamic ones change with length)
 DECODER_ENV = "SLERP_ARENA_DECODER"  # "transformers": always use generate
+PROMPT_ROWS = (16, 32, 64)  # prompt lengths tried in the C step (csrc/decode_step.c takes 64 rows a pass)
 CAPPED_BLOCK = 128  # queries per block of soft-capped prompt attention
 
 
@@ -152,6 +154,7 @@ class LeanDecoder:
             self.heads, self.kv_heads, self.head_dim, self.eps, self.scaling, self.norm_offset,
             list(ACTIVATIONS.values()).index(self.activation), self.softcap or 0.0))
         self.step = step if step is not None and self._step_wins(step) else None
+        self.prompt_rows = self._prompt_rows(self.step) if self.step else 0
         self.scheduler = Scheduler(self, cores)  # its decode steps, shared by every reply of the model
 
     def _step_wins(self, step: decode_step.Plan) -> bool:
@@ -172,6 +175,38 @@ class LeanDecoder:
 
         with torch.inference_mode():
             return kernel_wins(("step", self.dtype, *step.shapes()), in_c, in_torch)
+
+    def _prompt_rows(self, step: decode_step.Plan) -> int:
+        """The longest prompt (of PROMPT_ROWS) whose rows go through the C step together
+        (`prefill`), not through the torch loop's GEMMs: where one layer ran faster in C
+        here at that many rows. Short prompts are a chat's common case (a new turn after a
+        kept cache), and the torch loop's ~25 ops a layer cost more than their products.
+        Measured in a thread of its own, as the scheduler's: torch's ops ran slower there
+        than on the main thread (OpenMP gives each thread its own team)."""
+        chosen = [0]
+        measuring = threading.Thread(target=lambda: chosen.__setitem__(0, self._measure_prompt_rows(step)), name="prompt rows")
+        measuring.start()
+        measuring.join()
+        return chosen[0]
+
+    def _measure_prompt_rows(self, step: decode_step.Plan) -> int:
+        x = self.embed[:max(PROMPT_ROWS)].clone()
+        cos, sin = self.rope(max(PROMPT_ROWS))
+        for rows in sorted(PROMPT_ROWS, reverse=True):
+            cache = [tuple(torch.zeros(self.kv_heads, rows, self.head_dim) for _ in range(2))]
+            one = step.first_layer().bind(cache)
+            angles = cos[:rows, None], sin[:rows, None]
+
+            def in_c(rows: int = rows, one: decode_step.Bound = one) -> None:
+                decode_step.step_batch([one] * rows, x[:rows].clone(), cos[:rows], sin[:rows], list(range(rows)))
+
+            def in_torch(rows: int = rows, cache: list = cache, angles: tuple = angles) -> None:
+                self._layer(self.layers[0], x[:rows], lambda qkv: self._attend(qkv, self.layers[0], cache[0], 0, *angles), [rows])
+
+            with torch.inference_mode():
+                if kernel_wins(("prompt", rows, self.dtype, *step.shapes()), in_c, in_torch):
+                    return rows
+        return 0
 
     def rope(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sin for positions 0..length-1, computed as transformers' rotary embedding
@@ -250,10 +285,24 @@ class LeanDecoder:
 
     def prefill(self, parts: list[tuple[torch.Tensor, int, Cache]]) -> list[torch.Tensor]:
         """The float32 logits [1, vocab] of the last token of each part (ids [1, n] at
-        `position` onward after what its cache holds), filling each cache there. The parts'
-        rows go through each linear together, so prompts arriving at once share its
-        weights' widening (cpu_kernels._widened) instead of paying it each, and each
-        part's rows come out as they would alone (cpu_kernels._product's `sizes`)."""
+        `position` onward after what its cache holds), filling each cache there. A part of
+        at most `prompt_rows` tokens goes through the C step, its tokens as rows of one
+        batch (each row as that token decoded alone). The others' rows go through each
+        linear together, so prompts arriving at once share its weights' widening
+        (cpu_kernels._widened) instead of paying it each, and each part's rows come out as
+        they would alone (cpu_kernels._product's `sizes`)."""
+        stepped = [i for i, (ids, _, cache) in enumerate(parts) if cache.bound is not None and ids.shape[1] <= self.prompt_rows]
+        rest = [i for i in range(len(parts)) if i not in stepped]
+        logits: dict[int, torch.Tensor] = {}
+        if stepped:
+            rows = [(int(token), parts[i][1] + k, parts[i][2]) for i in stepped for k, token in enumerate(parts[i][0][0])]
+            lasts = [end - 1 for end in itertools.accumulate(parts[i][0].shape[1] for i in stepped)]
+            logits.update(zip(stepped, self._through_step(*map(list, zip(*rows, strict=True)), lasts).split(1), strict=True))
+        if rest:
+            logits.update(zip(rest, self._prefill_in_torch([parts[i] for i in rest]), strict=True))
+        return [logits[i] for i in range(len(parts))]
+
+    def _prefill_in_torch(self, parts: list[tuple[torch.Tensor, int, Cache]]) -> list[torch.Tensor]:
         sizes = [ids.shape[1] for ids, _, _ in parts]
         x = torch.cat([self._embed(ids[0]) for ids, _, _ in parts])  # [rows, hidden]
         angles = [tuple(t[position:position + n, None] for t in self.rope(position + n))
@@ -272,11 +321,17 @@ class LeanDecoder:
         step runs; each row is what `forward` gives that reply alone."""
         if len(tokens) == 1 or any(cache.bound is None for cache in caches):
             return torch.cat([self.forward(torch.tensor([[t]]), p, c) for t, p, c in zip(tokens, positions, caches, strict=True)])
+        return self._through_step(tokens, positions, caches, list(range(len(tokens))))
+
+    def _through_step(self, tokens: list[int], positions: list[int], caches: list[Cache], wanted: list[int]) -> torch.Tensor:
+        """The C step on rows of tokens (token m at positions[m] after what caches[m] holds;
+        rows may share a cache at consecutive positions, a prompt's, each attending to the
+        rows before it): the float32 logits of the rows `wanted`."""
         x = self._embed(torch.tensor(tokens)).contiguous()  # [rows, hidden]
         cos, sin = self.rope(max(positions) + 1)
         at = torch.tensor(positions)
         decode_step.step_batch([cache.bound for cache in caches], x, cos[at].contiguous(), sin[at].contiguous(), positions)
-        return self._logits(x, [1] * len(tokens))  # each row as alone: torch's GEMM may sum a row otherwise in another batch
+        return self._logits(x[wanted], [1] * len(wanted))  # each row as alone: torch's GEMM may sum a row otherwise in another batch
 
     def _layer(self, layer: _Layer, x: torch.Tensor, attend: Callable[[torch.Tensor], torch.Tensor],
                sizes: list[int] | None = None) -> torch.Tensor:

@@ -33,6 +33,10 @@ from inference.scheduler import Sequence
 
 MAX_MODELS = 4
 STOP_AT_EXIT_S = 10.0  # how long an exiting process waits for each stopped reply thread (a stopped one ends within a token)
+# Snapshots come at most this often (the first at once): each one costs the page's server a
+# render and a message per visitor, and with many visitors at once that work took a core
+# from the decoding (docs/benchmarks.md). 20 a second still reads as a smooth stream.
+FRAME_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -261,15 +265,21 @@ def stream_side_by_side(models: list[ChatModel], histories: list[list[Message]],
 
     atexit.register(stop_at_exit)  # the interpreter's exit holds the streams running, not a set of ours
     try:
+        shown_at = -FRAME_S
         while running:
-            # Every update waiting is folded into one snapshot (each shows the whole reply so
-            # far): a consumer slower than the decoding, such as a page on a slow link, would
-            # otherwise replay stale snapshots after the replies ended, and a Clear in the
-            # Chromium test waited out 15 s of them.
-            waiting = [updates.get()]
+            # Every update until the frame's end is folded into one snapshot (each shows the
+            # whole reply so far): a consumer slower than the decoding, such as a page on a
+            # slow link, would otherwise replay stale snapshots after the replies ended, and
+            # a Clear in the Chromium test waited out 15 s of them.
+            running -= updates.get() is None
+            while running and (left := shown_at + FRAME_S - time.monotonic()) > 0:
+                try:
+                    running -= updates.get(timeout=left) is None
+                except queue.Empty:
+                    break
             while not updates.empty():
-                waiting.append(updates.get_nowait())
-            running -= waiting.count(None)
+                running -= updates.get_nowait() is None
+            shown_at = time.monotonic()
             # Copies: the worker threads keep writing into the live objects.
             yield [replace(r, stats=replace(r.stats)) for r in replies]
     finally:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from inference import GenerationSettings, generate_reply, load_model
-from inference.decoder import DECODER_ENV, unsupported_reason
+from inference.decoder import DECODER_ENV, PROMPT_ROWS, unsupported_reason
 from testkit.tiny_models import lean_families
 
 CONVERSATION = [{"role": "user", "content": "The capital of France is Paris. How are you?"}]
@@ -40,19 +40,32 @@ def test_lean_loop_picks_the_tokens_generate_picks(tiny_models, arch, settings, 
 @pytest.mark.parametrize("arch", lean_families())
 @pytest.mark.parametrize("precision", ["bf16", "int8", "fp8"])
 def test_decode_logits_match_the_models_forward(tiny_models, math_path, arch, precision):
-    """Prefill equals the model's forward exactly (soft-capped attention: within 2%); each
-    decode step (one cached token at a time) within 2% relative L2 of it: decode attention
-    is float32 where transformers rounds via bf16. The sliding window (8 here) is shorter than the 12 tokens, so the
-    sliding layers of Mistral, Qwen2 and Gemma2 attend to their windows only."""
+    """The torch loop's prefill equals the model's forward exactly (soft-capped attention:
+    within 2%); each decode step (one cached token at a time) within 2% relative L2 of it:
+    decode attention is float32 where transformers rounds via bf16. Where the C step runs,
+    a short prompt goes through it as rows of one batch: those tokens decoded one at a time
+    there, bit for bit, logits and cache. The sliding window (8 here) is shorter than the
+    12 tokens, so the sliding layers of Mistral, Qwen2 and Gemma2 attend to their windows only."""
     loaded = load_model(str(tiny_models(arch, 5, sliding_window=8)), precision)
     decoder = loaded.decoder
     ids = torch.tensor([[1, 5, 9, 42, 77, 100, 3, 15, 60, 8, 200, 31]])
     prompt = 4
     with torch.inference_mode():
         full = loaded.model(ids).logits.float()[0]
+        forward = loaded.model(ids[:, :prompt]).logits.float()[0, -1]
+        if decoder.step is not None:
+            decoder.prompt_rows = max(PROMPT_ROWS)
+            stepped, together = decoder.new_cache(ids.shape[1]), decoder.new_cache(ids.shape[1])
+            for position in range(prompt):
+                alone = decoder.forward(ids[:, position:position + 1], position, stepped)
+            logits = decoder.forward(ids[:, :prompt], 0, together)
+            assert torch.equal(logits, alone)
+            assert all(torch.equal(a[:, :prompt], b[:, :prompt]) for one, other in zip(stepped, together, strict=True)
+                       for a, b in zip(one, other, strict=True))
+            assert float((logits[0] - forward).norm() / forward.norm()) < 0.02
+        decoder.prompt_rows = 0  # every prompt through the torch loop
         cache = decoder.new_cache(ids.shape[1])
         logits = decoder.forward(ids[:, :prompt], 0, cache)
-        forward = loaded.model(ids[:, :prompt]).logits.float()[0, -1]
         if decoder.softcap:  # float32 attention where transformers' eager attention rounds through bf16
             assert float((logits[0] - forward).norm() / forward.norm()) < 0.02
         else:

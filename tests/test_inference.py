@@ -23,6 +23,7 @@ from inference import (
     stream_side_by_side,
 )
 from inference.cpu_kernels import bf16_linear_cpu, fp8_linear_cpu, int8_linear_cpu
+from inference.generation import FRAME_S
 from inference.quantize import Int8Linear
 from inference.sharing import Cores, kernel_threads
 from testkit.tiny_models import CHATML, GEMMA_LIKE, build_tiny_model
@@ -174,6 +175,28 @@ def test_bf16_cpu_kernel_is_the_exact_product_rounded_once(kernel_target, rows, 
     assert float((y - exact).norm() / exact.norm()) < 2**-9
 
 
+@pytest.mark.parametrize("kind", ["int8", "fp8", "bf16"])
+def test_each_row_of_a_many_row_product_is_that_row_alone(kernel_target, kind):
+    """The kernels multiply each weight row by up to 8 activation rows at once (groups of
+    8, 4, 2 and 1), the weights loaded and widened once per group: each of 15 rows (one
+    group of each size) is bit for bit what that row gives alone, as a reply's token must
+    be whatever else decodes in its step. 600 wide: a block of 256 cut short, and a tail."""
+    torch.manual_seed(15)
+    x = torch.randn(15, 600).bfloat16()
+    if kind == "int8":
+        weight, scale = torch.randint(-127, 128, (200, 600), dtype=torch.int8), (torch.rand(200) / 50).bfloat16()
+        product = lambda rows: int8_linear_cpu(rows, weight, scale)  # noqa: E731
+    elif kind == "fp8":
+        weight, scale = (torch.randn(200, 600) * 8).to(torch.float8_e4m3fn), torch.rand(200) / 50
+        product = lambda rows: fp8_linear_cpu(rows, weight, scale)  # noqa: E731
+    else:
+        weight = torch.randn(200, 600).bfloat16()
+        product = lambda rows: bf16_linear_cpu(rows, weight)  # noqa: E731
+    together = product(x)
+    assert torch.equal(together, torch.cat([product(x[m:m + 1]) for m in range(15)]))
+    assert not torch.equal(together[0], together[1])  # rows of their own, not one row's value copied
+
+
 def test_int8_kernel_keeps_outlier_activations_within_the_weights_own_rounding(kernel_target):
     """LLM activations carry a few channels 100x the rest, and the kernel rounds a block
     to int16 against its largest value. The product's error stays within 10% of the bf16
@@ -258,6 +281,20 @@ def test_streaming_interleaves_updates_from_all_models(tiny_models):
     together, snapshot = streamed_together(stream_side_by_side(models, [QUESTION] * 3, settings))
     assert together  # every model had produced text before any model finished: they ran at the same time
     assert all(r.stats.new_tokens == 40 and r.stats.first_token_s is not None for r in snapshot)
+
+
+def test_a_fast_stream_comes_at_most_one_snapshot_a_frame_and_the_last_holds_every_reply_whole(tiny_models):
+    """Tiny models decode far faster than a page redraws: their 2 x 200 tokens come folded
+    into at most one snapshot per FRAME_S (each one costs the page's server a render and a
+    message per visitor), and the last snapshot holds both replies whole."""
+    models = [load_model(str(tiny_models("llama", seed)), "bf16") for seed in (1, 2)]
+    settings = GenerationSettings(temperature=0.0, max_new_tokens=200, min_new_tokens=200)
+    started = time.monotonic()
+    snapshots = list(stream_side_by_side(models, [QUESTION] * 2, settings))
+    frames = (time.monotonic() - started) / FRAME_S
+    assert len(snapshots) <= frames + 2, (len(snapshots), frames)
+    assert all(r.done and r.stats.new_tokens == 200 for r in snapshots[-1])
+    assert [r.text for r in snapshots[-1]] == [r.text for r in run_side_by_side(models, [QUESTION] * 2, settings)]
 
 
 def test_prompts_go_one_at_a_time_in_pane_order_with_every_core_and_tokens_wait_for_them():

@@ -144,7 +144,7 @@ static void add_rounded(float *res, const float *h, int n) {
 /* A linear's input rows as its products read them: int8 weights multiply int16 blocks
    (gemv.c); with AVX512-BF16, bf16 weights multiply the rows as bf16 (x holds bf16 values:
    exact), in a buffer of the step's. Row m is made by one thread, read by all. */
-#define MAX_ROWS 16  /* replies in one step (inference/scheduler.py MAX_BATCH); decode_batch splits more */
+#define MAX_ROWS 64  /* rows in one pass over the weights (a batch of replies, a short prompt); decode_batch splits more */
 typedef struct { Int8Input q[MAX_ROWS]; uint16_t *xb; } Input;
 
 static void input_row(const Linear *l, const float *x, int m, Input *in) {
@@ -158,27 +158,31 @@ static void input_row(const Linear *l, const float *x, int m, Input *in) {
 static void input_row_free(Input *in, int m) { int8_input_free(&in->q[m]); }
 
 /* y[m, o] = bf16(scale[o] * w[o] . x[m]) (+ bias, rounded again: the torch loop adds it
-   after), for `rows` rows of x: each weight row is read from memory once for all of them
-   (it stays in L1 across the rows), and each row's value is computed as for a row alone.
+   after), for `rows` rows of x: each weight row is read from memory once for all of them,
+   and loaded and widened once per group of rows (gemv.c); each row's value is computed
+   as for a row alone.
    Called by every thread of the step's team: the output rows are split between them, and
    the caller meets the others before reading y. */
 static void linear(const Linear *l, const Input *in, const float *x, float *y, int rows) {
     #pragma omp for schedule(static) nowait
     for (int o = 0; o < l->out; o++) {
-        for (int m = 0; m < rows; m++) {
-            float v;
-            if (l->kind == 1)
-                v = dot_int8_input(&in->q[m], (const int8_t *)l->weight + (long)o * l->in, l->in) * bf16_to_float(((const uint16_t *)l->scale)[o]);
-            else if (l->kind == 2)
-                v = dot_fp8_over_256(x + (long)m * l->in, (const uint8_t *)l->weight + (long)o * l->in, l->in) * 256.0f * ((const float *)l->scale)[o];
-            else
+        float v[MAX_ROWS];
+        if (l->kind == 1) {
+            dots_int8(in->q, rows, (const int8_t *)l->weight + (long)o * l->in, l->in, v);
+            for (int m = 0; m < rows; m++) v[m] *= bf16_to_float(((const uint16_t *)l->scale)[o]);
+        } else if (l->kind == 2) {
+            dots_fp8_over_256(x, rows, (const uint8_t *)l->weight + (long)o * l->in, l->in, v);
+            for (int m = 0; m < rows; m++) v[m] = v[m] * 256.0f * ((const float *)l->scale)[o];
+        } else {
 #if defined(__AVX512BF16__)
-                v = dot_bf16_bf16(in->xb + (long)m * l->in, (const uint16_t *)l->weight + (long)o * l->in, l->in);
+            dots_bf16_bf16(in->xb, rows, (const uint16_t *)l->weight + (long)o * l->in, l->in, v);
 #else
-                v = dot_bf16(x + (long)m * l->in, (const uint16_t *)l->weight + (long)o * l->in, l->in);
+            dots_bf16(x, rows, (const uint16_t *)l->weight + (long)o * l->in, l->in, v);
 #endif
-            v = round_bf16(v);
-            y[(long)m * l->out + o] = l->bias ? round_bf16(v + bf16_to_float(l->bias[o])) : v;
+        }
+        for (int m = 0; m < rows; m++) {
+            const float r = round_bf16(v[m]);
+            y[(long)m * l->out + o] = l->bias ? round_bf16(r + bf16_to_float(l->bias[o])) : r;
         }
     }
 }

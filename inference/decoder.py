@@ -283,15 +283,23 @@ class LeanDecoder:
             return self._logits(x)
         return self.prefill([(ids, position, cache)])[0]
 
-    def prefill(self, parts: list[tuple[torch.Tensor, int, Cache]]) -> list[torch.Tensor]:
+    def prompt_in_c(self, length: int) -> bool:
+        """Whether a prompt of `length` new tokens goes through the C step (`prefill`)."""
+        return self.step is not None and length <= self.prompt_rows
+
+    def prefill(self, parts: list[tuple[torch.Tensor, int, Cache]], lengths: list[int] | None = None) -> list[torch.Tensor]:
         """The float32 logits [1, vocab] of the last token of each part (ids [1, n] at
         `position` onward after what its cache holds), filling each cache there. A part of
-        at most `prompt_rows` tokens goes through the C step, its tokens as rows of one
-        batch (each row as that token decoded alone). The others' rows go through each
-        linear together, so prompts arriving at once share its weights' widening
-        (cpu_kernels._widened) instead of paying it each, and each part's rows come out as
-        they would alone (cpu_kernels._product's `sizes`)."""
-        stepped = [i for i, (ids, _, cache) in enumerate(parts) if cache.bound is not None and ids.shape[1] <= self.prompt_rows]
+        a prompt of at most `prompt_rows` tokens (`lengths`: each part's prompt, where a
+        part is a chunk of it; default: the part's own) goes through the C step, its tokens
+        as rows of one batch, each row that token decoded alone, so a reply's next token
+        can ride along as a part of one. The others' rows go through each linear together,
+        so prompts arriving at once share its weights' widening (cpu_kernels._widened)
+        instead of paying it each, and each part's rows come out as they would alone
+        (cpu_kernels._product's `sizes`)."""
+        lengths = lengths or [ids.shape[1] for ids, _, _ in parts]
+        stepped = [i for i, ((_, _, cache), n) in enumerate(zip(parts, lengths, strict=True))
+                   if cache.bound is not None and self.prompt_in_c(n)]
         rest = [i for i in range(len(parts)) if i not in stepped]
         logits: dict[int, torch.Tensor] = {}
         if stepped:

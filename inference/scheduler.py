@@ -8,7 +8,10 @@ one stream already reads the weights about as fast as the memory delivers them.
 
 A new reply's prompt is prefilled PREFILL_CHUNK tokens at a time, one chunk between two
 decode steps, so the replies already streaming pause for a chunk, not for a whole
-conversation; with nothing streaming, at once. A prompt keeps its place among the
+conversation; with nothing streaming, at once. A short prompt (a chat's new turn after
+its kept cache) goes through the C step as rows of its own (decoder.prompt_in_c), and the
+replies streaming take their step in the same pass, as llama.cpp's server batches prompt
+and decode tokens together. A prompt keeps its place among the
 process's prompts (sharing.py) from its first chunk to its last: the models' prompts go
 one at a time, in the order they came, as before batching. Sampling, seed, repetition penalty, stop and the end of a reply are each
 reply's own: its processors see only its tokens, and each row of a step is computed as
@@ -150,14 +153,16 @@ class Scheduler:
                 if not counted:
                     share.enter_context(self.cores.decoding())
                     counted = True
+                stepped = False
                 if prefill:
-                    self._prefill(prefill, PREFILL_CHUNK if batch else None)
+                    stepped = self._prefill(prefill, batch)
+                    batch[:] = [s for s in batch if not s.finished.is_set()]
                     batch += [s for s in prefill if s.position and not s.finished.is_set()]
                     still = [s for s in prefill if not s.position and not s.finished.is_set()]
                     prefill.clear()
                     prefill.extend(still)
                 batch[:] = [s for s in batch if not s.finished.is_set()]
-                if batch:
+                if batch and not stepped:
                     self.cores.before_a_token(self)  # a prompt of another model first (sharing.py)
                     self._step(batch)
                     batch[:] = [s for s in batch if not s.finished.is_set()]
@@ -169,15 +174,17 @@ class Scheduler:
             self._fail([sequence], exc)
             return False
 
-    def _prefill(self, waiting: deque[Sequence], chunk: int | None) -> None:
-        """One chunk of prompts, at most `chunk` rows (None: every row), the oldest first:
-        prompts that arrived together go through each linear together. A prompt whose last
-        rows are in gets its first token, leaves its place, and decodes from the next step
-        (its `position` is set)."""
+    def _prefill(self, waiting: deque[Sequence], batch: list[Sequence]) -> bool:
+        """One chunk of prompts, the oldest first: every row with nothing decoding, else at
+        most PREFILL_CHUNK; prompts that arrived together go through each linear together.
+        Where every prompt of the chunk goes through the C step (decoder.prompt_in_c), the
+        replies decoding take their step in the same pass: its weights are read once for
+        both. A prompt whose last rows are in gets its first token, leaves its place, and
+        decodes from the next step (its `position` is set). True: the batch took its step."""
         # At the oldest prompt's place; the kept caches' copies (_start) too: they compete with the prompts for the memory.
         with self.cores.prefilling(waiting[0].place, keep=True):
             parts, taken, rows = [], [], 0
-            limit = chunk or sum(len(s.prompt) for s in waiting)
+            limit = PREFILL_CHUNK if batch else sum(len(s.prompt) for s in waiting)
             for s in waiting:
                 if rows >= limit:
                     break
@@ -188,18 +195,24 @@ class Scheduler:
                 taken.append((s, end))
                 rows += end - s.filled
             if not parts:
-                return
+                return False
+            # A prompt's path is chosen by its whole length, never by how it was cut in chunks or batched.
+            lengths = [len(s.prompt) - s.reused for s, _ in taken]
+            riding = batch if all(self.decoder.prompt_in_c(n) for n in lengths) else []
+            parts += [(s.ids[:, s.position:s.position + 1], s.position, s.cache) for s in riding]
             try:
-                logits = self.decoder.prefill(parts)
+                logits = self.decoder.prefill(parts, lengths + [1] * len(riding))
             except BaseException as exc:  # noqa: BLE001 -- each reply of the chunk reports it
-                self._fail([s for s, _ in taken], exc)
-                return
-        for (s, end), last in zip(taken, logits, strict=True):
+                self._fail([s for s, _ in taken] + riding, exc)
+                return bool(riding)
+        for (s, end), last in zip(taken, logits, strict=False):
             s.filled = end
             if end == len(s.prompt):
                 self.cores.leave(s.place)
                 s.position = end
                 self._guarded(s, lambda s, last=last: self._choose(s, last))
+        self._stepped(riding, logits[len(taken):])
+        return bool(riding)
 
     def _start(self, s: Sequence) -> bool:
         """A reply's prompt to the streamer, and its cache (the conversation's kept one where
@@ -219,9 +232,13 @@ class Scheduler:
         except BaseException as exc:  # noqa: BLE001 -- each reply of the step reports it
             self._fail(batch, exc)
             return
-        for row, s in enumerate(batch):
+        self._stepped(batch, list(logits.split(1)))
+
+    def _stepped(self, batch: list[Sequence], logits: list[torch.Tensor]) -> None:
+        """Each reply's next token from its row of a step's logits."""
+        for s, row in zip(batch, logits, strict=True):
             s.position += 1
-            self._guarded(s, lambda s, row=row: self._choose(s, logits[row:row + 1]))
+            self._guarded(s, lambda s, row=row: self._choose(s, row))
 
     def _choose(self, s: Sequence, logits: torch.Tensor) -> bool:
         """The token at s.position from the logits before it; True when the reply ended."""

@@ -10,6 +10,7 @@ import torch
 
 from inference import GenerationSettings, ModelCache, generate_reply, load_model
 from inference import scheduler as scheduler_module
+from inference.decoder import PROMPT_ROWS
 from testkit.tiny_models import lean_families
 
 PROMPTS = [[{"role": "user", "content": text}] for text in (
@@ -57,7 +58,7 @@ def test_greedy_replies_decoded_together_are_the_replies_decoded_alone(tiny_mode
     alone = [generate_reply(loaded, history, settings(i), threading.Event()) for i, history in enumerate(PROMPTS)]
     sizes = batch_sizes(decoder, monkeypatch)
     prompts, prefill = [], decoder.prefill
-    monkeypatch.setattr(decoder, "prefill", lambda parts: prompts.append(len(parts)) or prefill(parts))
+    monkeypatch.setattr(decoder, "prefill", lambda parts, *rest: prompts.append(len(parts)) or prefill(parts, *rest))
     batched = together(loaded, PROMPTS, settings)
     assert max(sizes) >= 3  # they really shared steps
     assert max(prompts) >= 2  # and prompts that arrived together, a prefill
@@ -66,13 +67,16 @@ def test_greedy_replies_decoded_together_are_the_replies_decoded_alone(tiny_mode
         assert other.text == one.text
 
 
+@pytest.mark.parametrize("prompt_rows", [0, max(PROMPT_ROWS)], ids=["torch-loop", "c-step"])
 @pytest.mark.parametrize("precision", ["bf16", "int8", "fp8"])
-def test_prompts_prefilled_together_give_each_the_logits_and_cache_it_gets_alone(tiny_models, math_path, precision):
+def test_prompts_prefilled_together_give_each_the_logits_and_cache_it_gets_alone(tiny_models, math_path, precision, prompt_rows):
     """Prompts of 5, 20 and 40 tokens in one prefill: each prompt's logits and cache are
-    bit for bit its own prefill's. Alone, a 20-token prompt and a 40-token one take
-    different products (decode-sized, widened GEMM); their 65 rows together took the
-    widened GEMM for all, and a near tie in a reply went the other way on AVX-512."""
+    bit for bit its own prefill's, through the torch loop's products or as rows of the C
+    step (where it runs). Alone, a 20-token prompt and a 40-token one take different
+    products (decode-sized, widened GEMM); their 65 rows together took the widened GEMM for
+    all, and a near tie in a reply went the other way on AVX-512."""
     decoder = load_model(str(tiny_models("llama", 3)), precision).decoder
+    decoder.prompt_rows = prompt_rows
     prompts = [torch.randint(0, 200, (1, n), generator=torch.Generator().manual_seed(n)) for n in (5, 20, 40)]
     alone = [(decoder.prefill([(ids, 0, cache)])[0], cache) for ids, cache in ((ids, decoder.new_cache(64)) for ids in prompts)]
     caches = [decoder.new_cache(64) for _ in prompts]
@@ -131,6 +135,39 @@ def test_a_reply_joins_a_running_batch_and_a_stop_ends_only_its_own(tiny_models,
     assert replies[1].text == generate_reply(loaded, PROMPTS[1], long, threading.Event()).text
 
 
+def test_a_short_prompt_and_the_streaming_replies_next_tokens_go_through_one_pass(tiny_models, kernel_target, monkeypatch):
+    """A new turn's short prompt, sent while two replies stream, goes through the C step in
+    the same pass as their next tokens (one read of the weights for both, as llama.cpp's
+    server batches them); each reply, the new one and the streaming ones, is the one it
+    gets alone."""
+    loaded = load_model(str(tiny_models("llama", 3)), "int8")
+    decoder = loaded.decoder
+    assert decoder.prompt_in_c(20)
+    passes, prefill = [], decoder.prefill
+    monkeypatch.setattr(decoder, "prefill", lambda parts, *rest: passes.append(sorted(ids.shape[1] for ids, _, _ in parts)) or prefill(
+        parts, *rest))
+    batch_sizes(decoder, monkeypatch, pause_s=0.005)  # a real model's pace: the replies still stream when the prompt comes
+    long = GenerationSettings(temperature=0.0, max_new_tokens=120, min_new_tokens=120)
+    short = GenerationSettings(temperature=0.0, max_new_tokens=8, min_new_tokens=8)
+    replies, texts = [None, None, None], [[], []]
+
+    def streaming(i: int) -> None:
+        replies[i] = generate_reply(loaded, PROMPTS[i], long, threading.Event(), on_text=texts[i].append)
+
+    threads = [threading.Thread(target=streaming, args=(i,)) for i in (0, 1)]
+    for thread in threads:
+        thread.start()
+    while not (texts[0] and texts[1]):
+        time.sleep(0.01)
+    start = len(passes)
+    replies[2] = generate_reply(loaded, PROMPTS[2], short, threading.Event())
+    for thread in threads:
+        thread.join()
+    assert any(lengths[:2] == [1, 1] and lengths[2] > 1 for lengths in passes[start:]), passes[start:]  # two tokens rode along
+    alone = [generate_reply(loaded, PROMPTS[i], settings, threading.Event()) for i, settings in ((0, long), (1, long), (2, short))]
+    assert [r.text for r in replies] == [r.text for r in alone]
+
+
 def test_a_long_prompt_is_prefilled_in_chunks_between_the_steps_of_a_streaming_reply(tiny_models, kernel_target, monkeypatch):
     """A new turn's prompt comes in chunks, and a reply already streaming gets a step
     between two chunks; the long prompt's reply is the one it gets alone."""
@@ -138,8 +175,8 @@ def test_a_long_prompt_is_prefilled_in_chunks_between_the_steps_of_a_streaming_r
     loaded = load_model(str(tiny_models("qwen2", 3)), "bf16")
     decoder = loaded.decoder
     log, prefill = [], decoder.prefill
-    monkeypatch.setattr(decoder, "prefill", lambda parts: log.append(("prefill", sum(ids.shape[1] for ids, _, _ in parts))) or prefill(
-        parts))
+    monkeypatch.setattr(decoder, "prefill", lambda parts, *rest: log.append(
+        ("prefill", sum(ids.shape[1] for ids, _, _ in parts))) or prefill(parts, *rest))
     sizes = batch_sizes(decoder, monkeypatch)
     real_batch = decoder.forward_batch
     monkeypatch.setattr(decoder, "forward_batch", lambda tokens, *rest: log.append(("step", len(tokens))) or real_batch(tokens, *rest))
@@ -175,8 +212,8 @@ def test_a_chunked_prompt_keeps_its_place_so_another_models_prompt_waits_for_its
     for name, loaded in (("first", first), ("second", second)):
         decoder = loaded.decoder
         real = decoder.prefill
-        monkeypatch.setattr(decoder, "prefill", lambda parts, name=name, real=real: log.append(
-            (name, sum(ids.shape[1] for ids, _, _ in parts))) or time.sleep(0.05) or real(parts))
+        monkeypatch.setattr(decoder, "prefill", lambda parts, *rest, name=name, real=real: log.append(
+            (name, sum(ids.shape[1] for ids, _, _ in parts))) or time.sleep(0.05) or real(parts, *rest))
     batch_sizes(first.decoder, monkeypatch, pause_s=0.02)  # a real model's pace: it streams while the prompt comes
     settings = GenerationSettings(temperature=0.0, max_new_tokens=150, min_new_tokens=150)
     texts: list[str] = []

@@ -90,6 +90,13 @@ def send(page, text: str) -> None:
     page.get_by_role("button", name="Send", exact=True).click()
 
 
+def shows_words(bubble, timeout: float = 5_000) -> None:
+    """Wait until a reply's bubble shows a visible character, read as a visitor reads it (its
+    inner text): on its text content, a bubble still waiting for its model to load passed,
+    and a Stop sent then found no reply begun."""
+    expect(bubble).to_have_text(re.compile(r"[^\s\ufffd]"), use_inner_text=True, timeout=timeout)
+
+
 def assert_no_error(page) -> None:
     assert page.locator(".toast-body").count() == 0, page.locator(".toast-body").all_inner_texts()
     assert "list index" not in page.inner_text("body") and not re.search(r"\bError\b", page.inner_text("#chat-panes"))
@@ -197,7 +204,7 @@ def test_stop_keeps_the_partial_replies_and_gives_back_the_waiting_message(brows
     send(page, "second message")  # waits its turn, shown after the replies on their way
     expect(page.locator("#chat-panes .message.user").filter(has_text="second message")).to_have_count(3)
     for i in range(3):  # some text in every pane before the Stop
-        expect(page.locator("#chat-panes .message.bot").nth(i)).to_have_text(re.compile(r"\S"), timeout=30_000)
+        shows_words(page.locator("#chat-panes .message.bot").nth(i), 30_000)
     page.get_by_role("button", name="Stop", exact=True).click()
     expect(page.locator("#chat-panes").get_by_text(re.compile(r"stopped"))).to_have_count(3, timeout=20_000)
     expect(page.get_by_label("Blind mode: shuffled, unnamed panes; vote, then see the names")).to_be_enabled()
@@ -219,7 +226,7 @@ def test_clear_mid_stream_empties_the_panes_and_the_waiting_messages_and_nothing
     long_replies(page, merged, monkeypatch, "first message")
     send(page, "waiting message")
     for i in range(3):
-        expect(page.locator("#chat-panes .message.bot").nth(i)).to_have_text(re.compile(r"\S"), timeout=60_000)
+        shows_words(page.locator("#chat-panes .message.bot").nth(i), 60_000)
     clear = page.locator("#chat-clear")
     expect(clear).to_be_enabled()  # mid-reply: Clear is a way out, as Stop is
     clear.click()
@@ -403,11 +410,11 @@ def test_a_second_visitor_streams_beside_the_first_and_neither_sees_the_others_m
         open_chat(first, output, a, b, blind=False, max_tokens=200)  # a reply of several seconds
         send(first, "visitor one's question")
         for i in range(3):  # visitor 1's replies are streaming
-            expect(first.locator("#chat-panes .message.bot").nth(i)).to_have_text(re.compile(r"\S"), timeout=60_000)
+            shows_words(first.locator("#chat-panes .message.bot").nth(i), 60_000)
         started = time.monotonic()
         send(second, "visitor two's question")
         for i in range(3):  # visitor 2's replies stream too, while visitor 1's still do
-            expect(second.locator("#chat-panes .message.bot").nth(i)).to_have_text(re.compile(r"\S"), timeout=30_000)
+            shows_words(second.locator("#chat-panes .message.bot").nth(i), 30_000)
         expect(second.locator("#chat-panes .progress-text").filter(has_text="queue")).to_have_count(0)
         second.screenshot(path=str(ARTIFACTS / "two-visitors-second-streaming.png"))
         first.screenshot(path=str(ARTIFACTS / "two-visitors-first-streaming.png"))
@@ -425,7 +432,7 @@ def test_a_second_visitor_streams_beside_the_first_and_neither_sees_the_others_m
             assert all(t.strip() == own for t in users.all_inner_texts()), users.all_inner_texts()
             assert other not in page.inner_text("#chat-panes")
             for i in range(3):
-                expect(page.locator("#chat-panes .message.bot").nth(i)).to_have_text(re.compile(r"\S"))
+                shows_words(page.locator("#chat-panes .message.bot").nth(i))
             assert_no_error(page)
         print(f"visitor 1 done after {first_done:.1f} s, visitor 2 after {second_done:.1f} s")
     finally:
@@ -450,7 +457,10 @@ def test_two_visitors_at_once_stop_clear_regenerate_and_blind_touch_only_their_o
         send(second, "visitor two's story")
         for page in (first, second):
             for i in range(3):
-                expect(page.locator("#chat-panes .message.bot").nth(i)).to_have_text(re.compile(r"[^\s\ufffd]"), timeout=60_000)
+                shows_words(page.locator("#chat-panes .message.bot").nth(i), 60_000)
+            # Each pane's first token is in (its line says when it came): under load, words seen a moment
+            # before the round's first view (its models still loading) were gone again when Stop landed.
+            expect(page.locator("#chat-panes").get_by_text(re.compile(r"first token"))).to_have_count(3, timeout=60_000)
         first.get_by_role("button", name="Stop", exact=True).click()
         expect(first.locator("#chat-panes").get_by_text(stopped)).to_have_count(3, timeout=20_000)
         expect(second.get_by_role("button", name="Regenerate")).to_be_disabled()  # visitor 2's replies go on

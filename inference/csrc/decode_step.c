@@ -293,7 +293,10 @@ static void add_block(float *res, float *h, const uint16_t *norm, int rows, int 
    the weights: continuous batching (inference/scheduler.py). Reply m has its own layers'
    cache pointers (seqs[m], capacity[m]) and position; x: [rows][hidden] bf16, updated in
    place; cos/sin: [rows][head_dim], the rotary rows of each reply's position. Row m's
-   values are those of the same reply stepped alone (decode_step is a batch of one). */
+   values are those of the same reply stepped alone (decode_step is a batch of one).
+   Rows may share a cache at consecutive positions, a prompt's tokens (decoder.prefill):
+   every row's keys and values are written before any row attends, so each attends to
+   the rows before it, as if decoded one after another. */
 void decode_batch(const Layer *const *seqs, const int *capacity, int rows, int n_layers, const Dims *dims, uint16_t *x,
                   const uint16_t *cos, const uint16_t *sin, const int *positions, int threads) {
     const int H = dims->hidden, d = dims->head_dim, heads = dims->heads, kv = dims->kv_heads, group = heads / kv;

@@ -56,7 +56,7 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "silu": F.silu, "gelu_pytorch_tanh": functools.partial(F.gelu, approximate="tanh")}
 ROPE_TYPES = ("default", "linear", "llama3", "yarn")  # a fixed table of angles (dynamic ones change with length)
 DECODER_ENV = "SLERP_ARENA_DECODER"  # "transformers": always use generate
-PROMPT_ROWS = (16, 32, 64)  # prompt lengths tried in the C step (csrc/decode_step.c takes 64 rows a pass)
+PROMPT_ROWS = (16, 64)  # prompt lengths tried in the C step, longest first (csrc/decode_step.c takes 64 rows a pass)
 CAPPED_BLOCK = 128  # queries per block of soft-capped prompt attention
 
 

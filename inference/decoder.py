@@ -30,6 +30,7 @@ SLERP_ARENA_DECODER=transformers forces that everywhere, for comparison.
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import itertools
 import logging
@@ -183,11 +184,8 @@ class LeanDecoder:
         kept cache), and the torch loop's ~25 ops a layer cost more than their products.
         Measured in a thread of its own, as the scheduler's: torch's ops ran slower there
         than on the main thread (OpenMP gives each thread its own team)."""
-        chosen = [0]
-        measuring = threading.Thread(target=lambda: chosen.__setitem__(0, self._measure_prompt_rows(step)), name="prompt rows")
-        measuring.start()
-        measuring.join()
-        return chosen[0]
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="prompt rows") as measuring:
+            return measuring.submit(self._measure_prompt_rows, step).result()
 
     def _measure_prompt_rows(self, step: decode_step.Plan) -> int:
         x = self.embed[:max(PROMPT_ROWS)].clone()

@@ -157,9 +157,7 @@ class _ReplyStreamer(BaseStreamer):
         decode = self.tokenizer.decode
         before = decode(self.tokens[self.prefix:self.read], skip_special_tokens=True)
         after = decode(self.tokens[self.prefix:], skip_special_tokens=True)
-        if final:  # a reply ended or stopped within a character: its first bytes are no text ("\ufffd" showed as an empty bubble)
-            after = after.rstrip("\ufffd")
-        if len(after) <= len(before) or after.endswith("\ufffd"):  # half a multi-byte character
+        if len(after) <= len(before) or (after.endswith("\ufffd") and not final):  # half a multi-byte character
             return
         self.text += after[len(before):]
         self.prefix, self.read = max(self.read - 4, 0), len(self.tokens)

@@ -11,11 +11,12 @@ decode steps, so the replies already streaming pause for a chunk, not for a whol
 conversation; with nothing streaming, at once. A short prompt (a chat's new turn after
 its kept cache) goes through the C step as rows of its own (decoder.prompt_in_c), and the
 replies streaming take their step in the same pass, as llama.cpp's server batches prompt
-and decode tokens together. A prompt keeps its place among the
-process's prompts (sharing.py) from its first chunk to its last: the models' prompts go
-one at a time, in the order they came, as before batching. Sampling, seed, repetition penalty, stop and the end of a reply are each
-reply's own: its processors see only its tokens, and each row of a step is computed as
-that reply alone would be, so a greedy reply is the same tokens in a batch or alone.
+and decode tokens together. A prompt keeps its place among the process's prompts
+(sharing.py) from its first chunk to its last: the models' prompts go one at a time, in
+the order they came, as before batching. Sampling, seed, repetition penalty, stop and the
+end of a reply are each reply's own: its processors see only its tokens, and each row of a
+step is computed as that reply alone would be, so a greedy reply is the same tokens in a
+batch or alone.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ from inference.kept_caches import KeptCaches
 from inference.sharing import Cores, Place
 
 PREFILL_CHUNK = 256  # prompt tokens between two decode steps
-MAX_BATCH = 16  # replies in one step (the C kernels' rows); more wait to join
+MAX_BATCH = 16  # replies in one step; more wait to join (a pass of csrc/decode_step.c takes 64 rows, a prompt's with them)
 STOP_AT_EXIT_S = 10.0  # how long an exiting process waits for the thread (it ends within a step)
 IDLE_S = 5.0  # the thread ends after this long without work, and starts again with the next reply
 

@@ -69,8 +69,6 @@ def build_library(target: str | None = "") -> ctypes.CDLL | None:
         function.restype = None
     lib.kept_attention.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int] * 6 + [ctypes.c_float, ctypes.c_int]
     lib.kept_attention.restype = None
-    lib.decode_step.argtypes = [ctypes.c_void_p, ctypes.c_int] + [ctypes.c_void_p] * 4 + [ctypes.c_int] * 2
-    lib.decode_step.restype = None
     lib.decode_batch.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 5 + [ctypes.c_int]
     lib.decode_batch.restype = None
     return lib

@@ -85,12 +85,6 @@ class Bound:
         # a reply's cache until the garbage collector ran. The weights are.
         self._keep = keep
 
-    def step(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, position: int) -> None:
-        """x: the token's hidden state [hidden], bf16, run through every layer in place;
-        cos/sin: the rotary rows of `position` [head_dim], bf16."""
-        kernel().decode_step(self.layers, len(self.layers), ctypes.byref(self.dims), x.data_ptr(), cos.data_ptr(), sin.data_ptr(),
-                             position, kernel_threads())
-
 
 def step_batch(bounds: list[Bound], x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: list[int]) -> None:
     """One token of each of several replies of one model (each bound to its own cache), in

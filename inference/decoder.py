@@ -169,7 +169,7 @@ class LeanDecoder:
         angles = cos[position:position + 1, None], sin[position:position + 1, None]
 
         def in_c() -> None:
-            one.step(x[0].clone(), cos[position], sin[position], position)
+            decode_step.step_batch([one], x.clone(), cos[position:position + 1], sin[position:position + 1], [position])
 
         def in_torch() -> None:
             self._layer(self.layers[0], x, lambda qkv: self._attend(qkv, self.layers[0], cache[0], position, *angles))
@@ -275,10 +275,7 @@ class LeanDecoder:
         onward after what the cache holds; fills the cache there."""
         n = ids.shape[1]
         if n == 1 and cache.bound is not None:
-            x = self._embed(ids[0])  # [1, hidden]
-            cos, sin = self.rope(position + 1)
-            cache.bound.step(x[0], cos[position], sin[position], position)
-            return self._logits(x)
+            return self._through_step([int(ids[0, 0])], [position], [cache], [0])
         return self.prefill([(ids, position, cache)])[0]
 
     def prompt_in_c(self, length: int) -> bool:

@@ -157,7 +157,6 @@ class Scheduler:
                 stepped = False
                 if prefill:
                     stepped = self._prefill(prefill, batch)
-                    batch[:] = [s for s in batch if not s.finished.is_set()]
                     batch += [s for s in prefill if s.position and not s.finished.is_set()]
                     still = [s for s in prefill if not s.position and not s.finished.is_set()]
                     prefill.clear()
@@ -206,7 +205,7 @@ class Scheduler:
             except BaseException as exc:  # noqa: BLE001 -- each reply of the chunk reports it
                 self._fail([s for s, _ in taken] + riding, exc)
                 return bool(riding)
-        for (s, end), last in zip(taken, logits, strict=False):
+        for (s, end), last in zip(taken, logits[:len(taken)], strict=True):
             s.filled = end
             if end == len(s.prompt):
                 self.cores.leave(s.place)

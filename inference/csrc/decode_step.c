@@ -293,7 +293,7 @@ static void add_block(float *res, float *h, const uint16_t *norm, int rows, int 
    the weights: continuous batching (inference/scheduler.py). Reply m has its own layers'
    cache pointers (seqs[m], capacity[m]) and position; x: [rows][hidden] bf16, updated in
    place; cos/sin: [rows][head_dim], the rotary rows of each reply's position. Row m's
-   values are those of the same reply stepped alone (decode_step is a batch of one).
+   values are those of the same reply stepped alone (a batch of one).
    Rows may share a cache at consecutive positions, a prompt's tokens (decoder.prefill):
    every row's keys and values are written before any row attends, so each attends to
    the rows before it, as if decoded one after another. */
@@ -397,12 +397,4 @@ void decode_batch(const Layer *const *seqs, const int *capacity, int rows, int n
     free(in.xb);
     for (long i = 0; i < (long)rows * H; i++) x[i] = float_to_bf16(res[i]);
     free(h); free(res); free(mid); free(att); free(act);
-}
-
-/* x: the token's hidden state [hidden], bf16, updated in place through all layers.
-   cos/sin: the rotary row of `position` [head_dim] (bf16). */
-void decode_step(const Layer *layers, int n_layers, const Dims *dims, uint16_t *x, const uint16_t *cos, const uint16_t *sin,
-                 int position, int threads) {
-    const Layer *seqs[1] = {layers};
-    decode_batch(seqs, &dims->capacity, 1, n_layers, dims, x, cos, sin, &position, threads);
 }

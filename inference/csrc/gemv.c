@@ -64,17 +64,14 @@ static void int8_input_free(Int8Input *in) { free(in->q); free(in->scales); }
 
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
 #define INT8_GROUP 8
-#else
-#define INT8_GROUP 4  /* an AVX2 row holds its sums and its float total: 16 ymm registers in all */
-#endif
-
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
 /* _mm512_dpwssd_epi32 as GCC 12 compiles it copies its sum to another register and back
    each time: two moves per product, which halved the group's speed. */
 static inline __m512i dpwssd(__m512i sum, __m512i a, const void *b) {
     __asm__("vpdpwssd %2, %1, %0" : "+v"(sum) : "v"(a), "m"(*(const __m512i *)b));
     return sum;
 }
+#else
+#define INT8_GROUP 4  /* an AVX2 row holds its sums and its float total: 16 ymm registers in all */
 #endif
 
 ALWAYS_INLINE void int8_group(const Int8Input *in, const int G, const int8_t *w, int n, float *out) {

@@ -1,4 +1,4 @@
-"""Many visitors at once: N = 1, 4, 8, 16 gradio_client sessions against `python app.py` on
+"""Many visitors at once: N = 1, 4, 8, 16 visitors against `python app.py` on
 the offline default, each holding a 5-turn conversation through the `/chat` API, all at
 once; beside it, in the same run, llama.cpp's own server on the same model (Q8_0) with N
 parallel slots and continuous batching, fed the same conversations.
@@ -26,7 +26,6 @@ import urllib.request
 from dataclasses import dataclass, field
 
 import torch
-from gradio_client import Client
 
 from core.cpu import describe_cpu
 from core.sources import bundled_gguf, cache_root
@@ -52,18 +51,26 @@ class Visitor:
         return f"Visitor {self.number}, turn {turn}: describe an animal whose name starts with {'BCDFGHKLMPRST'[turn]}, in three sentences."
 
     def converse(self, url: str, turns: int, tokens: int, panes: int) -> None:
-        client = Client(url, verbose=False)
+        """The conversation through the app's `/chat` API, over Gradio's plain HTTP route (the
+        one curl uses): gradio_client's threads and diff-patching took 38% of a core at 8
+        visitors, on the 2 cores the server runs on, where llama-server's clients are plain
+        streams like this one. One session hash per visitor keeps its chat between turns."""
+        session = f"load-visitor-{self.number}-{time.time_ns()}"
         parents_on = panes == 3
         for turn in range(turns):
-            sent = time.perf_counter()
-            first = None
+            data = [self.message(turn), "", 0.0, 1.0, tokens, 0, MODEL, MODEL, MODEL, True, parents_on, parents_on,
+                    "int8", "bf16", 1.0]
+            sent, first, final = time.perf_counter(), None, None
             try:
-                job = client.submit(self.message(turn), "", 0.0, 1.0, tokens, 0, MODEL, MODEL, MODEL, True, parents_on, parents_on,
-                                    "int8", "bf16", 1.0, api_name="/chat")
-                for update in job:
+                for event, update in gradio_stream(url, "chat", data, session):
+                    if event == "error":
+                        raise RuntimeError(f"the app answered with an error: {update}")
                     if first is None and any(text_of(bot[-1]) for bot in update[:3] if bot and bot[-1]["role"] == "assistant"):
                         first = time.perf_counter() - sent
-                final = job.outputs()[-1]
+                    if event == "complete":
+                        final = update
+                if final is None:
+                    raise RuntimeError("the stream ended without its last view")
             except Exception as exc:  # noqa: BLE001 -- counted and printed: the point is how many there are
                 self.errors.append(f"turn {turn}: {exc.__class__.__name__}: {exc}")
                 continue
@@ -110,6 +117,24 @@ class Visitor:
             if users != expected or len(answers) != turns or not all(a.strip() for a in answers):
                 return False
         return len(self.histories) == panes
+
+
+def gradio_stream(url: str, api: str, data: list, session: str):
+    """(event, data) for each view a Gradio event streams: POST /gradio_api/call/<api>, then
+    read its server-sent events."""
+    body = json.dumps({"data": data, "session_hash": session}).encode()
+    request = urllib.request.Request(f"{url}gradio_api/call/{api}", body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        event_id = json.loads(answer.read())["event_id"]
+    event = None
+    with urllib.request.urlopen(f"{url}gradio_api/call/{api}/{event_id}", timeout=600) as answer:
+        for line in answer:
+            if line.startswith(b"event: "):
+                event = line[7:].strip().decode()
+            elif line.startswith(b"data: ") and event in ("generating", "complete", "error"):
+                yield event, json.loads(line[6:])
+                if event in ("complete", "error"):
+                    return
 
 
 def percentile(values: list[float], share: float) -> float:

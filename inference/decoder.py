@@ -372,14 +372,14 @@ class LeanDecoder:
             k, v = qk[:, heads:].transpose(0, 1), qkv[:, heads + kv:].transpose(0, 1)
             return F.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=True, scale=self.scaling,
                                                   enable_gqa=True)[0].transpose(0, 1).reshape(n, heads * d)
-        visible = _visible(position, end, layer.window)
         if position == 0:  # a window shorter than the prompt: SDPA with the mask transformers builds
             k, v = qk[:, heads:].transpose(0, 1), qkv[:, heads + kv:].transpose(0, 1)
-            return F.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=visible, scale=self.scaling,
-                                                  enable_gqa=True)[0].transpose(0, 1).reshape(n, heads * d)
+            return F.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=_visible(position, end, layer.window),
+                                                  scale=self.scaling, enable_gqa=True)[0].transpose(0, 1).reshape(n, heads * d)
         # The rest of a prompt whose start the cache holds: each new position sees the cache and itself.
         attended = None if slides else attend_kept(qk[:, :heads], keys, values, position, self.scaling)
         if attended is None:  # in float32 on the cache as it is, as decode attends: no copy of the whole cache per layer
+            visible = _visible(position, end, layer.window)  # built only here: the C kernel masks as it goes
             attended = F.scaled_dot_product_attention(q.float()[None], keys[None, :, :end], values[None, :, :end], attn_mask=visible,
                                                       scale=self.scaling, enable_gqa=True)[0].transpose(0, 1).reshape(n, heads * d)
             attended = attended.to(qkv.dtype)

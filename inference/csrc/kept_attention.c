@@ -46,44 +46,53 @@ static void attend_tile(const uint16_t *q, const uint16_t *kb, const uint32_t *v
         for (int l = 0; l < rows; l++) memcpy(&lane[l], q + ((long)(r0 + l) * heads + h) * d + 2 * t, 4);
         qp[t] = _mm512_loadu_si512(lane);
     }
+    /* Scores, scaled and masked as they are stored (lane l sees keys up to position + r0 + l; a
+       padding lane, as the last row), and their maximum. Eight keys at a time: eight independent
+       sums keep vdpbf16ps's pipeline full, and each key's sum still runs over t in order. */
     const uint32_t *kw = (const uint32_t *)kb;
-    int j = 0;
-    for (; j + 4 <= end; j += 4) {
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        for (int t = 0; t < words; t++) {
-            const __m512bh qt = (__m512bh)qp[t];
-            a0 = _mm512_dpbf16_ps(a0, qt, (__m512bh)_mm512_set1_epi32((int)kw[(long)j * words + t]));
-            a1 = _mm512_dpbf16_ps(a1, qt, (__m512bh)_mm512_set1_epi32((int)kw[(long)(j + 1) * words + t]));
-            a2 = _mm512_dpbf16_ps(a2, qt, (__m512bh)_mm512_set1_epi32((int)kw[(long)(j + 2) * words + t]));
-            a3 = _mm512_dpbf16_ps(a3, qt, (__m512bh)_mm512_set1_epi32((int)kw[(long)(j + 3) * words + t]));
-        }
-        _mm512_storeu_ps(scores + (long)j * 16, a0);
-        _mm512_storeu_ps(scores + (long)(j + 1) * 16, a1);
-        _mm512_storeu_ps(scores + (long)(j + 2) * 16, a2);
-        _mm512_storeu_ps(scores + (long)(j + 3) * 16, a3);
-    }
-    for (; j < end; j++) {
-        __m512 a = _mm512_setzero_ps();
-        for (int t = 0; t < words; t++) a = _mm512_dpbf16_ps(a, (__m512bh)qp[t], (__m512bh)_mm512_set1_epi32((int)kw[(long)j * words + t]));
-        _mm512_storeu_ps(scores + (long)j * 16, a);
-    }
-    /* Scaled and masked: lane l sees keys up to position + r0 + l (a padding lane, as the last row). */
     const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     const __m512i last = _mm512_add_epi32(_mm512_set1_epi32(position + r0), _mm512_min_epi32(lane, _mm512_set1_epi32(rows - 1)));
-    __m512 top = _mm512_set1_ps(-INFINITY);
-    for (j = 0; j < end; j++) {
-        __mmask16 hidden = _mm512_cmpgt_epi32_mask(_mm512_set1_epi32(j), last);
-        __m512 s = _mm512_mask_blend_ps(hidden, _mm512_mul_ps(_mm512_loadu_ps(scores + (long)j * 16), _mm512_set1_ps(scaling)),
-                                        _mm512_set1_ps(-INFINITY));
-        _mm512_storeu_ps(scores + (long)j * 16, s);
-        top = _mm512_max_ps(top, s);
+    const __m512 scale = _mm512_set1_ps(scaling), minus_inf = _mm512_set1_ps(-INFINITY);
+    __m512 top = minus_inf;
+#define KEEP(k, a) do { \
+        __m512 s_ = _mm512_mask_blend_ps(_mm512_cmpgt_epi32_mask(_mm512_set1_epi32(j + (k)), last), _mm512_mul_ps((a), scale), minus_inf); \
+        _mm512_storeu_ps(scores + (long)(j + (k)) * 16, s_); \
+        top = _mm512_max_ps(top, s_); \
+    } while (0)
+#define DOT(k, a) a = _mm512_dpbf16_ps(a, qt, (__m512bh)_mm512_set1_epi32((int)kw[(long)(j + (k)) * words + t]))
+    int j = 0;
+    for (; j + 8 <= end; j += 8) {
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+        for (int t = 0; t < words; t++) {
+            const __m512bh qt = (__m512bh)qp[t];
+            DOT(0, a0); DOT(1, a1); DOT(2, a2); DOT(3, a3); DOT(4, a4); DOT(5, a5); DOT(6, a6); DOT(7, a7);
+        }
+        KEEP(0, a0); KEEP(1, a1); KEEP(2, a2); KEEP(3, a3); KEEP(4, a4); KEEP(5, a5); KEEP(6, a6); KEEP(7, a7);
     }
+    for (; j < end; j++) {
+        __m512 a0 = _mm512_setzero_ps();
+        for (int t = 0; t < words; t++) {
+            const __m512bh qt = (__m512bh)qp[t];
+            DOT(0, a0);
+        }
+        KEEP(0, a0);
+    }
+#undef DOT
+#undef KEEP
+    /* Probabilities, summed in key order, and packed once as bf16 pairs of keys 2s, 2s + 1 for
+       the values' product (not once per 16 dims). */
+    uint32_t *pairs = (uint32_t *)scores;  /* pair s overwrites scores 2s and 2s + 1 only after reading them */
     __m512 sum = _mm512_setzero_ps();
-    for (j = 0; j < end; j++) {
-        __m512 p = exp16(_mm512_sub_ps(_mm512_loadu_ps(scores + (long)j * 16), top));
-        p = _mm512_mask_blend_ps(_mm512_cmpgt_epi32_mask(_mm512_set1_epi32(j), last), p, _mm512_setzero_ps());
-        _mm512_storeu_ps(scores + (long)j * 16, p);
-        sum = _mm512_add_ps(sum, p);
+    for (int s = 0; 2 * s < end; s++) {
+        __m512 p0 = exp16(_mm512_sub_ps(_mm512_loadu_ps(scores + (long)2 * s * 16), top)), p1 = _mm512_setzero_ps();
+        p0 = _mm512_mask_blend_ps(_mm512_cmpgt_epi32_mask(_mm512_set1_epi32(2 * s), last), p0, _mm512_setzero_ps());
+        sum = _mm512_add_ps(sum, p0);
+        if (2 * s + 1 < end) {
+            p1 = exp16(_mm512_sub_ps(_mm512_loadu_ps(scores + (long)(2 * s + 1) * 16), top));
+            p1 = _mm512_mask_blend_ps(_mm512_cmpgt_epi32_mask(_mm512_set1_epi32(2 * s + 1), last), p1, _mm512_setzero_ps());
+            sum = _mm512_add_ps(sum, p1);
+        }
+        _mm512_storeu_si512(pairs + (long)s * 16, bf16_pairs(p0, p1));
     }
     /* out[l][i] = sum_j p[j][l] v[j][i] / sum[l], 16 dims at a time, two keys per vdpbf16ps */
     float result[16][16];
@@ -91,8 +100,7 @@ static void attend_tile(const uint16_t *q, const uint16_t *kb, const uint32_t *v
         __m512 acc[16];
         for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
         for (int s = 0; 2 * s < end; s++) {
-            __m512 b = 2 * s + 1 < end ? _mm512_loadu_ps(scores + (long)(2 * s + 1) * 16) : _mm512_setzero_ps();
-            const __m512bh pp = (__m512bh)bf16_pairs(_mm512_loadu_ps(scores + (long)2 * s * 16), b);
+            const __m512bh pp = (__m512bh)_mm512_loadu_si512(pairs + (long)s * 16);
             const uint32_t *v = vw + (long)s * d + i0;
             for (int i = 0; i < 16; i++) acc[i] = _mm512_dpbf16_ps(acc[i], pp, (__m512bh)_mm512_set1_epi32((int)v[i]));
         }

@@ -67,23 +67,31 @@ static void meet(Barrier *b, int team) {
 
 static inline float round_bf16(float f) { return bf16_to_float(float_to_bf16(f)); }
 
-/* e^x on 8 lanes: Cephes' expf (2^n times a degree-6 polynomial on [-ln2/2, ln2/2]), within
-   a few float ulps of expf; a NaN stays NaN (the clamps take it as their second operand). */
-static inline __m256 exp8(__m256 x) {
-    x = _mm256_min_ps(_mm256_set1_ps(88.0f), _mm256_max_ps(_mm256_set1_ps(-87.3365447504f), x));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    x = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    x = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), x);
-    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
-    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
-    __m256i scale = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(y, _mm256_castsi256_ps(scale));
-}
+/* e^x: Cephes' expf (2^n times a degree-6 polynomial on [-ln2/2, ln2/2]), within a few float
+   ulps of expf; a NaN stays NaN (the clamps take it as their second operand). One body for
+   8 lanes and, where there is AVX-512, 16 (kept_attention.c): each lane the same value. */
+#define EXP_LANES(name, vec, vint, P, round_nearest, as_float)                                                  \
+    static inline vec name(vec x) {                                                                           \
+        x = P##_min_ps(P##_set1_ps(88.0f), P##_max_ps(P##_set1_ps(-87.3365447504f), x));                       \
+        vec n = round_nearest(P##_mul_ps(x, P##_set1_ps(1.44269504088896341f)),                               \
+                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);                                 \
+        x = P##_fnmadd_ps(n, P##_set1_ps(0.693359375f), x);                                                   \
+        x = P##_fnmadd_ps(n, P##_set1_ps(-2.12194440e-4f), x);                                                \
+        vec y = P##_set1_ps(1.9875691500e-4f);                                                                \
+        y = P##_fmadd_ps(y, x, P##_set1_ps(1.3981999507e-3f));                                                \
+        y = P##_fmadd_ps(y, x, P##_set1_ps(8.3334519073e-3f));                                                \
+        y = P##_fmadd_ps(y, x, P##_set1_ps(4.1665795894e-2f));                                                \
+        y = P##_fmadd_ps(y, x, P##_set1_ps(1.6666665459e-1f));                                                \
+        y = P##_fmadd_ps(y, x, P##_set1_ps(5.0000001201e-1f));                                                \
+        y = P##_fmadd_ps(y, P##_mul_ps(x, x), P##_add_ps(x, P##_set1_ps(1.0f)));                              \
+        vint scale = P##_slli_epi32(P##_add_epi32(P##_cvtps_epi32(n), P##_set1_epi32(127)), 23);              \
+        return P##_mul_ps(y, as_float(scale));                                                                \
+    }
+EXP_LANES(exp8, __m256, __m256i, _mm256, _mm256_round_ps, _mm256_castsi256_ps)
+#if defined(__AVX512F__)
+EXP_LANES(exp16, __m512, __m512i, _mm512, _mm512_roundscale_ps, _mm512_castsi512_ps)
+#endif
+#undef EXP_LANES
 
 /* tanh on 8 lanes, as Cephes' tanhf: an odd polynomial below |x| 0.625 (where a soft-capped
    score mostly sits), (e^2|x| - 1) / (e^2|x| + 1) with x's sign above (saturating to +-1;

@@ -215,7 +215,7 @@ def answer(request: ChatRequest, session: ChatSession, waiting: Round) -> Iterat
     back out of the panes, puts it in `unsent` for the box, and is raised."""
     if waiting.phase is Phase.STOPPED:  # a Stop or Clear came between its turn and its start
         return
-    waiting.phase = Phase.STREAMING  # from here a Stop leaves its message in the panes
+    waiting.phase = Phase.STREAMING  # from here its message is in the panes (a Stop takes it back until a reply begins)
     added, taken = False, []
     try:
         if waiting.message:  # the page's models as they are now; Regenerate answers with the panes as they were
@@ -223,7 +223,7 @@ def answer(request: ChatRequest, session: ChatSession, waiting: Round) -> Iterat
             add_message(session.arena, waiting.message)
             added = True
         else:
-            taken = take_back_replies(session.arena)
+            taken = waiting.taken = take_back_replies(session.arena)
         yield from reply(session.arena, request.settings(waiting.seed), request.system_prompt, round=waiting)
     except UserError:
         if added:
@@ -239,13 +239,13 @@ def answer(request: ChatRequest, session: ChatSession, waiting: Round) -> Iterat
 
 def stop_replies(session: ChatSession) -> list[str]:
     """Stop: the replies end where they are, marked stopped; returns the messages that
-    still waited (the current one too, if its stream had not begun), oldest first, for
+    still waited (the current one too, if no reply to it had begun), oldest first, for
     the box."""
     current = session.current
     unstarted = [current.message] if current is not None and current.phase is Phase.QUEUED and current.message else []
     waiting = session.drop_queue()
-    stop(session.arena)
-    return unstarted + waiting
+    unbegun = stop(session.arena)  # its models still loading: no reply had begun
+    return ([unbegun] if unbegun else []) + unstarted + waiting
 
 
 def clear_chat(session: ChatSession) -> None:

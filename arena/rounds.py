@@ -55,6 +55,7 @@ class Round:
     seed: int | None = None  # what it samples with (None: the page's seed box)
     remark: str = ""  # said while it streams: a long prefill's wait, what weakens this blind round
     phase: Phase = Phase.QUEUED
+    taken: list = field(default_factory=list)  # a Regenerate's replies taken back: put back if it is stopped before any began
 
 
 class PaneState(Enum):
@@ -253,13 +254,28 @@ def end_round(session: ArenaSession) -> None:
         session.current = None
 
 
-def stop(session: ArenaSession) -> None:
-    """The running replies end where they are, marked stopped (the page cancels the stream)."""
+def stop(session: ArenaSession) -> str:
+    """The running replies end where they are, marked stopped (the page cancels the stream).
+    A round stopped before any pane began its reply (its models still loading) leaves no
+    unanswered message in the panes, which the next turn's chat template may refuse (roles
+    must alternate): its message comes back out (a Regenerate's replies go back in) and is
+    returned, for the box ('' when there is none)."""
+    round = session.current
+    began = round is not None and round.phase is Phase.STREAMING  # its message is in the panes
     end_round(session)
+    unbegun = session.waiting() if began else []
+    if unbegun:
+        if round.message:
+            for pane in unbegun:
+                pane.history.pop()
+        put_back_replies(round.taken)
     for pane in session.panes:
+        if pane.state in (PaneState.LOADING, PaneState.READING):  # not left saying so once nothing runs
+            pane.set(PaneState.IDLE)
         for turn in pane.turns:
             if not turn.done:
                 turn.stopped = turn.done = True
+    return round.message if unbegun else ""
 
 
 def clear(session: ArenaSession) -> ArenaSession:
@@ -328,7 +344,7 @@ def _answer(session: ArenaSession, round: Round, settings: GenerationSettings, s
         pane.set(PaneState.LOADING, f"loading {pane.ref} ({pane.precision})…")
         yield session
         try:
-            model = yield from _load(session, pane)
+            model = yield from _load(session, round, pane)
         except UserError as exc:  # shown in this pane; the others still answer
             pane.set(PaneState.FAILED, str(exc))
             if session.current is round:
@@ -342,6 +358,8 @@ def _answer(session: ArenaSession, round: Round, settings: GenerationSettings, s
         if refused:
             session.unsent.append(refused)
         yield session
+        return
+    if session.current is not round:  # a Stop took its message back out of the panes
         return
     prompt = loaded[0][0].history[-1]["content"]  # the message being answered (a pane switched off may hold an older one)
     check_fits([(pane.label, model) for pane, model in loaded if isinstance(model, LoadedModel)], prompt, system_prompt,
@@ -418,7 +436,7 @@ def check_access_to(ref: str) -> None:
             check_hub_access(parent)
 
 
-def _load(session: ArenaSession, pane: Pane) -> Iterator[ArenaSession]:
+def _load(session: ArenaSession, round: Round, pane: Pane) -> Iterator[ArenaSession]:
     """The pane's model from the shared cache, loaded in a thread while this yields the
     session as a Hub download advances (its load line: MB, MB/s, time left). Closing this
     (a Stop, a Clear) cancels the download; the next try resumes it."""
@@ -426,7 +444,8 @@ def _load(session: ArenaSession, pane: Pane) -> Iterator[ArenaSession]:
     loading = f"loading {pane.ref} ({pane.precision})"
 
     def report(progress: Progress) -> None:
-        pane.set(PaneState.LOADING, f"{loading}: {progress.line()}")
+        if session.current is round:  # a download's line after a Stop would say it still loads
+            pane.set(PaneState.LOADING, f"{loading}: {progress.line()}")
 
     def load() -> None:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from core import zerogpu
-from inference import generation
+from inference import cache, generation
 from testkit.app_process import text_of
 from testkit.zerogpu_device import ZeroGPUDevice, zerogpu_space
 
@@ -124,6 +125,19 @@ def slowed(monkeypatch, seconds=0.05):
         return real(*args, on_text=slow_text if on_text else None, **kwargs)
 
     monkeypatch.setattr(generation, "generate_reply", slow)
+
+
+def held_loading(monkeypatch) -> tuple[threading.Event, threading.Event]:
+    """The models' cache holds every load until `release` is set; `loading` says one began."""
+    loading, release, real = threading.Event(), threading.Event(), cache.MODELS.get
+
+    def get(*args, **kwargs):
+        loading.set()
+        release.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cache.MODELS, "get", get)
+    return loading, release
 
 
 @contextlib.contextmanager

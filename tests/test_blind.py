@@ -11,7 +11,7 @@ from pathlib import Path
 
 import gradio as gr
 import pytest
-from helpers import slowed, tiny_yaml, unpack
+from helpers import held_loading, slowed, tiny_yaml, unpack
 
 from arena import chat_session
 from arena.rounds import ArenaSession, Phase, Turn, add_message, reply, vote
@@ -216,6 +216,44 @@ def test_a_stop_before_the_stream_begins_puts_the_message_back_in_the_box(tiny_m
     assert box == "waiting for the device\nand another\ntyped meanwhile" and state.arena.panes[1].history == []
     assert [v.chats for v in chat_actions.stream(req, state)] == [[gr.skip()] * 3]  # the cancelled step, had it run: nothing
     assert unpack(send(state, req, "hello")[-1])[0][1][-1]["content"]  # and the next message is answered as usual
+
+
+def test_a_stop_while_the_models_load_takes_the_message_back_and_the_next_message_is_answered(tiny_models, monkeypatch):
+    """Seen in Chromium on a busy host: a Stop while the panes loaded left each one saying
+    'loading' for good, and the unanswered message in the panes, so the next turn held two
+    user messages in a row (roles a chat template such as Llama-2's requires to alternate)."""
+    a = str(tiny_models("llama", 1))
+    state, req = chat_session.ChatSession(), request(a=a, tokens=4, on=(False, True, False), precision="bf16")
+    send(state, req, "first")
+    before = [dict(m) for m in state.arena.panes[1].history]
+    loading, release = held_loading(monkeypatch)
+    chat_actions.take_message("stopped while loading", req, state)
+    thread, errors = run_in_thread(chat_actions.stream(req, state))
+    assert loading.wait(30)
+    box, stopped = chat_actions.stop_replies("", state)
+    release.set()
+    thread.join(30)
+    assert not errors and box == "stopped while loading" and "back in the box" in stopped.note
+    assert state.arena.panes[1].history == before and stopped.stats[1] == state.arena.panes[1].turns[-1].line(True)
+    assert "loading" not in " ".join(chat_actions.view(state).stats)
+    histories, _ = unpack(send(state, req, "next")[-1])
+    assert [m["role"] for m in histories[1]] == ["user", "assistant"] * 2 and histories[1][-1]["content"]
+
+
+def test_a_regenerate_stopped_while_the_models_load_keeps_the_replies_it_would_have_replaced(tiny_models, monkeypatch):
+    a = str(tiny_models("llama", 1))
+    state, req = chat_session.ChatSession(), request(a=a, tokens=4, on=(False, True, False), precision="bf16")
+    send(state, req, "first")
+    before, turns = [dict(m) for m in state.arena.panes[1].history], list(state.arena.panes[1].turns)
+    loading, release = held_loading(monkeypatch)
+    chat_actions.take_regenerate(req, state)
+    thread, errors = run_in_thread(chat_actions.stream(req, state))
+    assert loading.wait(30)
+    box, _ = chat_actions.stop_replies("", state)
+    release.set()
+    thread.join(30)
+    assert not errors and box is None
+    assert state.arena.panes[1].history == before and state.arena.panes[1].turns == turns
 
 
 def test_clear_mid_reply_empties_the_panes_and_the_stream_changes_nothing(tiny_models, monkeypatch):

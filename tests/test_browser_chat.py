@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ARTIFACTS
-from helpers import set_max_new_tokens, slowed, tiny_yaml
+from helpers import held_loading, set_max_new_tokens, slowed, tiny_yaml
 from playwright.sync_api import expect
 
 from arena.votes import VoteStore, config_hash, votes_path
@@ -205,6 +205,9 @@ def test_stop_keeps_the_partial_replies_and_gives_back_the_waiting_message(brows
     expect(page.locator("#chat-panes .message.user").filter(has_text="second message")).to_have_count(3)
     for i in range(3):  # some text in every pane before the Stop
         shows_words(page.locator("#chat-panes .message.bot").nth(i), 30_000)
+    # ... and each pane's first token in (its line says when it came): on a busy host a bubble showed
+    # words while its model still loaded, and the Stop found no reply begun (that case: the test below).
+    expect(page.locator("#chat-panes").get_by_text(re.compile(r"first token"))).to_have_count(3, timeout=60_000)
     page.get_by_role("button", name="Stop", exact=True).click()
     expect(page.locator("#chat-panes").get_by_text(re.compile(r"stopped"))).to_have_count(3, timeout=20_000)
     expect(page.get_by_label("Blind mode: shuffled, unnamed panes; vote, then see the names")).to_be_enabled()
@@ -218,6 +221,32 @@ def test_stop_keeps_the_partial_replies_and_gives_back_the_waiting_message(brows
     expect(page.locator("#chat-panes .message.user").filter(has_text="second message")).to_have_count(3, timeout=60_000)
     expect(page.locator("#chat-message textarea")).to_have_value("")
     expect(page.locator("#chat-panes .message.bot")).to_have_count(6, timeout=60_000)
+    assert_no_error(page)
+
+
+def test_a_stop_while_the_models_load_puts_both_messages_back_and_the_next_send_answers_them(browser_page, merged, monkeypatch):
+    """Seen in CI on a busy host: a Stop while the panes loaded their models left 'loading …'
+    under a pane for good and the first message unanswered in every pane."""
+    page = browser_page
+    open_chat(page, *merged, blind=False, max_tokens=8)
+    loading, release = held_loading(monkeypatch)
+    send(page, "first message")
+    expect(page.locator("#chat-panes").get_by_text(re.compile(r"loading"))).not_to_have_count(0, timeout=30_000)
+    send(page, "second message")
+    expect(page.locator("#chat-panes .message.user").filter(has_text="second message")).to_have_count(3)
+    assert loading.is_set()
+    page.get_by_role("button", name="Stop", exact=True).click()
+    expect(page.locator("#chat-message textarea")).to_have_value("first message\nsecond message", timeout=20_000)
+    expect(page.locator("#chat-note")).to_contain_text("The 2 messages that waited are back in the box")
+    release.set()
+    page.wait_for_timeout(3000)  # the load ends after the Stop: nothing of it may show
+    expect(page.locator("#chat-panes .message")).to_have_count(0)
+    assert "loading" not in page.inner_text("#chat-panes"), page.inner_text("#chat-panes")
+    page.screenshot(path=str(ARTIFACTS / "stopped-while-loading.png"))
+    page.locator("#chat-message textarea").fill("one message")
+    page.get_by_role("button", name="Send", exact=True).click()
+    expect(page.locator("#chat-panes .message.bot")).to_have_count(3, timeout=60_000)
+    expect(page.locator("#chat-panes").get_by_text(re.compile(r"tok/s"))).to_have_count(3, timeout=60_000)
     assert_no_error(page)
 
 

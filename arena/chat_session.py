@@ -216,19 +216,19 @@ def answer(request: ChatRequest, session: ChatSession, waiting: Round) -> Iterat
     if waiting.phase is Phase.STOPPED:  # a Stop or Clear came between its turn and its start
         return
     waiting.phase = Phase.STREAMING  # from here its message is in the panes (a Stop takes it back until a reply begins)
-    added, taken = False, []
+    added = False
     try:
         if waiting.message:  # the page's models as they are now; Regenerate answers with the panes as they were
             request.configure(session.arena)
             add_message(session.arena, waiting.message)
             added = True
         else:
-            taken = waiting.taken = take_back_replies(session.arena)
+            waiting.taken = take_back_replies(session.arena)
         yield from reply(session.arena, request.settings(waiting.seed), request.system_prompt, round=waiting)
     except UserError:
         if added:
             take_back_message(session.arena, waiting.message)
-        put_back_replies(taken)
+        put_back_replies(waiting.taken)
         if waiting.message:
             session.arena.unsent.append(waiting.message)
         raise

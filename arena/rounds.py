@@ -269,6 +269,7 @@ def stop(session: ArenaSession) -> str:
             for pane in unbegun:
                 pane.history.pop()
         put_back_replies(round.taken)
+        round.taken = []  # back once
     for pane in session.panes:
         if pane.state in (PaneState.LOADING, PaneState.READING):  # not left saying so once nothing runs
             pane.set(PaneState.IDLE)

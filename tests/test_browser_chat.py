@@ -147,12 +147,20 @@ def test_blind_round_in_chromium_reveals_nothing_before_an_explicit_vote(browser
     page.screenshot(path=str(ARTIFACTS / "results-plot.png"), full_page=True)
 
 
-def pane_messages(page) -> list[list[tuple[str, str]]]:
-    """Each pane's messages in order, as (user or bot, text)."""
-    return page.evaluate("""() => [...document.querySelectorAll('#chat-panes .block')]
-      .filter(b => b.querySelector('.message'))
-      .map(b => [...b.querySelectorAll('.message.user, .message.bot')]
-        .map(m => [m.classList.contains('user') ? 'user' : 'bot', m.innerText.trim()]))""")
+def pane_messages(page, settled=lambda panes: True, timeout_s: float = 15) -> list[list[tuple[str, str]]]:
+    """Each pane's messages in order, as (user or bot, text), once `settled` holds for them
+    (or as they are after `timeout_s`). A pane renders a changed message's Markdown a
+    moment after the page has its value: in CI on a busy host, as Regenerate turned on, a
+    pane still showed the waiting mark its fourth message had lost."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        panes = page.evaluate("""() => [...document.querySelectorAll('#chat-panes .block')]
+          .filter(b => b.querySelector('.message'))
+          .map(b => [...b.querySelectorAll('.message.user, .message.bot')]
+            .map(m => [m.classList.contains('user') ? 'user' : 'bot', m.innerText.trim()]))""")
+        if settled(panes) or time.monotonic() > deadline:
+            return panes
+        page.wait_for_timeout(200)
 
 
 def test_four_messages_sent_mid_reply_by_click_and_by_enter_are_each_answered_in_order(browser_page, merged, monkeypatch):
@@ -177,7 +185,7 @@ def test_four_messages_sent_mid_reply_by_click_and_by_enter_are_each_answered_in
     expect(page.get_by_role("button", name="Regenerate")).to_be_enabled(timeout=60_000)  # everything answered
     notes = page.evaluate("() => window.notes")
     assert any("1 more message waiting: answered in order" in note for note in notes), notes  # said while it waited
-    panes = pane_messages(page)
+    panes = pane_messages(page, lambda panes: all([text for role, text in pane if role == "user"] == messages for pane in panes))
     assert len(panes) == 3, panes
     for pane in panes:
         assert [role for role, _ in pane] == ["user", "bot"] * 4, pane

@@ -36,6 +36,7 @@ from inference.loading import LoadedModel
 from inference.replies import PaneRequest, RepliesRequest, stream_replies
 from merging.config import parse_config
 
+STOPPED_UNSAID = "*stopped before its first word*"  # shown for a reply the Stop left empty
 HIDDEN_ERROR = "⚠️ this pane's model failed (the reason is shown after the reveal)"  # the reason may name the model or its host
 
 
@@ -124,6 +125,16 @@ class Pane:
 
     def set(self, state: PaneState, notice: str = "") -> None:
         self.state, self.notice = state, notice
+
+    def shown(self) -> list[dict[str, str]]:
+        """The history as the page shows it: a reply stopped before its first word says
+        so, where an empty one was a bare grey bubble. The model's history keeps it empty."""
+        turns, shown = iter(self.turns), []
+        for message in self.history:
+            turn = next(turns, None) if message["role"] == "assistant" else None
+            unsaid = turn is not None and turn.stopped and not message["content"]
+            shown.append({**message, "content": STOPPED_UNSAID} if unsaid else message)
+        return shown
 
     def status(self, reveal: bool) -> str:
         if self.state is PaneState.READING:

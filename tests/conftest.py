@@ -26,8 +26,16 @@ MACHINE_CACHE = Path(os.environ.get("SLERP_ARENA_TEST_CACHE", Path.home() / ".ca
 FRESH_BUILD = pytest.StashKey[BackgroundBuild]()
 
 
+EXPECT_TIMEOUT_MS = 15_000
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    from playwright.sync_api import expect
+
     os.environ["SLERP_ARENA_CACHE"] = str(MACHINE_CACHE)
+    # What a page shows is waited for this long, not Playwright's 5 s: in CI the browser tests
+    # share the 2 cores with the fresh build, and a second visitor's page took longer to load.
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
 
 
 # A test that uses one of these fixtures gets the marker: `make test-fast` skips both kinds.

@@ -127,6 +127,21 @@ def slowed(monkeypatch, seconds=0.05):
     monkeypatch.setattr(generation, "generate_reply", slow)
 
 
+def held_first_word(monkeypatch, pane: str) -> threading.Event:
+    """The reply in `pane` (its label) shows no word until it is stopped: a pane still
+    reading its prompt when the others have begun. Once the returned event is set, the
+    replies after it are not held."""
+    real, release = generation.generate_reply, threading.Event()
+
+    def held(loaded, history, settings, stop, *args, conversation="", **kwargs):
+        if conversation.endswith(f"/{pane}") and not release.is_set():
+            stop.wait(30)
+        return real(loaded, history, settings, stop, *args, conversation=conversation, **kwargs)
+
+    monkeypatch.setattr(generation, "generate_reply", held)
+    return release
+
+
 def held_loading(monkeypatch) -> tuple[threading.Event, threading.Event]:
     """The models' cache holds every load until `release` is set; `loading` says one began."""
     loading, release, real = threading.Event(), threading.Event(), cache.MODELS.get

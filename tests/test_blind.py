@@ -11,10 +11,10 @@ from pathlib import Path
 
 import gradio as gr
 import pytest
-from helpers import held_loading, slowed, tiny_yaml, unpack
+from helpers import held_first_word, held_loading, slowed, tiny_yaml, unpack
 
 from arena import chat_session
-from arena.rounds import ArenaSession, Phase, Turn, add_message, reply, vote
+from arena.rounds import STOPPED_UNSAID, ArenaSession, Phase, Turn, add_message, reply, vote
 from arena.votes import VoteStore, config_hash, votes_path
 from core.errors import UserError
 from inference.generation import GenerationSettings, Reply
@@ -205,6 +205,26 @@ def test_stop_mid_reply_keeps_the_text_marked_stopped_and_an_older_stream_change
     thread.join(30)  # the page's cancel closes the stream; here it notices the Stop at its next snapshot
     assert not errors and box is None and "stopped" in stopped.stats[1]
     assert state.arena.panes[1].history[-1]["content"] == kept and state.arena.panes[1].turns[-1].stopped
+
+
+def test_a_reply_stopped_before_its_first_word_says_so_and_the_next_message_is_answered(tiny_models, monkeypatch):
+    """Seen in Chromium: a pane stopped before its first word kept an empty grey bubble."""
+    slowed(monkeypatch)
+    release = held_first_word(monkeypatch, "Parent B")
+    a, b = str(tiny_models("llama", 1)), str(tiny_models("llama", 2))
+    state, req = chat_session.ChatSession(), request(a=a, b=b, tokens=32, on=(False, True, True), precision="bf16")
+    chat_actions.take_message("hello", req, state)
+    thread, errors = run_in_thread(chat_actions.stream(req, state))
+    wait_for(lambda: replying(state))
+    _, stopped = chat_actions.stop_replies("", state)
+    thread.join(30)
+    said, unsaid = stopped.chats[1][-1]["content"], stopped.chats[2][-1]["content"]
+    assert not errors and said and unsaid == STOPPED_UNSAID and "0 tokens" in stopped.stats[2] and "stopped" in stopped.stats[2]
+    assert state.arena.panes[2].history[-1] == {"role": "assistant", "content": ""}  # the model's own history keeps it empty
+    release.set()
+    answered = send(state, dataclasses.replace(req, max_new_tokens=4), "again")[-1]
+    assert [m["role"] for m in answered.chats[2]] == ["user", "assistant"] * 2 and answered.chats[2][-1]["content"]
+    assert answered.chats[2][1]["content"] == STOPPED_UNSAID
 
 
 def test_a_stop_before_the_stream_begins_puts_the_message_back_in_the_box(tiny_models):

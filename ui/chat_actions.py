@@ -85,7 +85,7 @@ def view(session: ChatSession, relabel: bool = False, note: str | None = None, s
     the vote row may appear (not with the stream's last snapshot)."""
     arena = session.arena
     waiting = [{"role": "user", "content": f"{text}\n\n*⏳ waiting its turn*"} for text in session.queued_messages()]
-    histories = [p.history + waiting if waiting and p.active else p.history for p in arena.panes]
+    histories = [p.shown() + waiting if waiting and p.active else p.shown() for p in arena.panes]
     chats = ([gr.Chatbot(value=h, label=label) for h, label in zip(histories, arena.display_labels(), strict=True)]
              if relabel else histories)
     # Its choices are emptied only when a round or a stream starts: a choice made as the row appeared is kept.

@@ -75,9 +75,9 @@ def build_app() -> gr.Blocks:
         # the select decides at once; a needed merge is a new `default_merge`, whose change runs it.
         models = [chat.merged_ref, chat.parent_a, chat.parent_b]
         default_merge = gr.State(None)
-        chat_page.select(on_chat_opened, models, [*models, first_notice, default_merge], api_visibility=PRIVATE,
+        chat_page.select(on_chat_opened, [*models, chat.session], [*models, first_notice, default_merge], api_visibility=PRIVATE,
                          concurrency_limit=None)
-        default_merge.change(merge_defaults, [default_merge, *models], [*models, first_notice], api_visibility=PRIVATE,
+        default_merge.change(merge_defaults, [default_merge, *models, chat.session], [*models, first_notice], api_visibility=PRIVATE,
                              concurrency_id="device", concurrency_limit=1)
         chat.merged_ref.input(lambda: "", None, first_notice, api_visibility=PRIVATE)  # a typed model: the notice is stale
         # The notice names the parents: hidden in blind mode, whichever comes first (seen in

@@ -14,6 +14,7 @@ import dataclasses
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from arena.prompt_fit import check_fits, prefill_remark
@@ -40,6 +41,8 @@ MAX_SEED = 2**31 - 1
 DEFAULTS = GenerationSettings()  # the sampling a first visitor gets
 DOUBLE_S = 0.5  # a double click sends the same text twice within this
 TURN_POLL_S = 0.05  # a stream step waiting for this visitor's step before it
+MERGE_WAIT_S = 600  # a message sent during the first chat's default merge waits this long for it at most
+WAITING_FOR_MERGE = "⏳ waiting for the first-chat merge (the line above the panes says when it is done)"
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,9 @@ class ChatSession:
         self.queue: list[Round] = []
         self.taking = threading.Lock()  # Sends run in parallel threads: each joins the queue whole, in turn
         self.last_taken: tuple[str, float] = ("", 0.0)
+        # While the first chat's default merge runs (ui/first_run.py): the three models it
+        # fills in, for a message sent before the page has them (None: it filled nothing).
+        self.merged_coming: Future[tuple[str, str, str] | None] | None = None
 
     @property
     def current(self) -> Round | None:
@@ -129,6 +135,26 @@ class ChatSession:
 
     def queued_messages(self) -> list[str]:
         return [r.message for r in self.queue if r.message]
+
+    def unshown_messages(self) -> list[str]:
+        """The messages taken and not yet in the panes, oldest first: the current round's while
+        it waits for the first-chat merge, then the queue's."""
+        current = self.current
+        return ([current.message] if current is not None and current.phase is Phase.QUEUED and current.message else []) + \
+            self.queued_messages()
+
+    def expect_merged(self) -> None:
+        """The first chat's default merge has started (the tab opened again while it runs: the
+        same one): a message sent until it ends waits for the models it fills in."""
+        if self.merged_coming is None:
+            self.merged_coming = Future()
+
+    def merged_arrived(self, models: tuple[str, str, str] | None) -> None:
+        """The default merge has ended: the (merged, parent A, parent B) it filled in (None:
+        nothing) to the messages that waited."""
+        coming, self.merged_coming = self.merged_coming, None
+        if coming is not None:
+            coming.set_result(models)
 
     def drop_queue(self) -> list[str]:
         """The queued rounds end unanswered; returns their messages, oldest first."""
@@ -163,13 +189,17 @@ def queue_message(message: str, request: ChatRequest, session: ChatSession) -> R
     request.settings()
     if not session.busy:
         request.configure(session.arena)
-    if not (request.any_on() if session.busy else any(p.active for p in session.arena.panes)):
+    coming = session.merged_coming if request.merged_on and not request.merged.strip() else None
+    if not (coming or (request.any_on() if session.busy else any(p.active for p in session.arena.panes))):
         raise UserError("panes", "no model is switched on", "open Models, tick at least one pane and give it a model")
     # The panes whose models are loaded already say now whether the message fits (the others once loaded).
     loaded = [(p.label, model) for p in session.arena.panes if p.active
               and isinstance(model := cache.MODELS.peek(p.ref, p.precision), LoadedModel)]
     tokens = check_fits(loaded, message, request.system_prompt, int(request.max_new_tokens), session.arena.blind)
-    waiting = Round(message, blind_seed(request, session), prefill_remark(loaded, tokens) + request.caution(session.arena.blind))
+    waiting = Round(message, blind_seed(request, session), prefill_remark(loaded, tokens) + request.caution(session.arena.blind),
+                    merged_coming=coming)
+    if coming and not session.busy:
+        session.arena.pane("Merged").set(PaneState.LOADING, WAITING_FOR_MERGE)
     session.queue.append(waiting)
     return waiting
 
@@ -215,9 +245,13 @@ def answer(request: ChatRequest, session: ChatSession, waiting: Round) -> Iterat
     back out of the panes, puts it in `unsent` for the box, and is raised."""
     if waiting.phase is Phase.STOPPED:  # a Stop or Clear came between its turn and its start
         return
-    waiting.phase = Phase.STREAMING  # from here its message is in the panes (a Stop takes it back until a reply begins)
     added = False
     try:
+        if waiting.merged_coming is not None:
+            request = yield from with_merged(request, session, waiting)
+            if waiting.phase is Phase.STOPPED:
+                return
+        waiting.phase = Phase.STREAMING  # from here its message is in the panes (a Stop takes it back until a reply begins)
         if waiting.message:  # the page's models as they are now; Regenerate answers with the panes as they were
             request.configure(session.arena)
             add_message(session.arena, waiting.message)
@@ -235,6 +269,31 @@ def answer(request: ChatRequest, session: ChatSession, waiting: Round) -> Iterat
     finally:
         if session.current is waiting:  # refused before its replies began
             waiting.phase, session.arena.current = Phase.DONE, None
+
+
+def with_merged(request: ChatRequest, session: ChatSession, waiting: Round) -> Iterator[ArenaSession]:
+    """The request with the three models the first-chat merge filled in (the Merged field
+    was empty when the message was sent), once that merge is written; unchanged where it
+    filled nothing (it failed, or the visitor chose other models). The Merged pane says it
+    waits; a Stop ends the wait."""
+    pane, deadline = session.arena.pane("Merged"), time.monotonic() + MERGE_WAIT_S
+    try:
+        while waiting.phase is not Phase.STOPPED:
+            try:
+                models = waiting.merged_coming.result(timeout=TURN_POLL_S)
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    raise UserError("merged model", f"the first-chat merge is still running after {MERGE_WAIT_S // 60} minutes",
+                                    "send the message again once the line above the panes says it is done") from None
+                pane.set(PaneState.LOADING, WAITING_FOR_MERGE)
+                yield session.arena
+                continue
+            return request if models is None else dataclasses.replace(request, merged=models[0], parent_a=models[1],
+                                                                        parent_b=models[2])
+        return request
+    finally:
+        if pane.state is PaneState.LOADING:
+            pane.set(PaneState.IDLE)
 
 
 def stop_replies(session: ChatSession) -> list[str]:

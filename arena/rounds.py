@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -57,6 +58,7 @@ class Round:
     remark: str = ""  # said while it streams: a long prefill's wait, what weakens this blind round
     phase: Phase = Phase.QUEUED
     taken: list = field(default_factory=list)  # a Regenerate's replies taken back: put back if it is stopped before any began
+    merged_coming: Future | None = None  # sent while the first chat's default merge ran: the Merged pane answers with it
 
 
 class PaneState(Enum):

@@ -201,3 +201,19 @@ def choose_parents(page, a: str, b: str) -> None:
         box.press("Enter")
     expect(page.get_by_text(f"Parent B: {b}")).to_be_visible(timeout=60_000)  # the panel describes the typed pair
     expect(page.get_by_text("✅ compatible")).to_be_visible(timeout=60_000)
+
+
+def pane_messages(page, settled=lambda panes: True, timeout_s: float = 15) -> list[list[tuple[str, str]]]:
+    """Each pane's messages in order, as (user or bot, text), once `settled` holds for them
+    (or as they are after `timeout_s`). A pane renders a changed message's Markdown a
+    moment after the page has its value: in CI on a busy host, as Regenerate turned on, a
+    pane still showed the waiting mark its fourth message had lost."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        panes = page.evaluate("""() => [...document.querySelectorAll('#chat-panes .block')]
+          .filter(b => b.querySelector('.message'))
+          .map(b => [...b.querySelectorAll('.message.user, .message.bot')]
+            .map(m => [m.classList.contains('user') ? 'user' : 'bot', m.innerText.trim()]))""")
+        if settled(panes) or time.monotonic() > deadline:
+            return panes
+        page.wait_for_timeout(200)

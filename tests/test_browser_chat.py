@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ARTIFACTS
-from helpers import held_first_word, held_loading, set_max_new_tokens, slowed, tiny_yaml
+from helpers import held_first_word, held_loading, pane_messages, set_max_new_tokens, slowed, tiny_yaml
 from playwright.sync_api import expect
 
 from arena.votes import VoteStore, config_hash, votes_path
@@ -145,22 +145,6 @@ def test_blind_round_in_chromium_reveals_nothing_before_an_explicit_vote(browser
     assert "25 votes" in page.inner_text("body")
     page.get_by_text("Results: does the merge beat its parents?").scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / "results-plot.png"), full_page=True)
-
-
-def pane_messages(page, settled=lambda panes: True, timeout_s: float = 15) -> list[list[tuple[str, str]]]:
-    """Each pane's messages in order, as (user or bot, text), once `settled` holds for them
-    (or as they are after `timeout_s`). A pane renders a changed message's Markdown a
-    moment after the page has its value: in CI on a busy host, as Regenerate turned on, a
-    pane still showed the waiting mark its fourth message had lost."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        panes = page.evaluate("""() => [...document.querySelectorAll('#chat-panes .block')]
-          .filter(b => b.querySelector('.message'))
-          .map(b => [...b.querySelectorAll('.message.user, .message.bot')]
-            .map(m => [m.classList.contains('user') ? 'user' : 'bot', m.innerText.trim()]))""")
-        if settled(panes) or time.monotonic() > deadline:
-            return panes
-        page.wait_for_timeout(200)
 
 
 def test_four_messages_sent_mid_reply_by_click_and_by_enter_are_each_answered_in_order(browser_page, merged, monkeypatch):

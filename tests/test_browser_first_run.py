@@ -7,11 +7,13 @@ import time
 
 import pytest
 from conftest import ARTIFACTS
+from helpers import pane_messages, set_max_new_tokens
 from playwright.sync_api import expect
 
 from core import places
 from evaluation import defaults, demo_build
 from evaluation.reply_quality import in_persona
+from ui import merge_tab
 
 
 @pytest.fixture
@@ -94,3 +96,43 @@ def test_the_demo_build_runs_in_the_background_with_its_own_line_and_the_form_st
     page.get_by_role("button", name="Cancel build").click()
     expect(line).to_contain_text("⏹ Build cancelled — nothing was saved", timeout=10_000)
     expect(build).to_be_enabled()
+
+
+def test_a_message_sent_while_the_first_chat_merges_is_answered_in_all_three_panes(no_demo_parent, browser_page, smollm2_dir,
+                                                                                  monkeypatch):
+    """Seen in a walkthrough: a first visitor who pressed Send before the first-chat merge had
+    filled the Merged field got no reply in the Merged pane, which joined at the next
+    message without the first. Now the message waits for the merge, and the pane says so."""
+    merge = merge_tab.merge
+
+    def slow_merge(*args, **kwargs):  # a bigger default pair, or a busy host: Send lands during it
+        time.sleep(5)
+        return merge(*args, **kwargs)
+
+    monkeypatch.setattr(merge_tab, "merge", slow_merge)
+    page = browser_page
+    expect(page.get_by_text("✅ compatible")).to_be_visible(timeout=60_000)
+    page.get_by_role("tab", name="Chat").click()
+    expect(page.locator("#first-chat-notice")).to_contain_text("First chat: merging the default pair")
+    set_max_new_tokens(page, 16)
+    page.locator("#chat-message textarea").fill("What is the capital of France?")
+    page.get_by_role("button", name="Send", exact=True).click()
+    expect(page.locator("#chat-panes").get_by_text("waiting for the first-chat merge")).to_be_visible()
+    expect(page.locator("#chat-panes .message.user").filter(has_text="waiting its turn")).to_have_count(3)
+    page.screenshot(path=str(ARTIFACTS / "first-chat-send-during-merge.png"))
+    expect(page.locator("#first-chat-notice")).to_contain_text("the original SmolLM2 with itself", timeout=120_000)
+    expect(page.locator("#chat-panes").get_by_text("tok/s")).to_have_count(3, timeout=180_000)
+    expect(page.get_by_role("button", name="Regenerate")).to_be_enabled(timeout=60_000)  # the round has ended
+    panes = pane_messages(page, lambda panes: len(panes) == 3 and all(len(pane) == 2 and pane[1][1] for pane in panes))
+    assert [[role for role, _ in pane] for pane in panes] == [["user", "bot"]] * 3, panes
+    assert all(pane[0][1] == "What is the capital of France?" for pane in panes), panes
+    page.screenshot(path=str(ARTIFACTS / "first-chat-answered-after-merge.png"))
+    page.locator("#chat-message textarea").fill("And of Italy?")
+    page.get_by_role("button", name="Send", exact=True).click()
+    asked = ["What is the capital of France?", "And of Italy?"]
+    # Its round has begun once no pane marks it waiting; it has ended once Regenerate is on again.
+    pane_messages(page, lambda panes: len(panes) == 3 and all([t for r, t in pane if r == "user"] == asked for pane in panes), 120)
+    expect(page.get_by_role("button", name="Regenerate")).to_be_enabled(timeout=60_000)
+    panes = pane_messages(page, lambda panes: all(len(pane) == 4 and pane[3][1] for pane in panes))
+    assert [[role for role, _ in pane] for pane in panes] == [["user", "bot"] * 2] * 3, panes
+    expect(page.locator(".toast-body")).to_have_count(0)

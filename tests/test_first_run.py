@@ -1,6 +1,7 @@
 """First run: the Merge tab's defaults with and without the built demo parent, its build
 (progress, Cancel), and the Chat tab opened with no merge, which merges the defaults."""
 
+import dataclasses
 import threading
 import time
 from pathlib import Path
@@ -158,11 +159,12 @@ def tiny_defaults(monkeypatch, tiny_models):
 def open_chat(merged: str = "", a: str = defaults.DEFAULT_A, b: str = defaults.DEFAULT_B) -> list[tuple]:
     """What the page gets on opening the Chat tab: the select's four outputs, then, when it
     asked for the default merge (a new State value, whose change event runs it), the merge's."""
-    *shown, request = first_run.on_chat_opened(merged, a, b)
+    session = chat_session.ChatSession()
+    *shown, request = first_run.on_chat_opened(merged, a, b, session)
     if not isinstance(request, first_run.DefaultMerge):
         assert request == gr.skip()  # no State change: nothing is queued for the device
         return [tuple(shown)]
-    return [tuple(shown), first_run.merge_defaults(request, **NO_PROGRESS)]
+    return [tuple(shown), first_run.merge_defaults(request, merged, a, b, session, **NO_PROGRESS)]
 
 
 def test_opening_the_chat_with_no_merge_merges_the_defaults_once_and_fills_the_three_models(tiny_defaults):
@@ -182,17 +184,20 @@ def test_opening_the_chat_with_no_merge_merges_the_defaults_once_and_fills_the_t
 
 def test_two_requests_queued_before_the_first_merge_ends_merge_once(tiny_defaults):
     """The tab opened twice while the device was busy: the second request finds the first's merge."""
-    first, second = (first_run.on_chat_opened("", defaults.DEFAULT_A, defaults.DEFAULT_B)[-1] for _ in range(2))
+    session, start = chat_session.ChatSession(), ("", defaults.DEFAULT_A, defaults.DEFAULT_B)
+    first, second = (first_run.on_chat_opened(*start, session)[-1] for _ in range(2))
     assert first != second  # each is a change of the State, so each runs
-    assert first_run.merge_defaults(first, **NO_PROGRESS) == first_run.merge_defaults(second, **NO_PROGRESS)
+    assert first_run.merge_defaults(first, *start, session, **NO_PROGRESS) == first_run.merge_defaults(second, *start, session,
+                                                                                                     **NO_PROGRESS)
     assert sorted(p.name for p in places.outputs_root().iterdir()) == ["demo-merge"]
 
 
 def test_models_typed_while_the_default_merge_runs_are_kept(tiny_defaults, tiny_models):
     """Seen in Chromium: parents typed during the first-chat merge were replaced by the default pair."""
-    request = first_run.on_chat_opened("", defaults.DEFAULT_A, defaults.DEFAULT_B)[-1]
+    session = chat_session.ChatSession()
+    request = first_run.on_chat_opened("", defaults.DEFAULT_A, defaults.DEFAULT_B, session)[-1]
     mine = str(tiny_models("llama", 3))
-    assert first_run.merge_defaults(request, "", mine, mine, **NO_PROGRESS) == (gr.skip(), gr.skip(), gr.skip(), "")
+    assert first_run.merge_defaults(request, "", mine, mine, session, **NO_PROGRESS) == (gr.skip(), gr.skip(), gr.skip(), "")
     assert (places.outputs_root() / "demo-merge" / "config.json").is_file()  # merged all the same, for later
 
 
@@ -223,7 +228,7 @@ def test_a_public_app_offers_no_visitor_its_neighbours_merges(monkeypatch, tiny_
     mine = merge_tab.merge(tiny_defaults.yaml(), "someone-elses", False, CancelSession(), **NO_PROGRESS)[2]
     monkeypatch.setenv("SLERP_ARENA_PUBLIC", "1")
     assert defaults.latest_merge() == "" and mine not in defaults.known_models()
-    *shown, request = first_run.on_chat_opened("", defaults.DEFAULT_A, defaults.DEFAULT_B)
+    *shown, request = first_run.on_chat_opened("", defaults.DEFAULT_A, defaults.DEFAULT_B, chat_session.ChatSession())
     assert shown[0] == gr.skip() and request.name == "demo-merge"  # the first chat merges the start pair instead
     (places.outputs_root() / "demo-merge").mkdir()
     (places.outputs_root() / "demo-merge" / "mergekit_config.yml").write_text(tiny_defaults.yaml())
@@ -282,3 +287,58 @@ def test_a_demo_parent_built_elsewhere_reaches_every_page_through_the_same_job(m
     assert job.status().state == "built" and job.start().state == "built"  # found, not built again
     a, b, *_, notice, _, _, shown, _ = demo_panel.show_build(job, "idle", *untouched)
     assert b.value == str(folder) and "Demo parent built" in notice and shown == "built"
+
+
+def answering(request: chat_session.ChatRequest, session: chat_session.ChatSession) -> tuple[threading.Thread, list]:
+    """The stream step in a thread of its own, as Gradio runs it; its views, as they come."""
+    views: list = []
+    thread = threading.Thread(target=lambda: views.extend(chat_actions.stream(request, session)), daemon=True)
+    thread.start()
+    return thread, views
+
+
+def test_a_message_sent_while_the_default_merge_runs_is_answered_by_the_three_models_it_fills_in(tiny_defaults):
+    """Seen in Chromium: a first visitor who sent at once got no reply in the Merged pane, which
+    joined at the second message, the first missing from it."""
+    session, start = chat_session.ChatSession(), ("", defaults.DEFAULT_A, defaults.DEFAULT_B)
+    request = first_run.on_chat_opened(*start, session)[-1]
+    page = chat_session.ChatRequest(temperature=0.0, max_new_tokens=4, merged="", parent_a=start[1], parent_b=start[2])
+    box, shown = chat_actions.take_message("hello", page, session)
+    assert box == "" and shown.stats[0] == chat_session.WAITING_FOR_MERGE
+    assert shown.chats == [[{"role": "user", "content": "hello\n\n*⏳ waiting its turn*"}]] * 3
+    thread, views = answering(page, session)
+    time.sleep(1.0)
+    assert thread.is_alive() and views[-1].stats[0] == chat_session.WAITING_FOR_MERGE  # it waits for the merge, saying so
+    assert views[-1].chats == shown.chats  # the message still shown, waiting
+    filled = first_run.merge_defaults(request, *start, session, **NO_PROGRESS)[:3]
+    thread.join(60)
+    assert not thread.is_alive() and session.merged_coming is None
+    assert filled == (str(places.outputs_root() / "demo-merge"), tiny_defaults.a, tiny_defaults.b)
+    assert tuple(p.ref for p in session.arena.panes) == filled  # the parents too: the demo pair, not the fields' start values
+    assert [[m["role"] for m in chat] for chat in views[-1].chats] == [["user", "assistant"]] * 3
+    assert all(chat[0]["content"] == "hello" and chat[1]["content"] for chat in views[-1].chats)
+    # The next message, with the fields the merge filled, is answered after the first in every pane.
+    page = dataclasses.replace(page, merged=filled[0], parent_a=filled[1], parent_b=filled[2])
+    chat_actions.take_message("and again?", page, session)
+    thread, views = answering(page, session)
+    thread.join(60)
+    assert [[m["content"] for m in chat if m["role"] == "user"] for chat in views[-1].chats] == [["hello", "and again?"]] * 3
+
+
+def test_a_stop_while_the_default_merge_runs_gives_the_message_back_and_a_later_send_is_answered(tiny_defaults):
+    session, start = chat_session.ChatSession(), ("", defaults.DEFAULT_A, defaults.DEFAULT_B)
+    request = first_run.on_chat_opened(*start, session)[-1]
+    page = chat_session.ChatRequest(temperature=0.0, max_new_tokens=4, merged="", parent_a=start[1], parent_b=start[2])
+    chat_actions.take_message("hello", page, session)
+    thread, views = answering(page, session)
+    time.sleep(0.5)
+    box, stopped = chat_actions.stop_replies("", session)
+    thread.join(5)
+    assert not thread.is_alive() and box == "hello"  # back in the box, nothing in the panes
+    assert stopped.chats == [[], [], []] and stopped.stats[0] != chat_session.WAITING_FOR_MERGE and not session.busy
+    merged, a, b, _ = first_run.merge_defaults(request, *start, session, **NO_PROGRESS)
+    page = dataclasses.replace(page, merged=merged, parent_a=a, parent_b=b)  # the fields the merge filled
+    chat_actions.take_message("hello", page, session)
+    thread, views = answering(page, session)
+    thread.join(60)
+    assert [[m["role"] for m in chat] for chat in views[-1].chats] == [["user", "assistant"]] * 3

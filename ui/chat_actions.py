@@ -20,7 +20,7 @@ import gradio as gr
 from arena import chat_session
 from arena.chat_session import ChatRequest, ChatSession, caution_note, into_box
 from arena.export import export_json, export_markdown
-from arena.rounds import vote
+from arena.rounds import PaneState, vote
 from arena.votes import PANE_LABELS, app_store, config_hash
 from core.errors import UserError
 from evaluation import defaults
@@ -84,8 +84,9 @@ def view(session: ChatSession, relabel: bool = False, note: str | None = None, s
     for their turn (in the panes that are on). `ended`: the stream step has returned, so
     the vote row may appear (not with the stream's last snapshot)."""
     arena = session.arena
-    waiting = [{"role": "user", "content": f"{text}\n\n*⏳ waiting its turn*"} for text in session.queued_messages()]
-    histories = [p.shown() + waiting if waiting and p.active else p.shown() for p in arena.panes]
+    waiting = [{"role": "user", "content": f"{text}\n\n*⏳ waiting its turn*"} for text in session.unshown_messages()]
+    # A pane loading (the Merged one waiting for the first-chat merge too) shows them as well.
+    histories = [p.shown() + waiting if waiting and (p.active or p.state is PaneState.LOADING) else p.shown() for p in arena.panes]
     chats = ([gr.Chatbot(value=h, label=label) for h, label in zip(histories, arena.display_labels(), strict=True)]
              if relabel else histories)
     # Its choices are emptied only when a round or a stream starts: a choice made as the row appeared is kept.

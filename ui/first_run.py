@@ -15,6 +15,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from arena.chat_session import ChatSession
 from core import places
 from core.errors import UserError
 from evaluation import defaults
@@ -57,12 +58,13 @@ class DefaultMerge:
     asked: int  # time.monotonic_ns(): every request differs from the last, so the change event fires
 
 
-def on_chat_opened(merged_ref: str, chat_a: str, chat_b: str) -> tuple:
+def on_chat_opened(merged_ref: str, chat_a: str, chat_b: str, session: ChatSession) -> tuple:
     """Opening the Chat tab, at once (not queued behind the device): (merged model, parent A,
     parent B, notice, default merge to run). Only while the parent fields hold their start
     values (models a visitor typed are theirs): with a merge under outputs/ (the latest,
     loaded with the page), its parents; with no merged model, the default merge when it is
-    already on disk, else the running notice and the request for merge_defaults."""
+    already on disk, else the running notice and the request for merge_defaults, whose
+    folder the session expects (a message sent meanwhile waits for it in the Merged pane)."""
     if (chat_a, chat_b) != (defaults.DEFAULT_A, defaults.DEFAULT_B):
         return (gr.skip(),) * 5
     # The page's load fills the latest merge; a tab opened before that load lands must not
@@ -74,15 +76,26 @@ def on_chat_opened(merged_ref: str, chat_a: str, chat_b: str) -> tuple:
     name, done = merge_name(pair.yaml())
     if done:
         return *filled(pair, name), gr.skip()
+    session.expect_merged()
     return gr.skip(), gr.skip(), gr.skip(), RUNNING, DefaultMerge(pair, name, time.monotonic_ns())
 
 
-def merge_defaults(request: DefaultMerge, merged_ref: str = "", chat_a: str = defaults.DEFAULT_A, chat_b: str = defaults.DEFAULT_B,
+def merge_defaults(request: DefaultMerge, merged_ref: str, chat_a: str, chat_b: str, session: ChatSession,
                    progress=gr.Progress()) -> tuple:  # noqa: B008 -- Gradio injects it
     """The default merge, on the device queue: (merged model, parent A, parent B, notice).
     A request that an earlier one already fulfilled (the tab opened twice) reuses its merge.
     Models the visitor chose while it ran (the model fields, as they are now) are theirs and
-    stay: seen in Chromium, typed parents were replaced by the default pair seconds later."""
+    stay: seen in Chromium, typed parents were replaced by the default pair seconds later.
+    The messages sent meanwhile are answered with the models it fills in."""
+    shown = (gr.skip(),) * 4  # what a crash leaves
+    try:
+        shown = run_default_merge(request, merged_ref, chat_a, chat_b, progress)
+    finally:
+        session.merged_arrived(tuple(shown[:3]) if isinstance(shown[0], str) else None)
+    return shown
+
+
+def run_default_merge(request: DefaultMerge, merged_ref: str, chat_a: str, chat_b: str, progress) -> tuple:
     pair = request.pair
     name, done = merge_name(pair.yaml())
     if not done:

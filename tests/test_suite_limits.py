@@ -9,7 +9,9 @@ from core.places import ROOT
 
 
 def run_layout_tests(deadline_s: str = "3600", disk_gib: str = "1") -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_layout.py"], cwd=ROOT,
+    # The plugin as tests/conftest.py loads it, without the conftest's imports (torch, playwright), most of a run's time.
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--noconftest", "-p", "testkit.suite_limits",
+                           "tests/test_layout.py"], cwd=ROOT,
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, "SLERP_ARENA_SUITE_DEADLINE_S": deadline_s, "SLERP_ARENA_SUITE_DISK_GIB": disk_gib})
 

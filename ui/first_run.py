@@ -64,7 +64,7 @@ def on_chat_opened(merged_ref: str, chat_a: str, chat_b: str, session: ChatSessi
     values (models a visitor typed are theirs): with a merge under outputs/ (the latest,
     loaded with the page), its parents; with no merged model, the default merge when it is
     already on disk, else the running notice and the request for merge_defaults, whose
-    folder the session expects (a message sent meanwhile waits for it in the Merged pane)."""
+    models the session now expects (a message sent meanwhile waits for them)."""
     if (chat_a, chat_b) != (defaults.DEFAULT_A, defaults.DEFAULT_B):
         return (gr.skip(),) * 5
     # The page's load fills the latest merge; a tab opened before that load lands must not

@@ -300,11 +300,10 @@ def stop_replies(session: ChatSession) -> list[str]:
     """Stop: the replies end where they are, marked stopped; returns the messages that
     still waited (the current one too, if no reply to it had begun), oldest first, for
     the box."""
-    current = session.current
-    unstarted = [current.message] if current is not None and current.phase is Phase.QUEUED and current.message else []
-    waiting = session.drop_queue()
+    waiting = session.unshown_messages()
+    session.drop_queue()
     unbegun = stop(session.arena)  # its models still loading: no reply had begun
-    return ([unbegun] if unbegun else []) + unstarted + waiting
+    return ([unbegun] if unbegun else []) + waiting
 
 
 def clear_chat(session: ChatSession) -> None:
